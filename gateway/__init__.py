@@ -1,0 +1,3 @@
+"""Inlet: a self-hosted incident intake gateway."""
+
+__version__ = "0.1.0"

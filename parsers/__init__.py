@@ -1,0 +1,1 @@
+"""Pure parsers: raw email or webhook payload -> Signals. One module per format."""

@@ -1,0 +1,68 @@
+"""Signal: one normalised report of a problem, or of progress on it.
+
+Every parser returns Signals; everything after the parse step reads Signals
+only, whatever the source was (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+FIRING = "firing"
+RESOLVED = "resolved"
+ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True)
+class Part:
+    """An attachment or inline part of a message, or a skipped one.
+
+    ``data`` is None when the part was skipped (``skipped`` says why); size and
+    sha256 are always those of the part as received.
+    """
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    data: bytes | None
+    inline: bool = False
+    content_id: str | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One report from one source, in plain values.
+
+    Correlation keys: ``message_id`` / ``references`` (email threading),
+    ``subject_ref`` (an ``INC-42`` tag in the subject), ``fingerprint`` (alert
+    or dedup key: the same problem while open), ``group_key`` (signals that
+    belong to one incident, e.g. an Alertmanager group).
+    """
+
+    source: str  # "email", "alertmanager", "grafana", "pagerduty", "generic", "manual"
+    title: str
+    text: str = ""
+    html: str | None = None
+    full_text: str | None = None  # the text before quotes/signature were stripped
+    reporter_email: str | None = None
+    reporter_name: str | None = None
+    recipients: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    message_id: str | None = None
+    references: tuple[str, ...] = ()
+    subject_ref: str | None = None
+    fingerprint: str | None = None
+    group_key: str | None = None
+    status: str = FIRING  # FIRING, RESOLVED or ACKNOWLEDGED
+    severity: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    links: tuple[str, ...] = ()
+    occurred_at: datetime | None = None
+    attachments: tuple[Part, ...] = ()
+    mail_class: str | None = None  # human, auto-reply, bounce, bulk, own-loop
+    mail_class_reason: str | None = None
+    suppress_autoreply: bool = False
+    details: dict = field(default_factory=dict)  # source-specific extras, kept for display
