@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -130,8 +131,21 @@ def load_config(path: str | os.PathLike) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+        raise ConfigError(f"{path}: TOML syntax error: {_locate(exc, raw.decode('utf-8'))}") from None
     return config_from_dict(data, str(path))
+
+
+def _locate(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """The parser's message with the line number and the offending line's text."""
+    message = str(exc)
+    lines = text.splitlines()
+    match = re.search(r"at line (\d+)", message)
+    number = int(match.group(1)) if match else len(lines)
+    if not match:
+        message = message.replace("(at end of document)", f"(at end of document, line {number})")
+    if 0 < number <= len(lines):
+        message += f": {lines[number - 1].strip()[:80]}"
+    return message
 
 
 def config_from_dict(data: dict, path: str = "<config>") -> Config:

@@ -1,0 +1,506 @@
+"""The one door through which any incident changes (DESIGN.md §1, §4).
+
+Every action validates the transition against the state machine, changes the
+incident, writes an Event (actor, old → new, visibility) and runs the change
+hooks (notifications, timers) — all in one transaction. A refused action
+raises :class:`TransitionError` saying from which state to which and why.
+
+State machine::
+
+    new ─► acknowledged ─► in_progress ─► resolved ─► closed   (closed is final)
+      │          │          ▲    │            │
+      │          └──► on_hold ◄──┘            └─► in_progress   (reopen)
+      └─► cancelled (from any open state; final, excluded from metrics)
+
+Resolve is allowed from every open state: monitoring sources resolve alerts
+that no person has touched, and an on-hold incident may be fixed by the reply
+it was waiting for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.clock import Clock
+from gateway.errors import NotFound, TransitionError
+from store.db import db, is_postgres
+from store.models import (
+    ACKNOWLEDGED,
+    CANCELLED,
+    CLOSED,
+    IN_PROGRESS,
+    LEVELS,
+    NEW,
+    ON_HOLD,
+    OPEN_STATUSES,
+    RESOLVED,
+    Contact,
+    CorrelationKey,
+    Counter,
+    Event,
+    Incident,
+    User,
+)
+
+# action -> (states it is allowed from, state it leads to)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "acknowledge": ((NEW,), ACKNOWLEDGED),
+    "start": ((NEW, ACKNOWLEDGED), IN_PROGRESS),
+    "hold": ((ACKNOWLEDGED, IN_PROGRESS), ON_HOLD),
+    "resume": ((ON_HOLD,), IN_PROGRESS),
+    "resolve": (OPEN_STATUSES, RESOLVED),
+    "close": ((RESOLVED,), CLOSED),
+    "reopen": ((RESOLVED,), IN_PROGRESS),
+    "cancel": (OPEN_STATUSES, CANCELLED),
+}
+FINAL = (CLOSED, CANCELLED)
+PUBLIC, INTERNAL = "public", "internal"
+FIX_TYPES = ("workaround", "permanent")
+LINK_KINDS = ("parent", "child", "related")
+
+
+@dataclass
+class Change:
+    """What one lifecycle call did; handed to every hook inside the transaction."""
+
+    action: str
+    incident: Incident
+    event: Event
+    actor: str
+    before: dict = field(default_factory=dict)
+
+
+Hook = Callable[[Change], None]
+
+
+class Policy:
+    """Priority from impact × urgency and SLA targets per priority (ITIL defaults).
+
+    The process engine replaces this with the configured matrix, targets and
+    calendars; lifecycle only needs these two questions answered.
+    """
+
+    MATRIX = {
+        ("high", "high"): "P1",
+        ("high", "medium"): "P2",
+        ("medium", "high"): "P2",
+        ("high", "low"): "P3",
+        ("medium", "medium"): "P3",
+        ("low", "high"): "P3",
+        ("medium", "low"): "P4",
+        ("low", "medium"): "P4",
+        ("low", "low"): "P5",
+    }
+    TARGETS = {
+        "P1": (timedelta(minutes=15), timedelta(hours=4)),
+        "P2": (timedelta(hours=1), timedelta(hours=8)),
+        "P3": (timedelta(hours=4), timedelta(days=1)),
+        "P4": (timedelta(days=1), timedelta(days=3)),
+        "P5": (timedelta(days=2), timedelta(days=5)),
+    }
+
+    def priority(self, impact: str, urgency: str) -> str:
+        return self.MATRIX[(impact, urgency)]
+
+    def targets(self, incident: Incident) -> tuple[datetime, datetime]:
+        respond, resolve = self.TARGETS[incident.priority]
+        paused = timedelta(seconds=incident.paused_seconds)
+        return incident.opened_at + respond, incident.opened_at + resolve + paused
+
+
+class Lifecycle:
+    """Create and change incidents. ``hooks`` run inside each transaction."""
+
+    def __init__(self, *, ref_prefix: str = "INC", clock: Clock | None = None, policy: Policy | None = None, hooks=()):
+        self.ref_prefix = ref_prefix
+        self.clock = clock or Clock()
+        self.policy = policy or Policy()
+        self.hooks: list[Hook] = list(hooks)
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, ref: str) -> Incident:
+        """The incident with this reference (case-insensitive), or NotFound."""
+        incident = Incident.get_or_none(Incident.ref == normalise_ref(ref))
+        if incident is None:
+            raise NotFound(f"no incident {ref!r}")
+        return incident
+
+    # ------------------------------------------------------------ creating
+
+    def create(
+        self,
+        *,
+        title: str,
+        actor: str,
+        description: str = "",
+        source: str = "manual",
+        integration: str = "",
+        reporter_email: str | None = None,
+        reporter_name: str = "",
+        impact: str = "medium",
+        urgency: str = "medium",
+        category: str = "",
+        service: str = "",
+        group: str = "",
+        procedure: str = "standard",
+        tags: Iterable[str] = (),
+        labels: dict | None = None,
+        major: bool = False,
+        security: bool = False,
+        drill: bool = False,
+        decisions: dict | None = None,
+        keys: Iterable[tuple[str, str]] = (),
+        inbound=None,
+        visibility: str = INTERNAL,
+    ) -> Incident:
+        """Register a new incident with its first Event; return it."""
+        title = " ".join((title or "").split())[:500]
+        if not title:
+            raise TransitionError("new incident", "create", "-", "a title is required")
+        _check_level("impact", impact)
+        _check_level("urgency", urgency)
+        now = self.clock.now()
+        with db.atomic():
+            number = _next_number()
+            reporter = contact_for(reporter_email, reporter_name, now) if reporter_email else None
+            incident = Incident(
+                number=number,
+                ref=f"{self.ref_prefix}-{number}",
+                title=title,
+                description=description,
+                status=NEW,
+                category=category,
+                service=service,
+                impact=impact,
+                urgency=urgency,
+                priority=self.policy.priority(impact, urgency),
+                procedure=procedure,
+                group=group,
+                reporter=reporter,
+                source=source,
+                integration=integration,
+                tags=sorted(set(tags)),
+                labels=labels or {},
+                major=major,
+                security=security,
+                drill=drill,
+                decisions=decisions or {},
+                opened_at=now,
+                updated_at=now,
+                signal_count=1 if source != "manual" else 0,
+                last_signal_at=now if source != "manual" else None,
+            )
+            incident.respond_by, incident.resolve_by = self.policy.targets(incident)
+            incident.save(force_insert=True)
+            for kind, value in keys:
+                add_key(incident, kind, value, now)
+            event = self._event(
+                incident, "created", actor, visibility, field="status", new=NEW, body=description, inbound=inbound
+            )
+            self._run_hooks(Change("create", incident, event, actor))
+        return incident
+
+    # ------------------------------------------------------------ status changes
+
+    def acknowledge(self, ref: str, actor: str) -> Incident:
+        return self._transition(ref, "acknowledge", actor)
+
+    def start(self, ref: str, actor: str) -> Incident:
+        return self._transition(ref, "start", actor)
+
+    def hold(self, ref: str, actor: str, reason: str) -> Incident:
+        return self._transition(ref, "hold", actor, body=_required(ref, "hold", reason, "a reason"))
+
+    def resume(self, ref: str, actor: str, body: str = "") -> Incident:
+        return self._transition(ref, "resume", actor, body=body)
+
+    def resolve(
+        self, ref: str, actor: str, *, code: str, notes: str, cause: str, fix: str = "workaround", cause_text: str = ""
+    ) -> Incident:
+        """Resolve with a resolution record: code, notes and cause are required."""
+        missing = [name for name, value in (("code", code), ("notes", notes), ("cause", cause)) if not value.strip()]
+        if missing:
+            current = self.get(ref)
+            raise TransitionError(current.ref, "resolve", current.status, f"{', '.join(missing)} required")
+        if fix not in FIX_TYPES:
+            raise TransitionError(ref, "resolve", "-", f"fix must be one of {', '.join(FIX_TYPES)}")
+        fields = dict(
+            resolution_code=code, resolution_notes=notes, cause_code=cause, fix_type=fix, cause_text=cause_text
+        )
+        return self._transition(ref, "resolve", actor, body=notes, visibility=PUBLIC, fields=fields)
+
+    def close(self, ref: str, actor: str, *, by: str = "agent") -> Incident:
+        """Close a resolved incident; major and security incidents need their review first."""
+        return self._transition(ref, "close", actor, fields={"closed_by": by})
+
+    def reopen(self, ref: str, actor: str, reason: str) -> Incident:
+        return self._transition(ref, "reopen", actor, body=_required(ref, "reopen", reason, "a reason"))
+
+    def cancel(self, ref: str, actor: str, reason: str) -> Incident:
+        return self._transition(ref, "cancel", actor, body=_required(ref, "cancel", reason, "a reason"))
+
+    # ------------------------------------------------------------ other changes
+
+    def note(self, ref: str, actor: str, body: str, *, public: bool = False, inbound=None) -> Event:
+        """Add an internal note, or a public update (which reaches the reporter)."""
+        body = _required(ref, "add a note", body, "a text")
+        with db.atomic():
+            incident = self._lock(ref, "add a note")
+            incident.updated_at = self.clock.now()
+            incident.save()
+            kind = "update" if public else "note"
+            event = self._event(incident, kind, actor, PUBLIC if public else INTERNAL, body=body, inbound=inbound)
+            self._run_hooks(Change(kind, incident, event, actor))
+        return event
+
+    def assign(self, ref: str, actor: str, *, group: str | None = None, assignee: str | None = None, reason: str = ""):
+        """Move to another group and/or member; a change of group counts as a reassignment."""
+        with db.atomic():
+            incident = self._lock(ref, "assign")
+            before = {"group": incident.group, "assignee": incident.assignee.name if incident.assignee else None}
+            user = None
+            if assignee:
+                user = User.get_or_none(User.name == assignee)
+                if user is None:
+                    raise NotFound(f"no user {assignee!r}")
+            changed = []
+            if group is not None and group != incident.group:
+                if incident.group:
+                    incident.reassignment_count += 1
+                incident.group = group
+                changed.append(("group", before["group"], group))
+            if assignee is not None and (user and user.name) != before["assignee"]:
+                incident.assignee = user
+                changed.append(("assignee", before["assignee"], user.name if user else None))
+            if not changed:
+                return incident
+            incident.updated_at = self.clock.now()
+            incident.save()
+            for name, old, new in changed:
+                event = self._event(incident, "assigned", actor, INTERNAL, field=name, old=old, new=new, body=reason)
+            self._run_hooks(Change("assign", incident, event, actor, before))
+        return incident
+
+    def update(self, ref: str, actor: str, *, reason: str = "", **fields) -> Incident:
+        """Change classification fields (title, category, service, impact, urgency, flags).
+
+        A change of impact or urgency recomputes the priority and the SLA targets.
+        """
+        allowed = {"title", "category", "service", "impact", "urgency", "major", "security", "procedure", "tags"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise TransitionError(ref, "update", "-", f"cannot change {', '.join(sorted(unknown))} this way")
+        for name in ("impact", "urgency"):
+            if name in fields:
+                _check_level(name, fields[name])
+        with db.atomic():
+            incident = self._lock(ref, "update")
+            before = {name: getattr(incident, name) for name in fields}
+            events = []
+            for name, value in fields.items():
+                if before[name] != value:
+                    setattr(incident, name, value)
+                    events.append((name, before[name], value))
+            priority = self.policy.priority(incident.impact, incident.urgency)
+            if priority != incident.priority:
+                events.append(("priority", incident.priority, priority))
+                before["priority"] = incident.priority
+                incident.priority = priority
+                incident.respond_by, incident.resolve_by = self.policy.targets(incident)
+            if not events:
+                return incident
+            incident.updated_at = self.clock.now()
+            incident.save()
+            for name, old, new in events:
+                event = self._event(incident, "changed", actor, INTERNAL, field=name, old=old, new=new, body=reason)
+            self._run_hooks(Change("update", incident, event, actor, before))
+        return incident
+
+    def link(self, ref: str, actor: str, other_ref: str, kind: str = "related") -> Incident:
+        """Link two incidents: ``parent`` makes ``other_ref`` the parent of ``ref``; ``child`` the reverse."""
+        if kind not in LINK_KINDS:
+            raise TransitionError(ref, "link", "-", f"kind must be one of {', '.join(LINK_KINDS)}")
+        with db.atomic():
+            incident = self._lock(ref, "link")
+            other = self._lock(other_ref, "link")
+            if other.id == incident.id:
+                raise TransitionError(incident.ref, "link", incident.status, "an incident cannot be linked to itself")
+            child, parent = (incident, other) if kind == "parent" else (other, incident)
+            if kind != "related":
+                if _is_ancestor(child, parent):
+                    raise TransitionError(child.ref, "link", child.status, f"{parent.ref} is its descendant")
+                child.parent = parent
+                child.updated_at = self.clock.now()
+                child.save()
+            event = self._event(incident, "linked", actor, INTERNAL, field=kind, new=other.ref)
+            self._event(other, "linked", actor, INTERNAL, field=_reverse(kind), new=incident.ref)
+            self._run_hooks(Change("link", incident, event, actor))
+        return incident
+
+    def add_signal(self, ref: str, actor: str, *, at: datetime | None = None) -> Incident:
+        """Count one more signal of an open problem (no timeline entry: repeats are not news)."""
+        now = at or self.clock.now()
+        with db.atomic():
+            Incident.update(signal_count=Incident.signal_count + 1, last_signal_at=now).where(
+                Incident.ref == normalise_ref(ref)
+            ).execute()
+        return self.get(ref)
+
+    # ------------------------------------------------------------ internals
+
+    def _transition(self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None) -> Incident:
+        allowed, target = TRANSITIONS[action]
+        with db.atomic():
+            incident = self._lock(ref, action)
+            if incident.status not in allowed:
+                raise TransitionError(
+                    incident.ref,
+                    action,
+                    incident.status,
+                    f"only allowed from {', '.join(allowed)} (would lead to {target})",
+                )
+            if action == "close" and (incident.major or incident.security) and not incident.review:
+                kind = "major" if incident.major else "security"
+                raise TransitionError(
+                    incident.ref, action, incident.status, f"a {kind} incident needs its post-incident review first"
+                )
+            now = self.clock.now()
+            before = {"status": incident.status}
+            for name, value in (fields or {}).items():
+                setattr(incident, name, value)
+            self._apply_status(incident, action, target, now)
+            incident.updated_at = now
+            incident.save()
+            event = self._event(
+                incident,
+                _EVENT_TYPES[action],
+                actor,
+                visibility,
+                field="status",
+                old=before["status"],
+                new=target,
+                body=body,
+            )
+            self._run_hooks(Change(action, incident, event, actor, before))
+        return incident
+
+    def _apply_status(self, incident: Incident, action: str, target: str, now: datetime) -> None:
+        if incident.status == ON_HOLD and incident.on_hold_since:
+            incident.paused_seconds += int((now - incident.on_hold_since).total_seconds())
+            incident.on_hold_since = None
+        incident.status = target
+        if target in (ACKNOWLEDGED, IN_PROGRESS) and incident.acknowledged_at is None:
+            incident.acknowledged_at = now
+        if target == ON_HOLD:
+            incident.on_hold_since = now
+        if target == RESOLVED:
+            incident.resolved_at = now
+        if action == "reopen":
+            incident.reopen_count += 1
+            incident.resolved_at = None
+        if target == CLOSED:
+            incident.closed_at = now
+        if target == CANCELLED:
+            incident.cancelled_at = now
+        if action in ("resume", "reopen", "resolve"):
+            incident.respond_by, incident.resolve_by = self.policy.targets(incident)
+        set_keys_open(incident, target in OPEN_STATUSES or target == RESOLVED)
+
+    def _lock(self, ref: str, action: str) -> Incident:
+        query = Incident.select().where(Incident.ref == normalise_ref(ref))
+        if is_postgres():
+            query = query.for_update()
+        incident = query.get_or_none()
+        if incident is None:
+            raise NotFound(f"no incident {ref!r}")
+        if incident.status in FINAL:
+            raise TransitionError(incident.ref, action, incident.status, f"a {incident.status} incident is read-only")
+        return incident
+
+    def _event(self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None):
+        return Event.create(
+            incident=incident,
+            at=self.clock.now(),
+            type=type_,
+            actor=actor,
+            visibility=visibility,
+            field=field,
+            old=None if old is None else str(old),
+            new=None if new is None else str(new),
+            body=body or "",
+            inbound=inbound,
+        )
+
+    def _run_hooks(self, change: Change) -> None:
+        for hook in self.hooks:
+            hook(change)
+
+
+_EVENT_TYPES = {
+    "acknowledge": "acknowledged",
+    "start": "started",
+    "hold": "held",
+    "resume": "resumed",
+    "resolve": "resolved",
+    "close": "closed",
+    "reopen": "reopened",
+    "cancel": "cancelled",
+}
+
+
+def normalise_ref(ref: str) -> str:
+    return (ref or "").strip().upper()
+
+
+def contact_for(email: str, name: str, now: datetime) -> Contact:
+    """The Contact for an address, created once even when two threads race."""
+    email = email.strip().lower()
+    Contact.insert(email=email, name=name or "", created_at=now).on_conflict_ignore().execute()
+    return Contact.get(Contact.email == email)
+
+
+def add_key(incident: Incident, kind: str, value: str, now: datetime, state: str = "") -> None:
+    CorrelationKey.create(incident=incident, kind=kind, value=value[:512], open=True, state=state, created_at=now)
+
+
+def set_keys_open(incident: Incident, is_open: bool) -> None:
+    """Keys of a closed or cancelled incident no longer thread new signals onto it."""
+    CorrelationKey.update(open=is_open).where(CorrelationKey.incident == incident).execute()
+
+
+def _next_number() -> int:
+    """The next incident number, from a counter row locked by the creating transaction."""
+    query = Counter.update(value=Counter.value + 1).where(Counter.name == "incident").returning(Counter.value).execute()
+    row = next(iter(query), None)
+    if row is None:  # the row is created by the first migration; recreate if someone removed it
+        Counter.insert(name="incident", value=1).execute()
+        return 1
+    return row.value
+
+
+def _required(ref: str, action: str, value: str, what: str) -> str:
+    if not (value or "").strip():
+        raise TransitionError(normalise_ref(ref), action, "-", f"{what} is required")
+    return value.strip()
+
+
+def _check_level(name: str, value: str) -> None:
+    if value not in LEVELS:
+        raise TransitionError("incident", f"set {name}", "-", f"{name} must be one of {', '.join(LEVELS)}")
+
+
+def _is_ancestor(candidate: Incident, of: Incident) -> bool:
+    node, seen = of, set()
+    while node is not None and node.id not in seen:
+        if node.id == candidate.id:
+            return True
+        seen.add(node.id)
+        node = node.parent
+    return False
+
+
+def _reverse(kind: str) -> str:
+    return {"parent": "child", "child": "parent"}.get(kind, kind)

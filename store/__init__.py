@@ -1,0 +1,1 @@
+"""Storage: peewee models, the database from its URL, schema migrations, queries."""

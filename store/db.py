@@ -1,0 +1,103 @@
+"""The database: one proxy, opened once from the configuration's URL.
+
+``sqlite:///var/inlet.db`` (relative) or ``sqlite:////abs/inlet.db`` selects the
+embedded SQLite default (WAL, foreign keys, busy timeout, ``BEGIN IMMEDIATE``
+so concurrent writers queue instead of failing); ``postgresql://user@host:port/db``
+selects PostgreSQL with a connection pool. peewee keeps one connection per
+thread, so the database is safe to use from many threads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from gateway.errors import ConfigError, StoreUnavailable
+
+db = peewee.DatabaseProxy()
+
+
+def is_postgres(database: peewee.Database | None = None) -> bool:
+    target = database or db.obj
+    return isinstance(target, peewee.PostgresqlDatabase)
+
+
+def make_database(url: str, *, password: str | None = None, pool_size: int = 10, busy_timeout: float = 10.0):
+    """Build (not connect) a peewee database for ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if not path:
+            raise ConfigError(f"database url {url!r}: no file path (use sqlite:///var/inlet.db)")
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return peewee.SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "busy_timeout": int(busy_timeout * 1000),
+                "synchronous": "normal",
+            },
+            timeout=busy_timeout,
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+        )
+    if parts.scheme in ("postgresql", "postgres"):
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ConfigError(f"database url {redact(url)!r}: no database name")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return PooledPostgresqlDatabase(
+            name,
+            user=unquote(parts.username) if parts.username else None,
+            password=password or (unquote(parts.password) if parts.password else None),
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=busy_timeout,
+            connect_timeout=int(options.pop("connect_timeout", 5)),
+            **options,
+        )
+    raise ConfigError(f"database url {redact(url)!r}: scheme must be sqlite:// or postgresql://")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def describe(database: peewee.Database) -> str:
+    """'PostgreSQL database "inlet" on 127.0.0.1:5432' or 'SQLite file var/inlet.db' (never a password)."""
+    if isinstance(database, peewee.PostgresqlDatabase):
+        params = database.connect_params
+        return f"PostgreSQL database {database.database!r} on {params.get('host')}:{params.get('port')}"
+    return f"SQLite file {database.database}"
+
+
+def open_database(config) -> peewee.Database:
+    """Initialise the proxy from ``config.database`` and check the database answers."""
+    section = config.database
+    password = os.environ.get(section.password_env) if section.password_env else None
+    database = make_database(
+        section.url, password=password, pool_size=section.pool_size, busy_timeout=section.busy_timeout.total_seconds()
+    )
+    db.initialize(database)
+    try:
+        with db.connection_context():
+            db.execute_sql("SELECT 1")
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if password:
+            reason = reason.replace(password, "***")
+        raise StoreUnavailable(f"cannot connect to {describe(database)}: {reason}") from None
+    return database

@@ -1,0 +1,67 @@
+"""Versioned schema migrations.
+
+Each migration is ``(version, description, function(database))``, applied in
+order inside a transaction and recorded in ``schema_version``. ``upgrade`` is
+idempotent; ``inlet serve`` refuses to start unless ``current_version`` equals
+:data:`LATEST`. Version 1 creates the tables from the models as they were at
+version 1; later versions must use ``playhouse.migrate`` operations, never the
+live models, so that an old database upgrades through every step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import peewee
+
+from gateway.errors import SchemaOutdated
+from store import models
+from store.db import db
+
+
+def _v1_initial(database: peewee.Database) -> None:
+    database.create_tables(models.MODELS)
+    models.Counter.insert(name="incident", value=0).on_conflict_ignore().execute()
+
+
+MIGRATIONS = [
+    (1, "initial schema", _v1_initial),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version() -> int:
+    """The schema version of the connected database (0 when empty)."""
+    if not db.table_exists(models.SchemaVersion._meta.table_name):
+        return 0
+    row = models.SchemaVersion.select(peewee.fn.MAX(models.SchemaVersion.version)).scalar()
+    return row or 0
+
+
+def upgrade() -> list[tuple[int, str]]:
+    """Apply every migration newer than the database; return what was applied."""
+    applied = []
+    with db.connection_context():
+        db.create_tables([models.SchemaVersion])
+        for version, description, apply in MIGRATIONS:
+            with db.atomic():
+                if models.SchemaVersion.get_or_none(models.SchemaVersion.version == version):
+                    continue
+                apply(db.obj)
+                models.SchemaVersion.create(version=version, description=description, applied_at=datetime.now(UTC))
+                applied.append((version, description))
+    return applied
+
+
+def require_latest() -> None:
+    """Raise SchemaOutdated with what to run unless the schema is at :data:`LATEST`."""
+    with db.connection_context():
+        version = current_version()
+    if version < LATEST:
+        raise SchemaOutdated(
+            f"database schema is at version {version}, this Inlet needs {LATEST}: run 'inlet db upgrade'"
+        )
+    if version > LATEST:
+        raise SchemaOutdated(
+            f"database schema is at version {version}, newer than this Inlet ({LATEST}): upgrade Inlet"
+        )

@@ -1,0 +1,275 @@
+"""peewee models for the domain of DESIGN.md §4.
+
+Times are timezone-aware UTC in Python and naive UTC in the database
+(:class:`UTCDateTimeField`), so SQLite and PostgreSQL store the same values.
+Only ``gateway/lifecycle.py`` writes incident fields; everything else reads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import peewee
+
+from store.db import db
+
+# Incident statuses (DESIGN.md §4).
+NEW = "new"
+ACKNOWLEDGED = "acknowledged"
+IN_PROGRESS = "in_progress"
+ON_HOLD = "on_hold"
+RESOLVED = "resolved"
+CLOSED = "closed"
+CANCELLED = "cancelled"
+STATUSES = (NEW, ACKNOWLEDGED, IN_PROGRESS, ON_HOLD, RESOLVED, CLOSED, CANCELLED)
+OPEN_STATUSES = (NEW, ACKNOWLEDGED, IN_PROGRESS, ON_HOLD)
+
+# Inbound statuses (DESIGN.md §1).
+PENDING = "pending"
+PROCESSED = "processed"
+IGNORED = "ignored"
+FAILED = "failed"
+
+ROLES = ("admin", "agent", "viewer")
+LEVELS = ("high", "medium", "low")
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """Aware UTC datetimes in Python, naive UTC in the database."""
+
+    def db_value(self, value):
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class JSONTextField(peewee.TextField):
+    """JSON kept as text: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class User(BaseModel):
+    name = peewee.CharField(max_length=100, unique=True)
+    role = peewee.CharField(max_length=10, choices=[(r, r) for r in ROLES])
+    password_hash = peewee.CharField(max_length=255)
+    email = peewee.CharField(max_length=320, default="")
+    api_token_hash = peewee.CharField(max_length=128, null=True, unique=True)
+    active = peewee.BooleanField(default=True)
+    created_at = UTCDateTimeField()
+
+
+class Contact(BaseModel):
+    """Someone who reports incidents or is told about them (not a login)."""
+
+    email = peewee.CharField(max_length=320, unique=True)
+    name = peewee.CharField(max_length=200, default="")
+    undeliverable_until = UTCDateTimeField(null=True)
+    created_at = UTCDateTimeField()
+
+
+class Incident(BaseModel):
+    number = peewee.IntegerField(unique=True)
+    ref = peewee.CharField(max_length=32, unique=True)
+    title = peewee.CharField(max_length=500)
+    description = peewee.TextField(default="")
+    status = peewee.CharField(max_length=16, default=NEW)
+    category = peewee.CharField(max_length=100, default="")
+    service = peewee.CharField(max_length=100, default="")
+    impact = peewee.CharField(max_length=8, default="medium")
+    urgency = peewee.CharField(max_length=8, default="medium")
+    priority = peewee.CharField(max_length=4, default="P3")
+    procedure = peewee.CharField(max_length=16, default="standard")
+    group = peewee.CharField(max_length=100, default="")
+    assignee = peewee.ForeignKeyField(User, null=True, backref="assigned", on_delete="SET NULL")
+    reporter = peewee.ForeignKeyField(Contact, null=True, backref="reported", on_delete="SET NULL")
+    source = peewee.CharField(max_length=32, default="manual")
+    integration = peewee.CharField(max_length=100, default="")
+    tags = JSONTextField(default=list)
+    labels = JSONTextField(default=dict)
+    major = peewee.BooleanField(default=False)
+    security = peewee.BooleanField(default=False)
+    escalated = peewee.BooleanField(default=False)
+    drill = peewee.BooleanField(default=False)
+    flapping = peewee.BooleanField(default=False)
+    flap_count = peewee.IntegerField(default=0)
+    respond_by = UTCDateTimeField(null=True)
+    resolve_by = UTCDateTimeField(null=True)
+    opened_at = UTCDateTimeField()
+    acknowledged_at = UTCDateTimeField(null=True)
+    resolved_at = UTCDateTimeField(null=True)
+    closed_at = UTCDateTimeField(null=True)
+    cancelled_at = UTCDateTimeField(null=True)
+    on_hold_since = UTCDateTimeField(null=True)
+    paused_seconds = peewee.IntegerField(default=0)
+    updated_at = UTCDateTimeField()
+    last_signal_at = UTCDateTimeField(null=True)
+    signal_count = peewee.IntegerField(default=0)
+    reopen_count = peewee.IntegerField(default=0)
+    reassignment_count = peewee.IntegerField(default=0)
+    resolution_code = peewee.CharField(max_length=64, default="")
+    resolution_notes = peewee.TextField(default="")
+    fix_type = peewee.CharField(max_length=16, default="")  # workaround | permanent
+    cause_code = peewee.CharField(max_length=64, default="")
+    cause_text = peewee.TextField(default="")
+    closed_by = peewee.CharField(max_length=16, default="")  # reporter | agent | auto
+    review = JSONTextField(null=True)  # post-incident review: cause, actions with owners
+    decisions = JSONTextField(default=dict)  # which rule set which field
+    parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="SET NULL")
+
+    class Meta:
+        indexes = (
+            (("status", "priority"), False),
+            (("group", "status"), False),
+            (("opened_at",), False),
+        )
+
+
+class CorrelationKey(BaseModel):
+    """A key that threads signals onto an incident (Message-ID, fingerprint, group key).
+
+    ``open`` mirrors whether the incident is open, so the correlate step finds the
+    incident of an open problem with one indexed lookup.
+    """
+
+    incident = peewee.ForeignKeyField(Incident, backref="keys", on_delete="CASCADE")
+    kind = peewee.CharField(max_length=16)  # message-id | fingerprint | group
+    value = peewee.CharField(max_length=512)
+    open = peewee.BooleanField(default=True)
+    state = peewee.CharField(max_length=16, default="")  # per-fingerprint state: firing | resolved
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("kind", "value", "open"), False), (("incident", "kind"), False))
+
+
+class Inbound(BaseModel):
+    """The raw input exactly as received, kept before anything is acknowledged."""
+
+    source = peewee.CharField(max_length=32)  # smtp | imap | import | webhook
+    integration = peewee.CharField(max_length=100, default="")
+    received_at = UTCDateTimeField()
+    dedup_key = peewee.CharField(max_length=255, null=True, unique=True)
+    status = peewee.CharField(max_length=16, default=PENDING)
+    reason = peewee.TextField(default="")  # why ignored, or the error when failed
+    raw = peewee.BlobField()
+    headers = JSONTextField(default=dict)
+    envelope_from = peewee.CharField(max_length=320, null=True)
+    envelope_to = JSONTextField(default=list)
+    peer = peewee.CharField(max_length=100, default="")
+    mail_class = peewee.CharField(max_length=16, default="")
+    decisions = JSONTextField(default=list)  # the pipeline's steps and rule hits
+    incident = peewee.ForeignKeyField(Incident, null=True, backref="inbounds", on_delete="SET NULL")
+    attempts = peewee.IntegerField(default=0)
+    processed_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "received_at"), False),)
+
+
+class Event(BaseModel):
+    """One change or message on an incident: the timeline and the audit log."""
+
+    incident = peewee.ForeignKeyField(Incident, backref="events", on_delete="CASCADE")
+    at = UTCDateTimeField()
+    type = peewee.CharField(max_length=32)
+    actor = peewee.CharField(max_length=320)
+    visibility = peewee.CharField(max_length=8, default="internal")  # public | internal
+    field = peewee.CharField(max_length=32, default="")
+    old = peewee.TextField(null=True)
+    new = peewee.TextField(null=True)
+    body = peewee.TextField(default="")
+    data = JSONTextField(default=dict)
+    inbound = peewee.ForeignKeyField(Inbound, null=True, backref="events", on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("incident", "at"), False),)
+
+
+class Attachment(BaseModel):
+    incident = peewee.ForeignKeyField(Incident, null=True, backref="attachments", on_delete="CASCADE")
+    inbound = peewee.ForeignKeyField(Inbound, null=True, backref="attachments", on_delete="CASCADE")
+    event = peewee.ForeignKeyField(Event, null=True, backref="attachments", on_delete="SET NULL")
+    filename = peewee.CharField(max_length=255)
+    content_type = peewee.CharField(max_length=255)
+    size = peewee.IntegerField()
+    sha256 = peewee.CharField(max_length=64)
+    data = peewee.BlobField(null=True)
+    inline = peewee.BooleanField(default=False)
+    content_id = peewee.CharField(max_length=255, null=True)
+    skipped = peewee.CharField(max_length=255, null=True)
+
+
+class Notification(BaseModel):
+    """An outbox row: written with the change that caused it, delivered by a worker."""
+
+    incident = peewee.ForeignKeyField(Incident, null=True, backref="notifications", on_delete="CASCADE")
+    event = peewee.ForeignKeyField(Event, null=True, backref="notifications", on_delete="SET NULL")
+    audience = peewee.CharField(max_length=32)  # reporter | group | escalation | stakeholder | test
+    template = peewee.CharField(max_length=64)
+    targets = JSONTextField(default=list)  # Apprise URLs or tags
+    context = JSONTextField(default=dict)
+    status = peewee.CharField(max_length=16, default=PENDING)  # pending | sent | failed | digested
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = UTCDateTimeField()
+    results = JSONTextField(default=dict)  # per target: last outcome
+    last_error = peewee.TextField(default="")
+    created_at = UTCDateTimeField()
+    sent_at = UTCDateTimeField(null=True)
+    claimed_by = peewee.CharField(max_length=64, null=True)
+    claimed_until = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "next_attempt_at"), False),)
+
+
+class Timer(BaseModel):
+    """A due action (escalation step, SLA warning, reminder, auto-close) as a row."""
+
+    incident = peewee.ForeignKeyField(Incident, backref="timers", on_delete="CASCADE")
+    kind = peewee.CharField(max_length=32)
+    step = peewee.IntegerField(default=0)
+    due_at = UTCDateTimeField()
+    status = peewee.CharField(max_length=16, default=PENDING)  # pending | fired | cancelled
+    data = JSONTextField(default=dict)
+    fired_at = UTCDateTimeField(null=True)
+    fired_by = peewee.CharField(max_length=64, null=True)
+
+    class Meta:
+        indexes = (
+            (("status", "due_at"), False),
+            (("incident", "kind", "step"), True),
+        )
+
+
+class Counter(BaseModel):
+    """Named counters (incident numbers): incremented inside the creating transaction."""
+
+    name = peewee.CharField(max_length=32, primary_key=True)
+    value = peewee.BigIntegerField(default=0)
+
+
+class SchemaVersion(BaseModel):
+    version = peewee.IntegerField(primary_key=True)
+    description = peewee.CharField(max_length=200)
+    applied_at = UTCDateTimeField()
+
+
+MODELS = (User, Contact, Incident, CorrelationKey, Inbound, Event, Attachment, Notification, Timer, Counter)

@@ -1,0 +1,1 @@
+"""The Flask application: web UI, REST API and webhook endpoints."""

@@ -1,0 +1,31 @@
+"""Flask application factory: ``create_app(config, services)``."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from store.db import db
+
+
+def create_app(config, services=None) -> Flask:
+    """Build the app for ``config``; ``services`` carries the lifecycle and pipeline."""
+    app = Flask(__name__)
+    app.config["INLET"] = config
+    app.config["SERVICES"] = services
+    app.config["MAX_CONTENT_LENGTH"] = config.web.max_body_size
+
+    @app.before_request
+    def _connect():
+        db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc):
+        if not db.is_closed():
+            db.close()
+
+    @app.get("/healthz")
+    def healthz():
+        db.execute_sql("SELECT 1")
+        return jsonify(status="ok")
+
+    return app
