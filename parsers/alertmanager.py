@@ -38,6 +38,7 @@ from parsers.payload import (
     item,
     labels_fingerprint,
     one_of,
+    require_body,
     string_map,
     wrong_type,
 )
@@ -68,8 +69,7 @@ def alert_signals(
     ``group_details`` are merged into every Signal's details; ``extras(alert, path)``
     returns more link candidates and details for one alert.
     """
-    if not isinstance(payload, dict):
-        raise wrong_type("(body)", "a JSON object", payload)
+    require_body(payload)
     group_key = get_str(payload, "groupKey", "")
     receiver = get_str(payload, "receiver", "")
     external_url = get_str(payload, "externalURL", "")

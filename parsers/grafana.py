@@ -19,7 +19,7 @@ rejected with ``field 'alerts': required``.
 from __future__ import annotations
 
 from parsers.alertmanager import alert_signals
-from parsers.payload import child, get_int, get_object, get_str, wrong_type
+from parsers.payload import child, get_int, get_object, get_str, require_body, wrong_type
 from parsers.signal import Signal
 
 SOURCE = "grafana"
@@ -31,8 +31,7 @@ def parse(payload: dict, options: object | None = None) -> list[Signal]:
     Raises ParseError naming the field when a required field is missing or a
     field has the wrong type. ``options`` is accepted for a uniform interface and unused.
     """
-    if not isinstance(payload, dict):
-        raise wrong_type("(body)", "a JSON object", payload)
+    require_body(payload)
     group_details = {
         "orgId": get_int(payload, "orgId", ""),
         "title": get_str(payload, "title", ""),

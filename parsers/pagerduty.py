@@ -37,6 +37,7 @@ from parsers.payload import (
     invalid,
     item,
     one_of,
+    require_body,
     wrong_type,
 )
 from parsers.signal import ACKNOWLEDGED, FIRING, RESOLVED, Signal
@@ -55,8 +56,7 @@ def parse(payload: dict, options: object | None = None) -> list[Signal]:
     Raises ParseError naming the field when a required field is missing or a
     field has the wrong type. ``options`` is accepted for a uniform interface and unused.
     """
-    if not isinstance(payload, dict):
-        raise wrong_type("(body)", "a JSON object", payload)
+    require_body(payload)
     action = get_str(payload, "event_action", "", required=True)
     action = one_of(action, tuple(_STATUS), "event_action")
     triggering = action == "trigger"
@@ -154,4 +154,3 @@ def _scalar(value: object) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
-

@@ -72,6 +72,13 @@ def wrong_type(path: str, expected: str, value: Any) -> ParseError:
     return invalid(path, f"expected {expected}, got {describe(value)}")
 
 
+def require_body(payload: Any) -> dict:
+    """``payload`` when it is a JSON object: every webhook body must be one."""
+    if not isinstance(payload, dict):
+        raise ParseError(f"request body: expected a JSON object, got {describe(payload)}")
+    return payload
+
+
 def get_object(obj: dict, key: str, path: str, *, required: bool = False) -> dict | None:
     """``obj[key]`` when it is a JSON object; None when absent and optional."""
     value = obj.get(key)
@@ -96,9 +103,7 @@ def get_list(obj: dict, key: str, path: str, *, required: bool = False) -> list 
     return value
 
 
-def get_str(
-    obj: dict, key: str, path: str, *, required: bool = False, max_length: int | None = None
-) -> str | None:
+def get_str(obj: dict, key: str, path: str, *, required: bool = False, max_length: int | None = None) -> str | None:
     """``obj[key]`` when it is a string; None when absent (or empty) and optional.
 
     A required string must not be empty or blank.
