@@ -148,7 +148,10 @@ def one_of(value: str, allowed: tuple[str, ...], path: str) -> str:
     """``value`` when it is one of ``allowed``, else a ParseError listing them."""
     if value in allowed:
         return value
-    choices = " or ".join(repr(a) for a in allowed) if len(allowed) <= 2 else ", ".join(repr(a) for a in allowed)
+    if len(allowed) <= 2:
+        choices = " or ".join(repr(a) for a in allowed)
+    else:
+        choices = "one of " + ", ".join(repr(a) for a in allowed)
     raise invalid(path, f"expected {choices}, got {shown(value)}")
 
 

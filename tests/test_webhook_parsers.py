@@ -326,7 +326,7 @@ def test_pagerduty_dedup_key_required_to_acknowledge_or_resolve(action):
         (lambda p: p.pop("event_action"), "field 'event_action': required"),
         (
             lambda p: p.update(event_action="escalate"),
-            "field 'event_action': expected 'trigger', 'acknowledge', 'resolve', got 'escalate'",
+            "field 'event_action': expected one of 'trigger', 'acknowledge', 'resolve', got 'escalate'",
         ),
         (lambda p: p.pop("payload"), "field 'payload': required"),
         (lambda p: p.update(payload="down"), "field 'payload': expected an object, got a string"),
@@ -340,7 +340,7 @@ def test_pagerduty_dedup_key_required_to_acknowledge_or_resolve(action):
         (lambda p: p["payload"].pop("severity"), "field 'payload.severity': required"),
         (
             lambda p: p["payload"].update(severity="sev1"),
-            "field 'payload.severity': expected 'critical', 'error', 'warning', 'info', got 'sev1'",
+            "field 'payload.severity': expected one of 'critical', 'error', 'warning', 'info', got 'sev1'",
         ),
         (
             lambda p: p["payload"].update(timestamp="17/07/2015"),
@@ -543,6 +543,26 @@ def test_parse_webhook_rejects_unknown_kind():
 
 def test_kinds_are_the_four_formats():
     assert set(KINDS) == {"alertmanager", "grafana", "pagerduty", "generic"}
+
+
+def test_parsers_import_only_the_signal_type_and_errors_from_inlet():
+    """DESIGN.md section 3: parsers/ stays pure; it imports nothing of gateway/ but the errors."""
+    import ast
+    import sys
+
+    root = Path(__file__).parent.parent / "parsers"
+    for module in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                allowed = top in sys.stdlib_module_names or top == "parsers" or name == "gateway.errors"
+                assert allowed, f"{module.name} imports {name}"
 
 
 # --- Severity -----------------------------------------------------------------------------------
