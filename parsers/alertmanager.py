@@ -75,7 +75,7 @@ def alert_signals(
     external_url = get_str(payload, "externalURL", "")
     truncated = get_int(payload, "truncatedAlerts", "")
     group_labels = get_object(payload, "groupLabels", "")
-    get_str(payload, "version", "")  # only checked: v4 is the one shape Alertmanager has sent since 0.x
+    get_str(payload, "version", "")  # type-checked only: every version is read as v4
     alerts = get_list(payload, "alerts", "", required=True) or []
 
     common = {
