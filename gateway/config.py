@@ -20,6 +20,7 @@ from pathlib import Path
 from gateway.errors import ConfigError
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
+from gateway.sla import Calendar, SlaSection, check_sla
 
 # ---------------------------------------------------------------- sections
 
@@ -100,10 +101,15 @@ class Config:
     group: list[Group] = setting(factory=list, help="Resolver groups.")
     escalation: list[EscalationPolicy] = setting(factory=list, help="Escalation policies.")
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
+    sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
+    calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
         return next((g for g in self.group if g.name == name), None)
+
+    def calendar_named(self, name: str) -> Calendar | None:
+        return next((c for c in self.calendar if c.name == name), None)
 
     @functools.cached_property
     def ruleset(self) -> RuleSet:
@@ -176,4 +182,9 @@ def _check_references(config: Config) -> None:
     for r in config.rule:
         if r.group and r.group not in groups:
             raise KeyProblem((f"[[rule]] {r.name!r}", "group"), f"no [[group]] named {r.group!r}")
+    check_sla(config.sla, config.calendar)
+    calendars = {c.name for c in config.calendar}
+    for g in config.group:
+        if g.calendar and g.calendar not in calendars:
+            raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error
