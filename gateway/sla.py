@@ -17,7 +17,10 @@ Configuration::
     holidays = ["2025-12-25"]
 
 Business time is real elapsed time inside working hours (a 09:00-17:00 day is 8 h,
-also on a DST change day), in the calendar's time zone. Every function is pure and
+also on a DST change day), in the calendar's time zone. Targets are amounts of
+business time: with 09:00-17:00 hours, ``resolve = "1d"`` (24 h) is three working
+days; write ``"8h"`` for one. Groups without a calendar, and the ``always_on``
+priorities, run 24×7. On hold pauses the resolve clock (never the respond clock). Every function is pure and
 takes aware datetimes; results are in the time zone of ``start``.
 """
 
