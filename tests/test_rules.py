@@ -332,3 +332,17 @@ def test_index_agrees_with_evaluating_every_rule(rule_list, title, text, labels)
     ruleset = compile_rules(named)
     signal = Signal(source="email", title=title, text=text, labels=labels)
     assert ruleset.classify(signal) == ruleset._classify_every_rule(signal)
+
+
+def test_only_rules_whose_words_occur_are_evaluated(monkeypatch):
+    import gateway.rules as module
+
+    many = [Rule(name=f"r{i}", subject=Keywords(any=[f"svc{i}", f"svc{i} server"]), group="g") for i in range(1000)]
+    many.append(Rule(name="catch-all", tags=["seen"]))
+    ruleset = compile_rules(many)
+    evaluated = []
+    real = module._matches
+    monkeypatch.setattr(module, "_matches", lambda c, *a: evaluated.append(c.rule.name) or real(c, *a))
+    d = ruleset.classify(mail("svc42 server down, svc7 fine"))
+    assert sorted(evaluated) == ["catch-all", "r42", "r7"]
+    assert d.reasons["group"] == "r7" and d.tags == ("seen",)
