@@ -10,6 +10,7 @@ ending in ``_env`` name the environment variable that holds them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -18,7 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
+from gateway.sla import Calendar, SlaSection, check_sla
 
 # ---------------------------------------------------------------- sections
 
@@ -85,6 +88,7 @@ class Group:
     channels: list[str] = setting(factory=list, help="Apprise URLs the group is notified on.")
     members: list[str] = setting(factory=list, help="User names of the group's agents.")
     escalation: str = setting("", help="Name of the [[escalation]] policy for this group's incidents.")
+    calendar: str = setting("", help="Name of the [[calendar]] of the group's working hours (empty: 24×7).")
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,21 @@ class Config:
     fallback_group: str = setting("service-desk", help="Group that gets what no rule allocates.")
     group: list[Group] = setting(factory=list, help="Resolver groups.")
     escalation: list[EscalationPolicy] = setting(factory=list, help="Escalation policies.")
+    rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
+    sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
+    calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
         return next((g for g in self.group if g.name == name), None)
+
+    def calendar_named(self, name: str) -> Calendar | None:
+        return next((c for c in self.calendar if c.name == name), None)
+
+    @functools.cached_property
+    def ruleset(self) -> RuleSet:
+        """The rules compiled once (regexes, keyword index); validated at load."""
+        return compile_rules(self.rule)
 
 
 # ---------------------------------------------------------------- loading
@@ -178,3 +193,12 @@ def _check_references(config: Config) -> None:
                 raise KeyProblem(
                     (f"[[escalation]] {p.name!r}", f"steps[{i}]"), "a step needs a target in 'notify' (or flag = true)"
                 )
+    for r in config.rule:
+        if r.group and r.group not in groups:
+            raise KeyProblem((f"[[rule]] {r.name!r}", "group"), f"no [[group]] named {r.group!r}")
+    check_sla(config.sla, config.calendar)
+    calendars = {c.name for c in config.calendar}
+    for g in config.group:
+        if g.calendar and g.calendar not in calendars:
+            raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
+    config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error
