@@ -48,7 +48,7 @@ def test_every_setting_is_documented_in_the_example():
             missing.append(f"[{header}]")
             continue
         table = re.escape(".".join((*section, key)))
-        if not re.search(rf"^\s*#?\s*{re.escape(key)}\s*=|^\s*#?\s*\[\[?{table}\]", text, re.M):
+        if not re.search(rf"^\s*#?\s*{re.escape(key)}(\s*=|\.\w)|^\s*#?\s*\[\[?{table}\]", text, re.M):
             missing.append(".".join((*section, key)))
     assert missing == []
 
