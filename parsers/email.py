@@ -155,7 +155,7 @@ def _id_list(value: str) -> list[str]:
 
 def _clean_header_text(value: str) -> str:
     # compat32 and broken headers can carry surrogate-escaped 8-bit bytes: read them as text.
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
+    if _has_raw_8bit(value):
         raw = value.encode("utf-8", "surrogateescape")
         value = _decode_bytes(raw, None)
     value = _CONTROL_CHARS.sub(" ", value)
@@ -177,19 +177,22 @@ def _raw_values(msg: email.message.Message, name: str) -> list[str]:
         return []
 
 
+def _has_raw_8bit(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
 def _header(msg: email.message.Message, name: str) -> str | None:
     """The first ``name`` header as clean decoded text; None when absent. Never raises."""
+    raw = _raw_values(msg, name)
+    if not raw:
+        return None
+    # Undeclared 8-bit bytes: policy.default would turn them into U+FFFD; guess their charset instead.
+    if _has_raw_8bit(raw[0]) or isinstance(msg.policy, email.policy.Compat32):
+        return _clean_header_text(_decode_encoded_words(_clean_header_text(raw[0])))
     try:
-        value = msg.get(name)
-        if value is None:
-            return None
-        text = str(value)
-        if isinstance(msg.policy, email.policy.Compat32) and "=?" in text:
-            text = _decode_encoded_words(text)
-        return _clean_header_text(text)
+        return _clean_header_text(str(msg[name]))
     except Exception:
-        raw = _raw_values(msg, name)
-        return _clean_header_text(_decode_encoded_words(raw[0])) if raw else None
+        return _clean_header_text(_decode_encoded_words(raw[0]))
 
 
 def _headers(msg: email.message.Message, name: str) -> list[str]:
@@ -277,7 +280,8 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
 def _clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL_CHARS.sub("", text)
-    return "\n".join(line.rstrip() for line in text.split("\n")).strip()
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def _payload_bytes(part: email.message.Message) -> bytes:
@@ -430,7 +434,7 @@ class _Body:
     forwarded: list[str] = field(default_factory=list)
     original_ids: list[str] = field(default_factory=list)  # Message-IDs of bounced originals
     failed_recipients: list[str] = field(default_factory=list)
-    readable_headers: bool = False
+    in_report: bool = False  # inside multipart/report: a message/rfc822 part is the bounced original
 
 
 def _walk(part: email.message.Message, body: _Body, options: EmailOptions, depth: int, html_as_text: bool) -> None:
@@ -452,6 +456,11 @@ def _walk(part: email.message.Message, body: _Body, options: EmailOptions, depth
         _read_original_headers(_payload_bytes(part), body)
         _attach(part, ctype, disposition, body, options)
         return
+    if ctype.startswith("multipart/") and not part.is_multipart():
+        _walk_unsplit_multipart(part, body, options, depth, html_as_text)
+        return
+    if ctype == "multipart/report":
+        body.in_report = True
     if part.is_multipart():
         try:
             children = [c for c in part.get_payload() if isinstance(c, email.message.Message)]
@@ -481,6 +490,27 @@ def _walk(part: email.message.Message, body: _Body, options: EmailOptions, depth
                     body.texts.append(converted)
         return
     _attach(part, ctype, disposition, body, options, filename)
+
+
+def _walk_unsplit_multipart(
+    part: email.message.Message, body: _Body, options: EmailOptions, depth: int, html_as_text: bool
+) -> None:
+    """A multipart whose declared boundary never occurs: retry with the boundary its body uses, else read it as text."""
+    data = _payload_bytes(part)
+    found = re.search(rb"^--([\x21-\x7e]{1,70}?)(?:--)?[ \t]*\r?$", data, re.MULTILINE)
+    if found and found.group(1) != (_param(part, "boundary") or "").encode():
+        boundary = found.group(1).decode("ascii")
+        header = f'Content-Type: {_content_type(part)}; boundary="{boundary}"\r\n\r\n'.encode()
+        try:
+            recovered = email.message_from_bytes(header + data, policy=policy.default)
+        except Exception:
+            recovered = None
+        if recovered is not None and recovered.is_multipart():
+            _walk(recovered, body, options, depth + 1, html_as_text)
+            return
+    text = _clean_text(_decode_bytes(data, None))
+    if text:
+        body.texts.append(text)
 
 
 def _walk_alternative(
@@ -539,15 +569,17 @@ def _walk_forwarded(part: email.message.Message, body: _Body, options: EmailOpti
         _attach(part, "message/rfc822", "attachment", body, options)
         return
     subject = _header(inner, "subject") or ""
+    inner_id = _header(inner, "message-id")
+    if inner_id and _normalise_id(inner_id):
+        body.original_ids.append(_normalise_id(inner_id))
     try:
         filename = part.get_filename()
     except Exception:
         filename = None
     filename = safe_filename(filename or (f"{subject}.eml" if subject else None), "forwarded.eml")
     body.parts.append(_make_part(_message_bytes(inner), filename, "message/rfc822", options))
-    inner_id = _header(inner, "message-id")
-    if inner_id and _normalise_id(inner_id):
-        body.original_ids.append(_normalise_id(inner_id))
+    if body.in_report:  # the bounced original: its id matters, its text is ours
+        return
 
     inner_body = _Body()
     _walk(inner, inner_body, options, depth + 1, html_as_text=True)
