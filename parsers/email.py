@@ -265,6 +265,8 @@ def _charset_codec(charset: str | None) -> str | None:
 def _decode_bytes(data: bytes, charset: str | None) -> str:
     """Text from bytes in the declared charset; on failure utf-8, then cp1252, then latin-1. Never raises."""
     codec = _charset_codec(charset)
+    if codec == "iso8859-1":  # senders label Windows-1252 as Latin-1; decode its superset (as browsers do)
+        codec = "cp1252"
     for candidate in (codec, "utf-8"):
         if candidate:
             try:

@@ -162,6 +162,11 @@ def test_unknown_charset_does_not_crash():
     assert signal.text == "Warp core breach on deck 12, café closed."
 
 
+def test_latin1_label_on_windows1252_bytes():
+    raw = message("Content-Type: text/plain; charset=iso-8859-1").replace(b"is down.", b"costs 5 \x80 \x93a day\x94.")
+    assert parse_email(raw, OPTIONS).text == "The database costs 5 € “a day”."
+
+
 def test_declared_charset_that_is_not_a_text_codec():
     raw = message("Content-Type: text/plain; charset=zlib").replace(b"The database", b"Die Datenbank \xfc")
     assert parse_email(raw, OPTIONS).text == "Die Datenbank ü is down."
@@ -579,7 +584,8 @@ VALID = (DATA / "attachments.eml").read_bytes()
 def _signal_or_parse_error(raw: bytes) -> None:
     try:
         result = parse_email(raw, OPTIONS)
-    except ParseError:
+    except ParseError as exc:
+        assert exc.__cause__ is None, f"a bug was wrapped, not a deliberate refusal: {exc}"
         return
     assert isinstance(result, Signal)
     assert isinstance(result.title, str) and result.title
