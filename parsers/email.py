@@ -448,7 +448,7 @@ def _walk(part: email.message.Message, body: _Body, options: EmailOptions, depth
     except Exception:
         disposition = None
 
-    if ctype == "message/rfc822":
+    if ctype in ("message/rfc822", "message/global"):
         _walk_forwarded(part, body, options, depth)
         return
     if ctype == "message/delivery-status":

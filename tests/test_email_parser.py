@@ -238,6 +238,29 @@ def test_forwarded_message_is_attached_and_its_text_used():
     assert email.message_from_bytes(eml.data, policy=policy.default)["Message-ID"] == "<nagios-4711@customer.example>"
 
 
+def test_inline_forward_keeps_the_forwarded_text():
+    body = (
+        "FYI, see below.\n\n---------- Forwarded message ---------\nFrom: Nagios <nagios@x.example>\n"
+        "Subject: Disk full on fs01\n\n/var is 100% full on fs01.\n"
+    )
+    signal = parse_email(message(body=body).replace(b"Subject: Database down", b"Subject: Fwd: Disk full"), OPTIONS)
+    assert signal.title == "Disk full"
+    assert signal.text.startswith("FYI, see below.")
+    assert "/var is 100% full on fs01." in signal.text
+
+
+def test_encoded_word_inside_quoted_display_name():
+    raw = message().replace(b"Alice <alice", b'"=?utf-8?q?J=C3=B6rg_M=C3=BCller?=" <alice')
+    assert parse_email(raw, OPTIONS).reporter_name == "Jörg Müller"
+
+
+def test_message_global_is_handled_as_a_forwarded_message():
+    raw = message("Content-Type: message/global", body="From: b@y.example\r\nSubject: Inner\r\n\r\ninner text\r\n")
+    signal = parse_email(raw, OPTIONS)
+    assert "inner text" in signal.text
+    assert [part.filename for part in signal.attachments] == ["Inner.eml"]
+
+
 def test_forwarded_message_without_subject_is_named_forwarded_eml():
     raw = (
         (DATA / "forwarded.eml")
