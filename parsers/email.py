@@ -821,6 +821,8 @@ def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Sign
     body = _Body()
     _walk(msg, body, options, 0, html_as_text=True)
     full_text = "\n\n".join(body.texts)
+    if not has_headers and not body.parts:  # "Error: disk full" on line one is text, not a header
+        full_text = _clean_text(_decode_bytes(raw, None))
     if not has_headers and not body.parts and not body.forwarded and (_looks_binary(raw) or not full_text):
         raise ParseError("no headers and no readable text: not an email message")
 

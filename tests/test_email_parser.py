@@ -467,6 +467,11 @@ def test_no_headers():
     assert signal.text.startswith("The elevator in building C is stuck")
 
 
+def test_no_headers_first_line_with_colon_is_text():
+    signal = parse_email(b"Error: disk full on fs01\nPlease help.\n", OPTIONS)
+    assert signal.text == "Error: disk full on fs01\nPlease help."
+
+
 def test_binary_junk_is_a_parse_error():
     with pytest.raises(ParseError, match="no readable text"):
         parse("binary_junk.eml")
