@@ -1,0 +1,657 @@
+"""parsers.email: real .eml files in tests/data/email, plus property tests for hostile input."""
+
+from __future__ import annotations
+
+import email
+import hashlib
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import ParseError
+from parsers.email import (
+    EmailOptions,
+    classify_mail,
+    clean_title,
+    make_message_id,
+    parse_email,
+    parse_headers_only,
+    safe_filename,
+    verify_message_id,
+)
+from parsers.signal import Signal
+
+DATA = Path(__file__).parent / "data" / "email"
+OPTIONS = EmailOptions(
+    ref_prefix="INC",
+    own_addresses=("support@example.org", "inlet@example.org", "@alerts.example.org"),
+    loop_token="inlet@example.org",
+    message_id_secret=b"test-secret-not-for-production",
+    message_id_domain="example.org",
+    max_attachment_size=1024,
+)
+
+
+def parse(name: str, envelope_from: str | None = None, options: EmailOptions = OPTIONS) -> Signal:
+    return parse_email((DATA / name).read_bytes(), options, envelope_from)
+
+
+def message(*headers: str, body: str = "The database is down.\n") -> bytes:
+    """A small human message with extra headers, for classification tests."""
+    base = [
+        "From: Alice <alice@customer.example>",
+        "To: support@example.org",
+        "Subject: Database down",
+        "Date: Mon, 03 Jun 2024 09:00:00 +0000",
+        "Message-ID: <base@customer.example>",
+        *headers,
+    ]
+    return ("\r\n".join(base) + "\r\n\r\n" + body).encode()
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def test_plain_text_message():
+    signal = parse("plain.eml")
+    assert signal.source == "email"
+    assert signal.title == "VPN gateway unreachable from Berlin office"
+    assert "TLS handshake timeout" in signal.text
+    assert signal.html is None
+    assert signal.reporter_email == "alice@customer.example"
+    assert signal.reporter_name == "Alice Example"
+    assert signal.recipients == ("support@example.org", "ops@example.org")
+    assert signal.cc == ("bob@customer.example",)
+    assert signal.message_id == "CAF3k2jd83=ab@mail.customer.example"
+    assert signal.occurred_at == datetime(2024, 6, 3, 7, 14, tzinfo=UTC)
+    assert signal.mail_class == "human"
+    assert signal.attachments == ()
+
+
+def test_reply_to_is_not_the_reporter():
+    assert parse("plain.eml").reporter_email != "team@customer.example"
+
+
+def test_html_only_is_converted_to_text_and_kept_raw():
+    signal = parse("html_only.eml")
+    assert "payroll export" in signal.text
+    assert "E-1042" in signal.text
+    assert "Server: pay01" in signal.text
+    assert "https://status.example.org/pay" in signal.text
+    assert "<p>" not in signal.text and "alert(" not in signal.text and "color: red" not in signal.text
+    assert signal.html is not None and "<b>payroll export</b>" in signal.html
+
+
+def test_multipart_alternative_prefers_plain_and_keeps_html():
+    signal = parse("alternative.eml")
+    assert signal.text == "The printer on floor 3 jams on every second page."
+    assert "<i>floor 3</i>" in signal.html
+
+
+def test_attachments_inline_image_and_size_limit():
+    signal = parse("attachments.eml")
+    assert signal.text == "db02 reports disk errors, screenshot inline, logs attached."
+    assert 'src="cid:shot1@customer.example"' in signal.html
+    by_name = {part.filename: part for part in signal.attachments}
+    assert set(by_name) == {"screenshot.png", "runbook.pdf", "syslog.txt"}
+
+    image = by_name["screenshot.png"]
+    assert image.inline and image.content_id == "shot1@customer.example"
+    assert image.content_type == "image/png"
+    assert image.data.startswith(b"\x89PNG") and image.size == len(image.data)
+    assert image.sha256 == hashlib.sha256(image.data).hexdigest()
+
+    pdf = by_name["runbook.pdf"]
+    assert not pdf.inline and pdf.content_type == "application/pdf" and pdf.data.startswith(b"%PDF")
+
+    log = by_name["syslog.txt"]
+    assert log.data is None
+    assert log.size > 1024
+    assert log.skipped == f"over size limit ({log.size} bytes > 1024)"
+    assert len(log.sha256) == 64
+
+
+def test_attachment_under_a_larger_limit_is_kept():
+    signal = parse("attachments.eml", options=EmailOptions(max_attachment_size=10_000))
+    assert all(part.data is not None and part.skipped is None for part in signal.attachments)
+
+
+# --------------------------------------------------------------------------- charsets
+
+
+@pytest.mark.parametrize(
+    ("name", "title", "reporter_name", "body_words"),
+    [
+        ("charset_iso8859_1.eml", "Störung: Drucker in Büro 2", "Jürgen Müßig", "Grüße,\nder Drucker in Büro 2"),
+        ("charset_windows1252.eml", "Rechnung über 500 € – „dringend“", "Zoë Ñúñez", "500 € wurde „doppelt“"),
+        ("charset_shift_jis.eml", "サーバー障害のお知らせ", "山田太郎", "メールサーバーに接続できません"),
+        ("charset_koi8r.eml", "Сервер не отвечает", "Иван Петров", "сервер базы данных не отвечает"),
+        ("charset_utf8.eml", "Ошибка 🔥 in café système", "Zoë 😀 Dupont", "ne répond plus 🔥. Ошибка 502"),
+    ],
+)
+def test_charsets_in_subject_display_name_and_body(name, title, reporter_name, body_words):
+    signal = parse(name)
+    assert signal.title == title
+    assert signal.reporter_name == reporter_name
+    assert body_words in signal.text
+    assert "\ufffd" not in signal.text
+
+
+def test_undeclared_8bit_latin1_falls_back_to_cp1252():
+    signal = parse("undeclared_8bit_latin1.eml")
+    assert signal.title == "Kaffeemaschine kaputt äöü"
+    assert signal.reporter_name == "Jörg Schäfer"
+    assert signal.text == "Die Kaffeemaschine im 2. Stock ist kaputt. Grüße, Jörg € 5"
+
+
+def test_undeclared_8bit_utf8_is_read_as_utf8():
+    signal = parse("undeclared_8bit_utf8.eml")
+    assert signal.title == "Café-Automat défectueux"
+    assert signal.reporter_name == "Zoë"
+    assert signal.text == "Le café coûte 2 € et le distributeur est en panne."
+
+
+def test_unknown_charset_does_not_crash():
+    signal = parse("unknown_charset.eml")
+    assert signal.title == "Warp core breach"
+    assert signal.text == "Warp core breach on deck 12, café closed."
+
+
+def test_latin1_label_on_windows1252_bytes():
+    raw = message("Content-Type: text/plain; charset=iso-8859-1").replace(b"is down.", b"costs 5 \x80 \x93a day\x94.")
+    assert parse_email(raw, OPTIONS).text == "The database costs 5 € “a day”."
+
+
+def test_declared_charset_that_is_not_a_text_codec():
+    raw = message("Content-Type: text/plain; charset=zlib").replace(b"The database", b"Die Datenbank \xfc")
+    assert parse_email(raw, OPTIONS).text == "Die Datenbank ü is down."
+
+
+# --------------------------------------------------------------------------- replies and threading
+
+
+def test_reply_strips_quote_and_signature():
+    signal = parse("reply_quoted.eml")
+    assert signal.text == "It works again since 10:55, thank you!"
+    assert "Best regards" in signal.full_text
+    assert "> We registered your report" in signal.full_text
+
+
+def test_reply_subject_tag_title_and_references():
+    signal = parse("reply_quoted.eml")
+    assert signal.subject_ref == "INC-42"
+    assert signal.title == "VPN gateway unreachable from Berlin office"
+    assert signal.references == (
+        "CAF3k2jd83=ab@mail.customer.example",
+        "inlet.INC-42.7f3a.0123456789abcdef01234567@example.org",
+    )
+
+
+def test_references_and_in_reply_to_are_normalised_and_deduplicated():
+    raw = message(
+        "References: <a@x>  <b@x>\r\n\t<c@x>",
+        'In-Reply-To: "Your message of Monday" < d@x > <b@x>',
+    )
+    assert parse_email(raw, OPTIONS).references == ("a@x", "b@x", "c@x", "d@x")
+
+
+@pytest.mark.parametrize(
+    ("subject", "ref", "title"),
+    [
+        ("[INC-42] Printer broken", "INC-42", "Printer broken"),
+        ("Re: [inc-42] Printer broken", "INC-42", "Printer broken"),
+        ("AW: Fwd: FW: SV: Re: [INC-7] Printer", "INC-7", "Printer"),
+        ("Printer broken, see INC-1234", "INC-1234", "Printer broken, see INC-1234"),
+        ("RE: Printer [INC-5]", "INC-5", "Printer"),
+        ("Printer XINC-42 and INC-42x", None, "Printer XINC-42 and INC-42x"),
+        ("Re:", None, "(no subject)"),
+        ("", None, "(no subject)"),
+    ],
+)
+def test_subject_ref_and_title(subject, ref, title):
+    signal = parse_email(message(f"Subject: {subject}").replace(b"Subject: Database down\r\n", b""), OPTIONS)
+    assert signal.subject_ref == ref
+    assert signal.title == title
+
+
+def test_subject_ref_uses_configured_prefix():
+    options = EmailOptions(ref_prefix="OPS")
+    signal = parse_email(message().replace(b"Database down", b"[OPS-9] [INC-3] Database down"), options)
+    assert signal.subject_ref == "OPS-9"
+    assert signal.title == "[INC-3] Database down"
+
+
+def test_forwarded_message_is_attached_and_its_text_used():
+    signal = parse("forwarded.eml")
+    assert signal.title == "PROBLEM: mail01 SMTP CRITICAL"
+    assert signal.text.startswith("Please look at this alert")
+    assert "SMTP CRITICAL - Socket timeout after 10 seconds" in signal.text
+    assert "From: Monitoring <nagios@customer.example>" in signal.text
+    (eml,) = signal.attachments
+    assert eml.content_type == "message/rfc822"
+    assert eml.filename == "PROBLEM_ mail01 SMTP CRITICAL.eml"
+    assert email.message_from_bytes(eml.data, policy=policy.default)["Message-ID"] == "<nagios-4711@customer.example>"
+
+
+def test_inline_forward_keeps_the_forwarded_text():
+    body = (
+        "FYI, see below.\n\n---------- Forwarded message ---------\nFrom: Nagios <nagios@x.example>\n"
+        "Subject: Disk full on fs01\n\n/var is 100% full on fs01.\n"
+    )
+    signal = parse_email(message(body=body).replace(b"Subject: Database down", b"Subject: Fwd: Disk full"), OPTIONS)
+    assert signal.title == "Disk full"
+    assert signal.text.startswith("FYI, see below.")
+    assert "/var is 100% full on fs01." in signal.text
+
+
+def test_encoded_word_inside_quoted_display_name():
+    raw = message().replace(b"Alice <alice", b'"=?utf-8?q?J=C3=B6rg_M=C3=BCller?=" <alice')
+    assert parse_email(raw, OPTIONS).reporter_name == "Jörg Müller"
+
+
+def test_message_global_is_handled_as_a_forwarded_message():
+    raw = message("Content-Type: message/global", body="From: b@y.example\r\nSubject: Inner\r\n\r\ninner text\r\n")
+    signal = parse_email(raw, OPTIONS)
+    assert "inner text" in signal.text
+    assert [part.filename for part in signal.attachments] == ["Inner.eml"]
+
+
+def test_forwarded_message_without_subject_is_named_forwarded_eml():
+    raw = (
+        (DATA / "forwarded.eml")
+        .read_bytes()
+        .replace(b"Subject: PROBLEM: mail01 SMTP CRITICAL\r\nDate: Fri", b"Date: Fri")
+    )
+    signal = parse_email(raw, OPTIONS)
+    assert signal.attachments[0].filename == "forwarded.eml"
+
+
+# --------------------------------------------------------------------------- mail classes
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason_part"),
+    [
+        (["Auto-Submitted: auto-replied"], "Auto-Submitted: auto-replied"),
+        (["Auto-Submitted: auto-generated; owner-email=a@b"], "Auto-Submitted: auto-generated"),
+        (["X-Autoreply: yes"], "X-Autoreply"),
+        (["X-Autorespond: vacation"], "X-Autorespond"),
+        (["X-Autoresponder: true"], "X-Autoresponder"),
+        (["Precedence: auto_reply"], "Precedence: auto_reply"),
+        (["X-MS-Exchange-Inbox-Rules-Loop: alice@customer.example"], "X-MS-Exchange-Inbox-Rules-Loop"),
+        (["Subject: Automatic reply: Database down"], "Subject: Automatic reply"),
+        (["Subject: Out of Office: Database down"], "Subject: Out of Office"),
+    ],
+)
+def test_auto_reply_markers(headers, reason_part):
+    raw = message(*headers)
+    if any(h.startswith("Subject:") for h in headers):
+        raw = raw.replace(b"Subject: Database down\r\n", b"", 1)
+    signal = parse_email(raw, OPTIONS)
+    assert signal.mail_class == "auto-reply"
+    assert reason_part in signal.mail_class_reason
+
+
+def test_exchange_out_of_office_file():
+    signal = parse("auto_reply_exchange.eml")
+    assert signal.mail_class == "auto-reply"
+    assert signal.mail_class_reason == "Auto-Submitted: auto-generated"
+    assert signal.suppress_autoreply
+    assert signal.subject_ref == "INC-42"
+
+
+def test_auto_submitted_no_is_human():
+    signal = parse_email(message("Auto-Submitted: no"), OPTIONS)
+    assert signal.mail_class == "human"
+
+
+def test_auto_response_suppress_is_human_but_suppresses():
+    signal = parse_email(message("X-Auto-Response-Suppress: All"), OPTIONS)
+    assert (signal.mail_class, signal.suppress_autoreply) == ("human", True)
+    assert parse_email(message("X-Auto-Response-Suppress: None"), OPTIONS).suppress_autoreply is False
+    assert parse_email(message(), OPTIONS).suppress_autoreply is False
+
+
+@pytest.mark.parametrize(
+    ("headers", "envelope_from", "reason_part"),
+    [
+        ([], "", "null reverse-path"),
+        (["Return-Path: <>"], None, "Return-Path: <>"),
+        (["X-Failed-Recipients: gone@customer.example"], None, "X-Failed-Recipients: gone@customer.example"),
+        (["Sender: x@y"], "MAILER-DAEMON@mx.example", "envelope sender"),
+    ],
+)
+def test_bounce_markers(headers, envelope_from, reason_part):
+    signal = parse_email(message(*headers), OPTIONS, envelope_from)
+    assert signal.mail_class == "bounce"
+    assert reason_part in signal.mail_class_reason
+
+
+@pytest.mark.parametrize("sender", ["MAILER-DAEMON@mx.example", "postmaster@customer.example"])
+def test_bounce_from_mailer_daemon_or_postmaster(sender):
+    raw = message().replace(b"Alice <alice@customer.example>", sender.encode())
+    assert parse_email(raw, OPTIONS).mail_class == "bounce"
+
+
+def test_null_sender_auto_reply_stays_auto_reply():
+    # RFC 3834 asks auto-replies to use the null reverse-path too: that alone must not make them bounces
+    signal = parse_email(message("Auto-Submitted: auto-replied", "Return-Path: <>"), OPTIONS, "")
+    assert signal.mail_class == "auto-reply"
+
+
+def test_envelope_sender_given_and_normal_is_human():
+    assert parse_email(message(), OPTIONS, "alice@customer.example").mail_class == "human"
+
+
+def test_bounce_dsn_extracts_original_message_id_and_failed_recipient():
+    signal = parse("bounce_dsn.eml", envelope_from="")
+    assert signal.mail_class == "bounce"
+    assert signal.mail_class_reason == "Content-Type: multipart/report; report-type=delivery-status"
+    original = "inlet.INC-42.7f3a.0123456789abcdef01234567@example.org"
+    assert original in signal.references
+    assert signal.details["original_message_id"] == original
+    # "delayed" recipients did not fail
+    assert signal.details["failed_recipients"] == ["nobody@customer.example"]
+    assert "Forwarded message" not in signal.text
+    assert [part.content_type for part in signal.attachments] == ["message/rfc822"]
+
+
+def test_bounce_with_rfc822_headers_part():
+    signal = parse("bounce_headers_only.eml")
+    assert signal.mail_class == "bounce"
+    assert signal.references == ("inlet.INC-42.7f3a.0123456789abcdef01234567@example.org",)
+    assert signal.details["failed_recipients"] == ["gone@customer.example"]
+
+
+def test_exim_bounce_reads_original_id_from_the_quoted_copy():
+    signal = parse("bounce_exim.eml")
+    assert signal.mail_class == "bounce"
+    assert signal.references == ("inlet.INC-43.aa11.0123456789abcdef01234567@example.org",)
+    assert signal.details["failed_recipients"] == ["old.colleague@customer.example"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason_part"),
+    [
+        (["Precedence: bulk"], "Precedence: bulk"),
+        (["Precedence: junk"], "Precedence: junk"),
+        (["Precedence: list"], "Precedence: list"),
+        (["List-Id: <ops.lists.example>"], "List-Id"),
+        (["List-Unsubscribe: <mailto:leave@lists.example>"], "List-Unsubscribe"),
+    ],
+)
+def test_bulk_markers(headers, reason_part):
+    signal = parse_email(message(*headers), OPTIONS)
+    assert signal.mail_class == "bulk"
+    assert reason_part in signal.mail_class_reason
+
+
+def test_mailing_list_file():
+    signal = parse("list_mail.eml")
+    assert (signal.mail_class, signal.mail_class_reason) == ("bulk", "Precedence: list")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_part"),
+    [
+        (message().replace(b"alice@customer.example", b"Support@Example.org"), "From: support@example.org"),
+        (message().replace(b"alice@customer.example", b"grafana@alerts.example.org"), "From: grafana@alerts"),
+        (message("X-Loop: inlet@example.org"), "X-Loop: inlet@example.org"),
+    ],
+)
+def test_own_loop_markers(raw, reason_part):
+    signal = parse_email(raw, OPTIONS)
+    assert signal.mail_class == "own-loop"
+    assert reason_part in signal.mail_class_reason
+
+
+def test_own_loop_by_inlet_message_id():
+    mid = make_message_id("INC-42", OPTIONS, "0001")
+    signal = parse_email(message().replace(b"<base@customer.example>", mid.encode()), OPTIONS)
+    assert signal.mail_class == "own-loop"
+    assert "INC-42" in signal.mail_class_reason
+
+
+def test_subdomain_of_an_own_domain_is_not_own():
+    raw = message().replace(b"alice@customer.example", b"a@eu.alerts.example.org")
+    assert parse_email(raw, OPTIONS).mail_class == "human"
+
+
+def test_precedence_own_loop_before_bounce_before_auto_reply_before_bulk():
+    everything = message("X-Loop: inlet@example.org", "X-Failed-Recipients: a@b", "Auto-Submitted: auto-replied")
+    assert parse_email(everything + b"", OPTIONS).mail_class == "own-loop"
+    bounce = message("X-Failed-Recipients: a@b", "Auto-Submitted: auto-replied", "Precedence: bulk")
+    assert parse_email(bounce, OPTIONS).mail_class == "bounce"
+    auto = message("Auto-Submitted: auto-replied", "Precedence: bulk", "List-Id: <l.example>")
+    assert parse_email(auto, OPTIONS).mail_class == "auto-reply"
+
+
+def test_classify_mail_works_on_a_compat32_message_too():
+    msg = email.message_from_bytes(message("Precedence: bulk"), policy=policy.compat32)
+    assert classify_mail(msg, OPTIONS) == ("bulk", "Precedence: bulk")
+    assert classify_mail(msg, OPTIONS, envelope_from="")[0] == "bounce"
+
+
+# --------------------------------------------------------------------------- malformed input
+
+
+def test_broken_boundary_is_recovered():
+    signal = parse("broken_boundary.eml")
+    assert signal.title == "Backup job failed"
+    assert signal.text == "The nightly backup job failed with exit code 12."
+    assert [part.filename for part in signal.attachments] == ["job.log"]
+
+
+def test_truncated_multipart_with_bad_base64():
+    signal = parse("truncated_multipart.eml")
+    assert signal.text == "The badge reader at gate B rejects every badge."
+    (image,) = signal.attachments
+    assert image.filename == "reader.jpg" and image.content_type == "image/jpeg"
+
+
+def test_no_body():
+    signal = parse("no_body.eml")
+    assert signal.title == "Phone line 3 dead"
+    assert signal.text == "" and signal.attachments == ()
+
+
+def test_no_headers():
+    signal = parse("no_headers.eml")
+    assert signal.title == "(no subject)"
+    assert signal.reporter_email is None and signal.message_id is None and signal.occurred_at is None
+    assert signal.text.startswith("The elevator in building C is stuck")
+
+
+def test_no_headers_first_line_with_colon_is_text():
+    signal = parse_email(b"Error: disk full on fs01\nPlease help.\n", OPTIONS)
+    assert signal.text == "Error: disk full on fs01\nPlease help."
+
+
+def test_binary_junk_is_a_parse_error():
+    with pytest.raises(ParseError, match="no readable text"):
+        parse("binary_junk.eml")
+
+
+def test_junk_body_behind_valid_headers_still_gives_a_signal():
+    signal = parse("junk_body.eml")
+    assert signal.title == "Camera feed garbled"
+    assert signal.reporter_email == "judy@customer.example"
+    assert "\x00" not in signal.text
+
+
+@pytest.mark.parametrize("raw", [b"", b"   \r\n\r\n  ", "not bytes"])
+def test_empty_or_wrong_input_is_a_parse_error(raw):
+    with pytest.raises(ParseError):
+        parse_email(raw, OPTIONS)
+
+
+def test_unparseable_date_is_none_and_naive_date_is_utc():
+    assert parse_email(message().replace(b"Mon, 03 Jun 2024 09:00:00 +0000", b"yesterday"), OPTIONS).occurred_at is None
+    naive = parse_email(message().replace(b"+0000", b"-0000"), OPTIONS).occurred_at
+    assert naive == datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
+
+
+def test_broken_address_headers_do_not_crash():
+    raw = message('Cc: <<<@@>>>, "unterminated').replace(b"To: support@example.org", b"To: ,,,@,;;")
+    signal = parse_email(raw, OPTIONS)
+    assert signal.title == "Database down"
+    assert signal.reporter_email == "alice@customer.example"
+
+
+def test_deep_multipart_nesting_is_bounded():
+    parts = ["Content-Type: text/plain\r\n\r\nbottom\r\n"]
+    for level in range(200):
+        inner = parts[-1]
+        parts.append(f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n{inner}--b{level}--\r\n')
+    raw = b"From: a@b.example\r\nSubject: deep\r\n" + parts[-1].encode()
+    signal = parse_email(raw, OPTIONS)
+    assert signal.title == "deep"
+
+
+# --------------------------------------------------------------------------- filenames
+
+
+def test_hostile_filenames_from_a_message():
+    names = [part.filename for part in parse("filenames.eml").attachments]
+    assert names[0] == "passwd"
+    assert names[1] == "evilname.exe"
+    assert names[2].startswith("quarterly-report-xxx") and names[2].endswith(".pdf")
+    assert len(names[2].encode()) <= 180
+    assert names[3] == "_script_.html"
+    assert names[4] == "attachment-5.bin"
+    assert names[5] == "hidden.bat"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\bob\\report.pdf", "report.pdf"),
+        ("evil\x00.txt", "evil.txt"),
+        ("<script>.html", "_script_.html"),
+        ("...hidden", "hidden"),
+        ("report\u202egnp.exe", "reportgnp.exe"),
+        ("CON.txt", "_CON.txt"),
+        ("", "attachment.bin"),
+        (None, "attachment.bin"),
+        ("../..", "attachment.bin"),
+        ("  spaced   name .txt ", "spaced name .txt"),
+    ],
+)
+def test_safe_filename(name, expected):
+    assert safe_filename(name) == expected
+
+
+def test_safe_filename_length_keeps_extension_and_utf8():
+    long = safe_filename("ü" * 500 + ".docx")
+    assert long.endswith(".docx") and len(long.encode()) <= 180
+    long.encode("utf-8")  # no split multi-byte character
+
+
+# --------------------------------------------------------------------------- Message-IDs and headers-only
+
+
+def test_message_id_round_trip_and_tampering():
+    mid = make_message_id("INC-42", OPTIONS, "a1b2c3")
+    assert mid.startswith("<inlet.INC-42.a1b2c3.") and mid.endswith("@example.org>")
+    assert verify_message_id(mid, OPTIONS) == "INC-42"
+    assert verify_message_id(mid.strip("<>"), OPTIONS) == "INC-42"
+    assert verify_message_id(mid.replace("INC-42", "INC-43"), OPTIONS) is None
+    assert verify_message_id(mid.replace("a1b2c3", "a1b2c4"), OPTIONS) is None
+    token = mid.split(".")[3].split("@")[0]
+    assert verify_message_id(mid.replace(token, "0" * len(token)), OPTIONS) is None
+    other = EmailOptions(message_id_secret=b"another-secret")
+    assert verify_message_id(mid, other) is None
+    for junk in (None, "", "<>", "<inlet.x@y>", "<random@example.org>", "<inlet.INC-1.u.t.extra@x>"):
+        assert verify_message_id(junk, OPTIONS) is None
+
+
+def test_make_message_id_refuses_unsafe_values_and_missing_secret():
+    with pytest.raises(ValueError):
+        make_message_id("INC.42", OPTIONS, "u")
+    with pytest.raises(ValueError):
+        make_message_id("INC-42", OPTIONS, "a@b")
+    with pytest.raises(ValueError):
+        make_message_id("INC-42", EmailOptions(), "u")
+
+
+def test_parse_headers_only():
+    headers = parse_headers_only((DATA / "charset_koi8r.eml").read_bytes())
+    assert headers == {
+        "message_id": "charset_koi8r@customer.example",
+        "from": "reporter@customer.example",
+        "subject": "Сервер не отвечает",
+        "dedup_key": "mid:charset_koi8r@customer.example",
+    }
+
+
+def test_parse_headers_only_without_message_id_uses_content_hash():
+    raw = (DATA / "no_headers.eml").read_bytes()
+    headers = parse_headers_only(raw)
+    assert headers["message_id"] is None and headers["from"] is None
+    assert headers["dedup_key"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_parse_headers_only_raw_8bit_subject():
+    assert parse_headers_only((DATA / "undeclared_8bit_latin1.eml").read_bytes())["subject"] == (
+        "Kaffeemaschine kaputt äöü"
+    )
+
+
+# --------------------------------------------------------------------------- properties
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VALID = (DATA / "attachments.eml").read_bytes()
+
+
+def _signal_or_parse_error(raw: bytes) -> None:
+    try:
+        result = parse_email(raw, OPTIONS)
+    except ParseError as exc:
+        assert exc.__cause__ is None, f"a bug was wrapped, not a deliberate refusal: {exc}"
+        return
+    assert isinstance(result, Signal)
+    assert isinstance(result.title, str) and result.title
+    assert all(isinstance(part.filename, str) and "/" not in part.filename for part in result.attachments)
+
+
+@FUZZ
+@given(st.binary(max_size=4096))
+def test_any_bytes_give_a_signal_or_parse_error(raw):
+    _signal_or_parse_error(raw)
+
+
+@FUZZ
+@given(st.integers(min_value=0, max_value=len(VALID)), st.integers(min_value=0, max_value=400), st.binary(max_size=600))
+def test_bytes_spliced_into_a_valid_message(position, cut, junk):
+    _signal_or_parse_error(VALID[:position] + junk + VALID[position + cut :])
+
+
+@FUZZ
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc")), max_size=200))
+def test_any_subject_round_trips_through_encoding(subject):
+    msg = EmailMessage()
+    msg["From"] = "alice@customer.example"
+    msg["Subject"] = subject
+    msg.set_content("body")
+    signal = parse_email(msg.as_bytes(), OPTIONS)
+    assert signal.title == clean_title(subject)
+
+
+@FUZZ
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=100))
+def test_plain_words_subject_is_the_title(words):
+    subject = "Ticket " + words  # no reply prefix can start it
+    msg = EmailMessage()
+    msg["From"] = "alice@customer.example"
+    msg["Subject"] = subject
+    msg.set_content("body")
+    title = parse_email(msg.as_bytes(), OPTIONS).title
+    assert title == clean_title(subject)
+    if "[" not in words:
+        assert title == " ".join(subject.split())
