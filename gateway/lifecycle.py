@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from gateway import sla
 from gateway.clock import Clock
 from gateway.errors import NotFound, TransitionError
+from gateway.sla import SlaSection
 from store.db import db, is_postgres
 from store.models import (
     ACKNOWLEDGED,
@@ -76,38 +78,35 @@ Hook = Callable[[Change], None]
 
 
 class Policy:
-    """Priority from impact × urgency and SLA targets per priority (ITIL defaults).
+    """Priority from the configured impact × urgency matrix; SLA targets from the
+    configured targets and the group's business-hours calendar (gateway/sla.py)."""
 
-    The process engine replaces this with the configured matrix, targets and
-    calendars; lifecycle only needs these two questions answered.
-    """
-
-    MATRIX = {
-        ("high", "high"): "P1",
-        ("high", "medium"): "P2",
-        ("medium", "high"): "P2",
-        ("high", "low"): "P3",
-        ("medium", "medium"): "P3",
-        ("low", "high"): "P3",
-        ("medium", "low"): "P4",
-        ("low", "medium"): "P4",
-        ("low", "low"): "P5",
-    }
-    TARGETS = {
-        "P1": (timedelta(minutes=15), timedelta(hours=4)),
-        "P2": (timedelta(hours=1), timedelta(hours=8)),
-        "P3": (timedelta(hours=4), timedelta(days=1)),
-        "P4": (timedelta(days=1), timedelta(days=3)),
-        "P5": (timedelta(days=2), timedelta(days=5)),
-    }
+    def __init__(self, config=None):
+        self.config = config
+        self.sla = config.sla if config is not None else SlaSection()
 
     def priority(self, impact: str, urgency: str) -> str:
-        return self.MATRIX[(impact, urgency)]
+        return sla.priority(impact, urgency, self.sla.matrix)
+
+    def calendar(self, incident: Incident):
+        group = self.config.group_named(incident.group) if self.config is not None and incident.group else None
+        calendar = self.config.calendar_named(group.calendar) if group is not None and group.calendar else None
+        return sla.effective_calendar(incident.priority, calendar, self.sla)
+
+    def paused(self, incident: Incident, since: datetime, until: datetime) -> timedelta:
+        """Time on hold that counts against the SLA clock (business time with a calendar)."""
+        return sla.business_time(since, until, self.calendar(incident))
 
     def targets(self, incident: Incident) -> tuple[datetime, datetime]:
-        respond, resolve = self.TARGETS[incident.priority]
-        paused = timedelta(seconds=incident.paused_seconds)
-        return incident.opened_at + respond, incident.opened_at + resolve + paused
+        due = sla.targets_for(
+            incident.opened_at,
+            incident.priority,
+            incident.opened_at,
+            sla=self.sla,
+            calendar=self.calendar(incident),
+            paused=timedelta(seconds=incident.paused_seconds),
+        )
+        return due.respond_by, due.resolve_by
 
 
 class Lifecycle:
@@ -389,7 +388,7 @@ class Lifecycle:
 
     def _apply_status(self, incident: Incident, action: str, target: str, now: datetime) -> None:
         if incident.status == ON_HOLD and incident.on_hold_since:
-            incident.paused_seconds += int((now - incident.on_hold_since).total_seconds())
+            incident.paused_seconds += int(self.policy.paused(incident, incident.on_hold_since, now).total_seconds())
             incident.on_hold_since = None
         incident.status = target
         if target in (ACKNOWLEDGED, IN_PROGRESS) and incident.acknowledged_at is None:

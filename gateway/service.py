@@ -12,20 +12,40 @@ import logging
 import signal
 import threading
 
+from gateway import steps
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.lifecycle import Lifecycle
+from gateway.intake import InboundWriter
+from gateway.lifecycle import Lifecycle, Policy
+from gateway.pipeline import Pipeline
+from gateway.worker import Worker, pipeline_tick
 from store.db import open_database
 from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
 
-ROLES = ("web",)
+ROLES = ("web", "worker")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
     """The lifecycle with the hooks the configuration asks for."""
-    return Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock)
+    return Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
+
+
+def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
+    """The pipeline: one parser per Inbound source, then the signal steps in order."""
+    return Pipeline(
+        config=config,
+        lifecycle=lifecycle,
+        parsers={},
+        signal_steps=[
+            ("correlate", steps.correlate),
+            ("classify", steps.classify),
+            ("allocate", steps.allocate),
+            ("apply", steps.apply),
+        ],
+        clock=clock or Clock(),
+    )
 
 
 class WebServer:
@@ -65,6 +85,22 @@ class WebServer:
         self.thread.join(timeout=10)
 
 
+class _Started:
+    """Adapts a plain start/stop object to a component."""
+
+    def __init__(self, thing, name: str):
+        self.thing, self.name = thing, name
+
+    def where(self) -> str:
+        return self.name
+
+    def start(self) -> None:
+        self.thing.start()
+
+    def stop(self) -> None:
+        self.thing.stop()
+
+
 class Service:
     """Everything ``inlet serve`` runs, for one configuration."""
 
@@ -78,8 +114,16 @@ class Service:
         self.roles = roles or set(ROLES)
         self.database = open_database(config)
         require_latest()
-        self.lifecycle = build_lifecycle(config, clock)
+        self.clock = clock or Clock()
+        self.lifecycle = build_lifecycle(config, self.clock)
+        self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
         self.components: list = []
+        # Intake edges store through the writer; the pipeline worker picks the rows up.
+        self.pipeline_worker = Worker("pipeline", pipeline_tick(self.pipeline))
+        self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
+        self.components.append(_Started(self.writer, "inbound writer"))
+        if "worker" in self.roles:
+            self.components.append(self.pipeline_worker)
         if "web" in self.roles:
             from web.app import create_app
 

@@ -60,6 +60,13 @@ class JSONTextField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
+class BytesField(peewee.BlobField):
+    """Bytes in Python on both backends (psycopg2 returns memoryview)."""
+
+    def python_value(self, value):
+        return bytes(value) if isinstance(value, memoryview) else value
+
+
 class BaseModel(peewee.Model):
     class Meta:
         database = db
@@ -169,7 +176,7 @@ class Inbound(BaseModel):
     dedup_key = peewee.CharField(max_length=255, null=True, unique=True)
     status = peewee.CharField(max_length=16, default=PENDING)
     reason = peewee.TextField(default="")  # why ignored, or the error when failed
-    raw = peewee.BlobField()
+    raw = BytesField()
     headers = JSONTextField(default=dict)
     envelope_from = peewee.CharField(max_length=320, null=True)
     envelope_to = JSONTextField(default=list)
@@ -211,7 +218,7 @@ class Attachment(BaseModel):
     content_type = peewee.CharField(max_length=255)
     size = peewee.IntegerField()
     sha256 = peewee.CharField(max_length=64)
-    data = peewee.BlobField(null=True)
+    data = BytesField(null=True)
     inline = peewee.BooleanField(default=False)
     content_id = peewee.CharField(max_length=255, null=True)
     skipped = peewee.CharField(max_length=255, null=True)

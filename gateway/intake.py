@@ -1,0 +1,168 @@
+"""Durable intake: every source stores its raw input here before it answers.
+
+SMTP answers ``250`` and a webhook ``202`` only once :meth:`InboundWriter.store`
+has returned, i.e. once the Inbound row is committed (DESIGN.md §2.1). One
+writer thread commits the rows of many concurrent sessions and requests
+together (group commit): SQLite has one write lock, and a commit per request
+thread collapses under load (DESIGN.md §7).
+
+A duplicate (same ``dedup_key``: Message-ID, content hash, webhook idempotency
+key) is not stored twice; the caller learns the id of the row that was.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import peewee
+
+from gateway.clock import Clock
+from gateway.errors import StoreUnavailable
+from store.db import db
+from store.models import PENDING, Inbound
+
+log = logging.getLogger("inlet.intake")
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """What an intake edge hands over: the input exactly as received."""
+
+    source: str  # smtp | imap | import | webhook
+    raw: bytes
+    dedup_key: str | None = None
+    integration: str = ""
+    headers: dict = field(default_factory=dict)
+    envelope_from: str | None = None
+    envelope_to: tuple[str, ...] = ()
+    peer: str = ""
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    inbound_id: int
+    duplicate: bool = False
+
+
+class InboundWriter:
+    """A single writer thread that commits queued Inbound rows in batches."""
+
+    def __init__(
+        self, *, clock: Clock | None = None, max_batch: int = 500, on_commit: Callable[[], None] | None = None
+    ):
+        self.clock = clock or Clock()
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # ------------------------------------------------------------ callers
+
+    def submit(self, record: InboundRecord) -> Future:
+        """Queue a record; the future resolves to :class:`Accepted` once committed."""
+        future: Future = Future()
+        if self._stopped.is_set() or self._thread is None:
+            future.set_exception(StoreUnavailable("intake is not running"))
+            return future
+        self._queue.put((record, future))
+        return future
+
+    def store(self, record: InboundRecord, timeout: float = 30.0) -> Accepted:
+        """Store a record and wait for its commit; StoreUnavailable when it cannot be stored in time."""
+        try:
+            return self.submit(record).result(timeout=timeout)
+        except FutureTimeout:
+            raise StoreUnavailable(f"the store did not commit within {timeout:g}s") from None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, name="inbound-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._stopped.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------ the writer
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item] if item is not None else []
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    item = None
+                    continue
+                batch.append(more)
+            if batch:
+                self._commit(batch)
+            if item is None and self._stopped.is_set() and self._queue.empty():
+                return
+
+    def _commit(self, batch) -> None:
+        try:
+            with db.connection_context():
+                results = self._insert(batch)
+        except Exception as exc:  # the whole batch failed: try each row alone, so one bad row fails alone
+            if len(batch) > 1:
+                for one in batch:
+                    self._commit([one])
+                return
+            record, future = batch[0]
+            log.error("cannot store inbound from %s: %s", record.source, exc)
+            future.set_exception(StoreUnavailable(f"cannot store the message: {_reason(exc)}"))
+            return
+        for (_record, future), accepted in zip(batch, results, strict=True):
+            future.set_result(accepted)
+        if self.on_commit:
+            self.on_commit()
+
+    def _insert(self, batch) -> list[Accepted]:
+        now = self.clock.now()
+        results = []
+        with db.atomic():
+            for record, _future in batch:
+                row = {
+                    "source": record.source,
+                    "integration": record.integration,
+                    "received_at": record.received_at or now,
+                    "dedup_key": record.dedup_key,
+                    "status": PENDING,
+                    "raw": record.raw,
+                    "headers": record.headers,
+                    "envelope_from": record.envelope_from,
+                    "envelope_to": list(record.envelope_to),
+                    "peer": record.peer,
+                }
+                cursor = Inbound.insert(row).on_conflict_ignore().returning(Inbound.id).execute()
+                inserted = next(iter(cursor), None)
+                if inserted is not None:
+                    results.append(Accepted(inserted.id))
+                else:
+                    existing = Inbound.select(Inbound.id).where(Inbound.dedup_key == record.dedup_key).get()
+                    results.append(Accepted(existing.id, duplicate=True))
+        return results
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, peewee.OperationalError | peewee.InterfaceError):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else "database unavailable"
+    return type(exc).__name__

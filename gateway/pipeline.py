@@ -1,0 +1,168 @@
+"""The pipeline: Inbound -> parse -> Signal(s) -> correlate -> classify -> allocate -> apply.
+
+A pipeline is a list of named steps with one interface, run by one small
+driver (the Mailman idea). The parser of the Inbound's source turns it into
+signals; the signal steps run once per signal. A step is a function ``step(ctx)`` that
+reads and sets fields of the :class:`Context`. Only the driver catches the two
+control signals: :class:`Discard` (the input is recorded as ``ignored`` with
+the reason) and, at intake time, :class:`Reject` (refused with a code).
+Every step records what it decided (``ctx.decide``), so ``inlet inbound show``
+can say why an input became a new incident, an update, or was ignored.
+
+The signal steps of one Inbound run in one transaction together with the
+Inbound's status change: an input is applied exactly once or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.clock import Clock
+from gateway.errors import InletError, ParseError
+from gateway.lifecycle import Lifecycle
+from parsers.signal import Signal
+from store.db import db, is_postgres
+from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
+
+log = logging.getLogger("inlet.pipeline")
+
+
+class Discard(Exception):  # noqa: N818 -- a control signal, not an error
+    """Stop processing this input (or signal): it is recorded as ignored, with the reason."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Reject(InletError):
+    """Refuse an input at intake time with a protocol code (e.g. SMTP 550) and a text."""
+
+    def __init__(self, code: int, text: str):
+        self.code, self.text = code, text
+        super().__init__(f"{code} {text}")
+
+
+@dataclass
+class Context:
+    """What the steps share while processing one Inbound."""
+
+    inbound: Inbound
+    config: object
+    lifecycle: Lifecycle
+    clock: Clock
+    signals: list[Signal] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
+    # per signal, reset by the driver:
+    signal: Signal | None = None
+    index: int = 0
+    incident: Incident | None = None
+    match: str = ""  # how correlate found the incident: message-id, subject, fingerprint, group
+    classification: object = None  # a gateway.rules.Decision
+    allocation: dict = field(default_factory=dict)  # group, procedure, impact, urgency, …
+    outcome: str = ""  # created | updated | ignored
+    extras: dict = field(default_factory=dict)  # for steps to hand values to later steps
+
+    def decide(self, step: str, **what) -> None:
+        """Record a decision of a step (for ``inlet inbound show`` and the audit)."""
+        entry = {"step": step, **what}
+        if self.signal is not None:
+            entry.setdefault("signal", self.index)
+        self.decisions.append(entry)
+
+
+Step = Callable[[Context], None]
+
+
+@dataclass
+class Pipeline:
+    """Named parse steps, then named signal steps; ``run`` processes one pending Inbound."""
+
+    config: object
+    lifecycle: Lifecycle
+    parsers: dict[str, Callable[[Context], list[Signal]]]
+    signal_steps: list[tuple[str, Step]]
+    clock: Clock = field(default_factory=Clock)
+
+    def run(self, inbound_id: int) -> str | None:
+        """Process one Inbound if it is still pending; return its new status (None if taken elsewhere)."""
+        inbound = Inbound.get_or_none(Inbound.id == inbound_id)
+        if inbound is None or inbound.status != PENDING:
+            return None
+        ctx = Context(inbound, self.config, self.lifecycle, self.clock)
+        try:
+            parse = self.parsers.get(inbound.source)
+            if parse is None:
+                raise ParseError(f"no parser for inputs from {inbound.source!r}")
+            ctx.signals = list(parse(ctx))
+            ctx.decide("parse", signals=len(ctx.signals))
+        except Discard as stop:
+            ctx.decide("parse", result="ignored", reason=stop.reason)
+            return self._finish(ctx, IGNORED, stop.reason)
+        except ParseError as exc:
+            ctx.decide("parse", result="failed", error=str(exc))
+            return self._finish(ctx, FAILED, f"parse error: {exc}")
+        except Exception as exc:  # a bug in a parser must quarantine the input, not lose it
+            log.exception("inbound %s: parse failed", inbound_id)
+            ctx.decide("parse", result="failed", error=repr(exc))
+            return self._finish(ctx, FAILED, f"parse failed: {exc!r}")
+        with db.atomic():
+            if not _lock_pending(inbound_id):
+                return None  # another process applied it meanwhile
+            outcomes = []
+            for index, signal in enumerate(ctx.signals):
+                self._reset(ctx, index, signal)
+                with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
+                    try:
+                        for _name, step in self.signal_steps:
+                            step(ctx)
+                    except Discard as stop:
+                        ctx.decide("pipeline", result="ignored", reason=stop.reason)
+                        ctx.outcome = "ignored"
+                        ctx.extras["reason"] = stop.reason
+                outcomes.append(ctx.outcome or "ignored")
+                log.info(
+                    "inbound %s signal %s: %s %s", inbound_id, index, ctx.outcome, ctx.incident and ctx.incident.ref
+                )
+            if outcomes and all(o == "ignored" for o in outcomes):
+                return self._finish(ctx, IGNORED, ctx.extras.get("reason", "nothing to apply"))
+            if not outcomes:
+                return self._finish(ctx, IGNORED, "no signals in the input")
+            return self._finish(ctx, PROCESSED, "")
+
+    def _reset(self, ctx: Context, index: int, signal: Signal) -> None:
+        ctx.signal, ctx.index = signal, index
+        ctx.incident, ctx.match, ctx.classification, ctx.outcome = None, "", None, ""
+        ctx.allocation = {}
+
+    def _finish(self, ctx: Context, status: str, reason: str) -> str:
+        incident = ctx.incident if status == PROCESSED else None
+        Inbound.update(
+            status=status,
+            reason=reason[:2000],
+            decisions=ctx.decisions,
+            incident=incident,
+            processed_at=self.clock.now(),
+            attempts=Inbound.attempts + 1,
+        ).where(Inbound.id == ctx.inbound.id).execute()
+        return status
+
+
+def _lock_pending(inbound_id: int) -> bool:
+    query = Inbound.select(Inbound.id).where((Inbound.id == inbound_id) & (Inbound.status == PENDING))
+    if is_postgres():
+        query = query.for_update(skip_locked=True)
+    return query.first() is not None
+
+
+def pending_ids(limit: int = 100, after: int = 0) -> list[int]:
+    """Ids of pending Inbound rows, oldest first (rows locked by another process are skipped)."""
+    query = (
+        Inbound.select(Inbound.id)
+        .where((Inbound.status == PENDING) & (Inbound.id > after))
+        .order_by(Inbound.id)
+        .limit(limit)
+    )
+    return [row.id for row in query]

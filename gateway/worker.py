@@ -1,0 +1,76 @@
+"""Background workers of ``inlet serve``: threads that claim rows and act on them.
+
+A :class:`Worker` runs one ``tick()`` function in a loop: immediately when
+woken (e.g. the intake writer committed rows), else every ``interval``. A
+database error is logged and retried with backoff, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import peewee
+
+from store.db import db
+
+log = logging.getLogger("inlet.worker")
+
+
+class Worker:
+    """Calls ``tick()`` (which returns how much it did) until stopped."""
+
+    def __init__(self, name: str, tick: Callable[[], int], *, interval: float = 1.0, max_backoff: float = 30.0):
+        self.name, self.tick, self.interval, self.max_backoff = name, tick, interval, max_backoff
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def where(self) -> str:
+        return f"{self.name} worker"
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        delay = self.interval
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                with db.connection_context():
+                    done = self.tick()
+                delay = self.interval
+            except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                log.warning("%s: database unavailable (%s); retrying in %.0fs", self.name, exc, delay)
+                done = 0
+                delay = min(delay * 2, self.max_backoff)
+            except Exception:  # a bug must not kill the worker: log it and go on
+                log.exception("%s: tick failed", self.name)
+                done = 0
+            if not done:
+                self._wake.wait(delay)
+
+
+def pipeline_tick(pipeline, batch: int = 200) -> Callable[[], int]:
+    """A tick that runs the pipeline over pending Inbound rows, oldest first."""
+    from gateway.pipeline import pending_ids
+
+    def tick() -> int:
+        ids = pending_ids(batch)
+        for inbound_id in ids:
+            pipeline.run(inbound_id)
+        return len(ids)
+
+    return tick

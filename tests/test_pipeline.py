@@ -1,0 +1,181 @@
+"""Durable intake (group commit, dedup) and the pipeline driver, on both databases."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gateway.clock import FixedClock
+from gateway.errors import ParseError, StoreUnavailable
+from gateway.intake import InboundRecord, InboundWriter
+from gateway.pipeline import Discard
+from gateway.service import build_lifecycle, build_pipeline
+from parsers.signal import RESOLVED, Signal
+from store.db import db
+from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident
+
+
+@pytest.fixture
+def writer(store):
+    w = InboundWriter()
+    w.start()
+    yield w
+    w.stop()
+
+
+def record(i=0, key=None, raw=b"{}"):
+    return InboundRecord(source="test", raw=raw, dedup_key=key, peer="127.0.0.1", envelope_to=("a@b",))
+
+
+def test_writer_commits_concurrent_submissions_together(writer):
+    results, errors = [], []
+
+    def submit(n):
+        try:
+            for i in range(25):
+                results.append(writer.store(record(key=f"k-{n}-{i}")))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({r.inbound_id for r in results}) == 200
+    assert Inbound.select().where(Inbound.status == PENDING).count() == 200
+
+
+def test_writer_deduplicates(writer):
+    first = writer.store(record(key="mid:abc@example.org"))
+    again = writer.store(record(key="mid:abc@example.org"))
+    assert (again.inbound_id, again.duplicate, first.duplicate) == (first.inbound_id, True, False)
+    assert Inbound.select().count() == 1
+    # no key: never a duplicate
+    assert writer.store(record()).inbound_id != writer.store(record()).inbound_id
+
+
+def test_writer_reports_an_unavailable_store(store):
+    w = InboundWriter()
+    w.start()
+    try:
+        db.execute_sql("DROP TABLE inbound CASCADE" if store.kind == "postgres" else "DROP TABLE inbound")
+        with pytest.raises(StoreUnavailable, match="cannot store the message"):
+            w.store(record(key="x"))
+    finally:
+        w.stop()
+
+
+def test_writer_refuses_when_stopped(store):
+    with pytest.raises(StoreUnavailable, match="not running"):
+        InboundWriter().store(record())
+
+
+def make_pipeline(store, parse):
+    config = store.config(
+        rule=[{"name": "vpn", "subject": {"any": ["vpn"]}, "group": "network", "impact": "high", "urgency": "high"}]
+    )
+    clock = FixedClock()
+    lifecycle = build_lifecycle(config, clock)
+    pipeline = build_pipeline(config, lifecycle, clock)
+    pipeline.parsers["test"] = parse
+    return pipeline
+
+
+def stored(raw=b"{}", key=None) -> int:
+    return Inbound.create(
+        source="test", raw=raw, dedup_key=key, received_at=FixedClock().now(), status=PENDING
+    ).id  # fmt: skip
+
+
+def test_signal_becomes_a_classified_incident(store):
+    pipeline = make_pipeline(store, lambda ctx: [Signal(source="generic", title="VPN down", fingerprint="fp1")])
+    inbound_id = stored()
+    assert pipeline.run(inbound_id) == PROCESSED
+    incident = Incident.get()
+    assert (incident.title, incident.group, incident.priority, incident.signal_count) == ("VPN down", "network", "P1", 1)
+    assert incident.decisions == {"group": "vpn", "impact": "vpn", "urgency": "vpn"}
+    inbound = Inbound.get_by_id(inbound_id)
+    assert inbound.incident_id == incident.id
+    steps = [d["step"] for d in inbound.decisions]
+    assert steps == ["parse", "correlate", "classify", "allocate", "apply"]
+    assert pipeline.run(inbound_id) is None  # applied once only
+
+
+def test_repeats_correlate_and_recovery_resolves(store):
+    signals = {b"fire": "firing", b"ok": RESOLVED}
+    pipeline = make_pipeline(
+        store, lambda ctx: [Signal(source="generic", title="Disk full", fingerprint="fp", status=signals[ctx.inbound.raw])]
+    )
+    for _ in range(3):
+        pipeline.run(stored(b"fire"))
+    incident = Incident.get()
+    assert Incident.select().count() == 1 and incident.signal_count == 3
+    assert Event.select().where(Event.incident == incident).count() == 1  # repeats are not news
+    pipeline.run(stored(b"ok"))
+    resolved = Incident.get()
+    assert (resolved.status, resolved.resolution_code) == ("resolved", "auto-recovered")
+    assert pipeline.run(stored(b"fire")) == PROCESSED
+    assert (Incident.get().status, Incident.get().reopen_count) == ("in_progress", 1)
+
+
+def test_a_recovery_without_incident_is_ignored(store):
+    pipeline = make_pipeline(store, lambda ctx: [Signal(source="generic", title="x", fingerprint="f", status=RESOLVED)])
+    inbound_id = stored()
+    assert pipeline.run(inbound_id) == IGNORED
+    assert "no open incident" in Inbound.get_by_id(inbound_id).reason
+    assert Incident.select().count() == 0
+
+
+def test_parse_error_quarantines_the_input(store):
+    def parse(ctx):
+        raise ParseError("field 'alerts': required")
+
+    pipeline = make_pipeline(store, parse)
+    inbound_id = stored(b"raw bytes kept")
+    assert pipeline.run(inbound_id) == FAILED
+    inbound = Inbound.get_by_id(inbound_id)
+    assert (bytes(inbound.raw), inbound.reason) == (b"raw bytes kept", "parse error: field 'alerts': required")
+
+
+def test_a_bug_in_a_parser_quarantines_too(store):
+    pipeline = make_pipeline(store, lambda ctx: 1 / 0)
+    inbound_id = stored()
+    assert pipeline.run(inbound_id) == FAILED
+    assert "ZeroDivisionError" in Inbound.get_by_id(inbound_id).reason
+
+
+def test_discard_at_parse_is_ignored_with_reason(store):
+    def parse(ctx):
+        raise Discard("auto-reply: Auto-Submitted: auto-replied")
+
+    pipeline = make_pipeline(store, parse)
+    inbound_id = stored()
+    assert pipeline.run(inbound_id) == IGNORED
+    assert Inbound.get_by_id(inbound_id).reason == "auto-reply: Auto-Submitted: auto-replied"
+
+
+def test_unknown_source_fails_visibly(store):
+    pipeline = make_pipeline(store, lambda ctx: [])
+    inbound = Inbound.create(source="fax", raw=b"", received_at=FixedClock().now())
+    assert pipeline.run(inbound.id) == FAILED
+    assert "no parser for inputs from 'fax'" in Inbound.get_by_id(inbound.id).reason
+
+
+def test_a_failing_step_rolls_back_the_whole_input(store):
+    pipeline = make_pipeline(
+        store, lambda ctx: [Signal(source="generic", title="a", fingerprint="1"), Signal(source="generic", title="b")]
+    )
+
+    def explode(ctx):
+        if ctx.index == 1:
+            raise RuntimeError("boom")
+
+    pipeline.signal_steps.append(("explode", explode))
+    inbound_id = stored()
+    with pytest.raises(RuntimeError):
+        pipeline.run(inbound_id)
+    assert Incident.select().count() == 0  # the first signal's incident was rolled back with it
+    assert Inbound.get_by_id(inbound_id).status == PENDING  # and the input waits for a retry
