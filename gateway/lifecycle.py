@@ -72,6 +72,7 @@ class Change:
     event: Event
     actor: str
     before: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)  # caller's hints for hooks, e.g. {"acknowledge_reporter": False}
 
 
 Hook = Callable[[Change], None]
@@ -154,6 +155,7 @@ class Lifecycle:
         keys: Iterable[tuple[str, str]] = (),
         inbound=None,
         visibility: str = INTERNAL,
+        context: dict | None = None,
     ) -> Incident:
         """Register a new incident with its first Event; return it."""
         title = " ".join((title or "").split())[:500]
@@ -199,7 +201,7 @@ class Lifecycle:
             event = self._event(
                 incident, "created", actor, visibility, field="status", new=NEW, body=description, inbound=inbound
             )
-            self._run_hooks(Change("create", incident, event, actor))
+            self._run_hooks(Change("create", incident, event, actor, context=context or {}))
         return incident
 
     # ------------------------------------------------------------ status changes
@@ -235,15 +237,18 @@ class Lifecycle:
         """Close a resolved incident; major and security incidents need their review first."""
         return self._transition(ref, "close", actor, fields={"closed_by": by})
 
-    def reopen(self, ref: str, actor: str, reason: str) -> Incident:
-        return self._transition(ref, "reopen", actor, body=_required(ref, "reopen", reason, "a reason"))
+    def reopen(self, ref: str, actor: str, reason: str, *, context: dict | None = None) -> Incident:
+        body = _required(ref, "reopen", reason, "a reason")
+        return self._transition(ref, "reopen", actor, body=body, context=context)
 
     def cancel(self, ref: str, actor: str, reason: str) -> Incident:
         return self._transition(ref, "cancel", actor, body=_required(ref, "cancel", reason, "a reason"))
 
     # ------------------------------------------------------------ other changes
 
-    def note(self, ref: str, actor: str, body: str, *, public: bool = False, inbound=None) -> Event:
+    def note(
+        self, ref: str, actor: str, body: str, *, public: bool = False, inbound=None, context: dict | None = None
+    ) -> Event:
         """Add an internal note, or a public update (which reaches the reporter)."""
         body = _required(ref, "add a note", body, "a text")
         with db.atomic():
@@ -252,7 +257,7 @@ class Lifecycle:
             incident.save()
             kind = "update" if public else "note"
             event = self._event(incident, kind, actor, PUBLIC if public else INTERNAL, body=body, inbound=inbound)
-            self._run_hooks(Change(kind, incident, event, actor))
+            self._run_hooks(Change(kind, incident, event, actor, context=context or {}))
         return event
 
     def assign(self, ref: str, actor: str, *, group: str | None = None, assignee: str | None = None, reason: str = ""):
@@ -350,7 +355,7 @@ class Lifecycle:
 
     # ------------------------------------------------------------ internals
 
-    def _transition(self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None) -> Incident:
+    def _transition(self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None, context=None) -> Incident:
         allowed, target = TRANSITIONS[action]
         with db.atomic():
             incident = self._lock(ref, action)
@@ -383,7 +388,7 @@ class Lifecycle:
                 new=target,
                 body=body,
             )
-            self._run_hooks(Change(action, incident, event, actor, before))
+            self._run_hooks(Change(action, incident, event, actor, before, context or {}))
         return incident
 
     def _apply_status(self, incident: Incident, action: str, target: str, now: datetime) -> None:

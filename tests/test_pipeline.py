@@ -95,7 +95,8 @@ def test_signal_becomes_a_classified_incident(store):
     inbound_id = stored()
     assert pipeline.run(inbound_id) == PROCESSED
     incident = Incident.get()
-    assert (incident.title, incident.group, incident.priority, incident.signal_count) == ("VPN down", "network", "P1", 1)
+    assert (incident.title, incident.group, incident.priority) == ("VPN down", "network", "P1")
+    assert incident.signal_count == 1
     assert incident.decisions == {"group": "vpn", "impact": "vpn", "urgency": "vpn"}
     inbound = Inbound.get_by_id(inbound_id)
     assert inbound.incident_id == incident.id
@@ -107,7 +108,7 @@ def test_signal_becomes_a_classified_incident(store):
 def test_repeats_correlate_and_recovery_resolves(store):
     signals = {b"fire": "firing", b"ok": RESOLVED}
     pipeline = make_pipeline(
-        store, lambda ctx: [Signal(source="generic", title="Disk full", fingerprint="fp", status=signals[ctx.inbound.raw])]
+        store, lambda ctx: [Signal(source="generic", title="Disk", fingerprint="fp", status=signals[ctx.inbound.raw])]
     )
     for _ in range(3):
         pipeline.run(stored(b"fire"))

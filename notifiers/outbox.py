@@ -1,0 +1,41 @@
+"""The outbox: notifications are rows written in the transaction of the change that caused them.
+
+Anything that decides to tell someone something (lifecycle hooks, escalation
+timers) calls :func:`enqueue` inside its transaction; a worker delivers the
+rows through Apprise (DESIGN.md §2.4). Nothing is ever sent inline.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from store.models import PENDING, Event, Incident, Notification
+
+
+def enqueue(
+    *,
+    audience: str,
+    template: str,
+    targets: list[str],
+    now: datetime,
+    incident: Incident | None = None,
+    event: Event | None = None,
+    context: dict | None = None,
+    due: datetime | None = None,
+) -> Notification:
+    """Write one outbox row: ``template`` rendered for ``audience`` and sent to ``targets``.
+
+    ``targets`` are Apprise URLs or tags; ``context`` holds what the template
+    needs beyond the incident (e.g. the body of a public update).
+    """
+    return Notification.create(
+        incident=incident,
+        event=event,
+        audience=audience,
+        template=template,
+        targets=list(targets),
+        context=context or {},
+        status=PENDING,
+        next_attempt_at=due or now,
+        created_at=now,
+    )
