@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", metavar="CONFIG", help="the file to check (default: as -c)")
     check.set_defaults(func=cmd_check)
 
+    classify = command("classify", "Explain what the rules decide for an .eml or webhook JSON file (- for stdin).")
+    classify.add_argument("file", metavar="FILE", help="the input file, or - to read stdin")
+    classify.add_argument(
+        "--kind", choices=("email", "json", "alertmanager", "grafana", "pagerduty", "generic"), help="input format"
+    )
+    classify.add_argument("--recipient", help="the address the input came to")
+    classify.add_argument("--integration", help="the webhook integration it came through")
+    classify.add_argument("--json", action="store_true", help="print one JSON object per signal")
+    classify.set_defaults(func=cmd_classify)
+
     database = command("db", "Database schema.")
     db_commands = database.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     db_commands.required = True
@@ -103,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref")
     show.add_argument("--json", action="store_true", help="print one JSON object with 'events'")
     show.set_defaults(func=cmd_incident_show)
+    escalate = command("escalate", "Escalate an incident: to another group or to management.", incident_commands)
+    escalate.add_argument("ref")
+    escalate.add_argument("--to", choices=("group", "management"), required=True, help="functional or hierarchical")
+    escalate.add_argument("--group", help="the group to escalate to (with --to group)")
+    escalate.add_argument("--reason", required=True)
+    escalate.set_defaults(func=cmd_incident_escalate)
     return parser
 
 
@@ -146,8 +162,48 @@ def cmd_check(args) -> int:
     from gateway.config import default_config_path
 
     path = args.path or default_config_path(getattr(args, "config", None))
+    from gateway.explain import run_rule_tests
+
     config = load_config(path)
-    print(f"{path}: OK ({len(config.group)} groups, {len(config.escalation)} escalation policies)")
+    for warning in config.ruleset.warnings:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    failures = run_rule_tests(config)
+    for failure in failures:
+        print(f"{path}: {failure}", file=sys.stderr)
+    if failures:
+        print(f"{path}: {len(failures)} of {len(config.rule_test)} rule tests failed", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"{path}: OK ({len(config.group)} groups, {len(config.escalation)} escalation policies, "
+        f"{len(config.rule)} rules, {len(config.rule_test)} rule tests passed)"
+    )
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from gateway.errors import ParseError
+    from gateway.explain import explain, format_explanation, read_signals
+
+    config = _load(args)
+    if args.file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.file, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise InletError(f"{args.file}: cannot read: {exc.strerror}") from None
+    try:
+        kind, signals = read_signals(raw, args.kind)
+    except ParseError as exc:
+        raise InletError(f"{args.file}: {exc}") from None
+    results = [
+        {"format": kind, **explain(config, s, recipient=args.recipient, integration=args.integration)} for s in signals
+    ]
+    if args.json:
+        _print_json(results if len(results) != 1 else results[0])
+    else:
+        print("\n\n".join(format_explanation(r) for r in results) or "no signals in the input")
     return 0
 
 
@@ -292,6 +348,17 @@ def cmd_incident_show(args) -> int:
         change = f" {e['field']}: {e['old']} → {e['new']}" if "field" in e else ""
         body = f" — {e['body']}" if e["body"] else ""
         print(f"  {e['at']}  {e['type']:<12} {e['actor']} ({e['visibility']}){change}{body}")
+    return 0
+
+
+def cmd_incident_escalate(args) -> int:
+    config = _load(args)
+    _open_store(config)
+    kind = "functional" if args.to == "group" else "hierarchical"
+    if kind == "functional" and not args.group:
+        raise InletError("--to group needs --group NAME")
+    incident = _lifecycle(config).escalate(args.ref, "cli", kind, args.reason, group=args.group)
+    print(f"{incident.ref}\tescalated ({kind})\t{incident.group}")
     return 0
 
 

@@ -19,6 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.explain import RuleTest
+from gateway.procedures import ProceduresSection, check_procedures
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
@@ -72,6 +74,7 @@ class EscalationStep:
     )
     notify: list[str] = setting(factory=list, help="Apprise URLs or tags (contacts, group channels) to page.")
     flag: bool = setting(False, help="Raise the escalated flag on the incident.")
+    managers: bool = setting(False, help="Also page the group's managers (hierarchical escalation).")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,17 @@ class Group:
     members: list[str] = setting(factory=list, help="User names of the group's agents.")
     escalation: str = setting("", help="Name of the [[escalation]] policy for this group's incidents.")
     calendar: str = setting("", help="Name of the [[calendar]] of the group's working hours (empty: 24×7).")
+    escalation_by_priority: dict[str, str] = setting(
+        factory=dict, help="Priority -> [[escalation]] policy name, overriding 'escalation' for that priority."
+    )
+    managers: list[str] = setting(
+        factory=list, help="Apprise URLs or tags of the group's management (hierarchical escalation)."
+    )
+    assign: str = setting(
+        "",
+        help="Assign new incidents to a member: round-robin, least-loaded, or empty (the group only).",
+        choices=("", "round-robin", "least-loaded"),
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,10 @@ class Config:
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
     sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
     calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
+    procedures: ProceduresSection = setting(
+        factory=ProceduresSection, help="Major, security and low-impact procedures."
+    )
+    rule_test: list[RuleTest] = setting(factory=list, help="Rule tests that `inlet check` runs.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -111,6 +129,9 @@ class Config:
 
     def calendar_named(self, name: str) -> Calendar | None:
         return next((c for c in self.calendar if c.name == name), None)
+
+    def policy_named(self, name: str) -> EscalationPolicy | None:
+        return next((p for p in self.escalation if p.name == name), None)
 
     @functools.cached_property
     def ruleset(self) -> RuleSet:
@@ -187,11 +208,18 @@ def _check_references(config: Config) -> None:
     for g in config.group:
         if g.escalation and g.escalation not in policies:
             raise KeyProblem((f"[[group]] {g.name!r}", "escalation"), f"no [[escalation]] named {g.escalation!r}")
+        for prio, name in g.escalation_by_priority.items():
+            trail = (f"[[group]] {g.name!r}", "escalation_by_priority", prio)
+            if prio not in config.sla.targets:
+                raise KeyProblem(trail, f"unknown priority {prio!r}: use one of {', '.join(config.sla.targets)}")
+            if name not in policies:
+                raise KeyProblem(trail, f"no [[escalation]] named {name!r}")
     for p in config.escalation:
         for i, step in enumerate(p.steps):
-            if not step.notify and not step.flag:
+            if not step.notify and not step.flag and not step.managers:
                 raise KeyProblem(
-                    (f"[[escalation]] {p.name!r}", f"steps[{i}]"), "a step needs a target in 'notify' (or flag = true)"
+                    (f"[[escalation]] {p.name!r}", f"steps[{i}]"),
+                    "a step needs a target in 'notify' (or managers = true, or flag = true)",
                 )
     for r in config.rule:
         if r.group and r.group not in groups:
@@ -201,4 +229,8 @@ def _check_references(config: Config) -> None:
     for g in config.group:
         if g.calendar and g.calendar not in calendars:
             raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
+    check_procedures(config)
+    for i, t in enumerate(config.rule_test):
+        if t.group and t.group not in groups:
+            raise KeyProblem((f"[[rule_test]] {t.name or i!r}", "group"), f"no [[group]] named {t.group!r}")
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -61,6 +61,10 @@ FINAL = (CLOSED, CANCELLED)
 PUBLIC, INTERNAL = "public", "internal"
 FIX_TYPES = ("workaround", "permanent")
 LINK_KINDS = ("parent", "child", "related")
+ESCALATION_KINDS = ("functional", "hierarchical", "automatic")
+STATUS_PAGE_STATES = ("investigating", "identified", "monitoring", "resolved")
+# Actions a major incident refuses until it has its commander (the assignee).
+COMMANDER_REQUIRED = ("acknowledge", "start", "resolve")
 
 
 @dataclass
@@ -99,15 +103,20 @@ class Policy:
         return sla.business_time(since, until, self.calendar(incident))
 
     def targets(self, incident: Incident) -> tuple[datetime, datetime]:
-        due = sla.targets_for(
+        due = self.due(incident)
+        return due.respond_by, due.resolve_by
+
+    def due(self, incident: Incident, now: datetime | None = None) -> sla.SlaDue:
+        """Respond-by, resolve-by and the warning point; while on hold, as of ``now``."""
+        return sla.targets_for(
             incident.opened_at,
             incident.priority,
-            incident.opened_at,
+            now or incident.opened_at,
             sla=self.sla,
             calendar=self.calendar(incident),
             paused=timedelta(seconds=incident.paused_seconds),
+            on_hold_since=incident.on_hold_since if now is not None else None,
         )
-        return due.respond_by, due.resolve_by
 
 
 class Lifecycle:
@@ -293,10 +302,14 @@ class Lifecycle:
 
         A change of impact or urgency recomputes the priority and the SLA targets.
         """
-        allowed = {"title", "category", "service", "impact", "urgency", "major", "security", "procedure", "tags"}
+        allowed = {
+            "title", "category", "service", "impact", "urgency", "major", "security", "procedure", "tags", "status_page"
+        }  # fmt: skip
         unknown = set(fields) - allowed
         if unknown:
             raise TransitionError(ref, "update", "-", f"cannot change {', '.join(sorted(unknown))} this way")
+        if "status_page" in fields and fields["status_page"] not in STATUS_PAGE_STATES:
+            raise TransitionError(ref, "update", "-", f"status_page must be one of {', '.join(STATUS_PAGE_STATES)}")
         for name in ("impact", "urgency"):
             if name in fields:
                 _check_level(name, fields[name])
@@ -344,6 +357,65 @@ class Lifecycle:
             self._run_hooks(Change("link", incident, event, actor))
         return incident
 
+    def escalate(
+        self, ref: str, actor: str, kind: str, reason: str, *, group: str | None = None, context: dict | None = None
+    ) -> Incident:
+        """Escalate with a reason: ``functional`` moves the incident to ``group`` (a reassignment),
+        ``hierarchical`` involves management, ``automatic`` is an escalation step that fired.
+
+        Sets the escalated flag (an automatic step only when its context says ``flag``) and writes
+        an ``escalated`` Event; the escalation hook pages whom the kind calls for.
+        """
+        if kind not in ESCALATION_KINDS:
+            raise TransitionError(ref, "escalate", "-", f"kind must be one of {', '.join(ESCALATION_KINDS)}")
+        reason = _required(ref, "escalate", reason, "a reason")
+        context = dict(context or {})
+        with db.atomic():
+            incident = self._lock(ref, "escalate")
+            if incident.status not in OPEN_STATUSES:
+                raise TransitionError(incident.ref, "escalate", incident.status, "only an open incident escalates")
+            before = {"group": incident.group, "escalated": incident.escalated}
+            if kind == "functional":
+                if not group or group == incident.group:
+                    raise TransitionError(incident.ref, "escalate", incident.status, "name another group")
+                if self.policy.config is not None and self.policy.config.group_named(group) is None:
+                    raise NotFound(f"no group {group!r}")
+                incident.group = group
+                incident.reassignment_count += 1
+            if kind != "automatic" or context.get("flag"):
+                incident.escalated = True
+            incident.updated_at = self.clock.now()
+            incident.save()
+            event = self._event(incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason)
+            if kind == "functional":
+                self._event(incident, "assigned", actor, INTERNAL, field="group", old=before["group"], new=group)
+            if incident.escalated != before["escalated"]:
+                self._event(incident, "changed", actor, INTERNAL, field="escalated", old=False, new=True)
+            context.update(kind=kind, reason=reason)
+            self._run_hooks(Change("escalate", incident, event, actor, before, context))
+        return incident
+
+    def review(self, ref: str, actor: str, *, cause: str, actions: list[dict]) -> Incident:
+        """Record the post-incident review (cause; actions, each with ``what`` and ``owner``)."""
+        cause = _required(ref, "review", cause, "a cause")
+        if not actions or any(not (a.get("what") or "").strip() or not (a.get("owner") or "").strip() for a in actions):
+            raise TransitionError(normalise_ref(ref), "review", "-", "actions are required, each with what and owner")
+        with db.atomic():
+            incident = self._lock(ref, "review")
+            now = self.clock.now()
+            incident.review = {
+                "cause": cause,
+                "actions": [{"what": a["what"].strip(), "owner": a["owner"].strip()} for a in actions],
+                "by": actor,
+                "at": now.isoformat(),
+            }
+            incident.updated_at = now
+            incident.save()
+            lines = "; ".join(f"{a['what']} ({a['owner']})" for a in incident.review["actions"])
+            event = self._event(incident, "reviewed", actor, INTERNAL, body=f"Cause: {cause}. Actions: {lines}")
+            self._run_hooks(Change("review", incident, event, actor))
+        return incident
+
     def add_signal(self, ref: str, actor: str, *, at: datetime | None = None) -> Incident:
         """Count one more signal of an open problem (no timeline entry: repeats are not news)."""
         now = at or self.clock.now()
@@ -365,6 +437,10 @@ class Lifecycle:
                     action,
                     incident.status,
                     f"only allowed from {', '.join(allowed)} (would lead to {target})",
+                )
+            if action in COMMANDER_REQUIRED and incident.major and incident.assignee_id is None:
+                raise TransitionError(
+                    incident.ref, action, incident.status, "a major incident needs its commander (assignee) first"
                 )
             if action == "close" and (incident.major or incident.security) and not incident.review:
                 kind = "major" if incident.major else "security"

@@ -24,12 +24,32 @@ from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
 
-ROLES = ("web", "worker")
+ROLES = ("web", "worker", "timers")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
-    """The lifecycle with the hooks the configuration asks for."""
-    return Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
+    """The lifecycle with the hooks the configuration asks for (procedures, escalation)."""
+    from gateway.escalation import Escalation
+    from gateway.procedures import Procedures
+
+    lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
+    lifecycle.procedures = Procedures(lifecycle)
+    lifecycle.escalation = Escalation(lifecycle)
+    lifecycle.hooks += [lifecycle.procedures.on_change, lifecycle.escalation.on_change]
+    return lifecycle
+
+
+def build_timer_worker(lifecycle: Lifecycle):
+    """The TimerWorker with the handler of each timer kind."""
+    from gateway.escalation import ESCALATION, TimerWorker
+    from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
+
+    handlers = {
+        ESCALATION: lifecycle.escalation.fire,
+        MAJOR_REMINDER: lifecycle.procedures.fire_reminder,
+        AUTO_CLOSE: lifecycle.procedures.fire_auto_close,
+    }
+    return TimerWorker(handlers, lifecycle.clock)
 
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
@@ -124,6 +144,9 @@ class Service:
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
+        self.timers = build_timer_worker(self.lifecycle)
+        if "timers" in self.roles:
+            self.components.append(Worker("timers", self.timers.tick))
         if "web" in self.roles:
             from web.app import create_app
 

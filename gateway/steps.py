@@ -52,33 +52,80 @@ def classify(ctx: Context) -> None:
 
 def allocate(ctx: Context) -> None:
     """Group, impact, urgency and procedure: rule first, then source defaults, then the fallback."""
-    d, defaults, sla = ctx.classification, ctx.extras.get("defaults", {}), ctx.config.sla
-    severity = severity_to_impact_urgency(ctx.signal.severity, defaults.get("severity_map"))
-    impact = d.impact or defaults.get("impact") or (severity and severity[0]) or sla.default_impact
-    urgency = d.urgency or defaults.get("urgency") or (severity and severity[1]) or sla.default_urgency
-    group = d.group or defaults.get("group") or ctx.config.fallback_group
-    major = bool(d.major or defaults.get("major"))
-    security = bool(d.security or defaults.get("security"))
-    category = d.category or defaults.get("category", "")
-    procedure = "major" if major else "security" if security else _procedure_for(ctx.config, category)
-    ctx.allocation = {
+    ctx.allocation, why = allocation_for(ctx.config, ctx.classification, ctx.signal, ctx.extras.get("defaults", {}))
+    a = ctx.allocation
+    ctx.decide(
+        "allocate", group=a["group"], procedure=a["procedure"], impact=a["impact"], urgency=a["urgency"], why=why
+    )
+
+
+def allocation_for(config, d, signal, defaults: dict) -> tuple[dict, dict]:
+    """(allocation, why): each field's value and what set it — a rule, the source default, the signal's
+    severity, the configured default, the fallback group, or the procedure's category list. Pure."""
+    from gateway.procedures import procedure_for
+
+    sla = config.sla
+    severity = severity_to_impact_urgency(signal.severity, defaults.get("severity_map"))
+    why = {}
+
+    def pick(name, *candidates):
+        for source, value in candidates:
+            if value:
+                why[name] = source
+                return value
+        return None
+
+    rule = d.reasons.get
+    impact = pick(
+        "impact",
+        (f"rule {rule('impact')!r}", d.impact),
+        ("source default", defaults.get("impact")),
+        ("signal severity", severity and severity[0]),
+        ("sla.default_impact", sla.default_impact),
+    )
+    urgency = pick(
+        "urgency",
+        (f"rule {rule('urgency')!r}", d.urgency),
+        ("source default", defaults.get("urgency")),
+        ("signal severity", severity and severity[1]),
+        ("sla.default_urgency", sla.default_urgency),
+    )
+    group = pick(
+        "group",
+        (f"rule {rule('group')!r}", d.group),
+        ("source default", defaults.get("group")),
+        ("fallback group", config.fallback_group),
+    )
+    category = pick(
+        "category", (f"rule {rule('category')!r}", d.category), ("source default", defaults.get("category"))
+    )
+    service = pick("service", (f"rule {rule('service')!r}", d.service), ("source default", defaults.get("service")))
+    procedure, major, security = procedure_for(
+        config,
+        category=category or "",
+        major=bool(d.major or defaults.get("major")),
+        security=bool(d.security or defaults.get("security")),
+    )
+    if d.major:
+        why["procedure"] = f"rule {rule('major')!r}"
+    elif d.security and not major:
+        why["procedure"] = f"rule {rule('security')!r}"
+    elif procedure != "standard":
+        why["procedure"] = f"category {category!r}" if category else "source default"
+    else:
+        why["procedure"] = "default"
+    allocation = {
         "group": group,
         "impact": impact,
         "urgency": urgency,
-        "category": category,
-        "service": d.service or defaults.get("service", ""),
+        "category": category or "",
+        "service": service or "",
         "tags": list(d.tags),
         "major": major,
         "security": security,
         "procedure": procedure,
     }
-    why = {"group": d.reasons.get("group") or ("source default" if defaults.get("group") else "fallback group")}
-    ctx.decide("allocate", group=group, procedure=procedure, impact=impact, urgency=urgency, why=why)
-
-
-def _procedure_for(config, category: str) -> str:
-    low_impact = getattr(config, "low_impact_categories", ())
-    return "low-impact" if category and category in low_impact else "standard"
+    return allocation, why
 
 
 def keys_of(ctx: Context) -> list[tuple[str, str]]:
@@ -126,7 +173,10 @@ def apply(ctx: Context) -> None:
         ctx.decide("apply", result="created", incident=ctx.incident.ref)
         return
     incident = ctx.incident
-    if s.status == RESOLVED and incident.status in OPEN_STATUSES:
+    if s.status == RESOLVED and incident.status in OPEN_STATUSES and incident.major and incident.assignee_id is None:
+        ctx.incident = lc.add_signal(incident.ref, actor)  # a major incident is resolved by its commander
+        result = "recovery noted"
+    elif s.status == RESOLVED and incident.status in OPEN_STATUSES:
         ctx.incident = lc.resolve(
             incident.ref,
             actor,
@@ -135,7 +185,7 @@ def apply(ctx: Context) -> None:
             cause="monitoring",
         )
         result = "resolved"
-    elif s.status == ACKNOWLEDGED and incident.status == "new":
+    elif s.status == ACKNOWLEDGED and incident.status == "new" and not (incident.major and not incident.assignee_id):
         ctx.incident = lc.acknowledge(incident.ref, actor)
         result = "acknowledged"
     elif incident.status == INCIDENT_RESOLVED and s.status != RESOLVED:

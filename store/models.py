@@ -114,6 +114,7 @@ class Incident(BaseModel):
     major = peewee.BooleanField(default=False)
     security = peewee.BooleanField(default=False)
     escalated = peewee.BooleanField(default=False)
+    status_page = peewee.CharField(max_length=16, default="")  # major: investigating|identified|monitoring|resolved
     drill = peewee.BooleanField(default=False)
     flapping = peewee.BooleanField(default=False)
     flap_count = peewee.IntegerField(default=0)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from gateway.accounts import create_user
 from gateway.clock import FixedClock
 from gateway.errors import NotFound, TransitionError
 from gateway.lifecycle import TRANSITIONS, Lifecycle
@@ -155,6 +156,9 @@ def test_closed_is_read_only(lc):
 @pytest.mark.parametrize("flag", ["major", "security"])
 def test_major_and_security_need_review_before_close(lc, flag):
     incident = new_incident(lc, **{flag: True})
+    if flag == "major":  # a major incident is resolved by its commander
+        create_user("carol", "agent", "pw-carol-123")
+        lc.assign(incident.ref, "alice", assignee="carol")
     act(lc, incident.ref, "resolve")
     with pytest.raises(TransitionError, match="post-incident review"):
         lc.close(incident.ref, "alice")

@@ -1,0 +1,151 @@
+"""Explain and test the rules: ``inlet classify FILE`` and the ``[[rule_test]]`` cases of ``inlet check``.
+
+Both run the same pure functions as the pipeline (the rules, ``steps.allocation_for``,
+the priority matrix and the SLA targets), without a database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import InletError, ParseError
+from gateway.schema import format_duration, setting
+
+EXPECTED = ("category", "service", "impact", "urgency", "priority", "group", "procedure")
+
+
+@dataclass(frozen=True)
+class RuleTest:
+    name: str = setting("", help="What the case shows (printed when it fails).")
+    input: str = setting("", help="An .eml or webhook JSON file, relative to the configuration file.")
+    subject: str = setting("", help="Inline input: the subject (when no 'input' file is given).")
+    body: str = setting("", help="Inline input: the body text.")
+    sender: str = setting("", help="Inline input: the reporter's address.")
+    recipient: str = setting("", help="The address the input came to.")
+    source: str = setting("email", help="Inline input: the signal's source (email, alertmanager, …, manual).")
+    integration: str = setting("", help="The webhook integration name the input came through.")
+    labels: dict[str, str] = setting(factory=dict, help="Inline input: labels.")
+    category: str | None = setting(None, help="Expected category ('' for none).")
+    service: str | None = setting(None, help="Expected service.")
+    impact: str | None = setting(None, help="Expected impact.")
+    urgency: str | None = setting(None, help="Expected urgency.")
+    priority: str | None = setting(None, help="Expected priority (P1..P5).")
+    group: str | None = setting(None, help="Expected group.")
+    procedure: str | None = setting(None, help="Expected procedure (major, security, standard, low-impact).")
+
+
+def read_signals(raw: bytes, kind: str | None = None):
+    """(kind, signals) of an input file: an email (RFC 5322) or a webhook JSON body (format detected)."""
+    from parsers.email import EmailOptions, parse_email
+    from parsers.webhooks import KINDS, parse_webhook
+
+    if kind is None:
+        kind = "json" if raw.lstrip()[:1] in (b"{", b"[") else "email"
+    if kind == "email":
+        return "email", [parse_email(raw, EmailOptions())]
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ParseError(f"not JSON: {exc}") from None
+    if kind != "json":
+        return kind, parse_webhook(kind, payload)
+    errors = []
+    for name in KINDS:  # generic last: it accepts almost anything
+        try:
+            return name, parse_webhook(name, payload)
+        except ParseError as exc:
+            errors.append(f"{name}: {exc}")
+    raise ParseError("no webhook format reads this JSON: " + "; ".join(errors))
+
+
+def explain(config, signal, *, recipient: str | None = None, integration: str | None = None) -> dict:
+    """What the pipeline would decide for one signal, with the reason for each field."""
+    from gateway import sla
+    from gateway.steps import allocation_for
+
+    decision = config.ruleset.classify(signal, recipient=recipient, integration=integration)
+    allocation, why = allocation_for(config, decision, signal, {})
+    prio = sla.priority(allocation["impact"], allocation["urgency"], config.sla.matrix)
+    group = config.group_named(allocation["group"])
+    calendar = config.calendar_named(group.calendar) if group and group.calendar else None
+    target = config.sla.target(prio)
+    calendar_used = sla.effective_calendar(prio, calendar, config.sla)
+    result = {
+        "title": signal.title,
+        "source": signal.source,
+        **{k: allocation[k] for k in ("category", "service", "impact", "urgency", "group", "procedure")},
+        "priority": prio,
+        "major": allocation["major"],
+        "security": allocation["security"],
+        "tags": allocation["tags"],
+        "sla": {
+            "respond": format_duration(target.respond),
+            "resolve": format_duration(target.resolve),
+            "calendar": calendar_used.name if calendar_used else "24x7",
+        },
+        "why": {
+            **why,
+            "priority": f"matrix impact={allocation['impact']} × urgency={allocation['urgency']}",
+            "sla": f"sla.targets.{prio}" + (f", calendar {calendar_used.name!r}" if calendar_used else ", 24x7"),
+        },
+        "matched": list(decision.matched),
+    }
+    return result
+
+
+def format_explanation(result: dict) -> str:
+    lines = [f"{result['title']}  ({result['source']})"]
+    for key in ("category", "service", "impact", "urgency", "priority", "group", "procedure"):
+        value = result[key] or "-"
+        lines.append(f"  {key:<10} {value:<16} {result['why'].get(key, '')}")
+    s = result["sla"]
+    lines.append(f"  {'sla':<10} {'respond ' + s['respond'] + ', resolve ' + s['resolve']:<16} {result['why']['sla']}")
+    lines.append(f"  matched    {', '.join(result['matched']) or 'no rule'}")
+    return "\n".join(lines)
+
+
+def _case_signal(case: RuleTest, base: Path):
+    from parsers.signal import Signal
+
+    if case.input:
+        path = (base / case.input).resolve()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InletError(f"rule test {case.name or case.input!r}: cannot read {path}: {exc.strerror}") from None
+        _kind, signals = read_signals(raw)
+        if not signals:
+            raise InletError(f"rule test {case.name or case.input!r}: {path} holds no signal")
+        return signals[0]
+    return Signal(
+        source=case.source,
+        title=case.subject,
+        text=case.body,
+        reporter_email=case.sender or None,
+        labels=dict(case.labels),
+    )
+
+
+def run_rule_tests(config) -> list[str]:
+    """Run the ``[[rule_test]]`` cases; return one readable failure text per failing case."""
+    base = Path(config.path).parent if config.path else Path(".")
+    failures = []
+    for i, case in enumerate(config.rule_test):
+        label = case.name or case.input or case.subject or f"#{i + 1}"
+        try:
+            result = explain(
+                config, _case_signal(case, base), recipient=case.recipient or None, integration=case.integration or None
+            )
+        except ParseError as exc:
+            failures.append(f"rule test {label!r}: cannot read the input: {exc}")
+            continue
+        diff = [
+            f"    {key}: expected {expected!r}, got {result[key]!r}  ({result['why'].get(key, 'no rule')})"
+            for key in EXPECTED
+            if (expected := getattr(case, key)) is not None and (result[key] or "") != expected
+        ]
+        if diff:
+            failures.append(f"rule test {label!r} failed:\n" + "\n".join(diff))
+    return failures
