@@ -178,7 +178,7 @@ def test_a_priority_change_reschedules(lc, clock):
     assert changed.priority == "P1"
     after = timer_rows(incident)[3].due_at
     assert after == incident.opened_at + timedelta(hours=4) and after < before
-    assert Event.get((Event.field == "priority")).new == "P1"
+    assert Event.get(Event.field == "priority").new == "P1"
 
 
 def test_per_priority_policy(lc, timers, clock):
@@ -209,7 +209,7 @@ def test_functional_escalation_moves_group_and_pages_it(lc, clock):
     assert page.targets == ["json://net/"] and page.context["kind"] == "functional"
     [event] = escalated_events(incident)
     assert (event.new, event.body, event.actor) == ("functional", "needs the network team", "alice")
-    assert Event.get((Event.field == "group")).new == "network"
+    assert Event.get(Event.field == "group").new == "network"
 
 
 def test_hierarchical_escalation_pages_management(lc):
