@@ -51,12 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     serve = command("serve", "Run intake, web UI, workers and timers until SIGINT/SIGTERM.")
-    serve.add_argument("--only", metavar="ROLES", help="comma-separated roles to run (default: all): web")
+    serve.add_argument("--only", metavar="ROLES", help="comma-separated roles (default: all): web, worker, timers")
     serve.set_defaults(func=cmd_serve)
 
     check = command("check", "Validate a configuration file and run its rule tests.")
     check.add_argument("path", nargs="?", metavar="CONFIG", help="the file to check (default: as -c)")
     check.set_defaults(func=cmd_check)
+
+    reload = command("reload", "Validate the configuration, then tell the running 'inlet serve' to reload it.")
+    reload.add_argument("--pid", type=int, help="process id (default: from inlet.pid in inlet.data_dir)")
+    reload.set_defaults(func=cmd_reload)
 
     classify = command("classify", "Explain what the rules decide for an .eml or webhook JSON file (- for stdin).")
     classify.add_argument("file", metavar="FILE", help="the input file, or - to read stdin")
@@ -177,6 +181,31 @@ def cmd_check(args) -> int:
         f"{path}: OK ({len(config.group)} groups, {len(config.escalation)} escalation policies, "
         f"{len(config.rule)} rules, {len(config.rule_test)} rule tests passed)"
     )
+    return 0
+
+
+def cmd_reload(args) -> int:
+    import os
+    import signal
+    from pathlib import Path
+
+    from gateway.service import PID_FILE
+
+    config = _load(args)  # a bad file fails here, and the running process is not disturbed
+    pid = args.pid
+    if pid is None:
+        pid_file = Path(config.inlet.data_dir) / PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            raise InletError(f"no running inlet found ({pid_file} missing or unreadable); use --pid") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise InletError(f"no process {pid}: is 'inlet serve' running?") from None
+    except PermissionError:
+        raise InletError(f"not allowed to signal process {pid}") from None
+    print(f"{config.path}: OK; asked process {pid} to reload it")
     return 0
 
 

@@ -9,12 +9,15 @@ cleanly on SIGINT/SIGTERM. Components are small objects with ``name``,
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from pathlib import Path
 
 from gateway import steps
 from gateway.clock import Clock
-from gateway.config import Config
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
 from gateway.intake import InboundWriter
 from gateway.lifecycle import Lifecycle, Policy
 from gateway.pipeline import Pipeline
@@ -23,8 +26,11 @@ from store.db import open_database
 from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
+PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
 ROLES = ("web", "worker", "timers")
+# Sections a reload cannot apply to a running process (open connections and sockets).
+RESTART_SECTIONS = ("database", "web")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -127,8 +133,6 @@ class Service:
     def __init__(self, config: Config, *, roles: set[str] | None = None, clock: Clock | None = None):
         unknown = (roles or set()) - set(ROLES)
         if unknown:
-            from gateway.errors import ConfigError
-
             raise ConfigError(f"--only: unknown role {', '.join(sorted(unknown))}; roles are {', '.join(ROLES)}")
         self.config = config
         self.roles = roles or set(ROLES)
@@ -147,12 +151,36 @@ class Service:
         self.timers = build_timer_worker(self.lifecycle)
         if "timers" in self.roles:
             self.components.append(Worker("timers", self.timers.tick))
+        self.app = None
         if "web" in self.roles:
             from web.app import create_app
 
             self.app = create_app(config, self)
             self.components.append(WebServer(config, self.app))
         self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        self._reload_requested = False
+        self._reload_lock = threading.Lock()
+
+    def reload(self) -> Config:
+        """Read the configuration file again and swap it in; intake connections stay open.
+
+        A file that does not load (bad TOML, a bad regex, a dangling reference) or
+        that changes a section only a restart can apply raises ConfigError, and the
+        running configuration stays.
+        """
+        new = load_config(self.config.path)
+        for name in RESTART_SECTIONS:
+            if getattr(new, name) != getattr(self.config, name):
+                raise ConfigError(f"{self.config.path}: [{name}] changed: restart Inlet to apply it")
+        with self._reload_lock:
+            # Each reader picks the configuration up per unit of work; the swap is a few assignments.
+            self.lifecycle.policy = Policy(new)
+            self.pipeline.config = new
+            if self.app is not None:
+                self.app.config["INLET"] = new
+            self.config = new
+        return new
 
     def start(self) -> None:
         for component in self.components:
@@ -171,18 +199,39 @@ class Service:
 
     def run_until_signalled(self) -> None:
         """Start, wait for SIGINT or SIGTERM, stop."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        pid_file = Path(self.config.inlet.data_dir) / PID_FILE
         try:
             self.start()
-            print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM", flush=True)
-            while not self._stopping.wait(1.0):
-                pass
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(f"{os.getpid()}\n")
+            print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM; reload rules with SIGHUP", flush=True)
+            while not self._stopping.is_set():
+                self._wakeup.wait(1.0)
+                self._wakeup.clear()
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self._reload_and_say()
         finally:
             print("inlet: stopping", flush=True)
             self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            pid_file.unlink(missing_ok=True)
             print("inlet: stopped", flush=True)
 
+    def _reload_and_say(self) -> None:
+        try:
+            new = self.reload()
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            print(f"inlet: reload refused, the running configuration stays: {exc}", flush=True)
+            return
+        print(f"inlet: reloaded configuration ({len(new.rule)} rules, {len(new.group)} groups)", flush=True)
+
     def _on_signal(self, signum, frame) -> None:
-        self._stopping.set()
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stopping.set()
+        self._wakeup.set()
