@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--pid", type=int, help="process id (default: from inlet.pid in inlet.data_dir)")
     reload.set_defaults(func=cmd_reload)
 
+    drill = command("drill", "Inject a marked synthetic incident into the running instance and follow it.")
+    drill.add_argument("--procedure", choices=("major", "security", "standard"), default="standard")
+    drill.add_argument("--group", help="group to allocate the drill incident to (default: the fallback group)")
+    drill.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each step (default 30)")
+    drill.add_argument("--keep", action="store_true", help="keep the drill incident instead of removing it")
+    drill.set_defaults(func=cmd_drill)
+
     classify = command("classify", "Explain what the rules decide for an .eml or webhook JSON file (- for stdin).")
     classify.add_argument("file", metavar="FILE", help="the input file, or - to read stdin")
     classify.add_argument(
@@ -207,6 +214,17 @@ def cmd_reload(args) -> int:
         raise InletError(f"not allowed to signal process {pid}") from None
     print(f"{config.path}: OK; asked process {pid} to reload it")
     return 0
+
+
+def cmd_drill(args) -> int:
+    from gateway.drill import run_drill
+
+    config = _load(args)
+    _open_store(config)
+    if args.group and config.group_named(args.group) is None:
+        raise NotFound(f"no group {args.group!r} in {config.path}")
+    results = run_drill(config, procedure=args.procedure, group=args.group, timeout=args.timeout, keep=args.keep)
+    return 0 if results and all(r.ok for r in results) else EXIT_ERROR
 
 
 def cmd_classify(args) -> int:

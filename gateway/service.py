@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway import steps
+from gateway import drill, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
@@ -63,7 +63,7 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
-        parsers={},
+        parsers={drill.DRILL: drill.parse},
         signal_steps=[
             ("correlate", steps.correlate),
             ("classify", steps.classify),

@@ -1,0 +1,207 @@
+"""Drills: test the procedures of a running Inlet, not just the code (``inlet drill``).
+
+A drill injects a marked synthetic report through the intake of a running
+instance (the integration named ``drill``), then follows it: registered as an
+incident flagged ``drill``, allocated (group, procedure), the escalation timer
+scheduled, the first escalation step fired (its delay compressed: the drill
+moves the timer's due time to now and the running timer worker fires it), the
+notification hand-off (outbox rows written; the procedure's own effects, e.g.
+the stakeholder broadcast of a major incident), and finally cleans up. Each
+step prints PASS or FAIL with its time. Drill incidents carry ``drill = true``
+so reports and metrics leave them out.
+
+The transport is a small function ``transport(config, payload) -> None``.
+:func:`inbound_transport` stores the report as an Inbound row from integration
+``drill`` — the same row the SMTP and webhook edges write — so the running
+pipeline worker takes it from there. HTTP and SMTP transports belong with those
+edges (``POST /hooks/drill``, or a mail to the intake address).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+from gateway.errors import ParseError
+from parsers.signal import Signal
+from store.db import db
+from store.models import PENDING, Inbound, Incident, Notification, Timer
+
+DRILL = "drill"  # the Inbound source and integration name of drill reports
+PROCEDURE_FLAGS = {"major": {"major": True}, "security": {"security": True}, "standard": {}}
+
+Transport = Callable[[object, dict], None]
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.name:<22} {self.seconds * 1000:8.0f} ms  {self.detail}"
+
+
+def inbound_transport(config, payload: dict) -> None:
+    """Store the drill report as a pending Inbound row (what an intake edge does)."""
+    with db.connection_context(), db.atomic():
+        Inbound.create(
+            source=DRILL,
+            integration=DRILL,
+            received_at=Clock().now(),
+            dedup_key=f"drill:{payload['drill_id']}",
+            status=PENDING,
+            raw=json.dumps(payload).encode(),
+            peer="inlet drill",
+        )
+
+
+def parse(ctx) -> list[Signal]:
+    """The pipeline parser of drill reports: one signal; the procedure comes as source defaults."""
+    try:
+        payload = json.loads(bytes(ctx.inbound.raw).decode("utf-8"))
+        title, drill_id = str(payload["title"]), str(payload["drill_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ParseError(f"not a drill report: {exc}") from None
+    defaults = dict(PROCEDURE_FLAGS.get(payload.get("procedure"), {}))
+    if payload.get("group"):
+        defaults["group"] = str(payload["group"])
+    ctx.extras["defaults"] = defaults
+    return [
+        Signal(
+            source="generic",
+            title=title,
+            text=str(payload.get("text", "")),
+            fingerprint=f"drill:{drill_id}",
+            labels={"inlet_drill": drill_id},
+        )
+    ]
+
+
+def is_drill(inbound) -> bool:
+    """Whether an Inbound is a drill report (its incident is flagged ``drill``)."""
+    return inbound is not None and inbound.integration == DRILL
+
+
+def run_drill(
+    config,
+    *,
+    procedure: str = "standard",
+    group: str | None = None,
+    transport: Transport = inbound_transport,
+    timeout: float = 30.0,
+    keep: bool = False,
+    report: Callable[[str], None] = print,
+) -> list[StepResult]:
+    """Run one drill against the instance that serves ``config``'s database; return the step results."""
+    drill_id = uuid.uuid4().hex[:12]
+    payload = {
+        "drill_id": drill_id,
+        "title": f"[DRILL {drill_id}] synthetic {procedure} incident",
+        "text": "Inlet drill: a synthetic incident to test the procedure. No action needed.",
+        "procedure": procedure,
+        "group": group or "",
+    }
+    results: list[StepResult] = []
+    start = time.monotonic()
+    state: dict = {}
+
+    def step(name: str, check: Callable[[], tuple[bool, str] | None]) -> bool:
+        """Poll ``check`` (None: not yet) until it answers or the deadline passes."""
+        began = time.monotonic()
+        deadline = began + timeout
+        outcome = None
+        while outcome is None:
+            with db.connection_context():
+                outcome = check()
+            if outcome is None:
+                if time.monotonic() > deadline:
+                    outcome = (False, f"nothing after {timeout:.0f}s")
+                else:
+                    threading.Event().wait(0.05)
+        result = StepResult(name, outcome[0], time.monotonic() - began, outcome[1])
+        results.append(result)
+        report(result.line())
+        return result.ok
+
+    def injected():
+        transport(config, payload)
+        return True, f"drill {drill_id} via {getattr(transport, '__name__', 'transport')}"
+
+    def registered():
+        inbound = Inbound.get_or_none(Inbound.dedup_key == f"drill:{drill_id}")
+        if inbound is None or inbound.status == PENDING:
+            return None
+        if inbound.incident_id is None:
+            return False, f"inbound {inbound.status}: {inbound.reason}"
+        incident = Incident.get_by_id(inbound.incident_id)
+        state["incident"] = incident
+        return (incident.drill, f"{incident.ref}" + ("" if incident.drill else " is NOT flagged drill"))
+
+    def allocated():
+        incident = Incident.get_by_id(state["incident"].id)
+        expected_group = group or config.fallback_group
+        ok = incident.group == expected_group and incident.procedure == procedure
+        return ok, f"group {incident.group}, procedure {incident.procedure}, {incident.priority}"
+
+    def scheduled():
+        timer = (
+            Timer.select()
+            .where((Timer.incident == state["incident"].id) & (Timer.kind == "escalation"))
+            .order_by(Timer.step)
+            .first()
+        )
+        if timer is None:
+            return False, f"no escalation timer (has group {state['incident'].group!r} an escalation policy?)"
+        state["timer"] = timer
+        delay = timer.due_at - state["incident"].opened_at
+        # Compress the delay: the running timer worker fires what is due now.
+        Timer.update(due_at=Clock().now()).where((Timer.id == timer.id) & (Timer.status == PENDING)).execute()
+        return True, f"step {timer.step + 1} due after {delay}, compressed to now"
+
+    def escalated():
+        timer = Timer.get_by_id(state["timer"].id)
+        if timer.status == PENDING:
+            return None
+        return timer.status == "fired", f"{timer.status} by {timer.fired_by}"
+
+    def handed_off():
+        rows = list(Notification.select().where(Notification.incident == state["incident"].id))
+        templates = sorted({f"{n.audience}/{n.template}" for n in rows})
+        ok = any(n.audience == "escalation" for n in rows)
+        if procedure == "major" and config.procedures.stakeholders:
+            ok = ok and any(n.template == "major_declared" for n in rows)
+        if procedure == "security":
+            ok = ok and not any(n.audience == "stakeholder" for n in rows)
+        return ok, f"{len(rows)} outbox rows: {', '.join(templates) or 'none'}"
+
+    def cleaned():
+        incident = Incident.get_or_none(Incident.id == state["incident"].id)
+        inbound = Inbound.get_or_none(Inbound.dedup_key == f"drill:{drill_id}")
+        if keep:
+            return True, f"kept {incident.ref}" if incident else "nothing to keep"
+        with db.atomic():
+            if incident is not None:
+                incident.delete_instance(recursive=True, delete_nullable=True)
+            if inbound is not None:
+                inbound.delete_instance(recursive=True, delete_nullable=True)
+        return True, "drill incident, its timeline, timers and outbox rows removed"
+
+    if step("inject", injected) and step("register", registered):
+        if step("allocate", allocated) and step("schedule escalation", scheduled):
+            step("first escalation step", escalated)
+        step("notification hand-off", handed_off)
+    if "incident" in state:
+        step("clean up", cleaned)
+    total = time.monotonic() - start
+    passed = sum(r.ok for r in results)
+    report(f"{'PASS' if all(r.ok for r in results) else 'FAIL'}  drill {drill_id}: {passed}/{len(results)} steps "
+           f"in {total:.2f}s")  # fmt: skip
+    return results
