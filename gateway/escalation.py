@@ -38,6 +38,8 @@ import socket
 from collections.abc import Callable
 from datetime import datetime
 
+import peewee
+
 from gateway.clock import Clock
 from notifiers.outbox import enqueue
 from store.db import db, is_postgres
@@ -233,7 +235,9 @@ class TimerWorker:
         for timer_id, incident_id in due:
             try:
                 done += self._fire_one(timer_id, incident_id, now)
-            except Exception:  # one broken timer must not block the others
+            except (peewee.OperationalError, peewee.InterfaceError):
+                raise  # the database is away: the worker backs off and the timer stays pending
+            except Exception:  # one broken timer (a bug, a refused transition) must not block the others
                 log.exception("timer %s failed", timer_id)
                 with db.atomic():
                     Timer.update(status="failed", fired_at=now, fired_by=self.name).where(
