@@ -323,3 +323,21 @@ def test_two_processes_fire_each_step_exactly_once_on_postgresql(pg_store, clock
     for incident in incidents:
         assert len(escalated_events(incident)) == 2
         assert len(pages(incident)) == 2
+
+
+def test_unresolved_step_fires_after_acknowledge_and_is_cancelled_by_hold(store, clock):
+    policy = [
+        {"name": "default", "steps": [{"after": "2h", "when": "unresolved", "notify": ["json://lead/"]}]},
+        POLICIES[1],
+    ]
+    lc = build_lifecycle(store.config(group=GROUPS, escalation=policy), clock)
+    timers = build_timer_worker(lc)
+    fires, holds = create(lc), create(lc)
+    for incident in (fires, holds):
+        lc.acknowledge(incident.ref, "bob")
+    lc.start(holds.ref, "bob")
+    lc.hold(holds.ref, "bob", "waiting for the supplier")
+    clock.advance(hours=2)
+    assert timers.tick() == 1
+    assert [p.targets for p in pages(fires)] == [["json://lead/"]] and pages(holds) == []
+    assert timer_rows(holds)[0].status == "cancelled"
