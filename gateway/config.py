@@ -22,6 +22,7 @@ from gateway.errors import ConfigError
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
+from notifiers.settings import NotificationsSection, Stakeholder, check_notifications
 
 # ---------------------------------------------------------------- sections
 
@@ -104,6 +105,8 @@ class Config:
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
     sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
     calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
+    notifications: NotificationsSection = setting(factory=NotificationsSection, help="Outbox delivery and email.")
+    stakeholder: list[Stakeholder] = setting(factory=list, help="Stakeholder subscriptions.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -201,4 +204,5 @@ def _check_references(config: Config) -> None:
     for g in config.group:
         if g.calendar and g.calendar not in calendars:
             raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
+    check_notifications(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

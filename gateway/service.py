@@ -24,12 +24,15 @@ from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
 
-ROLES = ("web", "worker")
+ROLES = ("web", "worker", "notify")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
     """The lifecycle with the hooks the configuration asks for."""
-    return Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
+    from notifiers.audiences import Audiences
+
+    hooks = [Audiences(config)]
+    return Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config), hooks=hooks)
 
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
@@ -124,6 +127,11 @@ class Service:
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
+        if "notify" in self.roles:
+            from notifiers.delivery import Delivery
+
+            self.delivery = Delivery(config, clock=self.clock)
+            self.components.append(self.delivery)
         if "web" in self.roles:
             from web.app import create_app
 
