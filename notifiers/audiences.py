@@ -29,7 +29,7 @@ from notifiers import mail
 from notifiers.identity import email_options
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id
-from store.models import CLOSED, CANCELLED, CorrelationKey
+from store.models import CANCELLED, CLOSED, CorrelationKey
 
 REPORTER, GROUP, STAKEHOLDER = "reporter", "group", "stakeholder"
 MESSAGE_ID = "message-id"
