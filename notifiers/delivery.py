@@ -22,13 +22,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import make_msgid
 
 import jinja2
 
 from gateway.clock import Clock, iso
+from gateway.errors import NotFound
 from gateway.worker import Worker
 from notifiers import apprise_adapter, digest, mail
 from notifiers.apprise_adapter import Outcome, channel_key
+from notifiers.identity import message_id_domain
 from notifiers.render import Rendered, Renderer, incident_values
 from store.db import db, is_postgres
 from store.models import FAILED, PENDING, Event, Incident, Notification, NotificationAttempt
@@ -135,7 +138,7 @@ class Delivery:
             job.outcomes.append(("template", Outcome(row.template, row.template, False, f"template: {exc}", 0, True)))
             return job
         for target in row.targets:
-            urls = self.expand(target)
+            urls = expand(self.config, target)
             if urls is None:
                 detail = f"no Apprise URL, group or stakeholder named {target!r}"
                 job.outcomes.append((channel_key(target), Outcome(target, target, False, detail, 0.0, True)))
@@ -145,16 +148,6 @@ class Delivery:
                 if (row.results or {}).get(channel, {}).get("status") not in (SENT, DIGESTED):
                     job.sends.append((url, channel))
         return job
-
-    def expand(self, target: str) -> list[str] | None:
-        """The URLs a row's target stands for: itself, a group's channels, a stakeholder's URLs; None if unknown."""
-        if "://" in target or mail.is_email_target(target):
-            return [target]
-        group = self.config.group_named(target)
-        if group is not None:
-            return list(group.channels)
-        stakeholder = next((s for s in self.config.stakeholder if s.name == target), None)
-        return list(stakeholder.notify) if stakeholder is not None else None
 
     def _render(self, row: Notification) -> Rendered:
         desk, base_url = self.config.inlet.name, self.config.inlet.base_url
@@ -193,21 +186,7 @@ class Delivery:
             job.sends = keep
 
     def _send(self, job: _Job, target: str) -> Outcome:
-        row, timeout = job.row, self.settings.send_timeout.total_seconds()
-        if mail.is_email_target(target):
-            context = row.context or {}
-            message_id = context.get("message_id") or f"<inlet.notification.{row.id}@{self.config.inlet.name}>"
-            return mail.send(
-                self.config,
-                target,
-                job.message,
-                message_id=message_id,
-                references=context.get("references", ()),
-                now=self.clock.now(),
-            )
-        return apprise_adapter.send(
-            target, job.message, throttle=self.settings.apprise_throttle.total_seconds(), timeout=timeout
-        )
+        return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())
 
     def _record(self, job: _Job, now: datetime) -> None:
         """Write the attempts and the row's new state in one transaction."""
@@ -274,3 +253,51 @@ class Delivery:
             body=f"{row.template} to {row.audience} could not be delivered after {row.attempts} attempts: {body}",
             data={"notification": row.id},
         )
+
+
+def expand(config, target: str) -> list[str] | None:
+    """The URLs a row's target stands for: itself, a group's channels, a stakeholder's URLs; None if unknown."""
+    if "://" in target or mail.is_email_target(target):
+        return [target]
+    group = config.group_named(target)
+    if group is not None:
+        return list(group.channels)
+    stakeholder = next((s for s in config.stakeholder if s.name == target), None)
+    return list(stakeholder.notify) if stakeholder is not None else None
+
+
+def send_one(config, target: str, message: Rendered, context: dict, *, now: datetime) -> Outcome:
+    """Send one rendered message to one URL: ``email:`` through the SMTP relay, the rest through Apprise."""
+    settings = config.notifications
+    if mail.is_email_target(target):
+        return mail.send(
+            config,
+            target,
+            message,
+            message_id=context.get("message_id") or make_msgid(domain=message_id_domain(config)),
+            references=context.get("references", ()),
+            now=now,
+        )
+    return apprise_adapter.send(
+        target,
+        message,
+        throttle=settings.apprise_throttle.total_seconds(),
+        timeout=settings.send_timeout.total_seconds(),
+    )
+
+
+def send_test(config, target: str) -> list[Outcome]:
+    """Send the ``test`` template to ``target`` now (no outbox): an admin's check of a channel.
+
+    ``target`` is an Apprise URL, ``email:ADDRESS``, or the name of a group
+    or stakeholder; raises NotFound for an unknown name or one without URLs.
+    """
+    urls = expand(config, target)
+    if urls is None:
+        raise NotFound(f"{target!r} is not an Apprise URL, email:ADDRESS, group or stakeholder in {config.path}")
+    if not urls:
+        raise NotFound(f"{target!r} has no channels configured")
+    message = Renderer(config.notifications.templates_dir).render("test", {"desk": config.inlet.name, "ref": ""})
+    now = Clock().now()
+    with ThreadPoolExecutor(max(1, min(len(urls), config.notifications.concurrency))) as pool:
+        return list(pool.map(lambda url: send_one(config, url, message, {}, now=now), urls))
