@@ -6,7 +6,8 @@ that into the outcome of one target. Each send builds its own plugin
 instance, so a plugin's throttle (``request_rate_per_sec``, 5.5 s by default
 for most plugins) only spaces the requests *within* one send — it never
 serialises the outbox, which sends many targets at once (notifiers/delivery.py)
-and limits each channel's rate itself (notifiers/digest.py).
+and limits each channel's rate itself (notifiers/digest.py). Sends run in the
+caller's thread, not in Apprise's shared pool (see :func:`send`).
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def masked(target: str) -> str:
 def send(target: str, message: Rendered, *, throttle: float = 0.0, timeout: float = 30.0) -> Outcome:
     """Send ``message`` to one Apprise URL in the format the plugin takes; never raises."""
     started = time.monotonic()
-    plugin = apprise.Apprise.instantiate(target)
+    # No Apprise deadline: with one, every send is handed to Apprise's process-wide pool (cpu + 4 threads),
+    # which would cap the outbox's concurrency; the plugin's socket timeouts bound the send instead.
+    plugin = apprise.Apprise.instantiate(target, asset=apprise.AppriseAsset(service_timeout=0))
     if plugin is None:
         return Outcome(target, masked(target), False, "not a valid Apprise URL (or its plugin is disabled)", 0.0, True)
     plugin.request_rate_per_sec = throttle
+    plugin.socket_connect_timeout = plugin.socket_read_timeout = timeout
     fmt = plugin.notify_format[0] if isinstance(plugin.notify_format, tuple) else plugin.notify_format
     body_format = fmt if fmt in _FORMATS else apprise.NotifyFormat.TEXT
     app = apprise.Apprise()
@@ -64,7 +68,6 @@ def send(target: str, message: Rendered, *, throttle: float = 0.0, timeout: floa
             body=message.body(_FORMATS[body_format]),
             title=message.subject,
             body_format=body_format,
-            timeout=timeout,
         ) as result:
             return _outcome(target, url, result, time.monotonic() - started)
     except Exception as exc:  # Apprise promises not to raise from send(); if it does, it is one failed attempt

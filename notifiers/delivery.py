@@ -4,7 +4,8 @@ One tick claims up to ``batch`` due rows (on PostgreSQL with ``FOR UPDATE
 SKIP LOCKED``, and a lease in ``claimed_by``/``claimed_until`` so a crashed
 worker's rows come back), renders each row's template once, expands its
 targets (Apprise URLs, ``email:`` addresses, names of groups or stakeholders)
-and sends every (row, URL) pair at once on a thread pool — a slow channel holds
+and sends on a thread pool: one task per channel, so a channel gets its
+messages in order while channels are served at once — a slow channel holds
 one thread, never the outbox. Every send is recorded as a NotificationAttempt;
 each row keeps the last outcome per channel in ``results`` so a retry sends
 only to the channels that have not succeeded. Failures retry with exponential
@@ -91,14 +92,16 @@ class Delivery:
         now = self.clock.now()
         jobs = [self._prepare(row, now) for row in rows]
         self._plan_rates(jobs, now)
-        futures = [
-            (job, channel, self.pool.submit(self._send, job, target))
-            for job in jobs
-            if job.message is not None
-            for target, channel in job.sends
-        ]
-        for job, channel, future in futures:
-            job.outcomes.append((channel, future.result()))
+        # One task per channel: a channel gets its messages in order, different channels at once.
+        by_channel: dict[str, list[tuple[_Job, str]]] = {}
+        for job in jobs:
+            if job.message is not None:
+                for target, channel in job.sends:
+                    by_channel.setdefault(channel, []).append((job, target))
+        futures = [self.pool.submit(self._send_in_order, channel, sends) for channel, sends in by_channel.items()]
+        for future in futures:
+            for job, channel, outcome in future.result():
+                job.outcomes.append((channel, outcome))
         done = self.clock.now()
         for job in jobs:
             self._record(job, done)
@@ -184,6 +187,9 @@ class Delivery:
                     digest_id = digest.fold(row.id, url, channel, due=end, now=now)
                     job.digested[channel] = (apprise_adapter.masked(url), digest_id)
             job.sends = keep
+
+    def _send_in_order(self, channel: str, sends: list[tuple[_Job, str]]) -> list[tuple[_Job, str, Outcome]]:
+        return [(job, channel, self._send(job, target)) for job, target in sends]
 
     def _send(self, job: _Job, target: str) -> Outcome:
         return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())

@@ -13,6 +13,7 @@ Targets look like ``email:ann@example.org``.
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import ssl
 import time
@@ -25,6 +26,7 @@ from notifiers.identity import loop_token
 from notifiers.render import Rendered, header_safe
 
 PREFIX = "email:"
+_POLICY = email.policy.default.clone(max_line_length=998)  # no folding of Message-ID and References
 
 
 def is_email_target(target: str) -> bool:
@@ -43,7 +45,7 @@ def build_message(config, to: str, message: Rendered, *, message_id: str, refere
     incident can never start a header of its own.
     """
     section = config.notifications
-    msg = EmailMessage()
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = formataddr((header_safe(section.from_name or config.inlet.name), section.from_address))
     msg["Reply-To"] = section.from_address
     msg["To"] = header_safe(to)

@@ -1,0 +1,469 @@
+"""Notifications end to end: lifecycle hook → outbox rows → delivery → real loopback receivers.
+
+Apprise ``json://`` and ``form://`` go to a loopback HTTP sink, reporter email
+to a loopback aiosmtpd sink. Time is a FixedClock: backoff and rate windows
+are crossed by moving it, and the delivery's ``tick()`` is called directly.
+Apprise's plugin throttle is set to 0 by the configuration (apprise_throttle).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from gateway.clock import Clock, FixedClock
+from gateway.service import build_lifecycle
+from notifiers import digest
+from notifiers.apprise_adapter import channel_key
+from notifiers.delivery import Delivery
+from notifiers.identity import email_options, message_id_secret
+from notifiers.mail import build_message
+from notifiers.outbox import counts_by_status, enqueue
+from notifiers.render import Rendered, Renderer
+from parsers.email import verify_message_id
+from store.models import CorrelationKey, Event, Notification, NotificationAttempt
+from tests.conftest import free_port, wait_for
+from tests.sinks import HttpSink, SmtpSink
+
+INTAKE = "desk@inlet.example.org"
+
+
+@pytest.fixture
+def smtp():
+    sink = SmtpSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def http():
+    sink = HttpSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def clock():
+    return FixedClock()
+
+
+def make_config(store, smtp, tmp_path, *, channels=(), stakeholders=(), **notifications):
+    settings = {
+        "from_address": INTAKE,
+        "smtp_port": smtp.port,
+        "apprise_throttle": "0s",
+        "backoff": "10s",
+        "backoff_max": "1m",
+        "max_attempts": 3,
+        "send_timeout": "5s",
+    }
+    settings.update(notifications)
+    return store.config(
+        inlet={"data_dir": str(tmp_path / "data"), "base_url": "https://inlet.example.org"},
+        notifications=settings,
+        group=[
+            {"name": "service-desk", "escalation": "default", "channels": list(channels)},
+            {"name": "network", "escalation": "default", "channels": list(channels)},
+            {"name": "security"},
+        ],
+        stakeholder=list(stakeholders),
+    )
+
+
+@pytest.fixture
+def setup(store, smtp, http, clock, tmp_path):
+    """A config with the HTTP sink as the groups' json:// channel, a lifecycle with the hook, a delivery."""
+    made = []
+
+    def build(**kwargs):
+        kwargs.setdefault("channels", [f"json://{http.url}"])
+        config = make_config(store, smtp, tmp_path, **kwargs)
+        delivery = Delivery(config, clock=clock, worker_id="w1")
+        made.append(delivery)
+        return config, build_lifecycle(config, clock), delivery
+
+    yield build
+    for delivery in made:
+        delivery.pool.shutdown()
+
+
+def drain(delivery) -> int:
+    """Tick until nothing is due; return the rows handled."""
+    total = 0
+    while n := delivery.tick():
+        total += n
+    return total
+
+
+def create(lc, **kwargs):
+    values = dict(title="VPN down", actor="alice", reporter_email="ann@example.org", group="network")
+    values.update(kwargs)
+    return lc.create(**values)
+
+
+# ------------------------------------------------------------ reporter email
+
+
+def test_acknowledgement_email_threads_and_is_marked_automatic(setup, smtp, http, clock):
+    config, lc, delivery = setup()
+    incident = create(lc, description="Cannot connect since 9:00")
+    assert drain(delivery) == 2  # the reporter's acknowledgement, the group's "new"
+
+    ((mail_from, rcpts, msg),) = smtp.messages
+    assert rcpts == ["ann@example.org"]
+    assert mail_from == INTAKE
+    assert f"[{incident.ref}]" in msg["Subject"]
+    assert INTAKE in msg["From"] and msg["Reply-To"] == INTAKE
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["X-Loop"] == INTAKE
+    text = msg.get_body(("plain",)).get_content()
+    assert incident.ref in text and "VPN down" in text and f"https://inlet.example.org/incidents/{incident.ref}" in text
+    html = msg.get_body(("html",)).get_content()
+    assert f'href="https://inlet.example.org/incidents/{incident.ref}"' in html
+    # The Message-ID is Inlet's (verifiable) and recorded on the incident, so a reply threads back.
+    assert verify_message_id(msg["Message-ID"], email_options(config)) == incident.ref
+    key = CorrelationKey.get(CorrelationKey.kind == "message-id")
+    assert key.incident_id == incident.id and f"<{key.value}>" == msg["Message-ID"]
+
+    (group_message,) = http.json()
+    assert incident.ref in group_message["title"] and "network" in group_message["message"]
+
+
+def test_updates_resolution_and_closure_reach_the_reporter_in_one_thread(setup, smtp):
+    config, lc, delivery = setup(channels=[])
+    incident = create(lc)
+    lc.note(incident.ref, "bob", "Internal: checking the gateway")  # internal: not sent
+    lc.note(incident.ref, "bob", "We are restarting the VPN gateway.", public=True)
+    lc.resolve(incident.ref, "bob", code="fixed", notes="Gateway restarted.", cause="software")
+    lc.close(incident.ref, "bob")
+    drain(delivery)
+
+    subjects = [m["Subject"] for _f, _r, m in smtp.messages]
+    assert [s.split(":")[0] for s in subjects] == [f"[{incident.ref}] Received", f"[{incident.ref}] Update"] + [
+        f"[{incident.ref}] Resolved",
+        f"[{incident.ref}] Closed",
+    ]
+    bodies = [m.get_body(("plain",)).get_content() for _f, _r, m in smtp.messages]
+    assert "restarting the VPN gateway" in bodies[1] and "checking the gateway" not in "".join(bodies)
+    assert "Gateway restarted." in bodies[2] and "Reply to this message if it is not fixed" in bodies[2]
+    ack_id = smtp.messages[0][2]["Message-ID"]
+    for _f, _r, msg in smtp.messages[1:]:
+        assert msg["In-Reply-To"] == ack_id and ack_id in msg["References"]
+    ids = {m["Message-ID"] for _f, _r, m in smtp.messages}
+    assert len(ids) == 4
+    keys = {f"<{k.value}>": k.open for k in CorrelationKey.select().where(CorrelationKey.kind == "message-id")}
+    assert set(keys) == ids
+    assert keys[smtp.messages[-1][2]["Message-ID"]] is False  # closed: a reply opens a new incident
+
+
+def test_no_acknowledgement_when_the_caller_says_so(setup, smtp):
+    _config, lc, delivery = setup(channels=[])
+    create(lc, context={"acknowledge_reporter": False})
+    drain(delivery)
+    assert smtp.messages == []
+    assert Notification.select().count() == 0
+
+
+def test_security_acknowledgement_is_neutral_and_no_stakeholder_hears(setup, smtp, http):
+    stake = {"name": "all", "notify": [f"json://{http.url}"]}
+    _config, lc, delivery = setup(channels=[], stakeholders=[stake])
+    incident = create(
+        lc, title="Phishing from ceo-fake.example", description="Password entered", security=True, major=True
+    )
+    drain(delivery)
+    ((_f, _r, msg),) = smtp.messages
+    everything = msg.as_string()
+    assert incident.ref in msg["Subject"]
+    assert "Phishing" not in everything and "Password entered" not in everything and "ceo-fake" not in everything
+    assert http.requests == []
+
+
+def test_security_stakeholder_opted_in_gets_neutral_text(setup, http):
+    stake = {"name": "ciso", "notify": [f"json://{http.url}"], "security": True}
+    _config, lc, delivery = setup(channels=[], stakeholders=[stake])
+    create(lc, title="Ransomware on fileserver", reporter_email=None, security=True, major=True)
+    drain(delivery)
+    ((message),) = http.json()
+    assert "MAJOR" in message["title"] and "Ransomware" not in message["title"] + message["message"]
+
+
+def test_crlf_in_incident_data_cannot_add_headers(setup, smtp):
+    _config, lc, delivery = setup(channels=[])
+    incident = create(lc)
+    lc.update(incident.ref, "bob", title="VPN\r\nBcc: victim@example.org\r\n\r\nbody")
+    lc.note(incident.ref, "bob", "Update\r\nBcc: victim2@example.org", public=True)
+    drain(delivery)
+    for _f, rcpts, msg in smtp.messages:
+        assert rcpts == ["ann@example.org"]
+        assert msg["Bcc"] is None
+        assert "\n" not in msg["Subject"]
+
+
+def test_build_message_refuses_to_break_headers(store, smtp, tmp_path):
+    config = make_config(store, smtp, tmp_path)
+    message = Rendered("a\r\nBcc: x@example.org\x00", "text", "md", "<p>html</p>")
+    msg = build_message(config, "ann@example.org", message, message_id="<id\r\nX-Evil: 1@x>", references=["<a@b>"])
+    raw = msg.as_bytes()
+    assert b"\nBcc:" not in raw and b"\nX-Evil:" not in raw and b"\x00" not in raw
+
+
+# ------------------------------------------------------------ groups and stakeholders
+
+
+def test_group_channels_on_reassignment_and_reopen_and_form_channel(setup, http):
+    config, lc, delivery = setup(channels=[f"form://{http.url}"])
+    incident = create(lc, reporter_email=None, group="service-desk")
+    lc.assign(incident.ref, "bob", group="network", reason="VPN is network's")
+    lc.resolve(incident.ref, "bob", code="fixed", notes="done", cause="software")
+    lc.reopen(incident.ref, "ann", "still broken")
+    drain(delivery)
+    titles = [f["title"] for f in http.forms()]
+    assert len(titles) == 3
+    assert "New" in titles[0] and "Assigned to network" in titles[1] and "Reopened" in titles[2]
+    assert "from service-desk" in http.forms()[1]["message"]
+
+
+def test_no_paging_of_groups_when_the_caller_says_so(setup, http, smtp):
+    _config, lc, delivery = setup()
+    create(lc, context={"page": False})
+    drain(delivery)
+    assert http.requests == []
+    assert len(smtp.messages) == 1  # the reporter is still told
+
+
+def test_stakeholders_by_priority_and_events(setup, http):
+    p1 = {"name": "p1-chat", "notify": [f"json://{http.url}"], "priorities": ["P1"]}
+    _config, lc, delivery = setup(channels=[], stakeholders=[p1])
+    quiet = create(lc, reporter_email=None, impact="low", urgency="low", major=True)
+    loud = create(lc, reporter_email=None, impact="high", urgency="high", title="Core switch down")
+    lc.update(loud.ref, "bob", major=True, procedure="major")
+    lc.note(loud.ref, "bob", "Vendor engaged", public=True)
+    lc.resolve(loud.ref, "bob", code="fixed", notes="Switch replaced", cause="hardware")
+    drain(delivery)
+    messages = http.json()
+    assert [m["title"].split(":")[0] for m in messages] == [
+        f"[{loud.ref}] MAJOR INCIDENT",
+        f"[{loud.ref}] Update",
+        f"[{loud.ref}] Resolved",
+    ]
+    assert "Vendor engaged" in messages[1]["message"] and quiet.ref not in str(messages)
+
+
+def test_engine_templates_render(setup, http):
+    _config, lc, delivery = setup(channels=[])
+    incident = create(lc, reporter_email=None)
+    for template, context in (
+        ("escalation", {"step": 1, "condition": "unacknowledged"}),
+        ("sla_warning", {"target": "resolve", "due": "2026-01-05 13:00"}),
+        ("sla_breach", {"target": "respond"}),
+        ("major_declared", {}),
+        ("major_reminder", {}),
+    ):
+        enqueue(
+            audience="escalation",
+            template=template,
+            targets=[f"json://{http.url}"],
+            now=lc.clock.now(),
+            incident=incident,
+            context=context,
+        )
+    drain(delivery)
+    titles = [m["title"] for m in http.json()]
+    assert len(titles) == 5 and all(incident.ref in t for t in titles)
+    assert "step 1" in titles[0] and "SLA warning" in titles[1] and "breached" in http.json()[2]["message"]
+
+
+# ------------------------------------------------------------ retries and failure
+
+
+def test_sink_down_is_retried_with_backoff_and_delivered_once_up(setup, store, clock):
+    down = HttpSink(free_port())  # not started: connections are refused
+    _config, lc, delivery = setup(channels=[f"json://{down.url}"])
+    create(lc, reporter_email=None)
+    assert delivery.tick() == 1
+    row = Notification.get()
+    assert row.status == "pending" and row.attempts == 1
+    assert clock.now() + timedelta(seconds=5) <= row.next_attempt_at <= clock.now() + timedelta(seconds=10)
+    assert delivery.tick() == 0  # not due yet
+    down.start()
+    try:
+        clock.advance(seconds=10)
+        assert delivery.tick() == 1
+        row = Notification.get()
+        assert row.status == "sent" and row.attempts == 2
+        assert len(down.requests) == 1
+        assert [a.ok for a in NotificationAttempt.select().order_by(NotificationAttempt.id)] == [False, True]
+        clock.advance(hours=1)
+        assert delivery.tick() == 0 and len(down.requests) == 1
+    finally:
+        down.stop()
+
+
+def test_permanent_failure_is_failed_with_an_event_and_the_other_target_is_sent_once(setup, http, clock):
+    dead = HttpSink(free_port())
+    _config, lc, delivery = setup(channels=[f"json://{http.url}", f"json://{dead.url}"])
+    incident = create(lc, reporter_email=None)
+    other = create(lc, reporter_email=None, group="service-desk", title="Printer jam")
+    http.status = 200
+    for _ in range(3):
+        delivery.tick()
+        clock.advance(minutes=1)
+    rows = list(Notification.select().order_by(Notification.id))
+    assert [r.status for r in rows] == ["failed", "failed"]
+    assert all(r.attempts == 3 for r in rows)
+    assert len(http.requests) == 2  # each row once to the good channel, never re-sent on retries
+    good = rows[0].results[channel_key(f"json://{http.url}")]
+    assert good["status"] == "sent"
+    events = list(Event.select().where(Event.type == "notification_failed"))
+    assert {e.incident_id for e in events} == {incident.id, other.id}
+    assert all(e.visibility == "internal" and "Connection error" in e.body for e in events)
+    assert counts_by_status()["failed"] == 2
+
+
+def test_an_invalid_url_fails_at_once(setup, http):
+    _config, lc, delivery = setup(channels=["nosuchscheme://x", f"json://{http.url}"])
+    create(lc, reporter_email=None)
+    delivery.tick()
+    row = Notification.get()
+    assert row.status == "failed" and row.attempts == 1 and len(http.requests) == 1
+
+
+def test_reporter_mail_refused_permanently_fails_without_retry(setup, smtp):
+    _config, lc, delivery = setup(channels=[])
+    create(lc)
+    smtp.refuse = 550
+    delivery.tick()
+    row = Notification.get()
+    assert row.status == "failed" and "550" in row.last_error
+
+
+# ------------------------------------------------------------ storms
+
+
+def test_a_storm_to_one_channel_becomes_one_digest(setup, http, clock):
+    _config, lc, delivery = setup(channels=[], rate_limit=20, rate_window="5m", batch=50)
+    incident = create(lc, reporter_email=None)
+    for i in range(200):
+        enqueue(
+            audience="group",
+            template="update",
+            targets=[f"json://{http.url}"],
+            now=clock.now(),
+            incident=incident,
+            context={"body": f"row {i}"},
+        )
+    drain(delivery)
+    assert len(http.requests) == 20
+    counts = counts_by_status()
+    assert counts["sent"] == 20 and counts["digested"] == 180 and counts["pending"] == 1
+    (pending,) = Notification.select().where(Notification.template == digest.DIGEST)
+    _start, end = digest.window(clock.now(), timedelta(minutes=5))
+    assert pending.next_attempt_at == end and len(pending.context["items"]) == 180
+    clock.advance(minutes=5)
+    drain(delivery)
+    assert len(http.requests) == 21
+    last = http.json()[-1]
+    assert "180 notifications" in last["title"] and last["message"].count(incident.ref) >= 180
+    assert counts_by_status() == {"pending": 0, "sent": 21, "failed": 0, "digested": 180}
+
+
+# ------------------------------------------------------------ concurrency
+
+
+def test_sends_run_concurrently_across_rows(setup, clock):
+    """Eight channels on a sink that holds each request until eight are in flight: serial sending would fail."""
+    gate = threading.Barrier(8, timeout=10)
+
+    class GatedSink(HttpSink):
+        pass
+
+    sink = GatedSink(free_port())
+    sink.start()
+    handler = sink.server.RequestHandlerClass
+    original = handler.do_POST
+
+    def do_post(self):
+        gate.wait()
+        original(self)
+
+    handler.do_POST = do_post
+    try:
+        _config, lc, delivery = setup(channels=[], concurrency=8, send_timeout="20s")
+        incident = create(lc, reporter_email=None)
+        for i in range(8):
+            enqueue(
+                audience="group",
+                template="update",
+                targets=[f"json://{sink.url}{i}"],
+                now=clock.now(),
+                incident=incident,
+                context={"body": str(i)},
+            )
+        delivery.tick()
+        assert counts_by_status()["sent"] == 8
+    finally:
+        sink.stop()
+
+
+def test_two_workers_on_postgresql_deliver_each_row_once(pg_store, smtp, http, tmp_path):
+    config = make_config(pg_store, smtp, tmp_path, rate_limit=10_000, batch=10)
+    lc = build_lifecycle(config)
+    incident = create(lc, reporter_email=None)
+    Notification.delete().execute()
+    for i in range(100):
+        enqueue(
+            audience="group",
+            template="update",
+            targets=[f"json://{http.url}"],
+            now=Clock().now(),
+            incident=incident,
+            context={"body": f"row-{i}-end"},
+        )
+    workers = [Delivery(config, worker_id=f"w{n}", interval=0.05) for n in (1, 2)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: counts_by_status()["sent"] == 100, timeout=30, message="100 rows sent")
+    finally:
+        for w in workers:
+            w.stop()
+    bodies = [m["message"] for m in http.json()]
+    for i in range(100):
+        assert sum(f"row-{i}-end" in b for b in bodies) == 1
+    assert len(bodies) == 100
+    by_worker = {w: NotificationAttempt.select().where(NotificationAttempt.worker == w).count() for w in ("w1", "w2")}
+    assert sum(by_worker.values()) == 100
+
+
+# ------------------------------------------------------------ templates and secrets
+
+
+def test_html_is_escaped_and_templates_can_be_overridden(tmp_path):
+    values = {
+        "ref": "INC-1",
+        "title": "<script>x</script>",
+        "priority": "P1",
+        "status": "new",
+        "group": "g",
+        "link": "https://x/incidents/INC-1",
+        "description": "",
+        "body": "<b>hi</b>",
+    }
+    rendered = Renderer().render("new", values)
+    assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
+    assert "<script>x</script>" in rendered.text
+    (tmp_path / "new.j2").write_text("{% extends layout %}{% block subject %}Custom {{ ref }}{% endblock %}")
+    assert Renderer(str(tmp_path)).render("new", values).subject == "Custom INC-1"
+
+
+def test_message_id_secret_from_env_or_generated_once(store, smtp, tmp_path, monkeypatch):
+    config = make_config(store, smtp, tmp_path)
+    monkeypatch.delenv("INLET_MESSAGE_ID_SECRET", raising=False)
+    first = message_id_secret(config)
+    assert len(first) == 64 and message_id_secret(config) == first
+    assert (tmp_path / "data" / "message-id.secret").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("INLET_MESSAGE_ID_SECRET", "from-the-environment")
+    assert message_id_secret(config) == b"from-the-environment"
