@@ -467,3 +467,87 @@ def test_message_id_secret_from_env_or_generated_once(store, smtp, tmp_path, mon
     assert (tmp_path / "data" / "message-id.secret").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("INLET_MESSAGE_ID_SECRET", "from-the-environment")
     assert message_id_secret(config) == b"from-the-environment"
+
+
+# ------------------------------------------------------------ threading back (the intake side)
+
+
+def test_a_reply_to_the_acknowledgement_finds_its_incident_and_our_own_mail_is_a_loop(setup, smtp):
+    """What the email intake sees: the reply's References lead to the incident by one key lookup.
+
+    The full path through the SMTP intake is the integration test the lead
+    adds once the email intake is merged (see the report).
+    """
+    from email.message import EmailMessage
+
+    from gateway.steps import MESSAGE_ID, find_by_key
+    from parsers.email import OWN_LOOP, classify_mail, parse_email
+
+    config, lc, delivery = setup(channels=[])
+    incident = create(lc)
+    drain(delivery)
+    ((_f, _r, ack),) = smtp.messages
+    options = email_options(config)
+
+    reply = EmailMessage()
+    reply["From"] = "Ann <ann@example.org>"
+    reply["To"] = INTAKE
+    reply["Subject"] = "Re: " + ack["Subject"]
+    reply["Message-ID"] = "<reply-1@example.org>"
+    reply["In-Reply-To"] = ack["Message-ID"]
+    reply["References"] = ack["Message-ID"]
+    reply.set_content("It is still broken.")
+    signal = parse_email(reply.as_bytes(), options)
+    assert find_by_key(MESSAGE_ID, [r.strip("<>") for r in signal.references]).id == incident.id
+    assert classify_mail(reply, options)[0] != OWN_LOOP
+
+    assert classify_mail(ack, options)[0] == OWN_LOOP  # our acknowledgement bounced back to the intake
+
+
+# ------------------------------------------------------------ command line and service
+
+
+def test_notify_test_command(store, smtp, http, tmp_path, capsys):
+    from gateway.cli import main
+
+    path = store.write_config(
+        inlet={"data_dir": str(tmp_path / "data")},
+        notifications={"from_address": INTAKE, "smtp_port": smtp.port, "apprise_throttle": "0s"},
+        group=[
+            {"name": "service-desk", "channels": [f"json://{http.url}", f"form://{http.url}"]},
+            {"name": "network"},
+            {"name": "security"},
+        ],
+        escalation=[],
+    )
+    assert main(["-c", str(path), "notify", "test", "service-desk"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out] == ["OK", "OK"]
+    assert len(http.requests) == 2 and all(b"Test" in r["body"] for r in http.requests)
+
+    assert main(["-c", str(path), "notify", "test", "email:ann@example.org"]) == 0
+    assert capsys.readouterr().out.startswith("OK\temail:ann@example.org")
+    assert smtp.messages[-1][2]["Subject"].startswith("Test message")
+
+    dead = f"json://127.0.0.1:{free_port()}/x"
+    assert main(["-c", str(path), "notify", "test", dead]) == 1
+    assert capsys.readouterr().out.startswith("FAILED\tjson://127.0.0.1")
+
+    assert main(["-c", str(path), "notify", "test", "network"]) == 1
+    assert "has no channels" in capsys.readouterr().err
+    assert main(["-c", str(path), "notify", "test", "nobody"]) == 1
+    assert "not an Apprise URL" in capsys.readouterr().err
+
+
+def test_serve_runs_the_delivery_worker(store, smtp, http, tmp_path):
+    from gateway.service import Service
+
+    config = make_config(store, smtp, tmp_path, channels=[f"json://{http.url}"])
+    service = Service(config, roles={"notify"})
+    assert any(isinstance(c, Delivery) for c in service.components)
+    service.start()
+    try:
+        create(service.lifecycle, reporter_email=None)
+        wait_for(lambda: http.requests, timeout=10, message="the group's message")
+    finally:
+        service.stop()
