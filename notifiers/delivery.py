@@ -189,7 +189,22 @@ class Delivery:
             job.sends = keep
 
     def _send_in_order(self, channel: str, sends: list[tuple[_Job, str]]) -> list[tuple[_Job, str, Outcome]]:
-        return [(job, channel, self._send(job, target)) for job, target in sends]
+        """Send to one channel in row order; once a send fails, the rest wait for their retry.
+
+        So a dead channel costs one timeout per round, not one per row, and a
+        round stays well inside the lease.
+        """
+        done, failure = [], None
+        for job, target in sends:
+            if failure is None:
+                outcome = self._send(job, target)
+                if not outcome.ok and not outcome.permanent:
+                    failure = outcome
+            else:
+                detail = f"not tried: an earlier send to this channel failed this round ({failure.detail})"
+                outcome = Outcome(target, failure.url, False, detail[:1000])
+            done.append((job, channel, outcome))
+        return done
 
     def _send(self, job: _Job, target: str) -> Outcome:
         return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())

@@ -41,7 +41,7 @@ class NotificationsSection:
     concurrency: int = setting(8, help="Sends in flight at once per process (across rows and targets).", minimum=1)
     batch: int = setting(50, help="Rows one worker claims at a time.", minimum=1)
     lease: timedelta = setting(timedelta(minutes=5), help="How long a claim holds before another worker may retry.")
-    send_timeout: timedelta = setting(timedelta(seconds=30), help="Longest one send may take.")
+    send_timeout: timedelta = setting(timedelta(seconds=10), help="Longest one send may take (connect, then read).")
     apprise_throttle: timedelta = setting(
         timedelta(seconds=0),
         help="Apprise's pause between two requests of one plugin (one URL with many targets); 0 = none.",
@@ -74,6 +74,10 @@ def check_notifications(config) -> None:
         raise KeyProblem(("[notifications]", "from_address"), "must be an email address")
     if section.backoff_max < section.backoff:
         raise KeyProblem(("[notifications]", "backoff_max"), "must be at least 'backoff'")
+    if section.lease < 4 * section.send_timeout:
+        raise KeyProblem(
+            ("[notifications]", "lease"), "must be at least 4 × send_timeout, or a slow round loses its claim"
+        )
     if section.rate_window.total_seconds() <= 0:
         raise KeyProblem(("[notifications]", "rate_window"), "must be longer than 0s")
     for s in config.stakeholder:

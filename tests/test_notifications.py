@@ -551,3 +551,48 @@ def test_serve_runs_the_delivery_worker(store, smtp, http, tmp_path):
         wait_for(lambda: http.requests, timeout=10, message="the group's message")
     finally:
         service.stop()
+
+
+def test_a_failing_channel_is_tried_once_per_round(setup, http, clock):
+    _config, lc, delivery = setup(channels=[])
+    incident = create(lc, reporter_email=None)
+    http.status = 500
+    for i in range(3):
+        enqueue(
+            audience="group",
+            template="update",
+            targets=[f"json://{http.url}"],
+            now=clock.now(),
+            incident=incident,
+            context={"body": str(i)},
+        )
+    assert delivery.tick() == 3
+    assert len(http.requests) == 1
+    details = [a.detail for a in NotificationAttempt.select().order_by(NotificationAttempt.id)]
+    assert len(details) == 3 and sum(d.startswith("not tried") for d in details) == 2
+    http.status = 200
+    clock.advance(minutes=1)
+    assert delivery.tick() == 3 and len(http.requests) == 4
+    assert counts_by_status()["sent"] == 3
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"notifications": {"from_address": "nobody"}}, "[notifications] → from_address: must be an email address"),
+        ({"notifications": {"lease": "10s"}}, "[notifications] → lease: must be at least 4 × send_timeout"),
+        ({"notifications": {"backoff": "2h"}}, "[notifications] → backoff_max: must be at least 'backoff'"),
+        ({"notifications": {"smtp_security": "tls"}}, "smtp_security: must be one of none, starttls, ssl"),
+        ({"stakeholder": [{"name": "x"}]}, "[[stakeholder]] 'x' → notify: needs at least one Apprise URL"),
+        ({"stakeholder": [{"name": "x", "notify": ["json://h/"], "events": ["new"]}]}, "events: must be among"),
+        ({"stakeholder": [{"name": "x", "notify": ["network"]}]}, "'network' is not an Apprise URL"),
+    ],
+)
+def test_notification_settings_are_checked(tmp_path, sections, message):
+    from gateway.config import config_from_dict
+    from gateway.errors import ConfigError
+    from tests.conftest import base_config_dict
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(base_config_dict("sqlite:///x.db", **sections), "inlet.toml")
+    assert message in str(err.value)
