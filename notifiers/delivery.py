@@ -210,7 +210,11 @@ class Delivery:
         return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())
 
     def _record(self, job: _Job, now: datetime) -> None:
-        """Write the attempts and the row's new state in one transaction."""
+        """Write the attempts and the row's new state in one transaction.
+
+        One short transaction per row, not one per round: on SQLite a round-long
+        transaction would hold the write lock the intake needs.
+        """
         with db.atomic():
             query = Notification.select().where(Notification.id == job.row.id)
             if is_postgres():
