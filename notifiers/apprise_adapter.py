@@ -25,7 +25,8 @@ _FORMATS = {apprise.NotifyFormat.TEXT: TEXT, apprise.NotifyFormat.MARKDOWN: MARK
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one target: ``url`` has its secrets masked; ``permanent`` means retrying cannot help."""
+    """What became of one target: ``url`` has its secrets masked; ``permanent`` means retrying cannot help;
+    ``deferred`` means it was not tried this round (no time left) and is not an attempt."""
 
     target: str
     url: str
@@ -33,6 +34,7 @@ class Outcome:
     detail: str = ""
     elapsed: float = 0.0
     permanent: bool = False
+    deferred: bool = False
 
 
 def channel_key(target: str) -> str:

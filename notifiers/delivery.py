@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -191,18 +192,23 @@ class Delivery:
     def _send_in_order(self, channel: str, sends: list[tuple[_Job, str]]) -> list[tuple[_Job, str, Outcome]]:
         """Send to one channel in row order; once a send fails, the rest wait for their retry.
 
-        So a dead channel costs one timeout per round, not one per row, and a
-        round stays well inside the lease.
+        So a dead channel costs one timeout per round, not one per row. A slow
+        but working channel stops after half the lease; what is left is
+        deferred (not an attempt), so a round never outlives its claim.
         """
         done, failure = [], None
+        budget_ends = time.monotonic() + self.settings.lease.total_seconds() / 2
         for job, target in sends:
-            if failure is None:
+            if failure is not None:
+                detail = f"not tried: an earlier send to this channel failed this round ({failure.detail})"
+                outcome = Outcome(target, failure.url, False, detail[:1000])
+            elif time.monotonic() > budget_ends:
+                url = apprise_adapter.masked(target)
+                outcome = Outcome(target, url, False, "deferred: the round's time ran out", deferred=True)
+            else:
                 outcome = self._send(job, target)
                 if not outcome.ok and not outcome.permanent:
                     failure = outcome
-            else:
-                detail = f"not tried: an earlier send to this channel failed this round ({failure.detail})"
-                outcome = Outcome(target, failure.url, False, detail[:1000])
             done.append((job, channel, outcome))
         return done
 
@@ -223,9 +229,17 @@ class Delivery:
             if row.claimed_by != self.worker_id:  # our lease ran out and another worker took the row
                 log.warning("notification %s: lease lost to %s; results not recorded", row.id, row.claimed_by)
                 return
-            row.attempts += 1
             results = dict(row.results or {})
+            tried = [(channel, outcome) for channel, outcome in job.outcomes if not outcome.deferred]
             for channel, outcome in job.outcomes:
+                if outcome.deferred:
+                    results[channel] = {"url": outcome.url, "status": RETRY, "detail": outcome.detail, "at": iso(now)}
+            if job.outcomes and not tried and not job.digested:  # nothing was tried: not an attempt, due again now
+                row.results, row.claimed_by, row.claimed_until, row.next_attempt_at = results, None, None, now
+                row.save()
+                return
+            row.attempts += 1
+            for channel, outcome in tried:
                 NotificationAttempt.create(
                     notification=row,
                     at=now,

@@ -596,3 +596,52 @@ def test_notification_settings_are_checked(tmp_path, sections, message):
     with pytest.raises(ConfigError) as err:
         config_from_dict(base_config_dict("sqlite:///x.db", **sections), "inlet.toml")
     assert message in str(err.value)
+
+
+def test_a_slow_channel_stops_at_half_the_lease_and_the_rest_is_deferred(setup, clock):
+    slow = HttpSink(free_port()).start()
+    handler = slow.server.RequestHandlerClass
+    original, pause = handler.do_POST, threading.Event().wait
+
+    def do_post(self):
+        pause(0.6)  # a slow webhook: the server takes its time
+        original(self)
+
+    handler.do_POST = do_post
+    try:
+        _config, lc, delivery = setup(channels=[], send_timeout="1s", lease="4s")  # 2 s per channel per round
+        incident = create(lc, reporter_email=None)
+        for i in range(6):
+            enqueue(
+                audience="group",
+                template="update",
+                targets=[f"json://{slow.url}"],
+                now=clock.now(),
+                incident=incident,
+                context={"body": str(i)},
+            )
+        assert delivery.tick() == 6
+        rows = list(Notification.select().order_by(Notification.id))
+        statuses = [r.status for r in rows]
+        sent = statuses.count("sent")
+        assert 1 <= sent <= 4 and statuses == ["sent"] * sent + ["pending"] * (6 - sent)
+        assert all(r.attempts == 0 and r.next_attempt_at == clock.now() for r in rows[sent:])
+        assert NotificationAttempt.select().count() == sent == len(slow.requests)
+        drain(delivery)  # the deferred rows are due at once
+        assert counts_by_status()["sent"] == 6 and len(slow.requests) == 6
+    finally:
+        slow.stop()
+
+
+def test_a_crashed_workers_rows_are_taken_over_after_the_lease(setup, http, clock):
+    config, lc, crashed = setup()
+    create(lc, reporter_email=None)
+    assert len(crashed.claim()) == 1  # claimed, then the worker dies before sending
+    other = Delivery(config, clock=clock, worker_id="w2")
+    try:
+        assert other.tick() == 0  # the lease still holds
+        clock.advance(minutes=5, seconds=1)
+        assert other.tick() == 1
+        assert len(http.requests) == 1 and Notification.get().status == "sent"
+    finally:
+        other.pool.shutdown()
