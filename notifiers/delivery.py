@@ -193,11 +193,14 @@ class Delivery:
         """Send to one channel in row order; once a send fails, the rest wait for their retry.
 
         So a dead channel costs one timeout per round, not one per row. A slow
-        but working channel stops after half the lease; what is left is
-        deferred (not an attempt), so a round never outlives its claim.
+        but working channel stops after 3 × send_timeout (at most half the
+        lease); what is left is deferred (not an attempt, due again at once),
+        so a round never outlives its claim and other channels wait at most
+        that long for the next round.
         """
         done, failure = [], None
-        budget_ends = time.monotonic() + self.settings.lease.total_seconds() / 2
+        budget = min(self.settings.lease.total_seconds() / 2, 3 * self.settings.send_timeout.total_seconds())
+        budget_ends = time.monotonic() + budget
         for job, target in sends:
             if failure is not None:
                 detail = f"not tried: an earlier send to this channel failed this round ({failure.detail})"

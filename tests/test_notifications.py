@@ -598,7 +598,7 @@ def test_notification_settings_are_checked(tmp_path, sections, message):
     assert message in str(err.value)
 
 
-def test_a_slow_channel_stops_at_half_the_lease_and_the_rest_is_deferred(setup, clock):
+def test_a_slow_channel_stops_within_its_round_budget_and_the_rest_is_deferred(setup, clock):
     slow = HttpSink(free_port()).start()
     handler = slow.server.RequestHandlerClass
     original, pause = handler.do_POST, threading.Event().wait
