@@ -147,10 +147,15 @@ class Delivery:
                 detail = f"no Apprise URL, group or stakeholder named {target!r}"
                 job.outcomes.append((channel_key(target), Outcome(target, target, False, detail, 0.0, True)))
                 continue
+            if not urls:
+                detail = f"{target!r} has no channels configured"
+                job.outcomes.append((channel_key(target), Outcome(target, target, False, detail, 0.0, True)))
             for url in urls:
                 channel = channel_key(url)
                 if (row.results or {}).get(channel, {}).get("status") not in (SENT, DIGESTED):
                     job.sends.append((url, channel))
+        if not row.targets:
+            job.outcomes.append(("none", Outcome("", "", False, "no targets", 0.0, True)))
         return job
 
     def _render(self, row: Notification) -> Rendered:

@@ -645,3 +645,33 @@ def test_a_crashed_workers_rows_are_taken_over_after_the_lease(setup, http, cloc
         assert len(http.requests) == 1 and Notification.get().status == "sent"
     finally:
         other.pool.shutdown()
+
+
+def test_a_row_for_a_group_without_channels_fails_visibly(setup, clock):
+    _config, lc, delivery = setup(channels=[])
+    incident = create(lc, reporter_email=None)
+    enqueue(audience="group", template="new", targets=["network"], now=clock.now(), incident=incident)
+    delivery.tick()
+    row = Notification.get()
+    assert row.status == "failed" and "no channels" in row.last_error
+    assert Event.get(Event.type == "notification_failed").incident_id == incident.id
+
+
+@pytest.mark.parametrize("setting, context", [(True, {"acknowledge_reporter": False}), (False, {})])
+def test_acknowledgement_can_be_switched_off(setup, smtp, setting, context):
+    _config, lc, delivery = setup(channels=[], acknowledge_reporter=setting)
+    incident = create(lc, context=context)
+    lc.note(incident.ref, "bob", "We are on it", public=True)
+    drain(delivery)
+    assert [m["Subject"].split(":")[0] for _f, _r, m in smtp.messages] == [f"[{incident.ref}] Update"]
+
+
+def test_an_undeliverable_reporter_is_not_written_to(setup, smtp, clock):
+    from store.models import Contact
+
+    _config, lc, delivery = setup(channels=[])
+    create(lc)
+    Contact.update(undeliverable_until=clock.now() + timedelta(days=1)).execute()
+    create(lc, title="Second")
+    drain(delivery)
+    assert len(smtp.messages) == 1
