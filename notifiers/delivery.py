@@ -34,7 +34,7 @@ from gateway.worker import Worker
 from notifiers import apprise_adapter, digest, mail
 from notifiers.apprise_adapter import Outcome, channel_key
 from notifiers.identity import message_id_domain
-from notifiers.render import Rendered, Renderer, incident_values
+from notifiers.render import Rendered, Renderer, Trusted, incident_values
 from store.db import db, is_postgres
 from store.models import FAILED, PENDING, Event, Incident, Notification, NotificationAttempt
 
@@ -165,7 +165,7 @@ class Delivery:
             for item in Notification.select().where(Notification.id.in_(row.context.get("items", []))):
                 message = self._render(item)
                 ref = item.incident.ref if item.incident_id else ""
-                link = f"{base_url.rstrip('/')}/incidents/{ref}" if ref else base_url
+                link = Trusted(f"{base_url.rstrip('/')}/incidents/{ref}" if ref else base_url)
                 items.append({"subject": message.subject, "link": link, "id": item.id})
             return self.renderer.render(digest.DIGEST, {"desk": desk, "items": items, "ref": ""})
         incident = row.incident if row.incident_id else None

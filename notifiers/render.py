@@ -4,7 +4,8 @@
 ``body`` and ``footer`` and extends ``layout`` — one of ``layout.txt``,
 ``layout.md``, ``layout.html`` — so every message carries reference, title,
 priority, status, group and the link to the incident whatever the format.
-HTML is rendered with autoescape on. A folder named in
+HTML is rendered with autoescape on; in Markdown every value is escaped
+(:func:`markdown_escape`) except links from the configuration. A folder named in
 ``[notifications] templates_dir`` is searched first: a file there with the
 same name overrides the built-in one.
 """
@@ -42,6 +43,20 @@ def header_safe(value: str, limit: int = 250) -> str:
     return " ".join(_CONTROL.sub(" ", value or "").split())[:limit]
 
 
+class Trusted(str):
+    """A value from the configuration (links), written into Markdown as it is."""
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def markdown_escape(value):
+    """``{{ … }}`` output in Markdown: incident data cannot make links, emphasis, tables or HTML."""
+    if isinstance(value, str) and not isinstance(value, Trusted):
+        return _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+    return value
+
+
 class Renderer:
     """Renders templates from the override folder (if any), then the built-in ones."""
 
@@ -49,7 +64,8 @@ class Renderer:
         folders = [str(Path(templates_dir))] if templates_dir else []
         loader = jinja2.FileSystemLoader([*folders, str(BUILTIN)])
         options = dict(loader=loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
-        self._plain = jinja2.Environment(autoescape=False, **options)  # noqa: S701 -- text and Markdown, not HTML
+        self._text = jinja2.Environment(autoescape=False, **options)  # noqa: S701 -- plain text, not HTML
+        self._markdown = jinja2.Environment(autoescape=False, finalize=markdown_escape, **options)  # noqa: S701
         self._html = jinja2.Environment(autoescape=True, **options)
 
     def render(self, template: str, values: dict) -> Rendered:
@@ -57,9 +73,9 @@ class Renderer:
         name = f"{template}.j2"
         outputs = {}
         for fmt, layout in _LAYOUTS.items():
-            env = self._html if fmt == HTML else self._plain
+            env = {TEXT: self._text, MARKDOWN: self._markdown, HTML: self._html}[fmt]
             outputs[fmt] = _tidy(env.get_template(name).render(values, layout=layout))
-        tmpl = self._plain.get_template(name)
+        tmpl = self._text.get_template(name)
         subject = "".join(tmpl.blocks["subject"](tmpl.new_context(dict(values, layout=_LAYOUTS[TEXT]))))
         return Rendered(
             subject=header_safe(subject), text=outputs[TEXT], markdown=outputs[MARKDOWN], html=outputs[HTML]
@@ -101,7 +117,7 @@ def incident_values(incident, *, base_url: str, desk: str, audience: str, contex
         assignee=incident.assignee.name if incident.assignee_id else "",
         major=incident.major,
         security=incident.security,
-        link=f"{base_url.rstrip('/')}/incidents/{incident.ref}",
+        link=Trusted(f"{base_url.rstrip('/')}/incidents/{incident.ref}"),
         restricted=restricted,
     )
     if restricted:

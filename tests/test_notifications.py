@@ -455,6 +455,9 @@ def test_html_is_escaped_and_templates_can_be_overridden(tmp_path):
     rendered = Renderer().render("new", values)
     assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
     assert "<script>x</script>" in rendered.text
+    assert "\\<script\\>" in rendered.markdown
+    link_bait = Renderer().render("new", dict(values, title="[login](https://evil.example) | x"))
+    assert "\\[login\\](https://evil.example) \\| x" in link_bait.markdown
     (tmp_path / "new.j2").write_text("{% extends layout %}{% block subject %}Custom {{ ref }}{% endblock %}")
     assert Renderer(str(tmp_path)).render("new", values).subject == "Custom INC-1"
 
