@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import apprise
+from apprise.plugins.email import NotifyEmail
 
 from notifiers.render import HTML, MARKDOWN, TEXT, Rendered
 
@@ -50,8 +51,14 @@ def masked(target: str) -> str:
     return plugin.url(privacy=True)
 
 
-def send(target: str, message: Rendered, *, throttle: float = 0.0, timeout: float = 30.0) -> Outcome:
-    """Send ``message`` to one Apprise URL in the format the plugin takes; never raises."""
+def send(
+    target: str, message: Rendered, *, throttle: float = 0.0, timeout: float = 30.0, mail_headers: dict | None = None
+) -> Outcome:
+    """Send ``message`` to one Apprise URL in the format the plugin takes; never raises.
+
+    ``mail_headers`` are added to what Apprise's email plugins send (loop
+    protection on group and stakeholder ``mailto://`` channels too).
+    """
     started = time.monotonic()
     # No Apprise deadline: with one, every send is handed to Apprise's process-wide pool (cpu + 4 threads),
     # which would cap the outbox's concurrency; the plugin's socket timeouts bound the send instead.
@@ -60,6 +67,8 @@ def send(target: str, message: Rendered, *, throttle: float = 0.0, timeout: floa
         return Outcome(target, masked(target), False, "not a valid Apprise URL (or its plugin is disabled)", 0.0, True)
     plugin.request_rate_per_sec = throttle
     plugin.socket_connect_timeout = plugin.socket_read_timeout = timeout
+    if mail_headers and isinstance(plugin, NotifyEmail):
+        plugin.headers.update(mail_headers)
     fmt = plugin.notify_format[0] if isinstance(plugin.notify_format, tuple) else plugin.notify_format
     body_format = fmt if fmt in _FORMATS else apprise.NotifyFormat.TEXT
     app = apprise.Apprise()

@@ -330,6 +330,7 @@ def send_one(config, target: str, message: Rendered, context: dict, *, now: date
         message,
         throttle=settings.apprise_throttle.total_seconds(),
         timeout=settings.send_timeout.total_seconds(),
+        mail_headers=mail.automatic_headers(config),
     )
 
 

@@ -37,6 +37,15 @@ def email_target(address: str) -> str:
     return PREFIX + address.strip().lower()
 
 
+def automatic_headers(config) -> dict[str, str]:
+    """What marks Inlet's mail as automatic (RFC 3834) and as Inlet's own (X-Loop)."""
+    return {
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+        "X-Loop": header_safe(loop_token(config)),
+    }
+
+
 def build_message(config, to: str, message: Rendered, *, message_id: str, references=(), now=None) -> EmailMessage:
     """The email: threading headers, loop protection, text with an HTML alternative.
 
@@ -57,9 +66,8 @@ def build_message(config, to: str, message: Rendered, *, message_id: str, refere
         msg["References"] = " ".join(refs)
     if now is not None:
         msg["Date"] = format_datetime(now)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = header_safe(loop_token(config))
+    for name, value in automatic_headers(config).items():
+        msg[name] = value
     msg.set_content(message.text)
     msg.add_alternative(message.html, subtype="html")
     return msg

@@ -678,3 +678,14 @@ def test_an_undeliverable_reporter_is_not_written_to(setup, smtp, clock):
     create(lc, title="Second")
     drain(delivery)
     assert len(smtp.messages) == 1
+
+
+def test_group_mailto_channel_goes_through_apprise_with_loop_headers(setup, smtp):
+    channel = f"mailto://127.0.0.1:{smtp.port}?from=inlet@inlet.example.org&to=network@example.org&mode=insecure"
+    _config, lc, delivery = setup(channels=[channel])
+    incident = create(lc, reporter_email=None)
+    drain(delivery)
+    ((_f, rcpts, msg),) = smtp.messages
+    assert rcpts == ["network@example.org"] and incident.ref in msg["Subject"]
+    assert msg["Auto-Submitted"] == "auto-generated" and msg["X-Loop"] == INTAKE
+    assert msg["X-Auto-Response-Suppress"] == "All"
