@@ -118,19 +118,8 @@ class Audiences:
             return
         if change.action == "assign" and change.before.get("group") == incident.group:
             return  # a new assignee inside the same group is not a reassignment
-        group = self.config.group_named(incident.group)
-        if group is None or not group.channels:
-            return
         context = {"body": change.event.body, "previous_group": change.before.get("group") or ""}
-        enqueue(
-            audience=GROUP,
-            template=template,
-            targets=[group.name],
-            now=change.event.at,
-            incident=incident,
-            event=change.event,
-            context=context,
-        )
+        enqueue_for_group(self.config, incident, template, now=change.event.at, event=change.event, context=context)
 
     # ------------------------------------------------------------ stakeholders
 
@@ -156,6 +145,26 @@ class Audiences:
             event=change.event,
             context={"body": change.event.body, "restricted": bool(incident.security)},
         )
+
+
+def enqueue_for_group(config, incident, template: str, *, now, event=None, context: dict | None = None):
+    """Write a row for the incident's resolver group, if it has channels; return it (or None).
+
+    For the timers too: ``enqueue_for_group(config, incident, "sla_warning", now=now,
+    context={"target": "resolve", "due": "…"})``.
+    """
+    group = config.group_named(incident.group) if incident.group else None
+    if group is None or not group.channels:
+        return None
+    return enqueue(
+        audience=GROUP,
+        template=template,
+        targets=[group.name],
+        now=now,
+        incident=incident,
+        event=event,
+        context=context,
+    )
 
 
 def _stakeholder_event(change: Change) -> str | None:

@@ -689,3 +689,16 @@ def test_group_mailto_channel_goes_through_apprise_with_loop_headers(setup, smtp
     assert rcpts == ["network@example.org"] and incident.ref in msg["Subject"]
     assert msg["Auto-Submitted"] == "auto-generated" and msg["X-Loop"] == INTAKE
     assert msg["X-Auto-Response-Suppress"] == "All"
+
+
+def test_timers_tell_the_group_about_sla_warning_and_breach(setup, http, clock):
+    from notifiers.audiences import enqueue_for_group
+
+    config, lc, delivery = setup()
+    incident = create(lc, reporter_email=None)
+    enqueue_for_group(config, incident, "sla_warning", now=clock.now(), context={"target": "resolve", "due": "13:00"})
+    enqueue_for_group(config, incident, "sla_breach", now=clock.now(), context={"target": "resolve"})
+    drain(delivery)
+    titles = [m["title"] for m in http.json()]
+    assert titles[1:] == [f"[{incident.ref}] SLA warning: VPN down", f"[{incident.ref}] SLA breached: VPN down"]
+    assert "close to its resolve target (13:00)" in http.json()[1]["message"]
