@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     serve = command("serve", "Run intake, web UI, workers and timers until SIGINT/SIGTERM.")
-    serve.add_argument("--only", metavar="ROLES", help="comma-separated roles (default: all): web, worker, timers")
+    serve.add_argument(
+        "--only", metavar="ROLES", help="comma-separated roles (default: all): web, worker, timers, notify"
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = command("check", "Validate a configuration file and run its rule tests.")
@@ -130,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     escalate.add_argument("--group", help="the group to escalate to (with --to group)")
     escalate.add_argument("--reason", required=True)
     escalate.set_defaults(func=cmd_incident_escalate)
+
+    notify = command("notify", "Notifications.")
+    notify_commands = notify.add_subparsers(dest="notify_command", metavar="ACTION", parser_class=_Parser)
+    notify_commands.required = True
+    notify_test = command(
+        "test",
+        "Send a test message to an Apprise URL, an email:ADDRESS, or a configured group or stakeholder; "
+        "print the outcome per URL (exit 1 if any failed).",
+        notify_commands,
+    )
+    notify_test.add_argument("target", metavar="TARGET")
+    notify_test.set_defaults(func=cmd_notify_test)
     return parser
 
 
@@ -407,6 +421,16 @@ def cmd_incident_escalate(args) -> int:
     incident = _lifecycle(config).escalate(args.ref, "cli", kind, args.reason, group=args.group)
     print(f"{incident.ref}\tescalated ({kind})\t{incident.group}")
     return 0
+
+
+def cmd_notify_test(args) -> int:
+    from notifiers.delivery import send_test
+
+    outcomes = send_test(_load(args), args.target)
+    for outcome in outcomes:
+        state = "OK" if outcome.ok else "FAILED"
+        print(f"{state}\t{outcome.url}\t{outcome.elapsed:.2f}s" + (f"\t{outcome.detail}" if outcome.detail else ""))
+    return 0 if all(o.ok for o in outcomes) else EXIT_ERROR
 
 
 def _print_json(value) -> None:

@@ -24,6 +24,7 @@ from gateway.procedures import ProceduresSection, check_procedures
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
+from notifiers.settings import NotificationsSection, Stakeholder, check_notifications
 
 # ---------------------------------------------------------------- sections
 
@@ -122,6 +123,8 @@ class Config:
         factory=ProceduresSection, help="Major, security and low-impact procedures."
     )
     rule_test: list[RuleTest] = setting(factory=list, help="Rule tests that `inlet check` runs.")
+    notifications: NotificationsSection = setting(factory=NotificationsSection, help="Outbox delivery and email.")
+    stakeholder: list[Stakeholder] = setting(factory=list, help="Stakeholder subscriptions.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -233,4 +236,5 @@ def _check_references(config: Config) -> None:
     for i, t in enumerate(config.rule_test):
         if t.group and t.group not in groups:
             raise KeyProblem((f"[[rule_test]] {t.name or i!r}", "group"), f"no [[group]] named {t.group!r}")
+    check_notifications(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -176,7 +176,7 @@ def run_drill(
         rows = list(Notification.select().where(Notification.incident == state["incident"].id))
         templates = sorted({f"{n.audience}/{n.template}" for n in rows})
         ok = any(n.audience == "escalation" for n in rows)
-        if procedure == "major" and config.procedures.stakeholders:
+        if procedure == "major" and any(not s.procedures or "major" in s.procedures for s in config.stakeholder):
             ok = ok and any(n.template == "major_declared" for n in rows)
         if procedure == "security":
             ok = ok and not any(n.audience == "stakeholder" for n in rows)

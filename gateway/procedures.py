@@ -49,7 +49,6 @@ class ProceduresSection:
         factory=list, help="Categories handled as low-impact (auto-closed after the resolved window)."
     )
     auto_close_after: timedelta = setting(timedelta(days=5), help="Resolved window after which low-impact closes.")
-    stakeholders: list[str] = setting(factory=list, help="Apprise URLs or tags told at once of a major incident.")
     major_page: list[str] = setting(
         factory=list, help="Extra targets paged at once for a major incident (besides the policy's contacts)."
     )
@@ -145,16 +144,7 @@ class Procedures:
     def _declare_major(self, change, now: datetime) -> None:
         incident, config = change.incident, self.config
         context = {"ref": incident.ref, "title": incident.title, "priority": incident.priority, "group": incident.group}
-        if not incident.security and config.procedures.stakeholders:
-            enqueue(
-                audience="stakeholder",
-                template="major_declared",
-                targets=config.procedures.stakeholders,
-                now=now,
-                incident=incident,
-                event=change.event,
-                context=context,
-            )
+        # The stakeholder broadcast is the notifications hook's ([[stakeholder]] subscriptions).
         self._set_status_page(change, "investigating")
         targets = list(config.procedures.major_page)
         from gateway.escalation import policy_for

@@ -28,20 +28,21 @@ from store.migrations import require_latest
 log = logging.getLogger("inlet.service")
 PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
-ROLES = ("web", "worker", "timers")
+ROLES = ("web", "worker", "timers", "notify")
 # Sections a reload cannot apply to a running process (open connections and sockets).
 RESTART_SECTIONS = ("database", "web")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
-    """The lifecycle with the hooks the configuration asks for (procedures, escalation)."""
+    """The lifecycle with its hooks: procedures, escalation timers, who gets told what."""
     from gateway.escalation import Escalation
     from gateway.procedures import Procedures
+    from notifiers.audiences import Audiences
 
     lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
     lifecycle.procedures = Procedures(lifecycle)
     lifecycle.escalation = Escalation(lifecycle)
-    lifecycle.hooks += [lifecycle.procedures.on_change, lifecycle.escalation.on_change]
+    lifecycle.hooks += [lifecycle.procedures.on_change, lifecycle.escalation.on_change, Audiences(config)]
     return lifecycle
 
 
@@ -152,6 +153,11 @@ class Service:
         if "timers" in self.roles:
             self.components.append(Worker("timers", self.timers.tick))
         self.app = None
+        if "notify" in self.roles:
+            from notifiers.delivery import Delivery
+
+            self.delivery = Delivery(config, clock=self.clock)
+            self.components.append(self.delivery)
         if "web" in self.roles:
             from web.app import create_app
 

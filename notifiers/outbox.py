@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from peewee import fn
+
 from store.models import PENDING, Event, Incident, Notification
 
 
@@ -39,3 +41,12 @@ def enqueue(
         next_attempt_at=due or now,
         created_at=now,
     )
+
+
+def counts_by_status() -> dict[str, int]:
+    """Outbox rows per status (pending, sent, failed, digested): for /metrics and the failed list."""
+    counts = dict.fromkeys(("pending", "sent", "failed", "digested"), 0)
+    query = Notification.select(Notification.status, fn.COUNT(Notification.id).alias("n")).group_by(Notification.status)
+    for row in query.tuples():
+        counts[row[0]] = row[1]
+    return counts

@@ -243,9 +243,26 @@ class Notification(BaseModel):
     sent_at = UTCDateTimeField(null=True)
     claimed_by = peewee.CharField(max_length=64, null=True)
     claimed_until = UTCDateTimeField(null=True)
+    channel = peewee.CharField(max_length=32, null=True)  # digests only: the channel they collect for
 
     class Meta:
-        indexes = ((("status", "next_attempt_at"), False),)
+        indexes = ((("status", "next_attempt_at"), False), (("channel", "status"), False))
+
+
+class NotificationAttempt(BaseModel):
+    """One send of one outbox row to one channel: the delivery log (and the per-channel rate count)."""
+
+    notification = peewee.ForeignKeyField(Notification, backref="attempt_log", on_delete="CASCADE")
+    at = UTCDateTimeField()
+    channel = peewee.CharField(max_length=32)  # hash of the target URL: no secrets in this table
+    url = peewee.CharField(max_length=500)  # the target with its secrets masked
+    ok = peewee.BooleanField()
+    detail = peewee.TextField(default="")
+    elapsed = peewee.FloatField(default=0.0)
+    worker = peewee.CharField(max_length=64, default="")
+
+    class Meta:
+        indexes = ((("channel", "at"), False), (("notification", "at"), False))
 
 
 class Timer(BaseModel):
@@ -280,4 +297,16 @@ class SchemaVersion(BaseModel):
     applied_at = UTCDateTimeField()
 
 
-MODELS = (User, Contact, Incident, CorrelationKey, Inbound, Event, Attachment, Notification, Timer, Counter)
+MODELS = (
+    User,
+    Contact,
+    Incident,
+    CorrelationKey,
+    Inbound,
+    Event,
+    Attachment,
+    Notification,
+    NotificationAttempt,
+    Timer,
+    Counter,
+)

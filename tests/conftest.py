@@ -50,14 +50,18 @@ class Store:
         self.kind, self.url, self.tmp_path = kind, url, tmp_path
 
     def config(self, **sections):
-        return config_from_dict(base_config_dict(self.url, **sections), str(self.tmp_path / "config.toml"))
+        return config_from_dict(base_config_dict(self.url, **self._local(sections)), str(self.tmp_path / "config.toml"))
+
+    def _local(self, sections: dict) -> dict:
+        """Local state (generated keys) in the test's folder, not in the working directory."""
+        return {**sections, "inlet": {"data_dir": str(self.tmp_path / "data"), **sections.get("inlet", {})}}
 
     def write_config(self, **sections) -> Path:
         """The configuration as a TOML file (for CLI and subprocess tests)."""
         import tomli_w
 
         path = self.tmp_path / "config.toml"
-        path.write_text(tomli_w.dumps(base_config_dict(self.url, **sections)))
+        path.write_text(tomli_w.dumps(base_config_dict(self.url, **self._local(sections))))
         return path
 
 

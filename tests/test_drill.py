@@ -35,7 +35,7 @@ def running(store):
 
 @pytest.mark.parametrize("procedure", ["standard", "major", "security"])
 def test_drill_passes_every_step_and_cleans_up(running, procedure):
-    config = running(procedures={"stakeholders": ["json://stakeholders/"]})
+    config = running(stakeholder=[{"name": "board", "notify": ["json://127.0.0.1:9/"], "procedures": ["major"]}])
     lines = []
     group = "network" if procedure == "security" else None
     results = run_drill(config, procedure=procedure, group=group, timeout=15, report=lines.append)

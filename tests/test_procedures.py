@@ -43,7 +43,6 @@ PROCEDURES = {
     "security_categories": ["breach"],
     "low_impact_categories": ["printer", "password"],
     "auto_close_after": "3d",
-    "stakeholders": ["json://stakeholders/"],
     "major_page": ["json://on-call/"],
     "major_reminder_interval": "30m",
 }
@@ -56,7 +55,8 @@ def clock():
 
 @pytest.fixture
 def config(store):
-    return store.config(**sections(procedures=PROCEDURES))
+    board = {"name": "board", "notify": ["json://stakeholders/"], "procedures": ["major"]}
+    return store.config(**sections(procedures=PROCEDURES, stakeholder=[board]))
 
 
 @pytest.fixture
@@ -104,8 +104,8 @@ def resolve(lc, ref, actor="carol"):
 def test_major_declared_broadcasts_pages_and_opens_status_page(lc, clock):
     incident = create(lc, major=True, procedure="major")
     [broadcast] = rows(incident, audience="stakeholder")
-    assert (broadcast.template, broadcast.targets) == ("major_declared", ["json://stakeholders/"])
-    assert broadcast.context["ref"] == incident.ref
+    assert (broadcast.template, broadcast.targets) == ("major_declared", ["board"])  # the subscription
+    assert broadcast.incident_id == incident.id
     [page] = rows(incident, audience="escalation")
     # the major_page targets, then every contact of the group's policy, at once
     assert page.template == "escalation" and page.next_attempt_at == clock.now()
@@ -125,7 +125,7 @@ def test_a_security_major_incident_is_not_broadcast(lc):
 
 def test_becoming_major_declares_it(lc):
     incident = create(lc)
-    assert rows(incident) == []
+    assert rows(incident, template="major_declared") == []
     lc.update(incident.ref, "alice", major=True, procedure="major", reason="whole company affected")
     assert len(rows(incident, template="major_declared")) == 1
     assert Incident.get_by_id(incident.id).status_page == "investigating"
