@@ -7,12 +7,20 @@ the lifecycle (gateway/lifecycle.py) — the only code that changes incidents.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.errors import InletError
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS
 from store.models import LEVELS
+
+REF = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,20}-[0-9]{1,12}")
+
+
+def plausible_ref(ref: str) -> bool:
+    """Looks like an incident reference (anything else cannot exist: answer 404 without a query)."""
+    return bool(REF.fullmatch(ref or ""))
 
 
 class BadInput(InletError):
@@ -28,13 +36,13 @@ class Action:
     needs: str = ""  # the lifecycle method it needs when that is optional
 
 
-def _text(data: Mapping, name: str, *, required: bool = False, limit: int = 20000) -> str:
+def text_field(data: Mapping, name: str, *, required: bool = False, limit: int = 20000) -> str:
     value = data.get(name, "")
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise BadInput(f"{name} must be a string")
-    value = value.strip()
+    value = value.replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
     if required and not value:
         raise BadInput(f"{name} is required")
     if len(value) > limit:
@@ -42,18 +50,18 @@ def _text(data: Mapping, name: str, *, required: bool = False, limit: int = 2000
     return value
 
 
-def _choice(data: Mapping, name: str, choices, default: str | None = None) -> str:
-    value = _text(data, name) or default
+def choice_field(data: Mapping, name: str, choices, default: str | None = None) -> str:
+    value = text_field(data, name) or default
     if value not in choices:
         raise BadInput(f"{name} must be one of {', '.join(choices)}")
     return value
 
 
-def _flag(data: Mapping, name: str) -> bool:
+def flag_field(data: Mapping, name: str) -> bool:
     value = data.get(name, False)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and value.lower() in ("1", "true", "on", "yes", "0", "false", "off", "no", ""):
         return value.lower() in ("1", "true", "on", "yes")
     raise BadInput(f"{name} must be a boolean")
 
@@ -61,22 +69,22 @@ def _flag(data: Mapping, name: str) -> bool:
 def _update(lc, ref, actor, d):
     fields = {}
     for name in ("title", "category", "service"):
-        if name in d and (_text(d, name) or name != "title"):
-            fields[name] = _text(d, name, limit=500)
+        if name in d and (text_field(d, name) or name != "title"):
+            fields[name] = text_field(d, name, limit=500)
     for name in ("impact", "urgency"):
-        if _text(d, name):
-            fields[name] = _choice(d, name, LEVELS)
+        if text_field(d, name):
+            fields[name] = choice_field(d, name, LEVELS)
     if not fields:
         raise BadInput("nothing to change: give title, category, service, impact or urgency")
-    return lc.update(ref, actor, reason=_text(d, "reason", required=True), **fields)
+    return lc.update(ref, actor, reason=text_field(d, "reason", required=True), **fields)
 
 
 def _assign(lc, ref, actor, d):
-    group = _text(d, "group") or None
-    assignee = _text(d, "assignee") or None
+    group = text_field(d, "group") or None
+    assignee = text_field(d, "assignee") or None
     if group is None and assignee is None:
         raise BadInput("give a group, an assignee or both")
-    return lc.assign(ref, actor, group=group, assignee=assignee, reason=_text(d, "reason"))
+    return lc.assign(ref, actor, group=group, assignee=assignee, reason=text_field(d, "reason"))
 
 
 def _review(lc, ref, actor, d):
@@ -86,7 +94,7 @@ def _review(lc, ref, actor, d):
         actions = [{"what": r[0].strip(), "owner": _at(r, 1), "due": _at(r, 2)} for r in rows]
     if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
         raise BadInput("actions must be a list of {what, owner, due}")
-    return lc.review(ref, actor, cause=_text(d, "cause", required=True), actions=actions)
+    return lc.review(ref, actor, cause=text_field(d, "cause", required=True), actions=actions)
 
 
 def _at(row: list, index: int) -> str:
@@ -122,25 +130,25 @@ ACTIONS: dict[str, Action] = {
             "note",
             "Internal note",
             (("body", "string", True),),
-            lambda lc, ref, actor, d: lc.note(ref, actor, _text(d, "body", required=True)),
+            lambda lc, ref, actor, d: lc.note(ref, actor, text_field(d, "body", required=True)),
         ),
         Action(
             "update_public",
             "Public update",
             (("body", "string", True),),
-            lambda lc, ref, actor, d: lc.note(ref, actor, _text(d, "body", required=True), public=True),
+            lambda lc, ref, actor, d: lc.note(ref, actor, text_field(d, "body", required=True), public=True),
         ),
         Action(
             "hold",
             "Put on hold",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.hold(ref, actor, _text(d, "reason", required=True)),
+            lambda lc, ref, actor, d: lc.hold(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "resume",
             "Resume",
             (("body", "string", False),),
-            lambda lc, ref, actor, d: lc.resume(ref, actor, _text(d, "body")),
+            lambda lc, ref, actor, d: lc.resume(ref, actor, text_field(d, "body")),
         ),
         Action(
             "resolve",
@@ -155,11 +163,11 @@ ACTIONS: dict[str, Action] = {
             lambda lc, ref, actor, d: lc.resolve(
                 ref,
                 actor,
-                code=_text(d, "code", required=True, limit=64),
-                notes=_text(d, "notes", required=True),
-                cause=_text(d, "cause", required=True, limit=64),
-                fix=_choice(d, "fix", FIX_TYPES, "workaround"),
-                cause_text=_text(d, "cause_text"),
+                code=text_field(d, "code", required=True, limit=64),
+                notes=text_field(d, "notes", required=True),
+                cause=text_field(d, "cause", required=True, limit=64),
+                fix=choice_field(d, "fix", FIX_TYPES, "workaround"),
+                cause_text=text_field(d, "cause_text"),
             ),
         ),
         Action("close", "Close", (), lambda lc, ref, actor, d: lc.close(ref, actor, by="agent")),
@@ -167,20 +175,23 @@ ACTIONS: dict[str, Action] = {
             "reopen",
             "Reopen",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.reopen(ref, actor, _text(d, "reason", required=True)),
+            lambda lc, ref, actor, d: lc.reopen(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "cancel",
             "Cancel",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.cancel(ref, actor, _text(d, "reason", required=True)),
+            lambda lc, ref, actor, d: lc.cancel(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "link",
             "Link",
             (("other", "string", True), ("kind", "string", False)),
             lambda lc, ref, actor, d: lc.link(
-                ref, actor, _text(d, "other", required=True, limit=32), _choice(d, "kind", LINK_KINDS, "related")
+                ref,
+                actor,
+                text_field(d, "other", required=True, limit=32),
+                choice_field(d, "kind", LINK_KINDS, "related"),
             ),
         ),
         Action(
@@ -190,9 +201,9 @@ ACTIONS: dict[str, Action] = {
             lambda lc, ref, actor, d: lc.escalate(
                 ref,
                 actor,
-                _choice(d, "kind", ("functional", "hierarchical"), "functional"),
-                _text(d, "reason", required=True),
-                group=_text(d, "group") or None,
+                choice_field(d, "kind", ("functional", "hierarchical"), "functional"),
+                text_field(d, "reason", required=True),
+                group=text_field(d, "group") or None,
             ),
             needs="escalate",
         ),

@@ -80,7 +80,7 @@ def _body() -> dict:
 
 
 def _incident(ref: str) -> Incident:
-    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref))
+    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref)) if actions.plausible_ref(ref) else None
     if incident is None or not g.api_user.can_see(incident):
         raise NotFound(f"no incident {ref!r}")
     return incident
@@ -94,7 +94,8 @@ def _lifecycle():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document(sorted(actions.available(_lifecycle()))))
+    groups = [group.name for group in current_app.config["INLET"].group]
+    return jsonify(openapi_document(sorted(actions.available(_lifecycle())), groups))
 
 
 @bp.get("/incidents")
@@ -113,20 +114,22 @@ def create_incident():
         return error(403, "forbidden", "viewers cannot create incidents")
     data = _body()
     config = current_app.config["INLET"]
-    text = {name: actions._text(data, name, limit=500) for name in ("category", "service", "group", "reporter_name")}
+    text = {
+        name: actions.text_field(data, name, limit=500) for name in ("category", "service", "group", "reporter_name")
+    }
     if text["group"] and config.group_named(text["group"]) is None:
         raise actions.BadInput(f"no group {text['group']!r}")
     incident = _lifecycle().create(
-        title=actions._text(data, "title", required=True, limit=500),
-        description=actions._text(data, "description"),
+        title=actions.text_field(data, "title", required=True, limit=500),
+        description=actions.text_field(data, "description"),
         actor=g.api_user.name,
         source="api",
-        reporter_email=actions._text(data, "reporter_email", limit=320) or None,
+        reporter_email=actions.text_field(data, "reporter_email", limit=320) or None,
         reporter_name=text["reporter_name"],
         category=text["category"][:100],
         service=text["service"][:100],
-        impact=actions._choice(data, "impact", LEVELS, "medium"),
-        urgency=actions._choice(data, "urgency", LEVELS, "medium"),
+        impact=actions.choice_field(data, "impact", LEVELS, "medium"),
+        urgency=actions.choice_field(data, "urgency", LEVELS, "medium"),
         group=text["group"] or config.fallback_group,
     )
     response = jsonify(incident_document(incident))
@@ -153,7 +156,7 @@ def add_note(ref: str):
     if not g.api_user.can_act(incident):
         return error(403, "forbidden", f"you may not change {incident.ref}")
     data = _body()
-    public = actions._flag(data, "public")
+    public = actions.flag_field(data, "public")
     event = actions.run(_lifecycle(), "update_public" if public else "note", incident.ref, g.api_user.name, data)
     response = jsonify(event_document(event))
     response.status_code = 201

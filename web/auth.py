@@ -144,7 +144,7 @@ def login():
         return redirect(url_for("incidents.queue"))
     status = 200
     if request.method == "POST":
-        name = request.form.get("name", "").strip()[:100]
+        name = request.form.get("name", "").replace("\x00", "").strip()[:100]
         keys = (f"addr:{request.remote_addr}", f"name:{name.lower()}")
         limiter = _limiter()
         if limiter.blocked(*keys):

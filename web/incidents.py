@@ -42,7 +42,7 @@ def lifecycle():
 
 def visible_incident(ref: str) -> Incident:
     """The incident if the current user may see it; 404 otherwise (its existence is not revealed)."""
-    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref))
+    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref)) if actions.plausible_ref(ref) else None
     if incident is None or not current_user.can_see(incident):
         abort(404)
     return incident
@@ -86,6 +86,9 @@ def _next_args(filters: dict, cursor: str | None) -> dict | None:
     return args
 
 
+NEW_FIELDS = ("title", "reporter_email", "reporter_name", "category", "service", "group")
+
+
 @bp.route("/incidents/new", methods=["GET", "POST"])
 @role_required("admin", "agent")
 def new():
@@ -93,17 +96,18 @@ def new():
     form = request.form
     if request.method == "POST":
         try:
+            text = {name: actions.text_field(form, name, limit=500) for name in NEW_FIELDS}
             incident = lifecycle().create(
-                title=form.get("title", ""),
-                description=form.get("description", "").strip(),
+                title=text["title"],
+                description=actions.text_field(form, "description"),
                 actor=current_user.name,
-                reporter_email=form.get("reporter_email", "").strip() or None,
-                reporter_name=form.get("reporter_name", "").strip(),
-                category=form.get("category", "").strip()[:100],
-                service=form.get("service", "").strip()[:100],
-                impact=form.get("impact", "medium"),
-                urgency=form.get("urgency", "medium"),
-                group=_known_group(form.get("group", "")) or config.fallback_group,
+                reporter_email=text["reporter_email"] or None,
+                reporter_name=text["reporter_name"],
+                category=text["category"][:100],
+                service=text["service"][:100],
+                impact=actions.choice_field(form, "impact", LEVELS, "medium"),
+                urgency=actions.choice_field(form, "urgency", LEVELS, "medium"),
+                group=_known_group(text["group"]) or config.fallback_group,
                 source=form.get("channel", "manual") if form.get("channel") in ("phone", "walk-in") else "manual",
             )
         except InletError as exc:

@@ -11,6 +11,8 @@ from store.documents import INCIDENT_KEYS
 from store.models import LEVELS
 from web import actions, queue
 
+# Text fields that must not be blank: a character that is neither space nor NUL (which the API strips).
+NOT_BLANK = r"[^\s\u0000]"
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
@@ -99,8 +101,8 @@ def _ref_param() -> dict:
     return {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}, "example": "INC-1"}
 
 
-def openapi_document(action_names: list[str]) -> dict:
-    """The document for the actions this lifecycle offers."""
+def openapi_document(action_names: list[str], groups: list[str]) -> dict:
+    """The document for the actions this lifecycle offers and the configured groups."""
     filters = [
         {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(queue.STATUS_CHOICES)}},
         {"name": "priority", "in": "query", "schema": {"type": "string"}},
@@ -111,24 +113,17 @@ def openapi_document(action_names: list[str]) -> dict:
         {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "A reference or words of the title"},
         {"name": "view", "in": "query", "schema": {"type": "string", "enum": list(queue.VIEWS)}},
         {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(queue.SORTS)}},
-        {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "The `next` of the last page"},
+        {
+            "name": "after",
+            "in": "query",
+            "schema": {"type": "string", "pattern": r"^P[0-9]{1,2}\.[0-9]{1,18}$"},
+            "description": "The `next` of the last page",
+        },
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": queue.MAX_PAGE}},
     ]
-    action_fields = {}
-    for name in action_names:
-        action = actions.ACTIONS[name]
-        props = {}
-        for field, kind, _required in action.fields:
-            props[field] = {"type": "array", "items": {"type": "object"}} if kind == "array" else {"type": "string"}
-        if name == "resolve":
-            props["fix"]["enum"] = list(FIX_TYPES)
-        if name == "link":
-            props["kind"]["enum"] = list(LINK_KINDS)
-        if name == "update":
-            props["impact"]["enum"] = props["urgency"]["enum"] = list(LEVELS)
-        required = [field for field, _kind, req in action.fields if req]
-        action_fields[name] = {"type": "object", "properties": props, **({"required": required} if required else {})}
-    action_schema = {"oneOf": [{"title": n, **s} for n, s in action_fields.items()]}
+    action_paths = {
+        f"/api/v1/incidents/{{ref}}/actions/{name}": _action_operation(name, groups) for name in action_names
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Inlet API", "version": "1"},
@@ -174,13 +169,13 @@ def openapi_document(action_names: list[str]) -> dict:
                                     "type": "object",
                                     "required": ["title"],
                                     "properties": {
-                                        "title": {"type": "string", "minLength": 1},
+                                        "title": {"type": "string", "pattern": NOT_BLANK},
                                         "description": {"type": "string"},
                                         "reporter_email": {"type": "string"},
                                         "reporter_name": {"type": "string"},
                                         "category": {"type": "string"},
                                         "service": {"type": "string"},
-                                        "group": {"type": "string"},
+                                        "group": {"type": "string", "enum": [*groups, ""]},
                                         "impact": {"type": "string", "enum": list(LEVELS)},
                                         "urgency": {"type": "string", "enum": list(LEVELS)},
                                     },
@@ -230,7 +225,7 @@ def openapi_document(action_names: list[str]) -> dict:
                                     "type": "object",
                                     "required": ["body"],
                                     "properties": {
-                                        "body": {"type": "string", "minLength": 1},
+                                        "body": {"type": "string", "pattern": NOT_BLANK},
                                         "public": {
                                             "type": "boolean",
                                             "description": "A public update reaches the reporter",
@@ -243,25 +238,59 @@ def openapi_document(action_names: list[str]) -> dict:
                     "responses": {"201": _json(_ref("Event"), "The note"), **_errors(400, 401, 403, 404, 409)},
                 }
             },
-            "/api/v1/incidents/{ref}/actions/{action}": {
-                "post": {
-                    "operationId": "act",
-                    "parameters": [
-                        _ref_param(),
-                        {
-                            "name": "action",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": action_names},
-                        },
-                    ],
-                    "requestBody": {"content": {"application/json": {"schema": action_schema}}},
-                    "responses": {
-                        "200": _json(_ref("Incident"), "The incident after the action"),
-                        "201": _json(_ref("Event"), "The event a note or public update added"),
-                        **_errors(400, 401, 403, 404, 409),
-                    },
-                }
-            },
+            **action_paths,
         },
+    }
+
+
+# Field limits as web/actions.py applies them; text that must not be blank has a non-space character.
+_LIMITS = {"code": 64, "cause": 64, "other": 32, "title": 500, "category": 500, "service": 500}
+_ANY_OF = {"assign": ("group", "assignee"), "update": ("title", "category", "service", "impact", "urgency")}
+
+
+def _field_schema(action: str, field: str, kind: str, required: bool, groups: list[str]) -> dict:
+    if kind == "array":
+        item = {"type": "object", "properties": {"what": {"type": "string"}, "owner": {"type": "string"}}}
+        return {"type": "array", "items": item}
+    schema: dict = {"type": "string", "maxLength": _LIMITS.get(field, 20000)}
+    if required or (action, field) in (("update", "title"), ("assign", "assignee")):
+        schema["pattern"] = NOT_BLANK
+    enums = {
+        "fix": list(FIX_TYPES),
+        "impact": list(LEVELS),
+        "urgency": list(LEVELS),
+        "group": [*groups, ""] if action != "assign" else list(groups),
+        "kind": list(LINK_KINDS) if action == "link" else ["functional", "hierarchical"],
+    }
+    if field in enums:
+        schema = {"type": "string", "enum": enums[field]}
+    return schema
+
+
+def _action_operation(name: str, groups: list[str]) -> dict:
+    """One operation per action: its body differs from action to action."""
+    action = actions.ACTIONS[name]
+    properties = {f: _field_schema(name, f, kind, req, groups) for f, kind, req in action.fields}
+    required = [f for f, _kind, req in action.fields if req]
+    body: dict = {"type": "object", "properties": properties}
+    if required:
+        body["required"] = required
+    if name in _ANY_OF:
+        body["anyOf"] = [{"required": [f]} for f in _ANY_OF[name]]
+    answer = (
+        {"201": _json(_ref("Event"), "The note or public update")}
+        if name in ("note", "update_public")
+        else {"200": _json(_ref("Incident"), "The incident after the action")}
+    )
+    return {
+        "post": {
+            "operationId": f"action_{name}",
+            "summary": action.title,
+            "parameters": [_ref_param()],
+            "requestBody": {
+                "required": bool(required or name in _ANY_OF),
+                "content": {"application/json": {"schema": body}},
+            },
+            "responses": {**answer, **_errors(400, 401, 403, 404, 409)},
+        }
     }

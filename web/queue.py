@@ -7,6 +7,7 @@ what page 1 costs; every sort order has an index (store/models.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from peewee import JOIN, fn
@@ -36,7 +37,7 @@ class Page:
 
 def read_filters(args) -> dict:
     """The queue filters from request arguments, with defaults; unknown values raise BadQuery."""
-    f = {name: (args.get(name) or "").strip()[:200] for name in FILTERS}
+    f = {name: (args.get(name) or "").replace("\x00", "").strip()[:200] for name in FILTERS}
     f["status"] = f["status"] or "open"
     f["sort"] = f["sort"] or "priority"
     f["view"] = f["view"] or "all"
@@ -67,7 +68,7 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> P
     rows = list(query.limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _cursor(rows[-1], sort) if more and rows else None
+    next_cursor = _cursor(rows[-1]) if more and rows else None
     return Page(rows, next_cursor, filters)
 
 
@@ -106,23 +107,21 @@ def _filtered(query, user, f: dict):
     return query
 
 
+CURSOR = re.compile(r"P[0-9]{1,2}\.[0-9]{1,18}")
+
+
 def _after(query, sort: str, cursor: str):
+    """Rows after the cursor ``P<priority>.<id>`` (the last row of the previous page) in ``sort`` order."""
     if not cursor:
         return query
-    try:
-        if sort == "priority":
-            priority, _, last = cursor.partition(".")
-            last_id = int(last)
-            if not (priority.startswith("P") and priority[1:].isdigit()):
-                raise ValueError
-            return query.where(
-                (Incident.priority > priority) | ((Incident.priority == priority) & (Incident.id < last_id))
-            )
-        last_id = int(cursor)
-    except ValueError:
-        raise BadQuery(f"invalid cursor {cursor[:40]!r}") from None
+    if not CURSOR.fullmatch(cursor):
+        raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page")
+    priority, _, last = cursor.partition(".")
+    last_id = int(last)
+    if sort == "priority":
+        return query.where((Incident.priority > priority) | ((Incident.priority == priority) & (Incident.id < last_id)))
     return query.where(Incident.id < last_id) if sort == "newest" else query.where(Incident.id > last_id)
 
 
-def _cursor(row: Incident, sort: str) -> str:
-    return f"{row.priority}.{row.id}" if sort == "priority" else str(row.id)
+def _cursor(row: Incident) -> str:
+    return f"{row.priority}.{row.id}"
