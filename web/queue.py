@@ -48,26 +48,33 @@ def read_filters(args) -> dict:
 
 
 def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> Page:
-    """One page of the incidents ``user`` may see that match ``filters``."""
+    """One page of the incidents ``user`` may see that match ``filters``.
+
+    Two steps: the ids of the page from the (covering) index, then those rows with
+    their assignee and reporter — so a million closed incidents are never read.
+    """
     limit = max(1, min(limit, MAX_PAGE))
-    query = (
-        Incident.select(Incident, User, Contact)
+    sort = filters["sort"]
+    ids = Incident.select(Incident.id, Incident.priority)
+    ids = _after(visible(_filtered(ids, user, filters), user), sort, cursor)
+    if sort == "priority":
+        ids = ids.order_by(Incident.priority, Incident.id.desc())
+    elif sort == "newest":
+        ids = ids.order_by(Incident.id.desc())
+    else:
+        ids = ids.order_by(Incident.id)
+    keys = [row.id for row in ids.limit(limit + 1)]
+    more = len(keys) > limit
+    keys = keys[:limit]
+    found = {
+        row.id: row
+        for row in Incident.select(Incident, User, Contact)
         .join(User, JOIN.LEFT_OUTER, on=(Incident.assignee == User.id))
         .switch(Incident)
         .join(Contact, JOIN.LEFT_OUTER, on=(Incident.reporter == Contact.id))
-    )
-    query = visible(_filtered(query, user, filters), user)
-    sort = filters["sort"]
-    query = _after(query, sort, cursor)
-    if sort == "priority":
-        query = query.order_by(Incident.priority, Incident.id.desc())
-    elif sort == "newest":
-        query = query.order_by(Incident.id.desc())
-    else:
-        query = query.order_by(Incident.id)
-    rows = list(query.limit(limit + 1))
-    more = len(rows) > limit
-    rows = rows[:limit]
+        .where(Incident.id.in_(keys))
+    } if keys else {}  # fmt: skip
+    rows = [found[key] for key in keys if key in found]
     next_cursor = _cursor(rows[-1]) if more and rows else None
     return Page(rows, next_cursor, filters)
 
@@ -96,7 +103,8 @@ def _filtered(query, user, f: dict):
     if f["view"] == "mine":
         query = query.where(Incident.assignee == int(user.id))
     elif f["view"] == "unassigned":
-        query = query.where(Incident.assignee.is_null())
+        # COALESCE keeps SQLite on the status index: most closed incidents are unassigned too
+        query = query.where(fn.COALESCE(Incident.assignee, 0) == 0)
     text = f.get("q", "")
     if text:
         upper = text.upper()
