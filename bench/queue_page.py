@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,7 +33,7 @@ from web.app import create_app  # noqa: E402
 
 GROUPS = ["service-desk", "network", "apps", "security"]
 OPEN = ["new", "acknowledged", "in_progress", "on_hold"]
-WORDS = "vpn printer payroll email backup disk wifi login slow down error timeout sap crm switch".split()
+WORDS = "vpn printer payroll email backup disk wifi login slow down error timeout sap crm switch".split()  # noqa: SIM905
 ROUNDS = 30
 
 
@@ -49,8 +49,8 @@ def seed(path: Path, count: int) -> None:
         "number, ref, title, description, status, category, service, impact, urgency, priority, procedure, "
         '"group", assignee_id, source, integration, tags, labels, major, security, escalated, drill, flapping, '
         "flap_count, respond_by, resolve_by, opened_at, updated_at, signal_count, reopen_count, "
-        "reassignment_count, resolution_code, resolution_notes, fix_type, cause_code, cause_text, closed_by, decisions, "
-        "paused_seconds, acknowledged_at, resolved_at, closed_at"
+        "reassignment_count, resolution_code, resolution_notes, fix_type, cause_code, cause_text, closed_by, "
+        "decisions, paused_seconds, acknowledged_at, resolved_at, closed_at"
     )
     sql = f"INSERT INTO incident ({columns}) VALUES ({', '.join('?' * 41)})"
 
