@@ -101,6 +101,7 @@ PAGES = {
     "/incidents?view=mine&sort=newest&status=any": (302, 200, 200, 200),
     "/incidents/new": (302, 403, 200, 200),
     "/incidents/{desk}": (302, 200, 200, 200),
+    "/incidents/export.csv?status=any": (302, 200, 200, 200),
     "/incidents/{secret}": (302, 404, 404, 200),
     "/quarantine": (302, 403, 403, 200),
     "/quarantine?status=all": (302, 403, 403, 200),
@@ -550,8 +551,10 @@ def test_queue_filters_sort_views_and_keyset_pages(web):
     assert "Core switch" in client.get("/incidents?priority=P2").text
     assert "No incidents match" in client.get("/incidents?q=nothing%25like_this").text
     assert "Core switch" in client.get("/incidents?q=SWITCH").text
-    rows = client.get("/incidents", headers={"HX-Request": "true"}).text
-    assert rows.lstrip().startswith('<div id="rows">')
+    rows = client.get("/incidents", headers={"HX-Request": "true"})
+    assert rows.text.lstrip().startswith('<div id="rows">') and "HX-Request" in rows.headers["Vary"]
+    restore = client.get("/incidents", headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+    assert restore.text.startswith("<!doctype html>")
     assert client.get("/incidents?sort=sideways").status_code == 302
     assert client.get("/incidents?sort=priority&after=bogus").status_code == 302
 
@@ -562,3 +565,26 @@ def test_queue_shows_sla_time_left_and_priority_colours(web):
     assert re.search(
         r'class="sla sla-(ok|soon|overdue)" datetime="[^"]+Z" title="due [^"]+">[^<]+ (left|overdue)', html
     )
+
+
+def test_export_csv_follows_filters_and_visibility(web):
+    web.lifecycle.create(title='=HYPERLINK("http://evil.example")', actor="t", group="network")
+    for user, sees in (("desk", False), ("sec", True)):
+        response = web.client(user).get("/incidents/export.csv?status=any&sort=oldest")
+        assert response.headers["Content-Disposition"] == "attachment; filename=incidents.csv"
+        lines = response.text.splitlines()
+        assert lines[0].startswith("ref,title,status,priority")
+        assert lines[1].startswith("INC-1,Printer on fire,new,P3")
+        assert ("Phishing wave" in response.text) is sees
+        assert "'=HYPERLINK" in response.text  # never a formula in a spreadsheet
+    network = web.client("admin").get("/incidents/export.csv?group=network").text.splitlines()
+    assert len(network) == 3 and all(",network," in line for line in network[1:])
+    assert web.client("admin").get("/incidents/export.csv?sort=sideways").status_code == 400
+
+
+def test_api_errors_are_json_outside_the_blueprint_too(web):
+    client = web.client()
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    wrong = client.delete("/api/v1/openapi.json")
+    assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"

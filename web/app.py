@@ -93,7 +93,9 @@ def create_app(config: Config, services=None) -> Flask:
             "error.html", code=400, message=f"The form expired or was forged: {exc.description}"
         ), 400
 
-    for code, message in ((403, "You may not do this."), (404, "Not found."), (405, "Method not allowed.")):
+    errors = ((400, "Bad request."), (403, "You may not do this."), (404, "Not found."), (405, "Method not allowed."))
+    errors += ((500, "Something went wrong on our side; it has been logged."),)
+    for code, message in errors:
         app.register_error_handler(code, _page_error(code, message))
     return app
 
@@ -103,7 +105,8 @@ def _page_error(code: int, message: str):
         if request.path.startswith("/api/"):
             from web.api import error
 
-            return error(code, {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}[code], message)
+            codes = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 500: "internal"}
+            return error(code, codes[code], message)
         return render_template("error.html", code=code, message=message), code
 
     return handler
