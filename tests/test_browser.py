@@ -176,3 +176,24 @@ def test_queue_filters_with_htmx_and_keyboard(running, page):
     page.keyboard.press("Tab")  # focus moves on to the next filter: the form is keyboard usable
     expect(page.get_by_label("Status")).to_be_focused()
     screenshot(page, "queue")
+
+
+def test_admin_pages_render_without_console_errors(running, page):
+    """Every admin page under the real CSP: a blocked inline script or style would be a console error."""
+    accounts.create_user("root", "admin", PASSWORD)
+    running.lifecycle.create(title="Mail relay queue growing", actor="t", group="network", security=True)
+    sign_in(page, "root")
+    for path, heading in (
+        ("/incidents/new", "Register an incident"),
+        ("/quarantine", "Quarantine"),
+        ("/notifications", "Failed notifications"),
+        ("/users", "Users"),
+        ("/configuration", "Configuration"),
+        ("/status", "Service status"),
+    ):
+        page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        screenshot(page, path.strip("/").replace("/", "-"))
+    page.goto("/incidents")
+    page.keyboard.press("Tab")  # the skip link comes first
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()

@@ -24,8 +24,8 @@ PASSWORD = "correct horse battery"
 class Web:
     """An app on a fresh store, with users of every role and a few incidents."""
 
-    def __init__(self, store, **sections):
-        self.config = store.config(group=GROUPS, inlet={"data_dir": str(store.tmp_path)}, **sections)
+    def __init__(self, store, groups=GROUPS, **sections):
+        self.config = store.config(group=groups, inlet={"data_dir": str(store.tmp_path)}, **sections)
         self.app = create_app(self.config)
         self.lifecycle = build_lifecycle(self.config)
         for name, role in USERS.items():
@@ -108,6 +108,7 @@ PAGES = {
     "/quarantine/{inbound}": (302, 403, 403, 200),
     "/notifications": (302, 403, 403, 200),
     "/users": (302, 403, 403, 200),
+    "/configuration": (302, 403, 403, 200),
     "/metrics": (401, 403, 403, 200),
     "/api/v1/incidents": (401, 401, 401, 401),  # tokens only, never the session
     "/api/v1/openapi.json": (200, 200, 200, 200),
@@ -588,3 +589,11 @@ def test_api_errors_are_json_outside_the_blueprint_too(web):
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
     wrong = client.delete("/api/v1/openapi.json")
     assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_configuration_view_hides_secrets(store):
+    groups = [dict(GROUPS[0], channels=["slack://T0/B0/secret-token", "ops-tag"]), *GROUPS[1:]]
+    web = Web(store, groups)
+    page = web.client("admin").get("/configuration").text
+    assert "slack://…" in page and "ops-tag" in page and "secret-token" not in page
+    assert "desk" in page and "P1" in page
