@@ -597,3 +597,27 @@ def test_configuration_view_hides_secrets(store):
     page = web.client("admin").get("/configuration").text
     assert "slack://…" in page and "ops-tag" in page and "secret-token" not in page
     assert "desk" in page and "P1" in page
+
+
+ADMIN_POSTS = [
+    "/quarantine/{inbound}/reprocess",
+    "/quarantine/{inbound}/discard",
+    "/notifications/{notification}/retry",
+    "/users",
+    "/users/{user}/role",
+    "/users/{user}/active",
+    "/users/{user}/token",
+]
+
+
+@pytest.mark.parametrize("path", ADMIN_POSTS)
+def test_admin_forms_are_refused_to_everyone_else(web, path):
+    url = path.format(inbound=web.inbound.id, notification=web.notification.id, user=User.get(User.name == "view").id)
+    data = {"role": "admin", "active": "0", "name": "intruder"}
+    for user in ("view", "desk", "sec"):
+        assert post(web.client(user), url, data).status_code == 403, (url, user)
+    response = post(web.client(), url, data)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert User.get(User.name == "view").role == "viewer" and User.get_or_none(User.name == "intruder") is None
+    assert Inbound.get_by_id(web.inbound.id).status == "failed"
+    assert Notification.get_by_id(web.notification.id).status == "failed"
