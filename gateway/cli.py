@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.set_defaults(func=cmd_user_bootstrap)
     command("list", "List users.", user_commands).set_defaults(func=cmd_user_list)
+    token = command("token", "Issue a new API token for a user (replaces the old one; printed once).", user_commands)
+    token.add_argument("name")
+    token.set_defaults(func=cmd_user_token)
 
     incident = command("incident", "Incidents.")
     incident_commands = incident.add_subparsers(dest="incident_command", metavar="ACTION", parser_class=_Parser)
@@ -337,6 +340,14 @@ def cmd_user_list(args) -> int:
     _open_store(_load(args))
     for user in User.select().order_by(User.name):
         print(f"{user.name}\t{user.role}\t{'active' if user.active else 'disabled'}\t{user.email}")
+    return 0
+
+
+def cmd_user_token(args) -> int:
+    from gateway.accounts import issue_api_token
+
+    _open_store(_load(args))
+    print(issue_api_token(args.name))
     return 0
 
 

@@ -63,6 +63,13 @@ class WebSection:
     )
     secure_cookies: bool = setting(False, help="Mark cookies Secure (set true when served behind TLS).")
     max_body_size: int = setting(1_048_576, help="Largest accepted request body in bytes.", minimum=1)
+    security_group: str = setting(
+        "security", help="Group whose members (with admins) alone see security incidents; no such group: admins only."
+    )
+    login_attempts: int = setting(
+        5, help="Failed logins allowed per address and per user name in login_window.", minimum=1
+    )
+    login_window: timedelta = setting(timedelta(minutes=5), help="Window of the login rate limit.")
 
 
 @dataclass(frozen=True)

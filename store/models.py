@@ -145,6 +145,7 @@ class Incident(BaseModel):
     class Meta:
         indexes = (
             (("status", "priority"), False),
+            (("status", "security", "priority", "assignee"), False),  # the web queue's covering index
             (("group", "status"), False),
             (("opened_at",), False),
         )

@@ -108,6 +108,17 @@ def test_user_add_and_duplicate(cli):
     assert "alice\tagent\tactive" in out
 
 
+def test_user_token(cli):
+    from gateway.accounts import user_for_token
+
+    cli("user", "add", "robot", "--role", "agent")
+    code, out, _ = cli("user", "token", "robot")
+    assert code == 0 and out.startswith("inl_")
+    assert user_for_token(out.strip()).name == "robot"
+    code, _, err = cli("user", "token", "nobody")
+    assert code == 1 and err == "inlet: error: no user 'nobody'\n"
+
+
 def test_user_bootstrap_once(cli, monkeypatch):
     monkeypatch.setenv("INLET_ADMIN_PASSWORD", "correct horse")
     code, out, _ = cli("user", "bootstrap")

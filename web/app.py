@@ -1,18 +1,58 @@
-"""Flask application factory: ``create_app(config, services)``."""
+"""Flask application factory: ``create_app(config, services)``.
+
+One blueprint per area (web/auth.py, incidents.py, quarantine.py,
+notifications.py, users.py, status.py, api.py, metrics.py). Every form is
+CSRF-protected (Flask-WTF); the token-authenticated API and the webhook
+blueprint (``hooks``) are exempt. Every response carries the security headers.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
 
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from gateway.config import Config, secret
 from store.db import db
 
+# No inline scripts or styles anywhere: every script and stylesheet is a static file.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
-def create_app(config, services=None) -> Flask:
-    """Build the app for ``config``; ``services`` carries the lifecycle and pipeline."""
+csrf = CSRFProtect()
+
+
+def create_app(config: Config, services=None) -> Flask:
+    """Build the app for ``config``; ``services`` carries the lifecycle, pipeline and writer."""
     app = Flask(__name__)
     app.config["INLET"] = config
     app.config["SERVICES"] = services
-    app.config["MAX_CONTENT_LENGTH"] = config.web.max_body_size
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.web.max_body_size,
+        SECRET_KEY=secret_key(config),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.web.secure_cookies,
+        SESSION_COOKIE_NAME="inlet_session",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=config.web.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    )
 
     @app.before_request
     def _connect():
@@ -23,9 +63,71 @@ def create_app(config, services=None) -> Flask:
         if not db.is_closed():
             db.close()
 
+    @app.after_request
+    def _headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
     @app.get("/healthz")
     def healthz():
         db.execute_sql("SELECT 1")
         return jsonify(status="ok")
 
+    from web import api, auth, configuration, incidents, metrics, notifications, quarantine, status, users
+    from web.render import init_app as init_render
+
+    csrf.init_app(app)
+    init_render(app)
+    auth.init_app(app)
+    for module in (auth, incidents, quarantine, notifications, users, configuration, status, metrics, api):
+        app.register_blueprint(module.bp)
+    csrf.exempt(api.bp)
+    csrf.exempt("hooks")  # the webhook blueprint authenticates each request itself
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc):
+        return render_template(
+            "error.html", code=400, message=f"The form expired or was forged: {exc.description}"
+        ), 400
+
+    errors = ((400, "Bad request."), (403, "You may not do this."), (404, "Not found."), (405, "Method not allowed."))
+    errors += ((500, "Something went wrong on our side; it has been logged."),)
+    for code, message in errors:
+        app.register_error_handler(code, _page_error(code, message))
     return app
+
+
+def _page_error(code: int, message: str):
+    def handler(exc):
+        if request.path.startswith("/api/"):
+            from web.api import error
+
+            codes = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 500: "internal"}
+            return error(code, codes[code], message)
+        return render_template("error.html", code=code, message=message), code
+
+    return handler
+
+
+def secret_key(config: Config) -> str:
+    """The session signing key: from the configured environment variable, else generated once into data_dir."""
+    from_env = secret(config.web.secret_key_env)
+    if from_env:
+        return from_env
+    path = Path(config.inlet.data_dir) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:  # O_EXCL: when two processes race, both end up using the first one's key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

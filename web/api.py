@@ -1,0 +1,176 @@
+"""REST API ``/api/v1``: incidents, the lifecycle actions, timelines and notes, for automation.
+
+Every request but the OpenAPI document carries a per-user token
+(``Authorization: Bearer inl_…``, issued with ``inlet user`` or on the Users
+page); the API never looks at session cookies, so it needs no CSRF token.
+The same roles and visibility rules as the UI apply. Documents have the
+stable shape of store/documents.py. Errors are ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request, url_for
+
+from gateway import accounts
+from gateway.errors import Conflict, InletError, NotFound, TransitionError
+from gateway.lifecycle import normalise_ref
+from store.documents import event_document, incident_document
+from store.models import LEVELS, Event, Incident, User
+from web import actions, queue
+from web.auth import SessionUser
+from web.openapi import openapi_document
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def error(status: int, code: str, message: str):
+    return jsonify(error={"code": code, "message": message}), status
+
+
+def token_user() -> User | None:
+    """The active user whose API token is in the Authorization header, else None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return accounts.user_for_token(token.strip())
+
+
+@bp.before_request
+def _authenticate():
+    if request.endpoint == "api.openapi":
+        return None
+    user = token_user()
+    if user is None:
+        response, status = error(401, "unauthorized", "a valid API token is required: Authorization: Bearer <token>")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="inlet"'
+        return response, status
+    g.api_user = SessionUser(user, current_app.config["INLET"])
+    return None
+
+
+@bp.errorhandler(InletError)
+def _inlet_error(exc: InletError):
+    if isinstance(exc, NotFound):
+        return error(404, "not_found", str(exc))
+    if isinstance(exc, TransitionError):
+        return error(409, "invalid_transition", str(exc))
+    if isinstance(exc, Conflict):
+        return error(409, "conflict", str(exc))
+    return error(400, "invalid", str(exc))
+
+
+@bp.errorhandler(400)
+def _bad_request(exc):
+    return error(400, "invalid", "the request body must be a JSON object")
+
+
+@bp.errorhandler(413)
+def _too_large(exc):
+    return error(413, "too_large", "the request body is too large")
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if data is None and not request.get_data():
+        return {}
+    if not isinstance(data, dict):
+        raise actions.BadInput("the request body must be a JSON object")
+    return data
+
+
+def _incident(ref: str) -> Incident:
+    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref)) if actions.plausible_ref(ref) else None
+    if incident is None or not g.api_user.can_see(incident):
+        raise NotFound(f"no incident {ref!r}")
+    return incident
+
+
+def _lifecycle():
+    from web.incidents import lifecycle
+
+    return lifecycle()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    groups = [group.name for group in current_app.config["INLET"].group]
+    return jsonify(openapi_document(sorted(actions.available(_lifecycle())), groups))
+
+
+@bp.get("/incidents")
+def list_incidents():
+    filters = queue.read_filters(request.args)
+    limit = request.args.get("limit", str(queue.PAGE_SIZE))
+    if not limit.isdigit() or not 1 <= int(limit) <= queue.MAX_PAGE:
+        raise actions.BadInput(f"limit must be a whole number from 1 to {queue.MAX_PAGE}")
+    page = queue.fetch(g.api_user, filters, cursor=request.args.get("after", ""), limit=int(limit))
+    return jsonify(incidents=[incident_document(i) for i in page.rows], next=page.next_cursor)
+
+
+@bp.post("/incidents")
+def create_incident():
+    if not g.api_user.can_create():
+        return error(403, "forbidden", "viewers cannot create incidents")
+    data = _body()
+    config = current_app.config["INLET"]
+    text = {
+        name: actions.text_field(data, name, limit=500) for name in ("category", "service", "group", "reporter_name")
+    }
+    if text["group"] and config.group_named(text["group"]) is None:
+        raise actions.BadInput(f"no group {text['group']!r}")
+    incident = _lifecycle().create(
+        title=actions.text_field(data, "title", required=True, limit=500),
+        description=actions.text_field(data, "description"),
+        actor=g.api_user.name,
+        source="api",
+        reporter_email=actions.text_field(data, "reporter_email", limit=320) or None,
+        reporter_name=text["reporter_name"],
+        category=text["category"][:100],
+        service=text["service"][:100],
+        impact=actions.choice_field(data, "impact", LEVELS, "medium"),
+        urgency=actions.choice_field(data, "urgency", LEVELS, "medium"),
+        group=text["group"] or config.fallback_group,
+    )
+    response = jsonify(incident_document(incident))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_incident", ref=incident.ref)
+    return response
+
+
+@bp.get("/incidents/<ref>")
+def get_incident(ref: str):
+    return jsonify(incident_document(_incident(ref)))
+
+
+@bp.get("/incidents/<ref>/timeline")
+def timeline(ref: str):
+    incident = _incident(ref)
+    events = incident.events.order_by(Event.at, Event.id)
+    return jsonify(ref=incident.ref, events=[event_document(e) for e in events])
+
+
+@bp.post("/incidents/<ref>/notes")
+def add_note(ref: str):
+    incident = _incident(ref)
+    if not g.api_user.can_act(incident):
+        return error(403, "forbidden", f"you may not change {incident.ref}")
+    data = _body()
+    public = actions.flag_field(data, "public")
+    event = actions.run(_lifecycle(), "update_public" if public else "note", incident.ref, g.api_user.name, data)
+    response = jsonify(event_document(event))
+    response.status_code = 201
+    return response
+
+
+@bp.post("/incidents/<ref>/actions/<action>")
+def act(ref: str, action: str):
+    incident = _incident(ref)
+    if action not in actions.available(_lifecycle()):
+        return error(404, "not_found", f"no action {action!r}")
+    if not g.api_user.can_act(incident):
+        return error(403, "forbidden", f"you may not change {incident.ref}")
+    result = actions.run(_lifecycle(), action, incident.ref, g.api_user.name, _body())
+    if isinstance(result, Event):
+        return jsonify(event_document(result)), 201
+    return jsonify(incident_document(Incident.get_by_id(incident.id)))

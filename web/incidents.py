@@ -1,0 +1,290 @@
+"""Incident pages: the queue, registering by hand, the incident with its timeline and actions, attachments."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_login import current_user, login_required
+
+from gateway.errors import InletError
+from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
+from parsers.email import EmailOptions, parse_email
+from store.db import db
+from store.documents import incident_document
+from store.models import LEVELS, STATUSES, Attachment, Event, Inbound, Incident, Notification, User
+from web import actions
+from web import queue as queue_query
+from web.auth import role_required
+
+bp = Blueprint("incidents", __name__)
+
+
+def lifecycle():
+    """The service's lifecycle (an app built without services gets its own, for tools and tests)."""
+    services = current_app.config["SERVICES"]
+    if services is not None:
+        return services.lifecycle
+    if "inlet_lifecycle" not in current_app.extensions:
+        from gateway.service import build_lifecycle
+
+        current_app.extensions["inlet_lifecycle"] = build_lifecycle(current_app.config["INLET"])
+    return current_app.extensions["inlet_lifecycle"]
+
+
+def visible_incident(ref: str) -> Incident:
+    """The incident if the current user may see it; 404 otherwise (its existence is not revealed)."""
+    incident = Incident.get_or_none(Incident.ref == normalise_ref(ref)) if actions.plausible_ref(ref) else None
+    if incident is None or not current_user.can_see(incident):
+        abort(404)
+    return incident
+
+
+@bp.get("/")
+@login_required
+def queue_page():
+    return redirect(url_for("incidents.queue"))
+
+
+@bp.get("/incidents")
+@login_required
+def queue():
+    try:
+        filters = queue_query.read_filters(request.args)
+        page = queue_query.fetch(current_user, filters, cursor=request.args.get("after", ""))
+    except queue_query.BadQuery as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("incidents.queue"))
+    config = current_app.config["INLET"]
+    # htmx swaps the rows only; a history restore asks for the whole page again
+    partial = request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request")
+    response = make_response(
+        render_template(
+            "queue_rows.html" if partial else "queue.html",
+            page=page,
+            f=filters,
+            counts=queue_query.counts(current_user, filters),
+            statuses=queue_query.STATUS_CHOICES,
+            sorts=queue_query.SORTS,
+            groups=[g.name for g in config.group],
+            priorities=sorted(config.sla.targets),
+            next_args=_next_args(filters, page.next_cursor),
+            export_args={k: v for k, v in filters.items() if v},
+        )
+    )
+    response.vary.add("HX-Request")
+    return response
+
+
+EXPORT_LIMIT = 100_000
+EXPORT_COLUMNS = (
+    "ref", "title", "status", "priority", "impact", "urgency", "category", "service", "group",
+    "assignee", "reporter", "source", "opened_at", "acknowledged_at", "resolved_at", "closed_at",
+)  # fmt: skip
+
+
+@bp.get("/incidents/export.csv")
+@login_required
+def export():
+    """The queue's incidents under the same filters as CSV (at most EXPORT_LIMIT rows), visible ones only."""
+    try:
+        filters = queue_query.read_filters(request.args)
+    except queue_query.BadQuery as exc:
+        abort(400, str(exc))
+    user = current_user._get_current_object()
+
+    def lines():  # runs after the request has ended: it opens (and closes) its own connection
+        opened = db.connect(reuse_if_open=True)
+        try:
+            yield from _csv_lines(user, filters)
+        finally:
+            if opened and not db.is_closed():
+                db.close()
+
+    response = Response(lines(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = "attachment; filename=incidents.csv"
+    return response
+
+
+def _csv_lines(user, filters: dict):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    cursor, sent = "", 0
+    while sent < EXPORT_LIMIT:
+        page = queue_query.fetch(user, filters, cursor=cursor, limit=queue_query.MAX_PAGE)
+        for incident in page.rows:
+            doc = incident_document(incident)
+            writer.writerow([_cell(doc[name]) for name in EXPORT_COLUMNS])
+        sent += len(page.rows)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+
+def _cell(value) -> str:
+    """A CSV cell; text that a spreadsheet would run as a formula is prefixed with a quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _next_args(filters: dict, cursor: str | None) -> dict | None:
+    if cursor is None:
+        return None
+    args = {k: v for k, v in filters.items() if v}
+    args["after"] = cursor
+    return args
+
+
+NEW_FIELDS = ("title", "reporter_email", "reporter_name", "category", "service", "group")
+
+
+@bp.route("/incidents/new", methods=["GET", "POST"])
+@role_required("admin", "agent")
+def new():
+    config = current_app.config["INLET"]
+    form = request.form
+    if request.method == "POST":
+        try:
+            text = {name: actions.text_field(form, name, limit=500) for name in NEW_FIELDS}
+            incident = lifecycle().create(
+                title=text["title"],
+                description=actions.text_field(form, "description"),
+                actor=current_user.name,
+                reporter_email=text["reporter_email"] or None,
+                reporter_name=text["reporter_name"],
+                category=text["category"][:100],
+                service=text["service"][:100],
+                impact=actions.choice_field(form, "impact", LEVELS, "medium"),
+                urgency=actions.choice_field(form, "urgency", LEVELS, "medium"),
+                group=_known_group(text["group"]) or config.fallback_group,
+                source=form.get("channel", "manual") if form.get("channel") in ("phone", "walk-in") else "manual",
+            )
+        except InletError as exc:
+            flash(str(exc), "error")
+            return render_template("new.html", form=form, levels=LEVELS, groups=config.group), 400
+        flash(f"Registered {incident.ref}.", "ok")
+        return redirect(url_for("incidents.show", ref=incident.ref), 303)
+    return render_template("new.html", form={}, levels=LEVELS, groups=config.group)
+
+
+def _known_group(name: str) -> str:
+    config = current_app.config["INLET"]
+    name = name.strip()
+    if name and config.group_named(name) is None:
+        raise InletError(f"no group {name!r}")
+    return name
+
+
+@bp.get("/incidents/<ref>")
+@login_required
+def show(ref: str):
+    incident = visible_incident(ref)
+    events = list(incident.events.order_by(Event.at, Event.id))
+    attachments = {}
+    for a in Attachment.select(
+        Attachment.id, Attachment.event, Attachment.filename, Attachment.size, Attachment.content_type
+    ).where(Attachment.incident == incident):
+        attachments.setdefault(a.event_id, []).append(a)
+    emails = {e.id: _email_view(e.inbound) for e in events if e.inbound_id}
+    notifications = list(incident.notifications.order_by(Notification.created_at, Notification.id))
+    by_event = {}
+    for n in notifications:
+        by_event.setdefault(n.event_id, []).append(n)
+    config = current_app.config["INLET"]
+    return render_template(
+        "incident.html",
+        incident=incident,
+        events=events,
+        attachments=attachments,
+        emails={k: v for k, v in emails.items() if v},
+        unlinked_attachments=attachments.get(None, []),
+        notifications=notifications,
+        notifications_by_event=by_event,
+        can_act=current_user.can_act(incident),
+        actions=actions.available(lifecycle()),
+        groups=[g.name for g in config.group],
+        users=[u.name for u in User.select(User.name).where(User.active == True).order_by(User.name)],  # noqa: E712
+        levels=LEVELS,
+        fix_types=FIX_TYPES,
+        link_kinds=LINK_KINDS,
+        statuses=STATUSES,
+        children=list(incident.children.select(Incident.ref, Incident.title, Incident.status)),
+    )
+
+
+EMAIL_SOURCES = ("smtp", "imap", "import")
+
+
+def _email_view(inbound: Inbound) -> dict | None:
+    """Sender, subject and HTML body of a stored email, read again from its raw bytes for display."""
+    if inbound is None or inbound.source not in EMAIL_SOURCES or not inbound.raw:
+        return None
+    try:
+        signal = parse_email(bytes(inbound.raw), EmailOptions(ref_prefix=current_app.config["INLET"].inlet.ref_prefix))
+    except Exception:  # a message that no longer parses is still in the timeline as text
+        return None
+    return {
+        "from_name": signal.reporter_name or "",
+        "from_email": signal.reporter_email or "",
+        "subject": signal.title,
+        "html": signal.html,
+    }
+
+
+@bp.post("/incidents/<ref>/<action>")
+@login_required
+def act(ref: str, action: str):
+    incident = visible_incident(ref)
+    if not current_user.can_act(incident):
+        abort(403)
+    try:
+        actions.run(lifecycle(), action, incident.ref, current_user.name, request.form)
+    except InletError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"{incident.ref}: {actions.ACTIONS[action].title.lower()} done.", "ok")
+    return redirect(url_for("incidents.show", ref=incident.ref), 303)
+
+
+@bp.get("/attachments/<int:attachment_id>")
+@login_required
+def attachment(attachment_id: int):
+    """An attachment, always as a download (never rendered inline), only to those who see its incident."""
+    row = Attachment.get_or_none(Attachment.id == attachment_id)
+    if row is None or row.data is None:
+        abort(404)
+    incident = row.incident if row.incident_id else (row.inbound.incident if row.inbound_id else None)
+    if incident is None or not current_user.can_see(incident):
+        abort(404)
+    response = send_file(
+        io.BytesIO(row.data),
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=_download_name(row.filename),
+    )
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+def _download_name(filename: str) -> str:
+    """The stored name, reduced to a safe base name (never a path)."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable() and c not in '"<>:|?*').strip(" .")
+    return name[:150] or "attachment.bin"

@@ -1,0 +1,296 @@
+"""The OpenAPI 3.1 document of ``/api/v1``, built from the same tables the API uses.
+
+tests/test_api.py checks that every route is documented, and that every
+answer the API gives validates against the schema it declares.
+"""
+
+from __future__ import annotations
+
+from gateway.lifecycle import FIX_TYPES, LINK_KINDS
+from store.documents import INCIDENT_KEYS
+from store.models import LEVELS
+from web import actions, queue
+
+# Text fields that must not be blank: a character that is neither space nor NUL (which the API strips).
+NOT_BLANK = r"[^\s\u0000]"
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+INCIDENT_SCHEMA = {
+    "type": "object",
+    "required": list(INCIDENT_KEYS),
+    "properties": {
+        "ref": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "string"},
+        "priority": {"type": "string"},
+        "impact": {"type": "string", "enum": list(LEVELS)},
+        "urgency": {"type": "string", "enum": list(LEVELS)},
+        "category": _NULLABLE_STRING,
+        "service": _NULLABLE_STRING,
+        "group": _NULLABLE_STRING,
+        "assignee": _NULLABLE_STRING,
+        "reporter": _NULLABLE_STRING,
+        "source": {"type": "string"},
+        "opened_at": {"type": "string", "format": "date-time"},
+        "acknowledged_at": _TIME,
+        "resolved_at": _TIME,
+        "closed_at": _TIME,
+        "cancelled_at": _TIME,
+        "respond_by": _TIME,
+        "resolve_by": _TIME,
+        "signal_count": {"type": "integer"},
+        "description": {"type": "string"},
+        "procedure": {"type": "string"},
+        "major": {"type": "boolean"},
+        "security": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "reopen_count": {"type": "integer"},
+        "reassignment_count": {"type": "integer"},
+        "parent": _NULLABLE_STRING,
+        "resolution": {"type": "object"},
+    },
+}
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["at", "type", "actor", "visibility", "body"],
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "type": {"type": "string"},
+        "actor": {"type": "string"},
+        "visibility": {"type": "string", "enum": ["public", "internal"]},
+        "body": {"type": "string"},
+        "field": {"type": "string"},
+        "old": _NULLABLE_STRING,
+        "new": _NULLABLE_STRING,
+    },
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {
+        400: "Invalid input",
+        401: "Missing or wrong API token",
+        403: "Your role may not do this",
+        404: "No such incident (or not visible to you)",
+        409: "Not allowed from the incident's current state",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _ref_param() -> dict:
+    return {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}, "example": "INC-1"}
+
+
+def openapi_document(action_names: list[str], groups: list[str]) -> dict:
+    """The document for the actions this lifecycle offers and the configured groups."""
+    filters = [
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(queue.STATUS_CHOICES)}},
+        {"name": "priority", "in": "query", "schema": {"type": "string"}},
+        {"name": "group", "in": "query", "schema": {"type": "string"}},
+        {"name": "category", "in": "query", "schema": {"type": "string"}},
+        {"name": "assignee", "in": "query", "schema": {"type": "string"}},
+        {"name": "source", "in": "query", "schema": {"type": "string"}},
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "A reference or words of the title"},
+        {"name": "view", "in": "query", "schema": {"type": "string", "enum": list(queue.VIEWS)}},
+        {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(queue.SORTS)}},
+        {
+            "name": "after",
+            "in": "query",
+            "schema": {"type": "string", "pattern": r"^P[0-9]{1,2}\.[0-9]{1,18}$"},
+            "description": "The `next` of the last page",
+        },
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": queue.MAX_PAGE}},
+    ]
+    action_paths = {
+        f"/api/v1/incidents/{{ref}}/actions/{name}": _action_operation(name, groups) for name in action_names
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Inlet API", "version": "1"},
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Incident": INCIDENT_SCHEMA, "Event": EVENT_SCHEMA, "Error": ERROR_SCHEMA},
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/v1/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "This document")},
+                }
+            },
+            "/api/v1/incidents": {
+                "get": {
+                    "operationId": "listIncidents",
+                    "parameters": filters,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["incidents", "next"],
+                                "properties": {
+                                    "incidents": {"type": "array", "items": _ref("Incident")},
+                                    "next": _NULLABLE_STRING,
+                                },
+                            },
+                            "One page of incidents; pass `next` as `after` for the following page",
+                        ),
+                        **_errors(400, 401),
+                    },
+                },
+                "post": {
+                    "operationId": "createIncident",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["title"],
+                                    "properties": {
+                                        "title": {"type": "string", "pattern": NOT_BLANK},
+                                        "description": {"type": "string"},
+                                        "reporter_email": {"type": "string"},
+                                        "reporter_name": {"type": "string"},
+                                        "category": {"type": "string"},
+                                        "service": {"type": "string"},
+                                        "group": {"type": "string", "enum": [*groups, ""]},
+                                        "impact": {"type": "string", "enum": list(LEVELS)},
+                                        "urgency": {"type": "string", "enum": list(LEVELS)},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"201": _json(_ref("Incident"), "The new incident"), **_errors(400, 401, 403)},
+                },
+            },
+            "/api/v1/incidents/{ref}": {
+                "get": {
+                    "operationId": "getIncident",
+                    "parameters": [_ref_param()],
+                    "responses": {"200": _json(_ref("Incident"), "The incident"), **_errors(401, 404)},
+                }
+            },
+            "/api/v1/incidents/{ref}/timeline": {
+                "get": {
+                    "operationId": "getTimeline",
+                    "parameters": [_ref_param()],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["ref", "events"],
+                                "properties": {
+                                    "ref": {"type": "string"},
+                                    "events": {"type": "array", "items": _ref("Event")},
+                                },
+                            },
+                            "Every event, oldest first",
+                        ),
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/incidents/{ref}/notes": {
+                "post": {
+                    "operationId": "addNote",
+                    "parameters": [_ref_param()],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["body"],
+                                    "properties": {
+                                        "body": {"type": "string", "pattern": NOT_BLANK},
+                                        "public": {
+                                            "type": "boolean",
+                                            "description": "A public update reaches the reporter",
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"201": _json(_ref("Event"), "The note"), **_errors(400, 401, 403, 404, 409)},
+                }
+            },
+            **action_paths,
+        },
+    }
+
+
+# Field limits as web/actions.py applies them; text that must not be blank has a non-space character.
+_LIMITS = {"code": 64, "cause": 64, "other": 32, "title": 500, "category": 500, "service": 500}
+_ANY_OF = {"assign": ("group", "assignee"), "update": ("title", "category", "service", "impact", "urgency")}
+
+
+def _field_schema(action: str, field: str, kind: str, required: bool, groups: list[str]) -> dict:
+    if kind == "array":
+        item = {"type": "object", "properties": {"what": {"type": "string"}, "owner": {"type": "string"}}}
+        return {"type": "array", "items": item}
+    schema: dict = {"type": "string", "maxLength": _LIMITS.get(field, 20000)}
+    if required or (action, field) in (("update", "title"), ("assign", "assignee")):
+        schema["pattern"] = NOT_BLANK
+    enums = {
+        "fix": list(FIX_TYPES),
+        "impact": list(LEVELS),
+        "urgency": list(LEVELS),
+        "group": [*groups, ""] if action != "assign" else list(groups),
+        "kind": list(LINK_KINDS) if action == "link" else ["functional", "hierarchical"],
+    }
+    if field in enums:
+        schema = {"type": "string", "enum": enums[field]}
+    return schema
+
+
+def _action_operation(name: str, groups: list[str]) -> dict:
+    """One operation per action: its body differs from action to action."""
+    action = actions.ACTIONS[name]
+    properties = {f: _field_schema(name, f, kind, req, groups) for f, kind, req in action.fields}
+    required = [f for f, _kind, req in action.fields if req]
+    body: dict = {"type": "object", "properties": properties}
+    if required:
+        body["required"] = required
+    if name in _ANY_OF:
+        body["anyOf"] = [{"required": [f]} for f in _ANY_OF[name]]
+    answer = (
+        {"201": _json(_ref("Event"), "The note or public update")}
+        if name in ("note", "update_public")
+        else {"200": _json(_ref("Incident"), "The incident after the action")}
+    )
+    return {
+        "post": {
+            "operationId": f"action_{name}",
+            "summary": action.title,
+            "parameters": [_ref_param()],
+            "requestBody": {
+                "required": bool(required or name in _ANY_OF),
+                "content": {"application/json": {"schema": body}},
+            },
+            "responses": {**answer, **_errors(400, 401, 403, 404, 409)},
+        }
+    }
