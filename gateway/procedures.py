@@ -38,6 +38,17 @@ MAJOR_REMINDER, AUTO_CLOSE = "major_reminder", "auto_close"
 PROCEDURES = ("major", "security", "standard", "low-impact")
 
 
+# What the public status page says after a lifecycle step of a major incident;
+# the commander may say more in between (lifecycle.update(status_page=...)).
+STATUS_PAGE_FOLLOWS = {
+    "start": "identified",
+    "resume": "identified",
+    "reopen": "identified",
+    "resolve": "monitoring",
+    "close": "resolved",
+}
+
+
 @dataclass(frozen=True)
 class ProceduresSection:
     categories: list[str] = setting(
@@ -127,9 +138,9 @@ class Procedures:
             action == "update" and "major" in change.before and incident.major and not change.before["major"]
         ):
             self._declare_major(change, now)
+        if incident.major and action in STATUS_PAGE_FOLLOWS:
+            self._set_status_page(change, STATUS_PAGE_FOLLOWS[action])
         if action == "resolve":
-            if incident.major:
-                self._set_status_page(change, "resolved")
             cancel_timers(incident, (MAJOR_REMINDER,))
             if incident.procedure == "low-impact" and not (incident.major or incident.security):
                 upsert_timer(incident, AUTO_CLOSE, 0, now + config.procedures.auto_close_after)

@@ -489,6 +489,7 @@ def test_status_page_shows_public_updates_of_major_incidents_only(web):
     major = web.lifecycle.create(title="Email is down", actor="t", group="service-desk", service="email", major=True)
     web.lifecycle.note(major.ref, "desk", "Internal: the DB admin is on holiday")
     web.lifecycle.note(major.ref, "desk", "We found the cause and are fixing it.", public=True)
+    web.lifecycle.assign(major.ref, "desk", assignee="desk")  # the commander
     web.lifecycle.start(major.ref, "desk")
     web.lifecycle.create(title="Hidden breach", actor="t", group="security", service="vpn", major=True, security=True)
     page = web.client().get("/status").text

@@ -10,15 +10,6 @@ from store.models import ACKNOWLEDGED, CLOSED, IN_PROGRESS, NEW, ON_HOLD, RESOLV
 
 bp = Blueprint("status", __name__)
 
-# Lifecycle status -> what the public is told.
-PUBLIC_STATE = {
-    NEW: "investigating",
-    ACKNOWLEDGED: "investigating",
-    IN_PROGRESS: "identified",
-    ON_HOLD: "identified",
-    RESOLVED: "monitoring",
-    CLOSED: "resolved",
-}
 RECENT = timedelta(hours=24)  # how long a closed major incident stays on the page
 
 
@@ -28,7 +19,7 @@ def ongoing(now: datetime | None = None) -> dict[str, list[dict]]:
     query = (
         Incident.select(
             Incident.id, Incident.ref, Incident.title, Incident.service, Incident.status, Incident.opened_at,
-            Incident.closed_at,
+            Incident.closed_at, Incident.status_page,
         )
         .where(
             (Incident.major == True)  # noqa: E712
@@ -54,7 +45,7 @@ def ongoing(now: datetime | None = None) -> dict[str, list[dict]]:
             {
                 "ref": incident.ref,
                 "title": incident.title,
-                "state": PUBLIC_STATE.get(incident.status, "investigating"),
+                "state": incident.status_page or "investigating",  # kept by gateway/procedures.py
                 "since": incident.opened_at,
                 "updates": [{"at": u.at, "body": u.body} for u in updates],
             }
