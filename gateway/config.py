@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
@@ -104,6 +105,8 @@ class Config:
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
     sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
     calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
+    integration: list[Integration] = setting(factory=list, help="Webhook integrations: POST /hooks/<name>.")
+    maintenance: list[Maintenance] = setting(factory=list, help="Maintenance windows: matching alerts page nobody.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -201,4 +204,5 @@ def _check_references(config: Config) -> None:
     for g in config.group:
         if g.calendar and g.calendar not in calendars:
             raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
+    check_integrations(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

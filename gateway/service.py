@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 
-from gateway import steps
+from gateway import alerts, steps
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.intake import InboundWriter
@@ -37,12 +37,13 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
-        parsers={},
+        parsers={alerts.SOURCE: alerts.parse_webhook_inbound},
         signal_steps=[
-            ("correlate", steps.correlate),
+            # the alert steps wrap the generic ones; inputs of other sources pass straight through
+            ("correlate", alerts.correlate),
             ("classify", steps.classify),
             ("allocate", steps.allocate),
-            ("apply", steps.apply),
+            ("apply", alerts.apply),
         ],
         clock=clock or Clock(),
     )

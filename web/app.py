@@ -23,6 +23,12 @@ def create_app(config, services=None) -> Flask:
         if not db.is_closed():
             db.close()
 
+    # Webhooks: machines authenticated per request by token or signature, not browser sessions.
+    # CSRF protection (Flask-WTF) must exempt this blueprint: csrf.exempt(hooks.bp).
+    from web import hooks
+
+    hooks.init_app(app, services)
+
     @app.get("/healthz")
     def healthz():
         db.execute_sql("SELECT 1")
