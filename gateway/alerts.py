@@ -232,11 +232,7 @@ def _reopen(ctx: Context, integration: Integration, incident, actor: str, contex
 def _flaps_in_window(ctx: Context, integration: Integration, incident) -> int:
     """Reopens of the incident within the flap window (each counted as a flap)."""
     since = ctx.clock.now() - integration.flap_window
-    return (
-        Event.select()
-        .where((Event.incident == incident) & (Event.type == "reopened") & (Event.at >= since))
-        .count()
-    )
+    return Event.select().where((Event.incident == incident) & (Event.type == "reopened") & (Event.at >= since)).count()
 
 
 def _set_state(incident, s: Signal, now) -> str | None:

@@ -160,7 +160,7 @@ def check_integrations(config) -> None:
     for i in config.integration:
         where = f"[[integration]] {i.name!r}"
         if not i.name or any(c in i.name for c in "/?#% ") or i.name != i.name.strip():
-            raise KeyProblem((where, "name"), "must be a plain name usable in a URL path (no '/', '?', '#', '%', blanks)")
+            raise KeyProblem((where, "name"), "must be a plain name for a URL path (no '/', '?', '#', '%', blanks)")
         if i.group and i.group not in groups:
             raise KeyProblem((where, "group"), f"no [[group]] named {i.group!r}")
         if i.auth == "bearer" and not i.token_env:
@@ -262,7 +262,8 @@ def authenticate(integration: Integration, headers, body: bytes, now: datetime) 
             return secret
         given = headers.get(integration.signature_header, "")
         if not given:
-            return Denied(401, f"authentication required: send the HMAC-SHA256 signature in {integration.signature_header}")
+            header = integration.signature_header
+            return Denied(401, f"authentication required: send the HMAC-SHA256 signature in {header}")
         signed = body
         if integration.timestamp_header:
             stamp = headers.get(integration.timestamp_header, "")

@@ -26,6 +26,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.errors import ParseError, StoreUnavailable
+from gateway.intake import InboundRecord
 from gateway.integrations import (
     RateLimiter,
     RecentRequests,
@@ -33,7 +34,6 @@ from gateway.integrations import (
     authenticate_routing_key,
     integration_named,
 )
-from gateway.intake import InboundRecord
 
 log = logging.getLogger("inlet.hooks")
 
