@@ -369,10 +369,15 @@ class Lifecycle:
             if before["flapping"] != flapping:
                 body = "flapping: paging stops until it is stable" if flapping else "stable again: paging resumes"
                 event = self._event(
-                    incident, "changed", actor, INTERNAL, field="flapping", old=before["flapping"], new=flapping
+                    incident,
+                    "changed",
+                    actor,
+                    INTERNAL,
+                    field="flapping",
+                    old=before["flapping"],
+                    new=flapping,
+                    body=body,
                 )
-                event.body = body
-                event.save()
                 self._run_hooks(Change("flap", incident, event, actor, before, context or {}))
         return incident
 
