@@ -155,6 +155,7 @@ def apply(ctx: Context) -> None:
         )
         if s.fingerprint:
             add_key(ctx.incident, steps.FINGERPRINT, s.fingerprint, now, state=FIRING_STATE)
+        ctx.extras.setdefault("created", set()).add(ctx.incident.id)
         ctx.outcome = "created"
         ctx.decide("apply", result="created", incident=ctx.incident.ref, paging=not context)
         return
@@ -173,6 +174,8 @@ def apply(ctx: Context) -> None:
             result = "acknowledged"
     elif incident.status == INCIDENT_RESOLVED:
         result = _reopen(ctx, integration, incident, actor, context)
+    elif previous is None and incident.id in ctx.extras.get("created", ()):
+        result = "alert joins"  # a further alert of the request that opened the incident: not news
     elif previous != FIRING_STATE and incident.status in OPEN_STATUSES:
         what = "joins" if previous is None else "fires again"
         lc.note(incident.ref, actor, f"Alert {_name(s)} {what}.", context=NO_PAGE)
