@@ -165,7 +165,9 @@ def receive(name: str):
 
 def _stored_dedup_key(inbound_id: int) -> str | None:
     """The dedup key generated for the first delivery of a re-delivered PagerDuty trigger."""
+    from store.db import db
     from store.models import Inbound
 
-    row = Inbound.get_or_none(Inbound.id == inbound_id)
+    with db.connection_context():
+        row = Inbound.get_or_none(Inbound.id == inbound_id)
     return (row.headers or {}).get(GENERATED_DEDUP_HEADER) if row else None
