@@ -245,12 +245,9 @@ rate_limit = 0
 
     ratio = inlet_result["rate"] / bare_result["rate"]
     print(f"webhook intake: {args.n} Alertmanager events, {args.c} concurrent clients, waitress {args.threads} threads")
-    print(
-        f"  bare Flask 202:   {bare_result['rate']:8.0f} events/s  p50 {bare_result['p50']:6.2f} ms  p99 {bare_result['p99']:6.2f} ms"
-    )  # noqa: E501
-    print(
-        f"  inlet serve:      {inlet_result['rate']:8.0f} events/s  p50 {inlet_result['p50']:6.2f} ms  p99 {inlet_result['p99']:6.2f} ms"
-    )  # noqa: E501
+    for label, result in (("bare Flask 202:", bare_result), ("inlet serve:", inlet_result)):
+        rate, p50, p99 = result["rate"], result["p50"], result["p99"]
+        print(f"  {label:17} {rate:8.0f} events/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     print(f"  ratio:            {ratio:8.0%}  (target >= 75 %)")
     print(f"  last 202 -> last event applied to its incident: {lag:.2f} s")
 

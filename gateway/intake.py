@@ -26,7 +26,7 @@ import peewee
 
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
-from store.db import db
+from store.db import db, local_write_turn
 from store.models import PENDING, Inbound
 
 log = logging.getLogger("inlet.intake")
@@ -125,7 +125,8 @@ class InboundWriter:
             # One connection for the writer's life: on SQLite, closing the last connection checkpoints
             # the WAL, which per batch would cost more than the batch itself.
             db.connect(reuse_if_open=True)
-            results = self._insert(batch)
+            with local_write_turn():
+                results = self._insert(batch)
         except Exception as exc:  # the whole batch failed: try each row alone, so one bad row fails alone
             if not db.is_closed():
                 db.close()  # a broken connection is not reused

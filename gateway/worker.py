@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import peewee
 
-from store.db import db
+from store.db import db, local_write_turn
 
 log = logging.getLogger("inlet.worker")
 
@@ -70,7 +70,8 @@ def pipeline_tick(pipeline, batch: int = 200) -> Callable[[], int]:
     def tick() -> int:
         ids = pending_ids(batch)
         for inbound_id in ids:
-            pipeline.run(inbound_id)
+            with local_write_turn():
+                pipeline.run(inbound_id)
         return len(ids)
 
     return tick
