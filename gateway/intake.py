@@ -16,6 +16,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -65,6 +66,8 @@ class InboundWriter:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._last_commit = 0.0  # time.monotonic() of the last commit
+        self._pause = threading.Event()  # never set: a timed wait
 
     # ------------------------------------------------------------ callers
 
@@ -83,6 +86,21 @@ class InboundWriter:
             return self.submit(record).result(timeout=timeout)
         except FutureTimeout:
             raise StoreUnavailable(f"the store did not commit within {timeout:g}s") from None
+
+    def wait_quiet(self, quiet: float = 0.02, at_most: float = 0.02) -> None:
+        """Wait until nothing was committed for ``quiet`` seconds, or ``at_most`` seconds passed.
+
+        Background work in this process (the pipeline worker) calls it before each unit, so a
+        burst of intake is acknowledged first and applied right after, instead of both sharing
+        one interpreter lock and one SQLite write lock evenly while senders wait.
+        """
+        deadline = time.monotonic() + at_most
+        while True:
+            now = time.monotonic()
+            busy_for = quiet - (now - self._last_commit)
+            if busy_for <= 0 or now >= deadline:
+                return
+            self._pause.wait(min(busy_for, deadline - now))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,6 +156,7 @@ class InboundWriter:
             log.error("cannot store inbound from %s: %s", record.source, exc)
             future.set_exception(StoreUnavailable(f"cannot store the message: {_reason(exc)}"))
             return
+        self._last_commit = time.monotonic()
         for (_record, future), accepted in zip(batch, results, strict=True):
             future.set_result(accepted)
         if self.on_commit:
