@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -164,12 +165,22 @@ def test_grafana_hmac_with_timestamp(inlet):
     assert inlet.post("grafana", None, raw=body, token=None, headers=replayed).status_code == 403
     assert inlet.post("grafana", None, raw=body, token=None, headers={**headers, sig: good}).status_code == 202
     inlet.settled()
-    assert len(inlet.incidents("grafana")) >= 1
+    (incident,) = inlet.incidents("grafana")
+    assert incident.signal_count == 2 and incident.source == "grafana"
 
-    resolved = json.dumps(load("grafana_resolved.json")).encode()
+    resolved = load("grafana_firing.json")
+    resolved["status"] = "resolved"
+    for alert in resolved["alerts"]:
+        alert["status"] = "resolved"
+    resolved = json.dumps(resolved).encode()
     good = hmac.new(SECRET.encode(), stamp.encode() + b":" + resolved, hashlib.sha256).hexdigest()
     assert inlet.post("grafana", None, raw=resolved, token=None, headers={**headers, sig: good}).status_code == 202
+    unrelated = json.dumps(load("grafana_resolved.json")).encode()  # a recovery with no open incident: ignored
+    good = hmac.new(SECRET.encode(), stamp.encode() + b":" + unrelated, hashlib.sha256).hexdigest()
+    assert inlet.post("grafana", None, raw=unrelated, token=None, headers={**headers, sig: good}).status_code == 202
     inlet.settled()
+    assert Incident.get_by_id(incident.id).status == "resolved"
+    assert len(inlet.incidents("grafana")) == 1
 
 
 def test_github_style_signature(inlet):
@@ -385,3 +396,68 @@ def test_maintenance_window_records_without_paging(inlet):
     inlet.post("plain", generic(key="db-2", labels={"cluster": "db"}))
     inlet.settled()
     assert pages[-1] == ("create", True)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "x", "kind": "generic", "token_env": "T", "group": "nope"}, "group: no [[group]] named 'nope'"),
+        ({"name": "x", "kind": "generic"}, "token_env: auth = 'bearer' needs token_env"),
+        ({"name": "x", "kind": "generic", "auth": "hmac"}, "secret_env: auth = 'hmac' needs secret_env"),
+        ({"name": "x", "kind": "generic", "auth": "routing_key", "routing_key_env": "K"}, "for kind = 'pagerduty'"),
+        ({"name": "x/y", "kind": "generic", "token_env": "T"}, "name: must be a plain name"),
+        ({"name": "x", "kind": "nagios", "token_env": "T"}, "kind: must be one of alertmanager"),
+        ({"name": "x", "kind": "generic", "token_env": "T", "mapping": {"titel": "a"}}, "unknown field 'titel'"),
+        ({"name": "x", "kind": "am", "token_env": "T", "severity_map": {"p": ["x", "y"]}}, "kind: must be one of"),
+        ({"name": "x", "kind": "generic", "token_env": "T", "severity_map": {"p": ["x", "y"]}}, "'p' must be"),
+        ({"name": "x", "kind": "grafana", "token_env": "T", "mapping": {"title": "a"}}, "for kind = 'generic' only"),
+    ],
+)
+def test_integration_config_errors(tmp_path, entry, message):
+    from gateway.config import config_from_dict
+    from gateway.errors import ConfigError
+    from tests.conftest import base_config_dict
+
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(base_config_dict("sqlite:///x.db", integration=[entry]), "c.toml")
+    assert message in str(caught.value) and "[[integration]]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"start": "2026-01-05T08:00:00", "end": "2026-01-05T09:00:00+00:00"}, "start: not an ISO 8601 time"),
+        ({"start": "2026-01-05T08:00:00Z", "end": "2026-01-05T07:00:00Z"}, "end: must be after start"),
+        ({"start": "2026-01-05T08:00:00Z", "end": "2026-01-05T09:00:00Z", "integrations": ["x"]}, "no [[integr"),
+    ],
+)
+def test_maintenance_config_errors(window, message):
+    from gateway.config import config_from_dict
+    from gateway.errors import ConfigError
+    from tests.conftest import base_config_dict
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict(base_config_dict("sqlite:///x.db", maintenance=[{"name": "m", **window}]), "c.toml")
+
+
+def test_example_config_loads_without_its_secrets(monkeypatch):
+    from gateway.config import load_config
+    from tests.conftest import ROOT
+
+    monkeypatch.delenv("INLET_ALERTMANAGER_TOKEN", raising=False)
+    config = load_config(ROOT / "config.example.toml")
+    assert [i.name for i in config.integration] == ["alertmanager"]
+
+
+def test_missing_secret_is_logged_once(inlet, caplog):
+    from gateway import integrations
+
+    integrations._warned.clear()  # other tests of this process may have warned already
+    with caplog.at_level("WARNING", logger="inlet.hooks"):
+        for _ in range(3):
+            assert inlet.post("unset", generic()).status_code == 503
+    warnings = [r.getMessage() for r in caplog.records if "HOOK_TOKEN_NOT_SET" in r.getMessage()]
+    assert len(warnings) == 1
