@@ -36,7 +36,7 @@ from gateway.lifecycle import add_key
 from gateway.pipeline import Context, Discard
 from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
 from parsers.webhooks import parse_webhook
-from store.models import NEW, OPEN_STATUSES, CorrelationKey, Event
+from store.models import NEW, OPEN_STATUSES, CorrelationKey, Event, Incident
 from store.models import RESOLVED as INCIDENT_RESOLVED
 
 SOURCE = "webhook"
@@ -98,7 +98,7 @@ def correlate(ctx: Context) -> None:
         return
     s, now = ctx.signal, ctx.clock.now()
     for kind, value in ((steps.FINGERPRINT, s.fingerprint), (steps.GROUP, s.group_key)):
-        incident = steps.find_by_key(kind, [value]) if value else None
+        incident = _find_open(kind, value) if value else None
         if incident is None:
             continue
         if incident.status == INCIDENT_RESOLVED and (
@@ -108,6 +108,17 @@ def correlate(ctx: Context) -> None:
         ctx.incident, ctx.match = incident, kind
         break
     ctx.decide("correlate", incident=ctx.incident.ref if ctx.incident else None, by=ctx.match or "new")
+
+
+def _find_open(kind: str, value: str) -> Incident | None:
+    """Like steps.find_by_key for one key, in one indexed query (the hot path of a storm)."""
+    return (
+        Incident.select()
+        .join(CorrelationKey, on=(CorrelationKey.incident == Incident.id))
+        .where((CorrelationKey.kind == kind) & (CorrelationKey.value == value[:512]) & (CorrelationKey.open == True))  # noqa: E712
+        .order_by(CorrelationKey.id.desc())
+        .first()
+    )
 
 
 # ---------------------------------------------------------------- apply
@@ -164,13 +175,13 @@ def apply(ctx: Context) -> None:
     if incident.flapping:
         context = dict(NO_PAGE)
     previous = _set_state(incident, s, now)
-    lc.add_signal(incident.ref, actor, at=now)
+    ctx.incident = lc.add_signal(incident.ref, actor, at=now)
     result = "repeat"
     if s.status == RESOLVED:
         result = _on_resolved(ctx, integration, incident, previous, actor)
     elif s.status == ACKNOWLEDGED:
         if incident.status == NEW:
-            lc.acknowledge(incident.ref, actor)
+            ctx.incident = lc.acknowledge(incident.ref, actor)
             result = "acknowledged"
     elif incident.status == INCIDENT_RESOLVED:
         result = _reopen(ctx, integration, incident, actor, context)
@@ -180,7 +191,6 @@ def apply(ctx: Context) -> None:
         what = "joins" if previous is None else "fires again"
         lc.note(incident.ref, actor, f"Alert {_name(s)} {what}.", context=NO_PAGE)
         result = "alert firing"
-    ctx.incident = lc.get(incident.ref)
     ctx.outcome = "updated"
     ctx.decide("apply", result=result, incident=incident.ref)
 
@@ -200,7 +210,7 @@ def _on_resolved(ctx: Context, integration: Integration, incident, previous: str
     policy = integration.resolve_when
     if policy == "any" or (policy == "all" and still_firing == 0):
         lc = ctx.lifecycle
-        lc.resolve(
+        ctx.incident = lc.resolve(
             incident.ref,
             actor,
             code="auto-recovered",
@@ -208,7 +218,7 @@ def _on_resolved(ctx: Context, integration: Integration, incident, previous: str
             cause="monitoring",
         )
         if incident.flapping and _flaps_in_window(ctx, integration, incident) <= integration.flap_threshold:
-            lc.flap(incident.ref, actor, flapping=False, count=False)
+            ctx.incident = lc.flap(incident.ref, actor, flapping=False, count=False)
         return "resolved"
     if previous != RESOLVED_STATE:
         left = f"{still_firing} still firing" if policy == "all" else "resolve_when = never"
@@ -225,9 +235,10 @@ def _reopen(ctx: Context, integration: Integration, incident, actor: str, contex
         flapping = _flaps_in_window(ctx, integration, incident) + 1 > integration.flap_threshold
     if flapping:
         context = dict(NO_PAGE)
-    lc.reopen(incident.ref, actor, reason=f"the source reports the problem again: {ctx.signal.title}", context=context)
+    reason = f"the source reports the problem again: {ctx.signal.title}"
+    ctx.incident = lc.reopen(incident.ref, actor, reason=reason, context=context)
     if auto:
-        lc.flap(incident.ref, actor, flapping=flapping, context=context)
+        ctx.incident = lc.flap(incident.ref, actor, flapping=flapping, context=context)
         return "reopened (flap)" + (", flapping" if flapping else "")
     return "reopened"
 
