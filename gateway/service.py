@@ -66,7 +66,16 @@ class WebServer:
             ident="inlet",
             clear_untrusted_proxy_headers=True,
         )
-        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self._stopping = False
+        self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, ValueError):
+            # stop() closes the sockets under the running select(): EBADF then is the way out, not an error
+            if not self._stopping:
+                raise
 
     @property
     def port(self) -> int:
@@ -81,6 +90,7 @@ class WebServer:
     def stop(self) -> None:
         from waitress import wasyncore
 
+        self._stopping = True
         self.server.task_dispatcher.shutdown()
         wasyncore.close_all(self.server._map)
         self.thread.join(timeout=10)
