@@ -278,6 +278,14 @@ def test_oversize_and_content_type(inlet):
     big = {"title": "x", "message": "y" * 1_100_000}
     answer = inlet.post("plain", big)
     assert answer.status_code == 413 and "larger than" in answer.json()["error"]
+    chunks = iter([b'{"title": "x", "message": "', b"y" * 1_100_000, b'"}'])  # chunked: no Content-Length
+    chunked = inlet.http.post(
+        f"{inlet.url}/hooks/plain",
+        data=chunks,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert chunked.status_code == 413 and "larger than" in chunked.json()["error"]
     text = inlet.post("plain", None, raw=b"title=x", headers={"Content-Type": "text/plain"})
     assert text.status_code == 415 and "application/json" in text.json()["error"]
     assert Inbound.select().count() == 0

@@ -23,6 +23,7 @@ import re
 import uuid
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.errors import ParseError, StoreUnavailable
@@ -88,7 +89,10 @@ def receive(name: str):
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         return _error(415, f"Content-Type must be application/json, got '{mimetype or 'none'}'")
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:  # a chunked body without Content-Length, cut at the limit
+        return _error(413, f"request body larger than {limit} bytes")
     if len(body) > limit:
         return _error(413, f"request body larger than {limit} bytes")
 
