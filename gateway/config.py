@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.explain import RuleTest
+from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
@@ -132,6 +133,8 @@ class Config:
     rule_test: list[RuleTest] = setting(factory=list, help="Rule tests that `inlet check` runs.")
     notifications: NotificationsSection = setting(factory=NotificationsSection, help="Outbox delivery and email.")
     stakeholder: list[Stakeholder] = setting(factory=list, help="Stakeholder subscriptions.")
+    integration: list[Integration] = setting(factory=list, help="Webhook integrations: POST /hooks/<name>.")
+    maintenance: list[Maintenance] = setting(factory=list, help="Maintenance windows: matching alerts page nobody.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -244,4 +247,5 @@ def _check_references(config: Config) -> None:
         if t.group and t.group not in groups:
             raise KeyProblem((f"[[rule_test]] {t.name or i!r}", "group"), f"no [[group]] named {t.group!r}")
     check_notifications(config)
+    check_integrations(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -425,6 +425,34 @@ class Lifecycle:
             ).execute()
         return self.get(ref)
 
+    def flap(self, ref: str, actor: str, *, flapping: bool, count: bool = True, context: dict | None = None):
+        """Count a flap (a re-fire soon after an automatic recovery) and set the flapping flag.
+
+        A change of the flag writes an Event (it is a state change); counting alone does not.
+        """
+        with db.atomic():
+            incident = self._lock(ref, "count a flap")
+            before = {"flapping": incident.flapping, "flap_count": incident.flap_count}
+            if count:
+                incident.flap_count += 1
+            incident.flapping = flapping
+            incident.updated_at = self.clock.now()
+            incident.save()
+            if before["flapping"] != flapping:
+                body = "flapping: paging stops until it is stable" if flapping else "stable again: paging resumes"
+                event = self._event(
+                    incident,
+                    "changed",
+                    actor,
+                    INTERNAL,
+                    field="flapping",
+                    old=before["flapping"],
+                    new=flapping,
+                    body=body,
+                )
+                self._run_hooks(Change("flap", incident, event, actor, before, context or {}))
+        return incident
+
     # ------------------------------------------------------------ internals
 
     def _transition(self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None, context=None) -> Incident:

@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway import drill, steps
+from gateway import alerts, drill, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
@@ -64,12 +64,13 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
-        parsers={drill.DRILL: drill.parse},
+        parsers={alerts.SOURCE: alerts.parse_webhook_inbound, drill.DRILL: drill.parse},
         signal_steps=[
-            ("correlate", steps.correlate),
+            # the alert steps wrap the generic ones; inputs of other sources pass straight through
+            ("correlate", alerts.correlate),
             ("classify", steps.classify),
             ("allocate", steps.allocate),
-            ("apply", steps.apply),
+            ("apply", alerts.apply),
         ],
         clock=clock or Clock(),
     )
@@ -92,7 +93,16 @@ class WebServer:
             ident="inlet",
             clear_untrusted_proxy_headers=True,
         )
-        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self._stopping = False
+        self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, ValueError):
+            # stop() closes the sockets under the running select(): EBADF then is the way out, not an error
+            if not self._stopping:
+                raise
 
     @property
     def port(self) -> int:
@@ -107,6 +117,7 @@ class WebServer:
     def stop(self) -> None:
         from waitress import wasyncore
 
+        self._stopping = True
         self.server.task_dispatcher.shutdown()
         wasyncore.close_all(self.server._map)
         self.thread.join(timeout=10)
@@ -144,7 +155,10 @@ class Service:
         self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
         self.components: list = []
         # Intake edges store through the writer; the pipeline worker picks the rows up.
-        self.pipeline_worker = Worker("pipeline", pipeline_tick(self.pipeline))
+        # Intake first: while requests are being committed the worker waits (at most 3× its last run,
+        # so it keeps a quarter of the time) and applies a burst once it is acknowledged.
+        tick = pipeline_tick(self.pipeline, before_each=lambda spent: self.writer.wait_quiet(0.02, 3 * spent))
+        self.pipeline_worker = Worker("pipeline", tick)
         self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import peewee
 
-from store.db import db
+from store.db import db, local_write_turn
 
 log = logging.getLogger("inlet.worker")
 
@@ -63,14 +64,23 @@ class Worker:
                 self._wake.wait(delay)
 
 
-def pipeline_tick(pipeline, batch: int = 200) -> Callable[[], int]:
-    """A tick that runs the pipeline over pending Inbound rows, oldest first."""
+def pipeline_tick(pipeline, batch: int = 200, before_each: Callable[[float], None] | None = None) -> Callable[[], int]:
+    """A tick that runs the pipeline over pending Inbound rows, oldest first.
+
+    ``before_each(seconds the previous run took)`` is called before each run (e.g. to yield to intake).
+    """
     from gateway.pipeline import pending_ids
 
     def tick() -> int:
         ids = pending_ids(batch)
+        spent = 0.0
         for inbound_id in ids:
-            pipeline.run(inbound_id)
+            if before_each is not None:
+                before_each(spent)
+            started = time.monotonic()
+            with local_write_turn():
+                pipeline.run(inbound_id)
+            spent = time.monotonic() - started
         return len(ids)
 
     return tick

@@ -56,7 +56,9 @@ def create_app(config: Config, services=None) -> Flask:
 
     @app.before_request
     def _connect():
-        db.connect(reuse_if_open=True)
+        # Webhook intake stores through the writer thread: no connection (≈1 ms on SQLite) per request.
+        if request.blueprint != "hooks":
+            db.connect(reuse_if_open=True)
 
     @app.teardown_request
     def _close(exc):
@@ -70,6 +72,11 @@ def create_app(config: Config, services=None) -> Flask:
         if request.endpoint != "static":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    # Webhooks: machines authenticated per request by token or signature, not browser sessions.
+    from web import hooks
+
+    hooks.init_app(app, services)
 
     @app.get("/healthz")
     def healthz():
@@ -102,7 +109,7 @@ def create_app(config: Config, services=None) -> Flask:
 
 def _page_error(code: int, message: str):
     def handler(exc):
-        if request.path.startswith("/api/"):
+        if request.path.startswith(("/api/", "/hooks/")):
             from web.api import error
 
             codes = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 500: "internal"}

@@ -1,0 +1,276 @@
+"""The alert-specific pipeline: webhook Inbound -> Signals, and one incident per problem.
+
+``parse_webhook_inbound`` is the parser of Inbound source ``webhook``: it looks up
+the integration, runs the pure parser of its kind, namespaces the correlation keys
+by integration, applies the configured grouping and hands the integration's
+defaults to the allocate step.
+
+``correlate`` and ``apply`` wrap the generic steps of gateway/steps.py for
+webhook signals (other sources go straight through):
+
+- the same fingerprint while its incident is open (or resolved within the reopen
+  window) → that incident; a repeat only counts (signal count, last seen), no
+  timeline entry;
+- signals of one group (Alertmanager ``groupKey`` or the configured label set)
+  join one incident; the incident keeps each fingerprint's state
+  (``CorrelationKey.state``) and resolves when all / any / never of them have
+  resolved, with resolution code ``auto-recovered``; PagerDuty ``acknowledge``
+  acknowledges;
+- a re-fire within the reopen window after an automatic recovery reopens the
+  incident and counts a flap; more than ``flap_threshold`` flaps within
+  ``flap_window`` mark it flapping: its lifecycle changes carry
+  ``context={"page": False}`` until it is stable;
+- a signal inside a maintenance window is recorded and attached, with
+  ``context={"page": False}``; resolves always pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from gateway import steps
+from gateway.errors import ParseError
+from gateway.integrations import Integration, integration_named, maintenance_for
+from gateway.lifecycle import add_key
+from gateway.pipeline import Context, Discard
+from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
+from parsers.webhooks import parse_webhook
+from store.models import NEW, OPEN_STATUSES, CorrelationKey, Event, Incident
+from store.models import RESOLVED as INCIDENT_RESOLVED
+
+SOURCE = "webhook"
+GENERATED_DEDUP_HEADER = "X-Inlet-Dedup-Key"  # stored with the Inbound: the key answered to a PagerDuty client
+FIRING_STATE, RESOLVED_STATE = "firing", "resolved"
+NO_PAGE = {"page": False}
+
+
+def webhook_signals(integration: Integration, payload, generated_dedup_key: str | None = None) -> list[Signal]:
+    """The Signals of one request to ``integration``, keys namespaced and grouped as configured.
+
+    Pure (no I/O): the HTTP edge runs it to answer 400 before storing, the pipeline
+    runs it again on the stored raw body. ``generated_dedup_key`` replaces the key
+    the PagerDuty parser generates for a trigger without one, so intake and
+    pipeline agree on it.
+    """
+    signals = parse_webhook(integration.kind, payload, integration.options())
+    out = []
+    for s in signals:
+        fingerprint = s.fingerprint
+        if generated_dedup_key and s.details.get("dedup_key_generated"):
+            fingerprint = generated_dedup_key
+        group_key = s.group_key
+        if integration.group_by:
+            group_key = "|".join(f"{name}={s.labels.get(name, '')}" for name in integration.group_by)
+        out.append(
+            dataclasses.replace(
+                s,
+                fingerprint=f"{integration.name}:{fingerprint}" if fingerprint else None,
+                group_key=f"{integration.name}:{group_key}" if group_key else None,
+            )
+        )
+    return out
+
+
+def parse_webhook_inbound(ctx: Context) -> list[Signal]:
+    """The parser of Inbound source ``webhook`` (registered in build_pipeline)."""
+    integration = integration_named(ctx.config, ctx.inbound.integration)
+    if integration is None:
+        raise ParseError(f"no [[integration]] named {ctx.inbound.integration!r} in the configuration")
+    try:
+        payload = json.loads(bytes(ctx.inbound.raw))
+    except ValueError as exc:
+        raise ParseError(f"request body: not JSON: {exc}") from None
+    headers = {k.lower(): v for k, v in (ctx.inbound.headers or {}).items()}
+    ctx.extras["integration"] = integration
+    ctx.extras["defaults"] = integration.defaults()
+    return webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
+
+
+# ---------------------------------------------------------------- correlate
+
+
+def correlate(ctx: Context) -> None:
+    """Webhook signals: fingerprint, then group key; a long-resolved incident is not reopened."""
+    integration = ctx.extras.get("integration")
+    if ctx.inbound.source != SOURCE or integration is None:
+        steps.correlate(ctx)
+        return
+    s, now = ctx.signal, ctx.clock.now()
+    for kind, value in ((steps.FINGERPRINT, s.fingerprint), (steps.GROUP, s.group_key)):
+        incident = _find_open(kind, value) if value else None
+        if incident is None:
+            continue
+        if incident.status == INCIDENT_RESOLVED and (
+            incident.resolved_at is None or now - incident.resolved_at > integration.reopen_window
+        ):
+            continue  # resolved too long ago: a new problem
+        ctx.incident, ctx.match = incident, kind
+        break
+    ctx.decide("correlate", incident=ctx.incident.ref if ctx.incident else None, by=ctx.match or "new")
+
+
+def _find_open(kind: str, value: str) -> Incident | None:
+    """Like steps.find_by_key for one key, in one indexed query (the hot path of a storm)."""
+    return (
+        Incident.select()
+        .join(CorrelationKey, on=(CorrelationKey.incident == Incident.id))
+        .where((CorrelationKey.kind == kind) & (CorrelationKey.value == value[:512]) & (CorrelationKey.open == True))  # noqa: E712
+        .order_by(CorrelationKey.id.desc())
+        .first()
+    )
+
+
+# ---------------------------------------------------------------- apply
+
+
+def apply(ctx: Context) -> None:
+    """Webhook signals: create, count, join, resolve, acknowledge, reopen (flaps), as the module says."""
+    integration = ctx.extras.get("integration")
+    if ctx.inbound.source != SOURCE or integration is None:
+        steps.apply(ctx)
+        return
+    s, lc, now = ctx.signal, ctx.lifecycle, ctx.clock.now()
+    actor = ctx.inbound.integration
+    window = maintenance_for(ctx.config, integration.name, s.labels, now)
+    if window is not None:
+        ctx.decide("maintenance", window=window.name, reason=window.reason)
+    context = dict(NO_PAGE) if window is not None else {}
+
+    if ctx.incident is None:
+        if s.status == RESOLVED:
+            raise Discard("a recovery for a problem with no open incident")
+        if s.status == ACKNOWLEDGED:
+            raise Discard("an acknowledgement for a problem with no open incident")
+        a = ctx.allocation
+        ctx.incident = lc.create(
+            title=s.title,
+            description=s.text,
+            actor=actor,
+            source=s.source,
+            integration=integration.name,
+            impact=a["impact"],
+            urgency=a["urgency"],
+            category=a["category"],
+            service=a["service"],
+            group=a["group"],
+            procedure=a["procedure"],
+            tags=a["tags"],
+            labels=s.labels,
+            major=a["major"],
+            security=a["security"],
+            decisions=dict(ctx.classification.reasons),
+            keys=[k for k in steps.keys_of(ctx) if k[0] != steps.FINGERPRINT],
+            inbound=ctx.inbound,
+            context=context,
+        )
+        if s.fingerprint:
+            add_key(ctx.incident, steps.FINGERPRINT, s.fingerprint, now, state=FIRING_STATE)
+        ctx.extras.setdefault("created", set()).add(ctx.incident.id)
+        ctx.outcome = "created"
+        ctx.decide("apply", result="created", incident=ctx.incident.ref, paging=not context)
+        return
+
+    incident = ctx.incident
+    if incident.flapping:
+        context = dict(NO_PAGE)
+    previous = _set_state(incident, s, now)
+    ctx.incident = lc.add_signal(incident.ref, actor, at=now)
+    result = "repeat"
+    if s.status == RESOLVED:
+        result = _on_resolved(ctx, integration, incident, previous, actor)
+    elif s.status == ACKNOWLEDGED:
+        if incident.status == NEW:
+            ctx.incident = lc.acknowledge(incident.ref, actor)
+            result = "acknowledged"
+    elif incident.status == INCIDENT_RESOLVED:
+        result = _reopen(ctx, integration, incident, actor, context)
+    elif previous is None and incident.id in ctx.extras.get("created", ()):
+        result = "alert joins"  # a further alert of the request that opened the incident: not news
+    elif previous != FIRING_STATE and incident.status in OPEN_STATUSES:
+        what = "joins" if previous is None else "fires again"
+        lc.note(incident.ref, actor, f"Alert {_name(s)} {what}.", context=NO_PAGE)
+        result = "alert firing"
+    ctx.outcome = "updated"
+    ctx.decide("apply", result=result, incident=incident.ref)
+
+
+def _on_resolved(ctx: Context, integration: Integration, incident, previous: str | None, actor: str) -> str:
+    if incident.status not in OPEN_STATUSES:
+        return "repeat"
+    still_firing = (
+        CorrelationKey.select()
+        .where(
+            (CorrelationKey.incident == incident)
+            & (CorrelationKey.kind == steps.FINGERPRINT)
+            & (CorrelationKey.state != RESOLVED_STATE)
+        )
+        .count()
+    )
+    policy = integration.resolve_when
+    if policy == "any" or (policy == "all" and still_firing == 0):
+        lc = ctx.lifecycle
+        ctx.incident = lc.resolve(
+            incident.ref,
+            actor,
+            code="auto-recovered",
+            notes=ctx.signal.text or "The source reported recovery.",
+            cause="monitoring",
+        )
+        if incident.flapping and _flaps_in_window(ctx, integration, incident) <= integration.flap_threshold:
+            ctx.incident = lc.flap(incident.ref, actor, flapping=False, count=False)
+        return "resolved"
+    if previous != RESOLVED_STATE:
+        left = f"{still_firing} still firing" if policy == "all" else "resolve_when = never"
+        ctx.lifecycle.note(incident.ref, actor, f"Alert {_name(ctx.signal)} resolved ({left}).", context=NO_PAGE)
+        return "alert resolved"
+    return "repeat"
+
+
+def _reopen(ctx: Context, integration: Integration, incident, actor: str, context: dict) -> str:
+    lc = ctx.lifecycle
+    auto = incident.resolution_code == "auto-recovered"
+    flapping = incident.flapping
+    if auto:
+        flapping = _flaps_in_window(ctx, integration, incident) + 1 > integration.flap_threshold
+    if flapping:
+        context = dict(NO_PAGE)
+    reason = f"the source reports the problem again: {ctx.signal.title}"
+    ctx.incident = lc.reopen(incident.ref, actor, reason=reason, context=context)
+    if auto:
+        ctx.incident = lc.flap(incident.ref, actor, flapping=flapping, context=context)
+        return "reopened (flap)" + (", flapping" if flapping else "")
+    return "reopened"
+
+
+def _flaps_in_window(ctx: Context, integration: Integration, incident) -> int:
+    """Reopens of the incident within the flap window (each counted as a flap)."""
+    since = ctx.clock.now() - integration.flap_window
+    return Event.select().where((Event.incident == incident) & (Event.type == "reopened") & (Event.at >= since)).count()
+
+
+def _set_state(incident, s: Signal, now) -> str | None:
+    """Record the fingerprint's state on the incident; return its state before (None: new to it)."""
+    if not s.fingerprint:
+        return FIRING_STATE if s.status != RESOLVED else None
+    state = RESOLVED_STATE if s.status == RESOLVED else FIRING_STATE
+    key = (
+        CorrelationKey.select()
+        .where(
+            (CorrelationKey.incident == incident)
+            & (CorrelationKey.kind == steps.FINGERPRINT)
+            & (CorrelationKey.value == s.fingerprint[:512])
+        )
+        .first()
+    )
+    if key is None:
+        add_key(incident, steps.FINGERPRINT, s.fingerprint, now, state=state)
+        return None
+    if s.status == ACKNOWLEDGED or key.state == state:
+        return key.state
+    CorrelationKey.update(state=state).where(CorrelationKey.id == key.id).execute()
+    return key.state
+
+
+def _name(s: Signal) -> str:
+    return s.labels.get("alertname") or s.title

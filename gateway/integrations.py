@@ -1,0 +1,383 @@
+"""Webhook integrations: their configuration, authentication, rate limit and idempotency.
+
+An ``[[integration]]`` is one monitoring tool pointed at ``POST /hooks/<name>``.
+This module holds what the HTTP edge (web/hooks.py) needs to decide, before
+anything is stored, whether a request may pass: who sent it (bearer token, HMAC
+of the body, PagerDuty routing key — compared in constant time), whether the
+integration is over its rate, and whether the request was already taken (an
+``Idempotency-Key`` header or the same body within the idempotency window).
+Secrets are read from the environment when a request comes, never from the file:
+a missing secret answers 503 and logs a warning; it never stops Inlet loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.clock import Clock
+from gateway.errors import ConfigError
+from gateway.schema import KeyProblem, setting
+
+log = logging.getLogger("inlet.hooks")
+
+KINDS = ("alertmanager", "grafana", "pagerduty", "generic")
+AUTHS = ("bearer", "hmac", "routing_key")
+SIGNATURE_STYLES = ("hex", "sha256=")
+RESOLVE_POLICIES = ("all", "any", "never")
+LEVELS_OR_NONE = ("", "high", "medium", "low")
+
+
+@dataclass(frozen=True)
+class Integration:
+    name: str = setting(help="Name of the integration; its endpoint is POST /hooks/<name>.")
+    kind: str = setting(help="Payload format.", choices=KINDS)
+    auth: str = setting(
+        "bearer",
+        help="How requests prove who sent them: bearer token, HMAC-SHA256 of the body, or (pagerduty) routing key.",
+        choices=AUTHS,
+    )
+    token_env: str = setting("", help="auth = bearer: environment variable holding the token.")
+    secret_env: str = setting("", help="auth = hmac: environment variable holding the shared secret.")
+    signature_header: str = setting(
+        "X-Grafana-Alerting-Signature", help="auth = hmac: request header carrying the signature."
+    )
+    signature_style: str = setting(
+        "hex",
+        help="auth = hmac: 'hex' (Grafana: the hex digest) or 'sha256=' (GitHub: 'sha256=<hex digest>').",
+        choices=SIGNATURE_STYLES,
+    )
+    timestamp_header: str = setting(
+        "",
+        help="auth = hmac: header with a Unix timestamp; when set the signature covers '<timestamp>:<body>'.",
+    )
+    replay_window: timedelta = setting(
+        timedelta(minutes=5), help="auth = hmac with timestamp_header: largest accepted clock difference."
+    )
+    routing_key_env: str = setting(
+        "", help="auth = routing_key (pagerduty only): environment variable holding the expected routing_key."
+    )
+    group: str = setting("", help="Resolver group of this integration's incidents when no rule sets one.")
+    category: str = setting("", help="Category of this integration's incidents when no rule sets one.")
+    service: str = setting("", help="Service of this integration's incidents when no rule sets one.")
+    impact: str = setting("", help="Impact when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
+    urgency: str = setting("", help="Urgency when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
+    severity_map: dict[str, list[str]] = setting(
+        factory=dict,
+        help="Source severity -> [impact, urgency], laid over the built-in map (critical, error, warning, info …).",
+    )
+    mapping: dict[str, str] = setting(
+        factory=dict, help="kind = generic: field -> dotted path into the tool's JSON (title, dedup_key, …)."
+    )
+    rate_limit: int = setting(600, help="Requests accepted per rate_window (0: no limit); more answer 429.", minimum=0)
+    rate_window: timedelta = setting(timedelta(minutes=1), help="Window of rate_limit.")
+    idempotency_window: timedelta = setting(
+        timedelta(minutes=10),
+        help="A request with the same Idempotency-Key, or the same body, within this window has no second effect.",
+    )
+    group_by: list[str] = setting(
+        factory=list,
+        help="Labels whose values put alerts into one incident (empty: Alertmanager's groupKey, else one per alert).",
+    )
+    resolve_when: str = setting(
+        "all",
+        help="When a grouped incident resolves: all of its alerts resolved, any one, or never automatically.",
+        choices=RESOLVE_POLICIES,
+    )
+    reopen_window: timedelta = setting(
+        timedelta(hours=1), help="A re-fire this soon after the incident resolved reopens it (else a new incident)."
+    )
+    flap_window: timedelta = setting(timedelta(hours=1), help="Window in which reopen flaps are counted.")
+    flap_threshold: int = setting(
+        3, help="More flaps than this within flap_window mark the incident flapping: no more paging.", minimum=1
+    )
+
+    def options(self):
+        """The parser options of this integration's kind (the field mapping for generic)."""
+        if self.kind != "generic":
+            return None
+        from parsers.generic import GenericOptions
+
+        return GenericOptions(mapping=dict(self.mapping))
+
+    def defaults(self) -> dict:
+        """Per-integration defaults for the allocate step (``ctx.extras["defaults"]``)."""
+        return {
+            "group": self.group,
+            "category": self.category,
+            "service": self.service,
+            "impact": self.impact,
+            "urgency": self.urgency,
+            "severity_map": {name: tuple(pair) for name, pair in self.severity_map.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    name: str = setting(help="Name of the maintenance window.")
+    start: str = setting(help="Start, ISO 8601 with offset (2026-12-01T22:00:00+01:00).")
+    end: str = setting(help="End (exclusive), ISO 8601 with offset.")
+    integrations: list[str] = setting(factory=list, help="Integrations it applies to (empty: all).")
+    labels: dict[str, str] = setting(factory=dict, help="Labels a signal must carry, all equal (empty: any).")
+    reason: str = setting("", help="Why; shown in the incident's decisions.")
+
+    @property
+    def starts(self) -> datetime:
+        return _instant(self.start)
+
+    @property
+    def ends(self) -> datetime:
+        return _instant(self.end)
+
+    def covers(self, integration: str, labels: dict, at: datetime) -> bool:
+        """Whether a signal of ``integration`` with ``labels`` at ``at`` falls in this window."""
+        if not (self.starts <= at < self.ends):
+            return False
+        if self.integrations and integration not in self.integrations:
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return value
+
+
+def check_integrations(config) -> None:
+    """Cross-references and values the schema cannot check; raises KeyProblem naming the key."""
+    from parsers.generic import GenericOptions
+    from parsers.severity import severity_to_impact_urgency
+
+    groups = {g.name for g in config.group}
+    names = {i.name for i in config.integration}
+    for i in config.integration:
+        where = f"[[integration]] {i.name!r}"
+        if not i.name or any(c in i.name for c in "/?#% ") or i.name != i.name.strip():
+            raise KeyProblem((where, "name"), "must be a plain name for a URL path (no '/', '?', '#', '%', blanks)")
+        if i.group and i.group not in groups:
+            raise KeyProblem((where, "group"), f"no [[group]] named {i.group!r}")
+        if i.auth == "bearer" and not i.token_env:
+            raise KeyProblem((where, "token_env"), "auth = 'bearer' needs token_env (the variable holding the token)")
+        if i.auth == "hmac" and not i.secret_env:
+            raise KeyProblem((where, "secret_env"), "auth = 'hmac' needs secret_env (the variable holding the secret)")
+        if i.auth == "routing_key":
+            if i.kind != "pagerduty":
+                raise KeyProblem((where, "auth"), "'routing_key' authentication is for kind = 'pagerduty' only")
+            if not i.routing_key_env:
+                raise KeyProblem((where, "routing_key_env"), "auth = 'routing_key' needs routing_key_env")
+        if i.mapping and i.kind != "generic":
+            raise KeyProblem((where, "mapping"), "a field mapping is for kind = 'generic' only")
+        try:
+            GenericOptions(mapping=dict(i.mapping))
+            severity_to_impact_urgency("x", {k: tuple(v) for k, v in i.severity_map.items()})
+        except ConfigError as exc:
+            raise KeyProblem((where,), str(exc)) from None
+    for m in config.maintenance:
+        where = f"[[maintenance]] {m.name!r}"
+        for key in ("start", "end"):
+            try:
+                getattr(m, f"{key}s")
+            except ValueError as exc:
+                raise KeyProblem((where, key), f"not an ISO 8601 time with offset: {exc}") from None
+        if m.ends <= m.starts:
+            raise KeyProblem((where, "end"), "must be after start")
+        for name in m.integrations:
+            if name not in names:
+                raise KeyProblem((where, "integrations"), f"no [[integration]] named {name!r}")
+
+
+def integration_named(config, name: str) -> Integration | None:
+    return next((i for i in config.integration if i.name == name), None)
+
+
+def maintenance_for(config, integration: str, labels: dict, at: datetime) -> Maintenance | None:
+    """The first maintenance window covering this signal, if any."""
+    return next((m for m in config.maintenance if m.covers(integration, labels, at)), None)
+
+
+# ---------------------------------------------------------------- authentication
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Why a request is refused: HTTP status (401 missing, 403 wrong, 503 not configured) and the text."""
+
+    status: int
+    error: str
+
+
+def _env(name: str, integration: str, what: str) -> str | Denied:
+    from gateway.config import secret
+
+    value = secret(name)
+    if value is None:
+        _warn_once(integration, f"integration {integration!r}: {what} environment variable {name} is not set")
+        return Denied(503, f"integration '{integration}' is not configured on the server ({what} missing)")
+    return value
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(integration: str, message: str) -> None:
+    with _warned_lock:
+        if (integration, message) in _warned:
+            return
+        _warned.add((integration, message))
+    log.warning("%s; its requests are answered 503", message)
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def authenticate(integration: Integration, headers, body: bytes, now: datetime) -> Denied | None:
+    """Check a request's bearer token or body signature; None when it may pass.
+
+    ``auth = routing_key`` is checked by :func:`authenticate_routing_key` once the
+    body is decoded.
+    """
+    if integration.auth == "bearer":
+        expected = _env(integration.token_env, integration.name, "token")
+        if isinstance(expected, Denied):
+            return expected
+        given = headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if not given:
+            return Denied(401, "authentication required: send 'Authorization: Bearer <token>'")
+        if scheme.lower() != "bearer" or not _same(token.strip(), expected):
+            return Denied(403, "wrong token")
+        return None
+    if integration.auth == "hmac":
+        secret = _env(integration.secret_env, integration.name, "secret")
+        if isinstance(secret, Denied):
+            return secret
+        given = headers.get(integration.signature_header, "")
+        if not given:
+            header = integration.signature_header
+            return Denied(401, f"authentication required: send the HMAC-SHA256 signature in {header}")
+        signed = body
+        if integration.timestamp_header:
+            stamp = headers.get(integration.timestamp_header, "")
+            if not stamp:
+                return Denied(401, f"authentication required: send the timestamp in {integration.timestamp_header}")
+            try:
+                when = float(stamp)
+            except ValueError:
+                return Denied(403, f"{integration.timestamp_header}: not a Unix timestamp")
+            if abs(now.timestamp() - when) > integration.replay_window.total_seconds():
+                return Denied(403, f"{integration.timestamp_header}: outside the replay window")
+            signed = stamp.encode("ascii", "replace") + b":" + body
+        digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+        expected = f"sha256={digest}" if integration.signature_style == "sha256=" else digest
+        if not _same(given.strip().lower(), expected):
+            return Denied(403, "wrong signature")
+        return None
+    return None
+
+
+def authenticate_routing_key(integration: Integration, payload) -> Denied | None:
+    """PagerDuty-shaped events may authenticate by their ``routing_key``."""
+    if integration.auth != "routing_key":
+        return None
+    expected = _env(integration.routing_key_env, integration.name, "routing key")
+    if isinstance(expected, Denied):
+        return expected
+    given = payload.get("routing_key") if isinstance(payload, dict) else None
+    if not isinstance(given, str) or not given:
+        return Denied(401, "authentication required: field 'routing_key' is missing")
+    if not _same(given, expected):
+        return Denied(403, "wrong routing_key")
+    return None
+
+
+# ---------------------------------------------------------------- rate limit
+
+
+class RateLimiter:
+    """A token bucket per integration: ``limit`` requests per ``window``, refilled evenly."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, integration: Integration) -> float:
+        """0 when the request may pass, else the seconds until it could (for Retry-After)."""
+        limit, window = integration.rate_limit, integration.rate_window.total_seconds()
+        if limit <= 0 or window <= 0:
+            return 0.0
+        rate = limit / window
+        now = self.clock.now().timestamp()
+        with self._lock:
+            tokens, at = self._buckets.get(integration.name, (float(limit), now))
+            tokens = min(float(limit), tokens + max(0.0, now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[integration.name] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[integration.name] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+@dataclass(frozen=True)
+class Seen:
+    inbound_id: int
+    dedup_key: str | None  # the PagerDuty dedup key answered the first time
+    at: float
+
+
+class RecentRequests:
+    """Requests taken within their idempotency window, by idempotency key (in this process).
+
+    The Inbound's unique ``dedup_key`` (the key plus the window's time bucket) is the
+    durable guard across processes; this memory also covers a re-delivery that
+    crosses a bucket boundary, without a database read per request.
+    """
+
+    def __init__(self, clock: Clock, max_entries: int = 100_000):
+        self.clock = clock
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(integration: Integration, idempotency_key: str | None, body: bytes) -> str:
+        if idempotency_key:
+            return "k:" + hashlib.sha256(f"{integration.name}\0{idempotency_key}".encode()).hexdigest()[:40]
+        return "b:" + hashlib.sha256(integration.name.encode() + b"\0" + body).hexdigest()[:40]
+
+    def dedup_key(self, integration: Integration, key: str) -> str:
+        """The Inbound dedup key: integration, request key and the window's time bucket."""
+        window = max(1, int(integration.idempotency_window.total_seconds()))
+        bucket = int(self.clock.now().timestamp()) // window
+        return f"hook:{integration.name}:{key}:{bucket}"[:255]
+
+    def get(self, integration: Integration, key: str) -> Seen | None:
+        now = self.clock.now().timestamp()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None:
+                return None
+            if now - seen.at > integration.idempotency_window.total_seconds():
+                del self._seen[key]
+                return None
+            return seen
+
+    def remember(self, key: str, inbound_id: int, dedup_key: str | None) -> None:
+        now = self.clock.now().timestamp()
+        with self._lock:
+            self._seen[key] = Seen(inbound_id, dedup_key, now)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.max_entries:
+                self._seen.popitem(last=False)

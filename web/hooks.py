@@ -1,0 +1,177 @@
+"""Webhook intake: ``POST /hooks/<integration>``.
+
+The order of the checks: unknown integration 404; body over the size limit 413;
+not JSON 415; authentication (missing 401, wrong 403, secret not configured on
+the server 503); rate limit 429 with Retry-After; undecodable or invalid payload
+400 naming the field (the pure parser runs here, so a bad payload is never
+stored); a re-delivery (Idempotency-Key, or the same body within the window)
+answers 202 with the first delivery's id; otherwise the raw body is stored and
+the answer, 202 with the Inbound id, is sent only once its row is committed
+(503 with Retry-After when the store cannot take it). PagerDuty-kind
+integrations answer like PagerDuty's Events API v2, so existing clients work.
+
+The blueprint is exempt from CSRF protection: its callers are machines that
+authenticate every request by token or signature, not browser sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import uuid
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
+from gateway.errors import ParseError, StoreUnavailable
+from gateway.intake import InboundRecord
+from gateway.integrations import (
+    RateLimiter,
+    RecentRequests,
+    authenticate,
+    authenticate_routing_key,
+    integration_named,
+)
+
+log = logging.getLogger("inlet.hooks")
+
+bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+
+# Request headers kept with the Inbound: what tells where a request came from, never credentials.
+KEPT_HEADERS = ("Content-Type", "User-Agent", "Idempotency-Key", "X-Request-Id", "X-Forwarded-For")
+RETRY_AFTER_STORE = 5
+_FIELD = re.compile(r"field '([^']*)'")
+
+
+def init_app(app, services) -> None:
+    """Register the blueprint; its rate limiter and idempotency memory live with the app."""
+    clock = getattr(services, "clock", None)
+    if clock is None:
+        from gateway.clock import Clock
+
+        clock = Clock()
+    app.extensions["inlet_hooks"] = {"limiter": RateLimiter(clock), "recent": RecentRequests(clock), "clock": clock}
+    app.register_blueprint(bp)
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _error(status: int, message: str, headers: dict | None = None, **extra) -> Response:
+    return _json(status, {"error": message, **extra}, headers)
+
+
+def _accepted(integration, inbound_id: int, dedup_key: str | None) -> Response:
+    if integration.kind == "pagerduty":
+        return _json(202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key})
+    return _json(202, {"inbound_id": inbound_id})
+
+
+@bp.post("/<name>")
+def receive(name: str):
+    config = current_app.config["INLET"]
+    services = current_app.config["SERVICES"]
+    state = current_app.extensions["inlet_hooks"]
+    integration = integration_named(config, name)
+    if integration is None:
+        return _error(404, f"no integration named '{name}'")
+
+    limit = config.web.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, f"request body larger than {limit} bytes")
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        return _error(415, f"Content-Type must be application/json, got '{mimetype or 'none'}'")
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:  # a chunked body without Content-Length, cut at the limit
+        return _error(413, f"request body larger than {limit} bytes")
+    if len(body) > limit:
+        return _error(413, f"request body larger than {limit} bytes")
+
+    denied = authenticate(integration, request.headers, body, state["clock"].now())
+    if denied is None and integration.auth == "routing_key":
+        try:
+            denied = authenticate_routing_key(integration, json.loads(body))
+        except ValueError:
+            denied = None  # the 400 below says what is wrong with the body
+    if denied is not None:
+        if denied.status == 401:
+            log.info("hooks/%s: unauthenticated request from %s", name, request.remote_addr)
+            return _error(401, denied.error, {"WWW-Authenticate": 'Bearer realm="inlet"'})
+        if denied.status == 503:
+            return _error(503, denied.error, {"Retry-After": "60"})
+        log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
+        return _error(denied.status, denied.error)
+
+    wait = state["limiter"].take(integration)
+    if wait:
+        seconds = max(1, math.ceil(wait))
+        return _error(
+            429,
+            f"integration '{name}' is over its rate limit of {integration.rate_limit} requests per "
+            f"{int(integration.rate_window.total_seconds())}s",
+            {"Retry-After": str(seconds)},
+            retry_after=seconds,
+        )
+
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        return _error(400, f"request body: not valid JSON: {exc}", field="")
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
+    recent = state["recent"]
+    key = recent.key(integration, idempotency_key, body)
+    seen = recent.get(integration, key)
+    if seen is not None:
+        return _accepted(integration, seen.inbound_id, seen.dedup_key)
+
+    generated = None
+    if integration.kind == "pagerduty" and isinstance(payload, dict) and not payload.get("dedup_key"):
+        generated = uuid.uuid4().hex  # decided here, stored with the Inbound, used by the pipeline
+    try:
+        signals = webhook_signals(integration, payload, generated)
+    except ParseError as exc:
+        match = _FIELD.search(str(exc))
+        return _error(400, str(exc), field=match.group(1) if match else "")
+    answered_key = generated
+    if integration.kind == "pagerduty" and not generated and signals:
+        answered_key = payload.get("dedup_key")
+
+    headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
+    if generated:
+        headers[GENERATED_DEDUP_HEADER] = generated
+    record = InboundRecord(
+        source=SOURCE,
+        integration=integration.name,
+        raw=body,
+        headers=headers,
+        dedup_key=recent.dedup_key(integration, key),
+        peer=request.remote_addr or "",
+    )
+    try:
+        accepted = services.writer.store(record)
+    except StoreUnavailable as exc:
+        log.warning("hooks/%s: store unavailable: %s", name, exc)
+        return _error(503, f"cannot store the event now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)})
+    if accepted.duplicate and generated:
+        answered_key = _stored_dedup_key(accepted.inbound_id) or generated
+    recent.remember(key, accepted.inbound_id, answered_key)
+    return _accepted(integration, accepted.inbound_id, answered_key)
+
+
+def _stored_dedup_key(inbound_id: int) -> str | None:
+    """The dedup key generated for the first delivery of a re-delivered PagerDuty trigger."""
+    from store.db import db
+    from store.models import Inbound
+
+    with db.connection_context():
+        row = Inbound.get_or_none(Inbound.id == inbound_id)
+    return (row.headers or {}).get(GENERATED_DEDUP_HEADER) if row else None
