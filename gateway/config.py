@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
@@ -104,6 +105,10 @@ class Config:
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
     sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
     calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
+    smtp: SmtpSection = setting(factory=SmtpSection, help="The SMTP server that receives mail.")
+    mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
+    address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
+    mailbox: list[Mailbox] = setting(factory=list, help="IMAP mailboxes Inlet polls.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -201,4 +206,5 @@ def _check_references(config: Config) -> None:
     for g in config.group:
         if g.calendar and g.calendar not in calendars:
             raise KeyProblem((f"[[group]] {g.name!r}", "calendar"), f"no [[calendar]] named {g.calendar!r}")
+    check_mail(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error
