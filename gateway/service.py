@@ -24,7 +24,7 @@ from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
 
-ROLES = ("web", "worker")
+ROLES = ("web", "worker", "smtp", "imap")
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -34,16 +34,21 @@ def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
     """The pipeline: one parser per Inbound source, then the signal steps in order."""
+    from gateway import mail
+
+    parse_mail = mail.MailParser(config)
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
-        parsers={},
-        signal_steps=[
-            ("correlate", steps.correlate),
-            ("classify", steps.classify),
-            ("allocate", steps.allocate),
-            ("apply", steps.apply),
-        ],
+        parsers={source: parse_mail for source in mail.MAIL_SOURCES},
+        signal_steps=mail.email_steps(
+            [
+                ("correlate", steps.correlate),
+                ("classify", steps.classify),
+                ("allocate", steps.allocate),
+                ("apply", steps.apply),
+            ]
+        ),
         clock=clock or Clock(),
     )
 
@@ -124,6 +129,15 @@ class Service:
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
+        if "smtp" in self.roles and config.smtp.enabled:
+            from gateway.smtp import SmtpServer
+
+            self.smtp = SmtpServer(config, self.writer)
+            self.components.append(self.smtp)
+        if "imap" in self.roles and config.mailbox:
+            from gateway.imap import MailboxPoller
+
+            self.components.extend(MailboxPoller(config, box, self.writer, clock=self.clock) for box in config.mailbox)
         if "web" in self.roles:
             from web.app import create_app
 
