@@ -266,6 +266,15 @@ class Timer(BaseModel):
         )
 
 
+class MailboxState(BaseModel):
+    """The IMAP checkpoint of one configured mailbox: UIDVALIDITY and the last stored UID."""
+
+    mailbox = peewee.CharField(max_length=100, unique=True)
+    uidvalidity = peewee.BigIntegerField()
+    last_uid = peewee.BigIntegerField(default=0)
+    updated_at = UTCDateTimeField()
+
+
 class Counter(BaseModel):
     """Named counters (incident numbers): incremented inside the creating transaction."""
 
@@ -279,4 +288,16 @@ class SchemaVersion(BaseModel):
     applied_at = UTCDateTimeField()
 
 
-MODELS = (User, Contact, Incident, CorrelationKey, Inbound, Event, Attachment, Notification, Timer, Counter)
+MODELS = (
+    User,
+    Contact,
+    Incident,
+    CorrelationKey,
+    Inbound,
+    Event,
+    Attachment,
+    Notification,
+    Timer,
+    Counter,
+    MailboxState,
+)
