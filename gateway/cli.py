@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref")
     show.add_argument("--json", action="store_true", help="print one JSON object with 'events'")
     show.set_defaults(func=cmd_incident_show)
+
+    importing = command("import", "Import an mbox file, a Maildir or a folder of .eml files (idempotent).")
+    importing.add_argument("path", metavar="PATH")
+    importing.set_defaults(func=cmd_import)
+
+    inbound = command("inbound", "Received inputs (emails, webhook requests) and what became of them.")
+    inbound_commands = inbound.add_subparsers(dest="inbound_command", metavar="ACTION", parser_class=_Parser)
+    inbound_commands.required = True
+    inbound_show = command("show", "Show one input: status, class, every decision, raw headers.", inbound_commands)
+    inbound_show.add_argument("id", type=int)
+    inbound_show.add_argument("--json", action="store_true", help="print one JSON object")
+    inbound_show.set_defaults(func=cmd_inbound_show)
     return parser
 
 
@@ -292,6 +304,36 @@ def cmd_incident_show(args) -> int:
         change = f" {e['field']}: {e['old']} → {e['new']}" if "field" in e else ""
         body = f" — {e['body']}" if e["body"] else ""
         print(f"  {e['at']}  {e['type']:<12} {e['actor']} ({e['visibility']}){change}{body}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from gateway.mailbox_import import import_path, progress_bar
+    from gateway.service import build_pipeline
+
+    config = _load(args)
+    _open_store(config)
+    pipeline = build_pipeline(config, _lifecycle(config))
+    counts = import_path(Path(args.path), pipeline, progress=progress_bar())
+    total = sum(counts.values())
+    print(
+        f"imported {total} messages: {counts['created']} new incidents, {counts['updated']} updates, "
+        f"{counts['ignored']} ignored, {counts['failed']} failed, {counts['duplicate']} already imported"
+    )
+    return 0
+
+
+def cmd_inbound_show(args) -> int:
+    from gateway.inbound_view import inbound_document, print_inbound
+
+    _open_store(_load(args))
+    doc = inbound_document(args.id)
+    if args.json:
+        _print_json(doc)
+    else:
+        print_inbound(doc)
     return 0
 
 
