@@ -52,8 +52,8 @@ def dedup_key(raw: bytes) -> str:
 class InletSMTP(SMTP):
     """aiosmtpd's SMTP with our size-limit reply (its own text lacks the enhanced code)."""
 
-    async def push(self, status: str) -> None:
-        if status.startswith("552 Error"):
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str) and status.startswith("552 Error"):
             status = MESSAGE_TOO_BIG
         await super().push(status)
 

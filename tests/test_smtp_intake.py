@@ -453,3 +453,58 @@ def test_processing_keeps_up_with_no_pending_left(inlet):
     wait_for(lambda: Inbound.select().where(Inbound.status == PENDING).count() == 0)
     assert Incident.select().count() == 10
     assert timedelta(0) <= inlet.clock.now() - Incident.select().first().opened_at
+
+
+# --------------------------------------------------------------------------- STARTTLS and AUTH
+
+
+@pytest.fixture
+def tls_inlet(store, tmp_path, monkeypatch):
+    """Inlet requiring STARTTLS and AUTH (a self-signed certificate made with openssl)."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("INLET_MESSAGE_ID_SECRET", SECRET)
+    monkeypatch.setenv("INLET_TEST_SMTP_PASSWORD", "s3cret")
+    config = store.config(
+        inlet={"data_dir": str(tmp_path)},
+        smtp={
+            "port": free_port(),
+            "tls_cert": str(cert),
+            "tls_key": str(key),
+            "require_tls": True,
+            "auth_required": True,
+            "users": [{"name": "monitoring", "password_env": "INLET_TEST_SMTP_PASSWORD"}],
+        },
+        address=[{"address": SUPPORT}],
+    )
+    service = Service(config, roles={"smtp", "worker"})
+    service.start()
+    yield service.smtp.port
+    service.stop()
+
+
+def test_starttls_and_auth_for_trusted_submitters(tls_inlet):
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", tls_inlet, timeout=10) as client:
+        client.ehlo("test.example")
+        assert "auth" not in client.esmtp_features  # never offered in clear text
+        assert client.mail("alice@customer.example")[0] == 530  # TLS first
+        client.starttls(context=context)
+        client.ehlo("test.example")
+        assert client.mail("alice@customer.example")[0] == 530  # then authentication
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login("monitoring", "wrong")
+        assert refused.value.smtp_code == 535
+        client.login("monitoring", "s3cret")
+        client.sendmail("alice@customer.example", [SUPPORT], message())
+    wait_for(lambda: Incident.select().count() == 1, message="incident from the authenticated submitter")
