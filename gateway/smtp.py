@@ -142,6 +142,8 @@ class SmtpServer:
             kwargs.update(tls_context=context, require_starttls=smtp.require_tls)
         if smtp.users:
             kwargs.update(authenticator=Authenticator(smtp.users), auth_required=smtp.auth_required)
+        # aiosmtpd logs every connection and command at INFO ("mail.log"): keep its warnings only.
+        logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger("mail.log").level))
         self.handler = IntakeHandler(config, writer)
         self.controller = _Controller(
             self.handler, hostname=smtp.host, port=port, server_hostname=smtp.hostname, **kwargs
