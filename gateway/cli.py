@@ -147,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notify_test.add_argument("target", metavar="TARGET")
     notify_test.set_defaults(func=cmd_notify_test)
+
+    importing = command("import", "Import an mbox file, a Maildir or a folder of .eml files (idempotent).")
+    importing.add_argument("path", metavar="PATH")
+    importing.set_defaults(func=cmd_import)
+
+    inbound = command("inbound", "Received inputs (emails, webhook requests) and what became of them.")
+    inbound_commands = inbound.add_subparsers(dest="inbound_command", metavar="ACTION", parser_class=_Parser)
+    inbound_commands.required = True
+    inbound_show = command("show", "Show one input: status, class, every decision, raw headers.", inbound_commands)
+    inbound_show.add_argument("id", type=int)
+    inbound_show.add_argument("--json", action="store_true", help="print one JSON object")
+    inbound_show.set_defaults(func=cmd_inbound_show)
     return parser
 
 
@@ -442,6 +454,36 @@ def cmd_notify_test(args) -> int:
         state = "OK" if outcome.ok else "FAILED"
         print(f"{state}\t{outcome.url}\t{outcome.elapsed:.2f}s" + (f"\t{outcome.detail}" if outcome.detail else ""))
     return 0 if all(o.ok for o in outcomes) else EXIT_ERROR
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from gateway.mailbox_import import import_path, progress_bar
+    from gateway.service import build_pipeline
+
+    config = _load(args)
+    _open_store(config)
+    pipeline = build_pipeline(config, _lifecycle(config))
+    counts = import_path(Path(args.path), pipeline, progress=progress_bar())
+    total = sum(counts.values())
+    print(
+        f"imported {total} messages: {counts['created']} new incidents, {counts['updated']} updates, "
+        f"{counts['ignored']} ignored, {counts['failed']} failed, {counts['duplicate']} already imported"
+    )
+    return 0
+
+
+def cmd_inbound_show(args) -> int:
+    from gateway.inbound_view import inbound_document, print_inbound
+
+    _open_store(_load(args))
+    doc = inbound_document(args.id)
+    if args.json:
+        _print_json(doc)
+    else:
+        print_inbound(doc)
+    return 0
 
 
 def _print_json(value) -> None:

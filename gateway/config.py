@@ -21,6 +21,7 @@ from pathlib import Path
 from gateway.errors import ConfigError
 from gateway.explain import RuleTest
 from gateway.integrations import Integration, Maintenance, check_integrations
+from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
@@ -135,6 +136,10 @@ class Config:
     stakeholder: list[Stakeholder] = setting(factory=list, help="Stakeholder subscriptions.")
     integration: list[Integration] = setting(factory=list, help="Webhook integrations: POST /hooks/<name>.")
     maintenance: list[Maintenance] = setting(factory=list, help="Maintenance windows: matching alerts page nobody.")
+    smtp: SmtpSection = setting(factory=SmtpSection, help="The SMTP server that receives mail.")
+    mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
+    address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
+    mailbox: list[Mailbox] = setting(factory=list, help="IMAP mailboxes Inlet polls.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -248,4 +253,5 @@ def _check_references(config: Config) -> None:
             raise KeyProblem((f"[[rule_test]] {t.name or i!r}", "group"), f"no [[group]] named {t.group!r}")
     check_notifications(config)
     check_integrations(config)
+    check_mail(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -119,6 +119,13 @@ class InboundWriter:
     # ------------------------------------------------------------ the writer
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if not db.is_closed():
+                db.close()
+
+    def _loop(self) -> None:
         while True:
             item = self._queue.get()
             batch = [item] if item is not None else []

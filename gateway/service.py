@@ -28,7 +28,7 @@ from store.migrations import require_latest
 log = logging.getLogger("inlet.service")
 PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
-ROLES = ("web", "worker", "timers", "notify")
+ROLES = ("web", "worker", "timers", "notify", "smtp", "imap")
 # Sections a reload cannot apply to a running process (open connections and sockets).
 RESTART_SECTIONS = ("database", "web")
 
@@ -61,17 +61,26 @@ def build_timer_worker(lifecycle: Lifecycle):
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
     """The pipeline: one parser per Inbound source, then the signal steps in order."""
+    from gateway import mail
+
+    parse_mail = mail.MailParser(config)
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
-        parsers={alerts.SOURCE: alerts.parse_webhook_inbound, drill.DRILL: drill.parse},
-        signal_steps=[
-            # the alert steps wrap the generic ones; inputs of other sources pass straight through
-            ("correlate", alerts.correlate),
-            ("classify", steps.classify),
-            ("allocate", steps.allocate),
-            ("apply", alerts.apply),
-        ],
+        parsers={
+            alerts.SOURCE: alerts.parse_webhook_inbound,
+            drill.DRILL: drill.parse,
+            **{source: parse_mail for source in mail.MAIL_SOURCES},
+        },
+        # the email steps wrap the generic ones, as the alert steps do; other sources pass straight through
+        signal_steps=mail.email_steps(
+            [
+                ("correlate", alerts.correlate),
+                ("classify", steps.classify),
+                ("allocate", steps.allocate),
+                ("apply", alerts.apply),
+            ]
+        ),
         clock=clock or Clock(),
     )
 
@@ -172,6 +181,15 @@ class Service:
 
             self.delivery = Delivery(config, clock=self.clock)
             self.components.append(self.delivery)
+        if "smtp" in self.roles and config.smtp.enabled:
+            from gateway.smtp import SmtpServer
+
+            self.smtp = SmtpServer(config, self.writer)
+            self.components.append(self.smtp)
+        if "imap" in self.roles and config.mailbox:
+            from gateway.imap import MailboxPoller
+
+            self.components.extend(MailboxPoller(config, box, self.writer, clock=self.clock) for box in config.mailbox)
         if "web" in self.roles:
             from web.app import create_app
 

@@ -170,6 +170,7 @@ def apply(ctx: Context) -> None:
             decisions=dict(ctx.classification.reasons),
             keys=keys_of(ctx),
             inbound=ctx.inbound,
+            context=ctx.extras.get("context"),
         )
         ctx.outcome = "created"
         ctx.decide("apply", result="created", incident=ctx.incident.ref)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import secrets
 
 from gateway.lifecycle import Change, add_key
+from gateway.mail import email_options
 from notifiers import mail
-from notifiers.identity import email_options
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id
 from store.models import CANCELLED, CLOSED, CorrelationKey

@@ -33,7 +33,6 @@ from gateway.errors import NotFound
 from gateway.worker import Worker
 from notifiers import apprise_adapter, digest, mail
 from notifiers.apprise_adapter import Outcome, channel_key
-from notifiers.identity import message_id_domain
 from notifiers.render import Rendered, Renderer, Trusted, incident_values
 from store.db import db, is_postgres
 from store.models import FAILED, PENDING, Event, Incident, Notification, NotificationAttempt
@@ -321,7 +320,7 @@ def send_one(config, target: str, message: Rendered, context: dict, *, now: date
             config,
             target,
             message,
-            message_id=context.get("message_id") or make_msgid(domain=message_id_domain(config)),
+            message_id=context.get("message_id") or make_msgid(domain=config.mail.message_id_domain),
             references=context.get("references", ()),
             now=now,
         )

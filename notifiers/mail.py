@@ -22,7 +22,6 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 from gateway.config import secret
 from notifiers.apprise_adapter import Outcome
-from notifiers.identity import loop_token
 from notifiers.render import Rendered, header_safe
 
 PREFIX = "email:"
@@ -42,7 +41,7 @@ def automatic_headers(config) -> dict[str, str]:
     return {
         "Auto-Submitted": "auto-generated",
         "X-Auto-Response-Suppress": "All",
-        "X-Loop": header_safe(loop_token(config)),
+        "X-Loop": header_safe(config.mail.loop_token),
     }
 
 

@@ -27,12 +27,6 @@ class NotificationsSection:
     smtp_security: str = setting("none", help="none | starttls | ssl.", choices=SMTP_SECURITY)
     smtp_user: str = setting("", help="SMTP login (empty: no authentication).")
     smtp_password_env: str = setting("", help="Environment variable holding the SMTP password.")
-    message_id_secret_env: str = setting(
-        "INLET_MESSAGE_ID_SECRET",
-        help="Environment variable holding the key that signs Inlet's Message-IDs (else one is generated in data_dir).",
-    )
-    message_id_domain: str = setting("", help="Domain of Inlet's Message-IDs (empty: the domain of from_address).")
-    loop_token: str = setting("", help="Value of the X-Loop header Inlet sets (empty: from_address).")
     templates_dir: str = setting("", help="Folder whose templates override the built-in ones (same file names).")
     acknowledge_reporter: bool = setting(True, help="Send the reporter an acknowledgement with the reference.")
     max_attempts: int = setting(8, help="Attempts per target before the notification is failed.", minimum=1)

@@ -357,8 +357,16 @@ def split_reply(text: str) -> str:
         latest = parsed.replies[0].body if parsed.replies else ""
     except Exception:
         return text
-    latest = _clean_text(latest)
+    latest = _clean_text(_drop_trailing_quote(latest))
     return latest or text
+
+
+def _drop_trailing_quote(text: str) -> str:
+    """A bottom-posted quote without an attribution line ("> …" lines at the end) is not new words."""
+    lines = text.rstrip().splitlines()
+    while lines and (lines[-1].startswith(">") or not lines[-1].strip()):
+        lines.pop()
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- filenames and parts

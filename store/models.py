@@ -285,6 +285,15 @@ class Timer(BaseModel):
         )
 
 
+class MailboxState(BaseModel):
+    """The IMAP checkpoint of one configured mailbox: UIDVALIDITY and the last stored UID."""
+
+    mailbox = peewee.CharField(max_length=100, unique=True)
+    uidvalidity = peewee.BigIntegerField()
+    last_uid = peewee.BigIntegerField(default=0)
+    updated_at = UTCDateTimeField()
+
+
 class Counter(BaseModel):
     """Named counters (incident numbers): incremented inside the creating transaction."""
 
@@ -310,4 +319,5 @@ MODELS = (
     NotificationAttempt,
     Timer,
     Counter,
+    MailboxState,
 )

@@ -15,11 +15,12 @@ import pytest
 
 from gateway.accounts import create_user
 from gateway.clock import Clock, FixedClock
+from gateway.mail import email_options
+from gateway.mail_settings import message_id_secret
 from gateway.service import build_lifecycle
 from notifiers import digest
 from notifiers.apprise_adapter import channel_key
 from notifiers.delivery import Delivery
-from notifiers.identity import email_options, message_id_secret
 from notifiers.mail import build_message
 from notifiers.outbox import counts_by_status, enqueue
 from notifiers.render import Rendered, Renderer
@@ -470,7 +471,7 @@ def test_message_id_secret_from_env_or_generated_once(store, smtp, tmp_path, mon
     monkeypatch.delenv("INLET_MESSAGE_ID_SECRET", raising=False)
     first = message_id_secret(config)
     assert len(first) == 64 and message_id_secret(config) == first
-    assert (tmp_path / "data" / "message-id.secret").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data" / "message-id.key").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("INLET_MESSAGE_ID_SECRET", "from-the-environment")
     assert message_id_secret(config) == b"from-the-environment"
 

@@ -92,7 +92,7 @@ def create_app(config: Config, services=None) -> Flask:
     for module in (auth, incidents, quarantine, notifications, users, configuration, status, metrics, api):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)
-    csrf.exempt("hooks")  # the webhook blueprint authenticates each request itself
+    csrf.exempt(hooks.bp)  # the webhook blueprint authenticates each request itself
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc):

@@ -1,0 +1,225 @@
+"""SMTP intake throughput: `inlet serve` (SQLite) against a bare aiosmtpd handler, same run.
+
+Starts two servers as subprocesses on loopback: a bare aiosmtpd handler that
+answers 250 and keeps nothing, and `inlet serve --only smtp,worker` on a fresh
+SQLite database (every 250 means the Inbound row is committed). Sends the same
+N messages over C concurrent SMTP connections to each, then prints messages/s,
+the ratio, p50/p99 per-message latency (MAIL+RCPT+DATA), and how long after
+the last 250 the last message had become an incident (processing keeping up).
+
+Run: ``PYTHONPATH=. python bench/smtp_intake.py [-n 2000] [-c 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import smtplib
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BODY = (
+    "Hello,\n\nsince this morning the payroll export fails with error 500 when we press Export.\n"
+    "We tried again after lunch, same result. Could you please have a look?\n\nThanks,\nAlice\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+
+
+def messages(n: int, run: str) -> list[bytes]:
+    out = []
+    for i in range(n):
+        msg = EmailMessage()
+        msg["From"] = f"Alice {i} <user{i % 97}@customer.example>"
+        msg["To"] = "support@example.org"
+        msg["Subject"] = f"Payroll export fails ({run} #{i})"
+        msg["Message-ID"] = make_msgid(idstring=f"{run}{i}", domain="customer.example")
+        msg.set_content(BODY)
+        out.append(msg.as_bytes().replace(b"\n", b"\r\n"))
+    return out
+
+
+def blast(port: int, payloads: list[bytes], concurrency: int) -> tuple[float, list[float], datetime]:
+    """Send every payload over ``concurrency`` connections; (seconds, latencies, time of the last 250)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    last = [datetime.min.replace(tzinfo=UTC)]
+    lock = threading.Lock()
+    chunks = [payloads[i::concurrency] for i in range(concurrency)]
+
+    def worker(chunk: list[bytes]) -> None:
+        mine = []
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            client.ehlo("bench.example")
+            for raw in chunk:
+                start = time.perf_counter()
+                client.mail("alice@customer.example")
+                client.rcpt("support@example.org")
+                code, text = client.data(raw)
+                mine.append(time.perf_counter() - start)
+                if code != 250:
+                    errors.append(f"{code} {text!r}")
+        with lock:
+            latencies.extend(mine)
+            last[0] = max(last[0], datetime.now(UTC))
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} messages refused, e.g. {errors[0]}")
+    return elapsed, latencies, last[0]
+
+
+def bare_server(port: int) -> None:
+    """The baseline: aiosmtpd with a handler that accepts and keeps nothing."""
+    from aiosmtpd.controller import Controller
+
+    class Bare:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 -- aiosmtpd's name
+            return "250 2.0.0 OK"
+
+    controller = Controller(Bare(), hostname="127.0.0.1", port=port, data_size_limit=26_214_400)
+    controller.start()
+    threading.Event().wait()
+
+
+def inlet_config(folder: Path, smtp_port: int) -> Path:
+    path = folder / "bench.toml"
+    path.write_text(
+        f"""
+fallback_group = "service-desk"
+[inlet]
+data_dir = "{folder}"
+log_level = "warning"
+[database]
+url = "sqlite:///{folder}/inlet.db"
+[web]
+port = {free_port()}
+[smtp]
+port = {smtp_port}
+[mail]
+throttle_count = 1000000
+[[group]]
+name = "service-desk"
+[[address]]
+address = "support@example.org"
+"""
+    )
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=2000, help="messages per server (default 2000)")
+    parser.add_argument("-c", type=int, default=8, help="concurrent SMTP connections (default 8)")
+    parser.add_argument(
+        "--intake-only", action="store_true", help="run Inlet without its pipeline worker (store only, no incidents)"
+    )
+    parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        bare_server(args.bare_server)
+        return
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench"}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp:
+        folder = Path(tmp)
+        # the bare baseline
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(port)], env=env)
+        try:
+            wait_listening(port, bare)
+            blast(port, messages(min(200, args.n), "warmup-bare"), args.c)
+            results["bare aiosmtpd"] = blast(port, messages(args.n, "bare"), args.c)
+        finally:
+            bare.terminate()
+            bare.wait()
+        # Inlet
+        port = free_port()
+        config = inlet_config(folder, port)
+        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
+        subprocess.run([*inlet, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
+        log = (folder / "serve.log").open("wb")  # a file, not a pipe: an unread pipe would block the server
+        serve = subprocess.Popen(
+            [*inlet, "serve", "--only", "smtp" if args.intake_only else "smtp,worker"], env=env, stdout=log, stderr=log
+        )
+        try:
+            wait_listening(port, serve)
+            blast(port, messages(min(200, args.n), "warmup-inlet"), args.c)
+            results["inlet serve"] = blast(port, messages(args.n, "inlet"), args.c)
+            if not args.intake_only:
+                lag = processing_lag(folder / "inlet.db", results["inlet serve"][2], min(200, args.n) + args.n)
+        finally:
+            serve.terminate()
+            serve.wait()
+            log.close()
+
+    print(f"{args.n} messages over {args.c} connections, per server (after {min(200, args.n)} warm-up messages)")
+    print(f"{'server':<16}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, (elapsed, latencies, _last) in results.items():
+        rate = args.n / elapsed
+        p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+        print(f"{name:<16}{rate:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+    ratio = results["bare aiosmtpd"][0] / results["inlet serve"][0]
+    print(f"inlet / bare: {ratio:.0%} of the bare rate (target >= 75%)")
+    if not args.intake_only:
+        print(f"last message became an incident {lag:.2f}s after the last 250")
+
+
+def processing_lag(db_path: Path, last_250: datetime, expected: int, timeout: float = 300.0) -> float:
+    """Seconds from the last 250 until every stored message was processed (from the rows' own times)."""
+    deadline = time.monotonic() + timeout
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
+        while time.monotonic() < deadline:
+            pending, total = conn.execute("SELECT SUM(status = 'pending'), COUNT(*) FROM inbound").fetchone()
+            if total >= expected and not pending:
+                break
+            time.sleep(0.02)
+        else:
+            raise SystemExit("processing did not finish in time")
+        (last,) = conn.execute("SELECT MAX(opened_at) FROM incident").fetchone()
+    done = datetime.fromisoformat(last).replace(tzinfo=UTC)
+    return max(0.0, (done - last_250).total_seconds())
+
+
+if __name__ == "__main__":
+    main()

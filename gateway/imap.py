@@ -1,0 +1,255 @@
+"""The IMAP poller of ``inlet serve`` (role ``imap``): one thread per ``[[mailbox]]``.
+
+For each new message: store it as an Inbound (committed), **then** move it to
+the processed folder or flag it, **then** advance the checkpoint. The
+checkpoint is UIDVALIDITY + the last stored UID, kept in the database (not
+message numbers, not ``\\Seen``, which another client may set). A crash between
+any two of these steps refetches the message on the next pass; the intake's
+dedup key (Message-ID, else a content hash) makes that a no-op, so no second
+incident. A changed UIDVALIDITY makes the old UIDs meaningless: the folder is
+scanned again from the start, again without duplicates.
+
+Connection problems (server down, bad password, TLS errors) are logged and
+retried with exponential backoff; they never stop ``inlet serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from datetime import timedelta
+
+import imapclient
+import peewee
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from gateway.clock import Clock
+from gateway.config import secret
+from gateway.errors import StoreUnavailable
+from gateway.intake import InboundRecord, InboundWriter
+from gateway.smtp import dedup_key
+from store.db import db
+from store.models import MailboxState
+
+log = logging.getLogger("inlet.imap")
+
+FETCH_BATCH = 50
+_IDLE_SLICE = 1.0  # seconds per IDLE wait, so a stop request is noticed quickly
+
+
+class MailboxPoller:
+    """Polls (or IDLEs on) one mailbox and stores what arrives."""
+
+    def __init__(
+        self,
+        config,
+        box,
+        writer: InboundWriter,
+        *,
+        clock: Clock | None = None,
+        backoff: tuple[float, float] = (1.0, 300.0),
+        timeout: float = 30.0,
+    ):
+        self.config, self.box, self.writer = config, box, writer
+        self.clock = clock or Clock()
+        self.min_backoff, self.max_backoff = backoff
+        self.timeout = timeout
+        self.name = f"imap:{box.name}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0  # completed scans of the folder (for tests and status)
+        self.last_error = ""
+
+    def where(self) -> str:
+        box = self.box
+        how = f"move to {box.processed_folder!r}" if box.processed_folder else f"flag {box.processed_flag}"
+        scheme = "imaps" if box.tls else "imap"
+        return f"IMAP {scheme}://{box.user}@{box.host}:{box.port}/{box.folder} ({how})"
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 5)
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        delay = self.min_backoff
+        while not self._stop.is_set():
+            try:
+                client = self.connect()
+            except Exception as exc:  # every failure to connect is retried, never fatal
+                self._failed(f"cannot connect: {_describe(exc)}", delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            try:
+                self.watch(client)
+                delay = self.min_backoff
+            except Exception as exc:
+                self._failed(f"connection lost: {_describe(exc)}", delay)
+                delay = min(delay * 2, self.max_backoff)
+            finally:
+                _close(client)
+
+    def _failed(self, what: str, delay: float) -> None:
+        self.last_error = what
+        log.error("mailbox %s (%s): %s; retrying in %.0fs", self.box.name, self.box.host, what, delay)
+        self._stop.wait(delay)
+
+    def connect(self) -> imapclient.IMAPClient:
+        """Log in and select nothing yet; raises on any failure (with a clear message)."""
+        box = self.box
+        password = secret(box.password_env)
+        if password is None:
+            raise LoginError(f"environment variable {box.password_env} (password_env) is not set")
+        context = ssl.create_default_context() if (box.tls or box.starttls) else None
+        client = imapclient.IMAPClient(box.host, port=box.port, ssl=box.tls, ssl_context=context, timeout=self.timeout)
+        try:
+            if box.starttls and not box.tls:
+                client.starttls(context)
+            client.login(box.user, password)
+            if box.processed_folder and not client.folder_exists(box.processed_folder):
+                client.create_folder(box.processed_folder)
+        except Exception:
+            _close(client)
+            raise
+        log.info("mailbox %s: logged in to %s as %s", box.name, box.host, box.user)
+        self.last_error = ""
+        return client
+
+    def watch(self, client: imapclient.IMAPClient) -> None:
+        """Scan, then wait for news (IDLE, else the poll interval); until stopped or the connection fails."""
+        use_idle = self.box.idle and client.has_capability("IDLE")
+        while not self._stop.is_set():
+            self.scan(client)
+            if use_idle:
+                self._idle(client, self.box.poll_interval)
+            else:
+                self._stop.wait(self.box.poll_interval.total_seconds())
+                client.noop()
+
+    def _idle(self, client: imapclient.IMAPClient, longest: timedelta) -> None:
+        # Re-issue IDLE at least every poll interval (and well under the 29 minutes of RFC 2177).
+        client.idle()
+        try:
+            waited = 0.0
+            while not self._stop.is_set() and waited < min(longest.total_seconds(), 25 * 60):
+                if client.idle_check(timeout=_IDLE_SLICE):
+                    break
+                waited += _IDLE_SLICE
+        finally:
+            client.idle_done()
+
+    # ------------------------------------------------------------ one pass
+
+    def scan(self, client: imapclient.IMAPClient) -> int:
+        """Store every message after the checkpoint; return how many were handed to intake."""
+        box = self.box
+        info = client.select_folder(box.folder)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        last_uid = self._checkpoint(uidvalidity)
+        criteria = ["UID", f"{last_uid + 1}:*"]
+        if not box.processed_folder:
+            criteria += ["NOT", "KEYWORD", box.processed_flag]
+        uids = sorted(uid for uid in client.search(criteria) if uid > last_uid)
+        handled = 0
+        for start in range(0, len(uids), FETCH_BATCH):
+            chunk = uids[start : start + FETCH_BATCH]
+            fetched = client.fetch(chunk, ["BODY.PEEK[]"])
+            for uid in chunk:
+                data = fetched.get(uid, {}).get(b"BODY[]")
+                if data is None:  # expunged by another client meanwhile
+                    continue
+                self.store(uid, bytes(data))
+                self.mark_processed(client, uid)
+                self._save(uidvalidity, uid)
+                handled += 1
+        if uids and not handled:
+            self._save(uidvalidity, uids[-1])
+        self.passes += 1
+        return handled
+
+    def store(self, uid: int, raw: bytes) -> None:
+        record = InboundRecord(
+            source="imap",
+            raw=raw,
+            dedup_key=dedup_key(raw),
+            integration=self.box.name,
+            envelope_to=(self.box.address,) if self.box.address else (),
+            peer=self.box.host[:100],
+        )
+        accepted = self.writer.store(record)
+        if accepted.duplicate:
+            log.info("mailbox %s: UID %s was stored before (inbound %s)", self.box.name, uid, accepted.inbound_id)
+
+    def mark_processed(self, client: imapclient.IMAPClient, uid: int) -> None:
+        box = self.box
+        if not box.processed_folder:
+            client.add_flags([uid], [box.processed_flag])
+        elif client.has_capability("MOVE"):
+            client.move([uid], box.processed_folder)
+        else:
+            client.copy([uid], box.processed_folder)
+            client.delete_messages([uid])
+            if client.has_capability("UIDPLUS"):
+                client.uid_expunge([uid])
+            else:
+                client.expunge()
+
+    # ------------------------------------------------------------ checkpoint
+
+    def _checkpoint(self, uidvalidity: int) -> int:
+        with db.connection_context():
+            state = MailboxState.get_or_none(MailboxState.mailbox == self.box.name)
+        if state is None:
+            return 0
+        if state.uidvalidity != uidvalidity:
+            log.warning(
+                "mailbox %s: UIDVALIDITY changed (%s -> %s): scanning the folder again; stored mail is not duplicated",
+                self.box.name,
+                state.uidvalidity,
+                uidvalidity,
+            )
+            return 0
+        return state.last_uid
+
+    def _save(self, uidvalidity: int, uid: int) -> None:
+        now = self.clock.now()
+        with db.connection_context():
+            MailboxState.insert(
+                mailbox=self.box.name, uidvalidity=uidvalidity, last_uid=uid, updated_at=now
+            ).on_conflict(
+                conflict_target=[MailboxState.mailbox],
+                update={
+                    MailboxState.uidvalidity: uidvalidity,
+                    MailboxState.last_uid: uid,
+                    MailboxState.updated_at: now,
+                },
+            ).execute()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, LoginError):
+        return f"login failed: {exc}"
+    if isinstance(exc, StoreUnavailable):
+        return f"cannot store mail: {exc}"
+    if isinstance(exc, ssl.SSLError | IMAPClientError | socket.error | peewee.DatabaseError):
+        return f"{type(exc).__name__}: {exc}"
+    return repr(exc)
+
+
+def _close(client) -> None:
+    try:
+        client.logout()
+    except Exception:  # closing a broken connection may fail too; it is closed either way
+        try:
+            client.shutdown()
+        except Exception as exc:
+            log.debug("closing IMAP connection: %s", exc)

@@ -1,0 +1,377 @@
+"""The email steps of the pipeline: parse, screen (loops and noise), thread, record.
+
+Composed around the generic steps by :func:`email_steps`::
+
+    mail-screen → mail-thread → correlate → classify → allocate → apply → mail-record
+
+``mail-screen`` sorts the message (own loop, bounce, auto-reply, bulk, human)
+and drops or files what must not open an incident; ``mail-thread`` finds the
+incident a reply belongs to (Message-IDs Inlet stored or sent, the subject
+tag — never a hijack path) and applies the reply itself; new incidents go
+through the generic steps; ``mail-record`` stores attachments, participants
+and links. A step that has fully handled a signal marks it ``done`` and the
+generic steps skip it. Every choice is recorded with ``ctx.decide``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from gateway import steps
+from gateway.lifecycle import FINAL, add_key
+from gateway.mail_settings import match_address, message_id_secret
+from gateway.pipeline import Context, Discard, Step
+from parsers.email import AUTO_REPLY, BOUNCE, BULK, OWN_LOOP, EmailOptions, parse_email, verify_message_id
+from parsers.signal import Signal
+from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, Inbound, Incident, User
+
+log = logging.getLogger("inlet.mail")
+
+MAIL_SOURCES = ("smtp", "imap", "import")
+PARTICIPANT = "participant"
+
+
+def email_options(config) -> EmailOptions:
+    """The parser's view of this installation (own addresses, loop token, Message-ID key)."""
+    own = [a.lower() for a in config.mail.own_addresses]
+    # Exact [[address]] entries are Inlet's own; an @domain entry is not (its users write from it).
+    own += [a.address.lower() for a in config.address if not a.address.startswith("@")]
+    own.append(config.notifications.from_address.strip().lower())  # what the outbox sends from
+    return EmailOptions(
+        ref_prefix=config.inlet.ref_prefix,
+        own_addresses=tuple(own),
+        loop_token=config.mail.loop_token,
+        message_id_secret=message_id_secret(config),
+        message_id_domain=config.mail.message_id_domain,
+        max_attachment_size=config.mail.max_attachment_size,
+    )
+
+
+class MailParser:
+    """The parser of Inbound rows from smtp/imap/import: one Signal, class recorded on the row."""
+
+    def __init__(self, config):
+        self.config = config
+        self._options: EmailOptions | None = None
+
+    @property
+    def options(self) -> EmailOptions:
+        if self._options is None:  # read the Message-ID key only when mail arrives
+            self._options = email_options(self.config)
+        return self._options
+
+    def __call__(self, ctx: Context) -> list[Signal]:
+        inbound = ctx.inbound
+        envelope_from = inbound.envelope_from if inbound.source == "smtp" else None
+        signal = parse_email(inbound.raw, self.options, envelope_from=envelope_from)
+        Inbound.update(mail_class=signal.mail_class or "").where(Inbound.id == inbound.id).execute()
+        inbound.mail_class = signal.mail_class or ""
+        ctx.decide("mail-class", mail_class=signal.mail_class, reason=signal.mail_class_reason)
+        ctx.extras["options"] = self.options
+        _recipient(ctx, signal)
+        return [signal]
+
+
+def _recipient(ctx: Context, signal: Signal) -> None:
+    """The [[address]] the message came to: its defaults feed classify and allocate."""
+    config, inbound = ctx.config, ctx.inbound
+    candidates = list(inbound.envelope_to or ())
+    if inbound.source == "imap":
+        box = next((m for m in config.mailbox if m.name == inbound.integration), None)
+        if box is not None and box.address:
+            candidates.insert(0, box.address)
+    candidates += [*signal.recipients, *signal.cc]
+    for address in candidates:
+        entry = match_address(config, address)
+        if entry is not None:
+            ctx.extras["recipient"] = address.strip("<>").lower()
+            ctx.extras["defaults"] = entry.defaults()
+            ctx.decide("recipient", address=ctx.extras["recipient"], defaults=entry.defaults())
+            return
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_mail(ctx: Context) -> bool:
+    return ctx.inbound.source in MAIL_SOURCES and ctx.signal is not None and ctx.signal.source == "email"
+
+
+def _done(ctx: Context) -> None:
+    ctx.extras["done"] = ctx.index
+
+
+def _is_done(ctx: Context) -> bool:
+    return ctx.extras.get("done") == ctx.index
+
+
+def unless_done(step: Step) -> Step:
+    """Wrap a generic step so it skips a signal an email step has fully handled."""
+
+    def run(ctx: Context) -> None:
+        if not _is_done(ctx):
+            step(ctx)
+
+    run.__name__ = getattr(step, "__name__", "step")
+    return run
+
+
+def _sender(signal: Signal) -> str:
+    return (signal.reporter_email or "").lower()
+
+
+def _no_ack(ctx: Context, why: str) -> None:
+    """The reporter must not be acknowledged for this signal (read by the notification hooks)."""
+    ctx.extras["context"] = {"acknowledge_reporter": False, "why": why}
+    ctx.decide("acknowledge", acknowledge_reporter=False, why=why)
+
+
+def _context(ctx: Context) -> dict:
+    return dict(ctx.extras.get("context") or {})
+
+
+def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
+    """(incident, how it was found, whether the message replies to mail Inlet sent or stored).
+
+    References are tried first (a Message-ID Inlet stored, then one it sent and
+    can verify), then the subject tag. Closed incidents are found too: the
+    caller decides what a reply to them means.
+    """
+    s, options = ctx.signal, ctx.extras["options"]
+    references = [r for r in s.references if r]
+    if references:
+        incident = steps.find_by_key(steps.MESSAGE_ID, references, open_only=False)
+        if incident is not None:
+            return incident, "references: a message Inlet stored", True
+        for value in references:
+            ref = verify_message_id(value, options)
+            if ref:
+                incident = Incident.get_or_none(Incident.ref == ref)
+                if incident is not None:
+                    return incident, "references: a message Inlet sent", True
+    if s.subject_ref:
+        incident = Incident.get_or_none(Incident.ref == s.subject_ref)
+        if incident is not None:
+            return incident, f"subject tag [{s.subject_ref}]", False
+    return None, "", False
+
+
+def is_participant(incident: Incident, address: str) -> bool:
+    """Reporter, a Cc'd or replying contact of this incident, or an agent (a user with this address)."""
+    if not address:
+        return False
+    if incident.reporter_id and Contact.get_by_id(incident.reporter_id).email == address:
+        return True
+    known = CorrelationKey.select().where(
+        (CorrelationKey.incident == incident) & (CorrelationKey.kind == PARTICIPANT) & (CorrelationKey.value == address)
+    )
+    if known.exists():
+        return True
+    return User.select().where((User.email == address) & (User.active == True)).exists()  # noqa: E712
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def screen(ctx: Context) -> None:
+    """Own loops are dropped; bounces and auto-replies are filed, never opened or acknowledged."""
+    if not _is_mail(ctx):
+        return
+    s = ctx.signal
+    cls, why = s.mail_class, s.mail_class_reason
+    if cls == OWN_LOOP:
+        raise Discard(f"own loop: {why}")
+    if cls == BOUNCE:
+        _no_ack(ctx, f"bounce: {why}")
+        return _file_bounce(ctx)
+    if cls == AUTO_REPLY:
+        _no_ack(ctx, f"auto-reply: {why}")
+        incident, how, _ = find_thread(ctx)
+        if incident is None or incident.status in FINAL:
+            raise Discard(f"auto-reply: {why}" + (f" (to {incident.ref}, {incident.status})" if incident else ""))
+        ctx.incident, ctx.match = incident, how
+        ctx.extras["event"] = ctx.lifecycle.note(
+            incident.ref,
+            _sender(s) or "auto-reply",
+            f"Automatic reply ({why}):\n\n{s.text or s.title}",
+            public=False,
+            inbound=ctx.inbound,
+            context=_context(ctx),
+        )
+        ctx.outcome = "updated"
+        ctx.decide("mail-screen", result="auto-reply filed as internal note", incident=incident.ref, by=how)
+        _done(ctx)
+        return
+    if cls == BULK:
+        _no_ack(ctx, f"list or bulk mail: {why}")
+    elif s.suppress_autoreply:
+        _no_ack(ctx, "X-Auto-Response-Suppress asks for no automatic replies")
+
+
+def _file_bounce(ctx: Context) -> None:
+    s, now = ctx.signal, ctx.clock.now()
+    incident, how, _ = find_thread(ctx)
+    failed = [a.lower() for a in s.details.get("failed_recipients", []) if a]
+    if incident is not None and not failed and incident.reporter_id:
+        failed = [Contact.get_by_id(incident.reporter_id).email]
+    if failed:
+        until = now + ctx.config.mail.undeliverable_for
+        Contact.update(undeliverable_until=until).where(Contact.email.in_(failed)).execute()
+        ctx.decide("mail-screen", undeliverable=failed, until=until.isoformat())
+    if incident is None or incident.status in FINAL:
+        raise Discard(f"bounce: {s.mail_class_reason}; no open incident it bounced from")
+    ctx.incident, ctx.match = incident, how
+    body = f"Delivery failed ({s.mail_class_reason})"
+    body += f" for {', '.join(failed)}" if failed else ""
+    ctx.extras["event"] = ctx.lifecycle.note(
+        incident.ref,
+        "mailer-daemon",
+        f"{body}.\n\n{s.text or s.title}",
+        public=False,
+        inbound=ctx.inbound,
+        context=_context(ctx),
+    )
+    ctx.outcome = "updated"
+    ctx.decide("mail-screen", result="bounce filed as internal note", incident=incident.ref, by=how)
+    _done(ctx)
+
+
+def thread(ctx: Context) -> None:
+    """A reply becomes a public update of its incident (or reopens it); else the message is new."""
+    if not _is_mail(ctx) or _is_done(ctx):
+        return
+    s, now, config = ctx.signal, ctx.clock.now(), ctx.config
+    sender = _sender(s)
+    incident, how, replied = find_thread(ctx)
+    if incident is not None and not replied and not is_participant(incident, sender):
+        ctx.decide(
+            "mail-thread",
+            result="new incident",
+            why=f"{how} from {sender or 'an unknown sender'}, who is not a participant of {incident.ref} "
+            "and does not reply to its mail",
+        )
+        ctx.extras["link_to"] = incident.ref
+        incident = None
+    if incident is not None:
+        reopen_until = incident.resolved_at + config.mail.reopen_window if incident.resolved_at else None
+        if incident.status in FINAL or (incident.status == RESOLVED and reopen_until and now > reopen_until):
+            why = (
+                f"{incident.ref} is {incident.status}"
+                if incident.status in FINAL
+                else f"{incident.ref} was resolved more than {_human(config.mail.reopen_window)} ago"
+            )
+            ctx.decide("mail-thread", result="new incident", why=f"reply by {how}, but {why}")
+            ctx.extras["link_to"] = incident.ref
+            incident = None
+    if incident is None:
+        _throttle(ctx, sender, now)
+        return
+    _apply_reply(ctx, incident, how, sender)
+
+
+def _apply_reply(ctx: Context, incident: Incident, how: str, sender: str) -> None:
+    s, lc = ctx.signal, ctx.lifecycle
+    actor = sender or "email"
+    results = []
+    if incident.status == RESOLVED:
+        lc.reopen(incident.ref, actor, reason=f"The reporter replied: {s.title}", context=_context(ctx))
+        results.append("reopened")
+    words = s.text.strip() or (s.full_text or "").strip() or f"(a reply with no text: {s.title})"
+    ctx.extras["event"] = lc.note(incident.ref, actor, words, public=True, inbound=ctx.inbound, context=_context(ctx))
+    lc.add_signal(incident.ref, actor)
+    results.append("public update")
+    ctx.incident, ctx.match = Incident.get_by_id(incident.id), how
+    ctx.outcome = "updated"
+    ctx.decide("mail-thread", result=" + ".join(results), incident=incident.ref, by=how)
+    _done(ctx)
+
+
+def _throttle(ctx: Context, sender: str, now) -> None:
+    """More than N new incidents from one sender within the window: ignored: throttled."""
+    mail = ctx.config.mail
+    if not sender:
+        return
+    since = now - mail.throttle_window
+    recent = (
+        Incident.select()
+        .join(Contact, on=(Incident.reporter == Contact.id))
+        .where((Contact.email == sender) & (Incident.opened_at >= since))
+        .count()
+    )
+    if recent >= mail.throttle_count:
+        raise Discard(
+            f"throttled: {recent} new incidents from {sender} within {_human(mail.throttle_window)} "
+            f"(limit {mail.throttle_count})"
+        )
+
+
+def record(ctx: Context) -> None:
+    """After apply: attachments, participants, the message's own id, links to an earlier incident."""
+    if not _is_mail(ctx) or ctx.incident is None or ctx.outcome not in ("created", "updated"):
+        return
+    s, incident, now = ctx.signal, ctx.incident, ctx.clock.now()
+    event = ctx.extras.get("event")
+    if ctx.outcome == "created":
+        event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
+        _add_participants(incident, [*s.cc, *s.recipients], now, ctx)
+        link_to = ctx.extras.get("link_to")
+        if link_to:
+            _link(ctx, incident, link_to)
+    elif ctx.match and s.message_id and ctx.signal.mail_class != BOUNCE:
+        # A reply is part of the thread too: replies to it must find the incident.
+        add_key(incident, steps.MESSAGE_ID, s.message_id, now)
+        _add_participants(incident, [*s.cc], now, ctx)
+    for part in s.attachments:
+        Attachment.create(
+            incident=incident,
+            inbound=ctx.inbound,
+            event=event,
+            filename=part.filename[:255],
+            content_type=part.content_type[:255],
+            size=part.size,
+            sha256=part.sha256,
+            data=part.data,
+            inline=part.inline,
+            content_id=(part.content_id or None) and part.content_id[:255],
+            skipped=part.skipped and part.skipped[:255],
+        )
+    if s.attachments:
+        skipped = [f"{p.filename}: {p.skipped}" for p in s.attachments if p.skipped]
+        ctx.decide("mail-record", attachments=len(s.attachments), skipped=skipped)
+
+
+def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:
+    own = set(ctx.extras["options"].own_addresses)
+    existing = {
+        k.value
+        for k in CorrelationKey.select(CorrelationKey.value).where(
+            (CorrelationKey.incident == incident) & (CorrelationKey.kind == PARTICIPANT)
+        )
+    }
+    for address in addresses:
+        address = (address or "").lower()
+        if address and address not in own and address not in existing and match_address(ctx.config, address) is None:
+            add_key(incident, PARTICIPANT, address, now)
+            existing.add(address)
+
+
+def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
+    other = Incident.get(Incident.ref == other_ref)
+    if other.status in FINAL:  # a closed incident is read-only: the link is recorded on the new one
+        ctx.lifecycle.note(incident.ref, "inlet", f"Follow-up of {other.ref} ({other.status}).", public=False)
+    else:
+        ctx.lifecycle.link(incident.ref, "inlet", other.ref, "related")
+    ctx.decide("mail-record", linked_to=other.ref)
+
+
+def _human(delta: timedelta) -> str:
+    from gateway.schema import format_duration
+
+    return format_duration(delta)
+
+
+def email_steps(generic: list[tuple[str, Step]]) -> list[tuple[str, Step]]:
+    """The signal steps with the email steps around the generic ones (which skip handled signals)."""
+    wrapped = [(name, unless_done(step)) for name, step in generic]
+    return [("mail-screen", screen), ("mail-thread", thread), *wrapped, ("mail-record", record)]

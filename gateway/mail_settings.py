@@ -1,0 +1,185 @@
+"""Settings of email intake: the SMTP server, the addresses Inlet accepts mail
+for, the IMAP mailboxes it polls, and the mail rules (loops, threading, throttle).
+
+Declared here (the module that owns them) and wired into ``Config`` in
+gateway/config.py; :func:`check_mail` holds the cross-reference checks.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from gateway.schema import KeyProblem, setting
+
+
+@dataclass(frozen=True)
+class SmtpUser:
+    name: str = setting(help="User name a trusted submitter logs in with (SMTP AUTH PLAIN/LOGIN).")
+    password_env: str = setting(help="Environment variable holding that user's password.")
+
+
+@dataclass(frozen=True)
+class SmtpSection:
+    enabled: bool = setting(True, help="Run the SMTP server in `inlet serve` (role 'smtp').")
+    host: str = setting("127.0.0.1", help="Address the SMTP server listens on (loopback unless you mean it).")
+    port: int = setting(2525, help="Port of the SMTP server (0: any free port).", minimum=0)
+    hostname: str = setting("inlet.localhost", help="Name the server gives in its greeting and EHLO answer.")
+    max_message_size: int = setting(
+        26_214_400, help="Largest accepted message in bytes; larger ones get 552 5.3.4.", minimum=1024
+    )
+    max_recipients: int = setting(50, help="Most recipients per message; more get 452 4.5.3.", minimum=1)
+    tls_cert: str = setting("", help="PEM certificate file for STARTTLS (empty: no STARTTLS).")
+    tls_key: str = setting("", help="PEM private key file for STARTTLS.")
+    require_tls: bool = setting(False, help="Refuse mail until the client has started TLS.")
+    auth_required: bool = setting(
+        False, help="Accept mail only from authenticated submitters (needs users and STARTTLS)."
+    )
+    users: list[SmtpUser] = setting(factory=list, help="Trusted submitters allowed to authenticate.")
+    store_timeout: timedelta = setting(
+        timedelta(seconds=20), help="How long a session waits for its message to be committed before 451."
+    )
+
+
+@dataclass(frozen=True)
+class Address:
+    address: str = setting(
+        help="An address Inlet accepts mail for (support@example.org), or a whole domain (@example.org)."
+    )
+    description: str = setting("", help="What this address is for.")
+    group: str = setting("", help="Default resolver group ([[group]] name) for mail to this address.")
+    category: str = setting("", help="Default category.")
+    service: str = setting("", help="Default service.")
+    impact: str = setting("", help="Default impact.", choices=("", "high", "medium", "low"))
+    urgency: str = setting("", help="Default urgency.", choices=("", "high", "medium", "low"))
+    security: bool = setting(False, help="Mail to this address opens security incidents (restricted visibility).")
+    major: bool = setting(False, help="Mail to this address opens major incidents.")
+
+    def defaults(self) -> dict:
+        """The allocation defaults this address gives (only what is set)."""
+        values = {
+            "group": self.group,
+            "category": self.category,
+            "service": self.service,
+            "impact": self.impact,
+            "urgency": self.urgency,
+            "security": self.security,
+            "major": self.major,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    name: str = setting(help="Name of this mailbox (unique; used in logs and its checkpoint).")
+    host: str = setting(help="IMAP server.")
+    port: int = setting(993, help="IMAP port (993 with TLS, 143 without).", minimum=1)
+    tls: bool = setting(True, help="Connect with implicit TLS (IMAPS).")
+    starttls: bool = setting(False, help="Upgrade a plain connection with STARTTLS (when tls = false).")
+    user: str = setting("", help="Login name (required).")
+    password_env: str = setting("", help="Environment variable holding the password (required).")
+    folder: str = setting("INBOX", help="Folder to read new mail from.")
+    processed_folder: str = setting(
+        "", help="Move stored messages to this folder (created if missing); empty: flag them instead."
+    )
+    processed_flag: str = setting("$InletStored", help="Keyword set on stored messages when not moving them.")
+    poll_interval: timedelta = setting(timedelta(seconds=60), help="How often to look for mail without IDLE.")
+    idle: bool = setting(True, help="Use IMAP IDLE when the server supports it (new mail in seconds).")
+    address: str = setting("", help="The [[address]] whose defaults apply to this mailbox's mail (empty: none).")
+
+
+@dataclass(frozen=True)
+class MailSection:
+    own_addresses: list[str] = setting(
+        factory=list,
+        help="Addresses (or @domains) Inlet sends from: mail From them is its own loop. [[address]] entries count too.",
+    )
+    loop_token: str = setting("inlet", help="Value Inlet puts in X-Loop; incoming mail carrying it is a loop.")
+    message_id_domain: str = setting("inlet.invalid", help="Domain part of the Message-IDs Inlet generates.")
+    message_id_secret_env: str = setting(
+        "INLET_MESSAGE_ID_SECRET",
+        help="Environment variable holding the key that signs Inlet's Message-IDs (else generated in data_dir).",
+    )
+    reopen_window: timedelta = setting(
+        timedelta(days=7), help="A reply within this time after resolution reopens; later, a new linked incident."
+    )
+    throttle_count: int = setting(
+        20, help="Most new incidents one sender may open per throttle_window; more are ignored: throttled.", minimum=1
+    )
+    throttle_window: timedelta = setting(timedelta(hours=1), help="The window of the per-sender throttle.")
+    undeliverable_for: timedelta = setting(
+        timedelta(days=3), help="How long an address that bounced is not mailed again."
+    )
+    max_attachment_size: int = setting(
+        10_485_760, help="Largest attachment stored, in bytes; larger ones are recorded as skipped.", minimum=0
+    )
+
+
+def check_mail(config) -> None:
+    """Cross-references of the mail settings (raises KeyProblem)."""
+    groups = {g.name for g in config.group}
+    seen = set()
+    for a in config.address:
+        where = (f"[[address]] {a.address!r}",)
+        value = a.address.strip().lower()
+        if not value or value.count("@") != 1 or value.endswith("@"):
+            raise KeyProblem((*where, "address"), "expected name@domain or @domain")
+        if value in seen:
+            raise KeyProblem((*where, "address"), "duplicate address")
+        seen.add(value)
+        if a.group and a.group not in groups:
+            raise KeyProblem((*where, "group"), f"no [[group]] named {a.group!r}")
+    known = {a.address.strip().lower() for a in config.address}
+    for m in config.mailbox:
+        if m.address and m.address.strip().lower() not in known:
+            raise KeyProblem((f"[[mailbox]] {m.name!r}", "address"), f"no [[address]] {m.address!r}")
+        for key in ("user", "password_env"):
+            if not getattr(m, key):
+                raise KeyProblem((f"[[mailbox]] {m.name!r}", key), "required key is missing")
+    smtp = config.smtp
+    if bool(smtp.tls_cert) != bool(smtp.tls_key):
+        raise KeyProblem(("[smtp]", "tls_cert"), "tls_cert and tls_key go together")
+    if smtp.auth_required and not smtp.users:
+        raise KeyProblem(("[smtp]", "auth_required"), "needs at least one entry in users")
+    if smtp.require_tls and not smtp.tls_cert:
+        raise KeyProblem(("[smtp]", "require_tls"), "needs tls_cert and tls_key")
+
+
+def match_address(config, address: str):
+    """The [[address]] entry that accepts ``address`` (exact address first, then its domain), or None."""
+    address = (address or "").strip().strip("<>").lower()
+    if "@" not in address:
+        return None
+    domain = "@" + address.rpartition("@")[2]
+    by_domain = None
+    for entry in config.address:
+        value = entry.address.strip().lower()
+        if value == address:
+            return entry
+        if value == domain:
+            by_domain = entry
+    return by_domain
+
+
+def message_id_secret(config) -> bytes:
+    """The key that signs Inlet's Message-IDs: from the environment, else a file kept in data_dir."""
+    name = config.mail.message_id_secret_env
+    if name and os.environ.get(name):
+        return os.environ[name].encode()
+    path = Path(config.inlet.data_dir) / "message-id.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    return key
