@@ -9,6 +9,8 @@ fixtures next to these, and the flow test extended step by step.
 from __future__ import annotations
 
 import re
+import smtplib
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ from playwright.sync_api import expect, sync_playwright
 
 from gateway import accounts
 from gateway.service import Service
+from store.db import db
 from store.models import Event, Incident
-from tests.conftest import ROOT, _fresh_database, _migrated, free_port
+from tests.conftest import ROOT, _fresh_database, _migrated, free_port, wait_for
+from tests.sinks import SmtpSink
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 OUTPUT = ROOT / "test-output" / "browser"
 AGENT, PASSWORD = "alice", "a long test password"
+DESK = "desk@inlet.example.org"
 
 
 @pytest.fixture
@@ -41,8 +46,16 @@ def sqlite_store(tmp_path):
 
 
 @pytest.fixture
-def running(sqlite_store):
-    """A started Service with the web and worker roles on a free loopback port; stopped afterwards."""
+def reporter_mailbox():
+    """The reporters' mail server: a loopback SMTP sink that keeps what Inlet sends them."""
+    sink = SmtpSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def running(sqlite_store, reporter_mailbox):
+    """A started Service (web, SMTP intake, pipeline worker, notification delivery) on free loopback ports."""
     config = sqlite_store.config(
         web={"host": "127.0.0.1", "port": free_port()},
         inlet={"data_dir": str(sqlite_store.tmp_path), "name": "Inlet test desk"},
@@ -51,8 +64,11 @@ def running(sqlite_store):
             {"name": "network", "escalation": "default"},
             {"name": "security"},
         ],
+        smtp={"host": "127.0.0.1", "port": free_port()},
+        address=[{"address": DESK, "group": "service-desk"}],
+        notifications={"from_address": DESK, "smtp_port": reporter_mailbox.port, "apprise_throttle": "0s"},
     )
-    service = Service(config, roles={"web", "worker"})
+    service = Service(config, roles={"web", "worker", "smtp", "notify"})
     accounts.create_user(AGENT, "agent", PASSWORD, email="alice@example.org")
     service.start()
     service.base_url = f"http://127.0.0.1:{config.web.port}"
@@ -101,21 +117,26 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def test_agent_works_an_incident_from_queue_to_closed(running, page):
-    incident = running.lifecycle.create(
-        title="VPN drops every ten minutes",
-        description="Since this morning the VPN disconnects every ten minutes for the whole sales team.",
-        actor="rita@example.org",
-        reporter_email="rita@example.org",
-        reporter_name="Rita Reporter",
-        group="service-desk",
-        category="network",
-        service="vpn",
-        impact="medium",
-        urgency="high",
-        source="smtp",
-    )
-    ref = incident.ref
+def report_by_email(running) -> str:
+    """Rita emails the service desk through the SMTP intake; the reference of the incident it became."""
+    message = EmailMessage()
+    message["From"] = "Rita Reporter <rita@example.org>"
+    message["To"] = DESK
+    message["Subject"] = "VPN drops every ten minutes"
+    message.set_content("Since this morning the VPN disconnects every ten minutes for the whole sales team.")
+    with smtplib.SMTP("127.0.0.1", running.smtp.port, timeout=10) as client:
+        client.send_message(message)
+
+    def registered():
+        with db.connection_context():
+            incident = Incident.get_or_none(Incident.title == "VPN drops every ten minutes")
+            return incident.ref if incident else None
+
+    return wait_for(registered, timeout=20, message="the email to become an incident")
+
+
+def test_agent_works_an_incident_from_queue_to_closed(running, page, reporter_mailbox):
+    ref = report_by_email(running)
 
     sign_in(page)
     row = page.get_by_role("row").filter(has_text="VPN drops every ten minutes")
@@ -134,6 +155,16 @@ def test_agent_works_an_incident_from_queue_to_closed(running, page):
     expect(page.locator(".timeline")).to_contain_text("We are looking into the VPN gateway now.")
     screenshot(page, "incident-open")
 
+    def update_delivered():  # through the outbox, to the reporter's mail server
+        return [
+            m
+            for _f, to, m in reporter_mailbox.messages
+            if "We are looking into" in m.get_body(("plain",)).get_content()
+        ]
+
+    (update,) = wait_for(update_delivered, timeout=20, message="the public update in the reporter's mailbox")
+    assert f"[{ref}]" in update["Subject"] and update["To"] == "rita@example.org"
+
     page.locator("summary", has_text="Resolve").click()
     page.get_by_label("Resolution code").fill("config-change")
     page.get_by_label("Notes (public)").fill("Raised the idle timeout on the VPN gateway.")
@@ -145,9 +176,10 @@ def test_agent_works_an_incident_from_queue_to_closed(running, page):
     expect(page.locator(".incident-head .status")).to_have_text("closed")
     expect(page.locator(".actions")).to_have_count(0)  # closed is read-only
 
-    stored = Incident.get(Incident.ref == ref)
+    with db.connection_context():
+        stored = Incident.get(Incident.ref == ref)
+        types = [e.type for e in Event.select().where(Event.incident == stored).order_by(Event.id)]
     assert (stored.status, stored.resolution_code, stored.closed_by) == ("closed", "config-change", "agent")
-    types = [e.type for e in Event.select().where(Event.incident == stored).order_by(Event.id)]
     assert types == ["created", "acknowledged", "update", "resolved", "closed"]
     assert screenshot(page, "incident").stat().st_size > 10_000
 
