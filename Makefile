@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 INLET := $(BIN)/inlet -c $(CONFIG)
 
-.PHONY: run test lint format deps clean
+# The example integrations' webhook token: generated once into var/, shared by `make run` and `make demo`.
+TOKEN = INLET_ALERTMANAGER_TOKEN="$${INLET_ALERTMANAGER_TOKEN:-$$(cat var/webhook.token)}" \
+	INLET_DRILL_TOKEN="$${INLET_DRILL_TOKEN:-$$(cat var/webhook.token)}"
+
+.PHONY: run demo test lint format deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +27,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(INLET) db upgrade
 	$(INLET) user bootstrap
-	exec $(INLET) serve
+	@mkdir -p var && [ -s var/webhook.token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/webhook.token
+	@echo "inlet: in another terminal, 'make demo' fills the queue with a few emails and alerts"
+	$(TOKEN) exec $(INLET) serve
+
+## Send a few realistic emails and alerts through the intake of the Inlet that `make run` started.
+demo: $(VENV)/.installed
+	$(TOKEN) $(INLET) demo
 
 ## Set up and pass every test: system services, lint, then pytest on SQLite and PostgreSQL.
 test: $(VENV)/.installed-test deps

@@ -84,7 +84,12 @@ def parse_webhook_inbound(ctx: Context) -> list[Signal]:
     headers = {k.lower(): v for k, v in (ctx.inbound.headers or {}).items()}
     ctx.extras["integration"] = integration
     ctx.extras["defaults"] = integration.defaults()
-    return webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
+    signals = webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
+    if integration.kind == "drill":  # the drill asks for its procedure and group
+        from gateway.drill import drill_defaults
+
+        ctx.extras["defaults"].update(drill_defaults(signals))
+    return signals
 
 
 # ---------------------------------------------------------------- correlate
@@ -159,6 +164,7 @@ def apply(ctx: Context) -> None:
             labels=s.labels,
             major=a["major"],
             security=a["security"],
+            drill=integration.kind == "drill",
             decisions=dict(ctx.classification.reasons),
             keys=[k for k in steps.keys_of(ctx) if k[0] != steps.FINGERPRINT],
             inbound=ctx.inbound,

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--pid", type=int, help="process id (default: from inlet.pid in inlet.data_dir)")
     reload.set_defaults(func=cmd_reload)
 
+    demo = command("demo", "Send realistic emails and alerts through the SMTP and webhook intake of a running Inlet.")
+    demo.set_defaults(func=cmd_demo)
+
     drill = command("drill", "Inject a marked synthetic incident into the running instance and follow it.")
     drill.add_argument("--procedure", choices=("major", "security", "standard"), default="standard")
     drill.add_argument("--group", help="group to allocate the drill incident to (default: the fallback group)")
@@ -242,6 +245,13 @@ def cmd_reload(args) -> int:
     except PermissionError:
         raise InletError(f"not allowed to signal process {pid}") from None
     print(f"{config.path}: OK; asked process {pid} to reload it")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from gateway.demo import run_demo
+
+    run_demo(_load(args))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Drills: test the procedures of a running Inlet, not just the code (``inlet drill``).
 
-A drill injects a marked synthetic report through the intake of a running
-instance (the integration named ``drill``), then follows it: registered as an
+A drill injects a marked synthetic report through the real intake of a running
+instance (``POST /hooks/<name>`` of the ``[[integration]]`` of kind ``drill``,
+bearer token), then follows it: registered as an
 incident flagged ``drill``, allocated (group, procedure), the escalation timer
 scheduled, the first escalation step fired (its delay compressed: the drill
 moves the timer's due time to now and the running timer worker fires it), the
@@ -10,11 +11,8 @@ the stakeholder broadcast of a major incident), and finally cleans up. Each
 step prints PASS or FAIL with its time. Drill incidents carry ``drill = true``
 so reports and metrics leave them out.
 
-The transport is a small function ``transport(config, payload) -> None``.
-:func:`inbound_transport` stores the report as an Inbound row from integration
-``drill`` — the same row the SMTP and webhook edges write — so the running
-pipeline worker takes it from there. HTTP and SMTP transports belong with those
-edges (``POST /hooks/drill``, or a mail to the intake address).
+The transport is a small function ``transport(config, payload) -> inbound id``;
+:func:`http_transport` is the one ``inlet drill`` uses.
 """
 
 from __future__ import annotations
@@ -22,20 +20,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.errors import ParseError
-from parsers.signal import Signal
+from gateway.config import secret
+from gateway.errors import InletError
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer
 
-DRILL = "drill"  # the Inbound source and integration name of drill reports
 PROCEDURE_FLAGS = {"major": {"major": True}, "security": {"security": True}, "standard": {}}
 
-Transport = Callable[[object, dict], None]
+Transport = Callable[[object, dict], int]  # sends the report, returns the Inbound id
 
 
 @dataclass
@@ -49,45 +48,43 @@ class StepResult:
         return f"{'PASS' if self.ok else 'FAIL'}  {self.name:<22} {self.seconds * 1000:8.0f} ms  {self.detail}"
 
 
-def inbound_transport(config, payload: dict) -> None:
-    """Store the drill report as a pending Inbound row (what an intake edge does)."""
-    with db.connection_context(), db.atomic():
-        Inbound.create(
-            source=DRILL,
-            integration=DRILL,
-            received_at=Clock().now(),
-            dedup_key=f"drill:{payload['drill_id']}",
-            status=PENDING,
-            raw=json.dumps(payload).encode(),
-            peer="inlet drill",
-        )
+def http_transport(config, payload: dict) -> int:
+    """POST the drill report to the running instance's ``/hooks/<drill integration>``; the Inbound id.
 
-
-def parse(ctx) -> list[Signal]:
-    """The pipeline parser of drill reports: one signal; the procedure comes as source defaults."""
+    The real intake path: authentication, the intake writer's commit before ``202``,
+    the pipeline worker. Raises InletError when no drill integration is configured,
+    its token is not set, or the instance refuses the report.
+    """
+    integration = next((i for i in config.integration if i.kind == "drill"), None)
+    if integration is None:
+        raise InletError(f"{config.path}: no [[integration]] of kind 'drill' to send the drill report to")
+    token = secret(integration.token_env) if integration.auth == "bearer" else None
+    if not token:
+        raise InletError(f"set {integration.token_env or 'the token_env'} of [[integration]] {integration.name!r}")
+    host = "127.0.0.1" if config.web.host in ("", "0.0.0.0", "::") else config.web.host  # noqa: S104
+    url = f"http://{host}:{config.web.port}/hooks/{integration.name}"
+    request = urllib.request.Request(  # noqa: S310 -- our own endpoint
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     try:
-        payload = json.loads(bytes(ctx.inbound.raw).decode("utf-8"))
-        title, drill_id = str(payload["title"]), str(payload["drill_id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ParseError(f"not a drill report: {exc}") from None
-    defaults = dict(PROCEDURE_FLAGS.get(payload.get("procedure"), {}))
-    if payload.get("group"):
-        defaults["group"] = str(payload["group"])
-    ctx.extras["defaults"] = defaults
-    return [
-        Signal(
-            source="generic",
-            title=title,
-            text=str(payload.get("text", "")),
-            fingerprint=f"drill:{drill_id}",
-            labels={"inlet_drill": drill_id},
-        )
-    ]
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(json.load(answer)["inbound_id"])
+    except urllib.error.HTTPError as exc:
+        raise InletError(f"{url} answered {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}") from None
+    except OSError as exc:
+        raise InletError(f"{url} unreachable: {exc}") from None
 
 
-def is_drill(inbound) -> bool:
-    """Whether an Inbound is a drill report (its incident is flagged ``drill``)."""
-    return inbound is not None and inbound.integration == DRILL
+def drill_defaults(signals) -> dict:
+    """Source defaults for allocate from a drill report: the procedure's flag and the group asked for."""
+    labels = signals[0].labels if signals else {}
+    defaults = dict(PROCEDURE_FLAGS.get(labels.get("inlet_drill_procedure"), {}))
+    if labels.get("inlet_drill_group"):
+        defaults["group"] = labels["inlet_drill_group"]
+    return defaults
 
 
 def run_drill(
@@ -95,7 +92,7 @@ def run_drill(
     *,
     procedure: str = "standard",
     group: str | None = None,
-    transport: Transport = inbound_transport,
+    transport: Transport = http_transport,
     timeout: float = 30.0,
     keep: bool = False,
     report: Callable[[str], None] = print,
@@ -132,11 +129,14 @@ def run_drill(
         return result.ok
 
     def injected():
-        transport(config, payload)
-        return True, f"drill {drill_id} via {getattr(transport, '__name__', 'transport')}"
+        try:
+            state["inbound_id"] = transport(config, payload)
+        except InletError as exc:
+            return False, str(exc)
+        return True, f"drill {drill_id}: inbound {state['inbound_id']}"
 
     def registered():
-        inbound = Inbound.get_or_none(Inbound.dedup_key == f"drill:{drill_id}")
+        inbound = Inbound.get_or_none(Inbound.id == state["inbound_id"])
         if inbound is None or inbound.status == PENDING:
             return None
         if inbound.incident_id is None:
@@ -184,7 +184,7 @@ def run_drill(
 
     def cleaned():
         incident = Incident.get_or_none(Incident.id == state["incident"].id)
-        inbound = Inbound.get_or_none(Inbound.dedup_key == f"drill:{drill_id}")
+        inbound = Inbound.get_or_none(Inbound.id == state["inbound_id"])
         if keep:
             return True, f"kept {incident.ref}" if incident else "nothing to keep"
         with db.atomic():

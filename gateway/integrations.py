@@ -26,7 +26,7 @@ from gateway.schema import KeyProblem, setting
 
 log = logging.getLogger("inlet.hooks")
 
-KINDS = ("alertmanager", "grafana", "pagerduty", "generic")
+KINDS = ("alertmanager", "grafana", "pagerduty", "generic", "drill")
 AUTHS = ("bearer", "hmac", "routing_key")
 SIGNATURE_STYLES = ("hex", "sha256=")
 RESOLVE_POLICIES = ("all", "any", "never")

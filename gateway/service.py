@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway import alerts, drill, steps
+from gateway import alerts, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
@@ -69,7 +69,6 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
         lifecycle=lifecycle,
         parsers={
             alerts.SOURCE: alerts.parse_webhook_inbound,
-            drill.DRILL: drill.parse,
             **{source: parse_mail for source in mail.MAIL_SOURCES},
         },
         # the email steps wrap the generic ones, as the alert steps do; other sources pass straight through

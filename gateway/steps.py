@@ -7,7 +7,6 @@ modules of those sources and is composed into the step list by the service.
 
 from __future__ import annotations
 
-from gateway.drill import is_drill
 from gateway.pipeline import Context, Discard
 from parsers.severity import severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, RESOLVED
@@ -166,7 +165,6 @@ def apply(ctx: Context) -> None:
             labels=s.labels,
             major=a["major"],
             security=a["security"],
-            drill=is_drill(ctx.inbound),
             decisions=dict(ctx.classification.reasons),
             keys=keys_of(ctx),
             inbound=ctx.inbound,

@@ -810,8 +810,45 @@ def parse_email(raw: bytes, options: EmailOptions, envelope_from: str | None = N
         return _parse(raw, options, envelope_from)
     except ParseError:
         raise
-    except Exception as exc:  # a bug or a hostile message: keep it in the quarantine, never crash intake
-        raise ParseError(f"cannot parse email: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # e.g. the stdlib's header parser failing on a hostile MIME parameter
+        try:
+            return _read_plainly(bytes(raw), options, envelope_from, exc)
+        except Exception:  # nothing readable: keep it in the quarantine, never crash intake
+            raise ParseError(f"cannot parse email: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, error: Exception) -> Signal:
+    """What can be read without the structured header parser: subject, sender, ids, the body as text."""
+    msg = email.message_from_bytes(raw, policy=policy.compat32)
+
+    def text_of(name: str) -> str:
+        value = msg.get(name)
+        if value is None:
+            return ""
+        try:
+            return str(email.header.make_header(email.header.decode_header(str(value))))
+        except Exception:
+            return str(value)
+
+    name, address = email.utils.parseaddr(text_of("from"))
+    subject = " ".join(text_of("subject").split())
+    head, _sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    message_id = _normalise_id(text_of("message-id")) if msg.get("message-id") else None
+    references = tuple(_normalise_id(v) for v in (text_of("references") + " " + text_of("in-reply-to")).split() if v)
+    mail_class, why = classify_mail(msg, options, envelope_from)
+    return Signal(
+        source="email",
+        title=clean_title(subject, options.ref_prefix),
+        text=_clean_text(_decode_bytes(body, None)),
+        reporter_email=address.lower() or None,
+        reporter_name=name or None,
+        message_id=message_id or None,
+        references=tuple(dict.fromkeys(r for r in references if r)),
+        subject_ref=subject_ref(subject, options.ref_prefix),
+        mail_class=mail_class,
+        mail_class_reason=why,
+        details={"parse_error": f"read as plain text: {type(error).__name__} in the MIME structure: {error}"},
+    )
 
 
 _KNOWN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references", "sender")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import ParseError
-from parsers import alertmanager, generic, grafana, pagerduty
+from parsers import alertmanager, drill, generic, grafana, pagerduty
 from parsers.payload import require_body
 from parsers.signal import Signal
 
@@ -22,6 +22,7 @@ KINDS: dict[str, Parser] = {
     "grafana": grafana.parse,
     "pagerduty": pagerduty.parse,
     "generic": generic.parse,
+    "drill": drill.parse,
 }
 
 

@@ -219,3 +219,9 @@ def test_serve_starts_answers_and_stops_on_sigterm(store):
     assert proc.returncode == 0
     assert f"web UI and webhooks on http://127.0.0.1:{port}/" in out
     assert "inlet: stopped" in out and "Traceback" not in out
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [" ".join(c) for c in subcommands(build_parser()) if f"`inlet {' '.join(c)}" not in readme]
+    assert missing == []

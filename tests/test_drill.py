@@ -8,6 +8,7 @@ from gateway.drill import run_drill
 from gateway.service import Service
 from store.db import db
 from store.models import Inbound, Incident, Notification, Timer
+from tests.conftest import free_port
 
 GROUPS = [
     {"name": "service-desk", "escalation": "default", "channels": ["json://sd/"]},
@@ -17,11 +18,21 @@ GROUPS = [
 POLICY = [{"name": "default", "steps": [{"after": "15m", "when": "unacknowledged", "notify": ["json://oncall/"]}]}]
 
 
+DRILL = [{"name": "drill", "kind": "drill", "token_env": "INLET_DRILL_TOKEN"}]
+
+
+@pytest.fixture(autouse=True)
+def drill_token(monkeypatch):
+    monkeypatch.setenv("INLET_DRILL_TOKEN", "drill-token-for-tests")
+
+
 @pytest.fixture
 def running(store):
     def start(**extra):
-        config = store.config(group=GROUPS, escalation=POLICY, **extra)
-        service = Service(config, roles={"worker", "timers"})
+        config = store.config(
+            group=GROUPS, escalation=POLICY, integration=DRILL, web={"host": "127.0.0.1", "port": free_port()}, **extra
+        )
+        service = Service(config, roles={"web", "worker", "timers"})
         service.start()
         started.append(service)
         return config
@@ -75,18 +86,31 @@ def test_drill_fails_visibly_when_a_group_has_no_escalation(running):
 
 
 def test_drill_fails_when_nothing_processes_the_report(store):
-    config = store.config(group=GROUPS, escalation=POLICY)  # no Service running
-    results = run_drill(config, timeout=0.3, report=lambda line: None)
+    config = store.config(group=GROUPS, escalation=POLICY, integration=DRILL, web={"port": free_port()})
+    service = Service(config, roles={"web"})  # intake, but no pipeline worker
+    service.start()
+    try:
+        results = run_drill(config, timeout=0.3, report=lambda line: None)
+    finally:
+        service.stop()
+        db.connect(reuse_if_open=True)
     assert [(r.name, r.ok) for r in results] == [("inject", True), ("register", False)]
     assert "nothing after" in results[-1].detail
 
 
-def test_inlet_drill_command_exit_code(store, capsys):
+def test_inlet_drill_command_exit_code(store, capsys, monkeypatch):
     from gateway.cli import main
 
-    path = store.write_config(group=GROUPS, escalation=POLICY)
+    port = free_port()  # nothing listens there
+    path = store.write_config(group=GROUPS, escalation=POLICY, integration=DRILL, web={"port": port})
     assert main(["-c", str(path), "drill", "--timeout", "0.3"]) == 1
     out = capsys.readouterr().out
-    assert "PASS  inject" in out and "FAIL  register" in out and "FAIL  drill" in out
+    assert "FAIL  inject" in out and f"127.0.0.1:{port}/hooks/drill unreachable" in out and "FAIL  drill" in out
+    monkeypatch.delenv("INLET_DRILL_TOKEN")
+    assert main(["-c", str(path), "drill", "--timeout", "0.3"]) == 1
+    assert "set INLET_DRILL_TOKEN" in capsys.readouterr().out
+    without = store.write_config(group=GROUPS, escalation=POLICY)
+    assert main(["-c", str(without), "drill", "--timeout", "0.3"]) == 1
+    assert "no [[integration]] of kind 'drill'" in capsys.readouterr().out
     assert main(["-c", str(path), "drill", "--group", "nope"]) == 1
     assert "no group 'nope'" in capsys.readouterr().err

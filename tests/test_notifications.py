@@ -71,6 +71,7 @@ def make_config(store, smtp, tmp_path, *, channels=(), stakeholders=(), **notifi
             {"name": "security"},
         ],
         stakeholder=list(stakeholders),
+        mail={"loop_token": INTAKE},
     )
 
 

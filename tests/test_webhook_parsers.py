@@ -542,7 +542,19 @@ def test_parse_webhook_rejects_unknown_kind():
 
 
 def test_kinds_are_the_four_formats():
-    assert set(KINDS) == {"alertmanager", "grafana", "pagerduty", "generic"}
+    assert set(KINDS) == {"alertmanager", "grafana", "pagerduty", "generic", "drill"}
+
+
+def test_drill_report():
+    (signal,) = parse_webhook("drill", load("drill"))
+    assert (signal.source, signal.fingerprint) == ("drill", "drill:3f2a9c01be47")
+    assert signal.labels == {
+        "inlet_drill": "3f2a9c01be47", "inlet_drill_procedure": "major", "inlet_drill_group": "network"
+    }  # fmt: skip
+    for payload, field in (({"title": "x"}, "drill_id"), ({"drill_id": "a1"}, "title"),
+                           ({"drill_id": "a1", "title": "x", "procedure": "chaos"}, "procedure")):  # fmt: skip
+        with pytest.raises(ParseError, match=f"field '{field}'"):
+            parse_webhook("drill", payload)
 
 
 def test_parsers_import_only_the_signal_type_and_errors_from_inlet():
@@ -614,6 +626,7 @@ FIXTURES = {
     "grafana": ["grafana_firing", "grafana_resolved"],
     "pagerduty": ["pagerduty_trigger", "pagerduty_trigger_minimal", "pagerduty_acknowledge", "pagerduty_resolve"],
     "generic": ["generic_full", "generic_minimal", "generic_mapped"],
+    "drill": ["drill"],
 }
 MAPPED = GenericOptions(
     mapping={"title": "alert.name", "dedup_key": "alert.id", "labels": "tags", "link": "items.0.url"}
