@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "Run intake, web UI, workers and timers until SIGINT/SIGTERM.")
     serve.add_argument(
-        "--only", metavar="ROLES", help="comma-separated roles (default: all): web, worker, timers, notify"
+        "--only", metavar="ROLES", help="comma-separated roles (default: all): web, smtp, imap, worker, timers, notify"
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -223,7 +223,8 @@ class Service:
         for component in self.components:
             component.start()
             log.info("started %s", component.where())
-            print(f"inlet: {component.where()}", flush=True)
+            if hasattr(component, "port"):  # where people and tools reach Inlet: say it on the terminal
+                print(f"inlet: {component.where()}", flush=True)
 
     def stop(self) -> None:
         for component in reversed(self.components):

@@ -457,7 +457,7 @@ def test_example_config_loads_without_its_secrets(monkeypatch):
 
     monkeypatch.delenv("INLET_ALERTMANAGER_TOKEN", raising=False)
     config = load_config(ROOT / "config.example.toml")
-    assert [i.name for i in config.integration] == ["alertmanager"]
+    assert [i.name for i in config.integration] == ["alertmanager", "drill"]
 
 
 def test_missing_secret_is_logged_once(inlet, caplog):
