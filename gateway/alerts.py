@@ -147,29 +147,9 @@ def apply(ctx: Context) -> None:
             raise Discard("a recovery for a problem with no open incident")
         if s.status == ACKNOWLEDGED:
             raise Discard("an acknowledgement for a problem with no open incident")
-        a = ctx.allocation
-        ctx.incident = lc.create(
-            title=s.title,
-            description=s.text,
-            actor=actor,
-            source=s.source,
-            integration=integration.name,
-            impact=a["impact"],
-            urgency=a["urgency"],
-            category=a["category"],
-            service=a["service"],
-            group=a["group"],
-            procedure=a["procedure"],
-            tags=a["tags"],
-            labels=s.labels,
-            major=a["major"],
-            security=a["security"],
-            drill=integration.kind == "drill",
-            decisions=dict(ctx.classification.reasons),
-            keys=[k for k in steps.keys_of(ctx) if k[0] != steps.FINGERPRINT],
-            inbound=ctx.inbound,
-            context=context,
-        )
+        keys = [k for k in steps.keys_of(ctx) if k[0] != steps.FINGERPRINT]  # the fingerprint key carries state
+        drill = integration.kind == "drill"
+        ctx.incident = steps.create_incident(ctx, actor, keys=keys, drill=drill, context=context)
         if s.fingerprint:
             add_key(ctx.incident, steps.FINGERPRINT, s.fingerprint, now, state=FIRING_STATE)
         ctx.extras.setdefault("created", set()).add(ctx.incident.id)

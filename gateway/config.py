@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -216,6 +217,32 @@ def config_from_dict(data: dict, path: str = "<config>") -> Config:
 def secret(env_name: str) -> str | None:
     """The value of the environment variable a ``*_env`` key names (None if unset or empty)."""
     return os.environ.get(env_name) or None if env_name else None
+
+
+def local_secret(config: Config, env_name: str, filename: str) -> str:
+    """A key from the environment variable ``env_name``, else generated once into ``data_dir/filename``.
+
+    The file is created with mode 0600 and O_EXCL: when two processes race, both use the first one's key.
+    Every process of one installation must see the same key (share data_dir, or set the variable).
+    """
+    from_env = secret(env_name)
+    if from_env:
+        return from_env
+    path = Path(config.inlet.data_dir) / filename
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        return key
+    except OSError as exc:
+        raise ConfigError(f"cannot read or create the key file {path}: {exc.strerror}") from None
 
 
 def _check_references(config: Config) -> None:

@@ -7,11 +7,8 @@ gateway/config.py; :func:`check_mail` holds the cross-reference checks.
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from gateway.schema import KeyProblem, setting
 
@@ -166,20 +163,6 @@ def match_address(config, address: str):
 
 def message_id_secret(config) -> bytes:
     """The key that signs Inlet's Message-IDs: from the environment, else a file kept in data_dir."""
-    name = config.mail.message_id_secret_env
-    if name and os.environ.get(name):
-        return os.environ[name].encode()
-    path = Path(config.inlet.data_dir) / "message-id.key"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-    return key
+    from gateway.config import local_secret  # gateway.config imports this module's sections
+
+    return local_secret(config, config.mail.message_id_secret_env, "message-id.key").encode()

@@ -140,36 +140,42 @@ def keys_of(ctx: Context) -> list[tuple[str, str]]:
     return keys
 
 
+def create_incident(ctx: Context, actor: str, *, keys=None, drill: bool = False, context: dict | None = None):
+    """Register the current signal as a new incident, as classified and allocated."""
+    s, a = ctx.signal, ctx.allocation
+    return ctx.lifecycle.create(
+        title=s.title,
+        description=s.text,
+        actor=actor,
+        source=s.source,
+        integration=ctx.inbound.integration,
+        reporter_email=s.reporter_email,
+        reporter_name=s.reporter_name or "",
+        impact=a["impact"],
+        urgency=a["urgency"],
+        category=a["category"],
+        service=a["service"],
+        group=a["group"],
+        procedure=a["procedure"],
+        tags=a["tags"],
+        labels=s.labels,
+        major=a["major"],
+        security=a["security"],
+        drill=drill,
+        decisions=dict(ctx.classification.reasons),
+        keys=keys_of(ctx) if keys is None else keys,
+        inbound=ctx.inbound,
+        context=context,
+    )
+
+
 def apply(ctx: Context) -> None:
     """Create the incident, or apply the signal to the one it belongs to."""
     s, lc, actor = ctx.signal, ctx.lifecycle, ctx.extras.get("actor") or s_actor(ctx)
     if ctx.incident is None:
         if s.status == RESOLVED:
             raise Discard("a recovery for a problem with no open incident")
-        a = ctx.allocation
-        ctx.incident = lc.create(
-            title=s.title,
-            description=s.text,
-            actor=actor,
-            source=s.source,
-            integration=ctx.inbound.integration,
-            reporter_email=s.reporter_email,
-            reporter_name=s.reporter_name or "",
-            impact=a["impact"],
-            urgency=a["urgency"],
-            category=a["category"],
-            service=a["service"],
-            group=a["group"],
-            procedure=a["procedure"],
-            tags=a["tags"],
-            labels=s.labels,
-            major=a["major"],
-            security=a["security"],
-            decisions=dict(ctx.classification.reasons),
-            keys=keys_of(ctx),
-            inbound=ctx.inbound,
-            context=ctx.extras.get("context"),
-        )
+        ctx.incident = create_incident(ctx, actor, context=ctx.extras.get("context"))
         ctx.outcome = "created"
         ctx.decide("apply", result="created", incident=ctx.incident.ref)
         return

@@ -8,15 +8,12 @@ blueprint (``hooks``) are exempt. Every response carries the security headers.
 
 from __future__ import annotations
 
-import os
-import secrets
 from datetime import timedelta
-from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from gateway.config import Config, secret
+from gateway.config import Config, local_secret
 from store.db import db
 
 # No inline scripts or styles anywhere: every script and stylesheet is a static file.
@@ -121,20 +118,4 @@ def _page_error(code: int, message: str):
 
 def secret_key(config: Config) -> str:
     """The session signing key: from the configured environment variable, else generated once into data_dir."""
-    from_env = secret(config.web.secret_key_env)
-    if from_env:
-        return from_env
-    path = Path(config.inlet.data_dir) / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
-    try:  # O_EXCL: when two processes race, both end up using the first one's key
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+    return local_secret(config, config.web.secret_key_env, "secret_key")
