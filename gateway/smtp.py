@@ -23,7 +23,7 @@ from gateway.config import secret
 from gateway.errors import StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
 from gateway.mail_settings import match_address
-from parsers.email import parse_headers_only
+from parsers.email import dedup_key as message_dedup_key
 
 log = logging.getLogger("inlet.smtp")
 
@@ -43,7 +43,7 @@ def dedup_key(raw: bytes) -> str:
     """The duplicate-detection key of a message: its Message-ID, else a content hash (fits the column)."""
     import hashlib
 
-    key = parse_headers_only(raw)["dedup_key"]
+    key = message_dedup_key(raw)
     if len(key) > 255:  # a hostile Message-ID must not make the row unstorable
         key = "mid-sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     return key

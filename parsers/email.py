@@ -777,6 +777,25 @@ def clean_title(subject: str, prefix: str = "INC") -> str:
 # --------------------------------------------------------------------------- public entry points
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MESSAGE_ID_FIELD = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
+def dedup_key(raw: bytes) -> str:
+    """The duplicate-detection key of a message, cheaply (intake computes it for every message).
+
+    ``mid:<Message-ID>`` (normalised, as :func:`parse_headers_only` reads it), or
+    ``sha256:<hash of the bytes>`` when there is none. Never raises.
+    """
+    raw = bytes(raw or b"")
+    end = _HEADER_END.search(raw)
+    found = _MESSAGE_ID_FIELD.search(raw, 0, end.start() if end else len(raw))
+    message_id = _normalise_id(found.group(1).decode("latin-1")) if found else ""
+    if message_id and message_id.isascii() and message_id.isprintable():
+        return f"mid:{message_id}"
+    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
+
+
 def parse_headers_only(raw: bytes) -> dict:
     """The headers intake needs before a full parse, cheaply (compat32 header parser).
 
@@ -795,8 +814,7 @@ def parse_headers_only(raw: bytes) -> dict:
     senders = _addresses(headers, "from")
     sender = senders[0][1] if senders else None
     subject = _header(headers, "subject") or ""
-    dedup_key = f"mid:{message_id}" if message_id else f"sha256:{hashlib.sha256(raw).hexdigest()}"
-    return {"message_id": message_id, "from": sender, "subject": subject, "dedup_key": dedup_key}
+    return {"message_id": message_id, "from": sender, "subject": subject, "dedup_key": dedup_key(raw)}
 
 
 def parse_email(raw: bytes, options: EmailOptions, envelope_from: str | None = None) -> Signal:

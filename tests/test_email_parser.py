@@ -692,3 +692,29 @@ def test_space_folded_between_encoded_words_is_lost_by_the_generator_not_the_par
     encoded = email.header.Header(subject, "utf-8").encode()
     fixed = raw.replace(raw.split(b"Subject: ", 1)[1].split(b"\nContent-Type")[0], encoded.encode())
     assert parse_email(fixed, OPTIONS).title == " ".join(subject.split())
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent / "data" / "email").glob("*.eml")), ids=lambda p: p.stem)
+def test_cheap_dedup_key_agrees_with_the_full_parse(path):
+    """Intake keys every message by a regex over its header bytes; it must name the same Message-ID."""
+    from parsers.email import dedup_key
+
+    raw = path.read_bytes()
+    try:
+        message_id = parse_email(raw, OPTIONS).message_id
+    except ParseError:  # junk: no Message-ID either
+        message_id = None
+    key = dedup_key(raw)
+    if message_id and message_id.isascii() and message_id.isprintable() and not message_id.startswith("sha256"):
+        assert key == f"mid:{message_id}"
+    else:
+        assert key == f"sha256:{hashlib.sha256(raw).hexdigest()}"
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_dedup_key_never_raises(raw):
+    from parsers.email import dedup_key
+
+    key = dedup_key(raw)
+    assert key.startswith(("mid:", "sha256:")) and key.isprintable()
