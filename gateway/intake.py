@@ -116,6 +116,13 @@ class InboundWriter:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def commit_now(self, batch) -> None:
+        """Commit ``(record, future)`` pairs in the calling thread and resolve the futures.
+
+        For an event loop that batches its own sessions (SMTP): no thread hand-over per message.
+        """
+        self._commit(batch)
+
     # ------------------------------------------------------------ the writer
 
     def _run(self) -> None:

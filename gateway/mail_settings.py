@@ -36,9 +36,6 @@ class SmtpSection:
         False, help="Accept mail only from authenticated submitters (needs users and STARTTLS)."
     )
     users: list[SmtpUser] = setting(factory=list, help="Trusted submitters allowed to authenticate.")
-    store_timeout: timedelta = setting(
-        timedelta(seconds=20), help="How long a session waits for its message to be committed before 451."
-    )
 
 
 @dataclass(frozen=True)
