@@ -210,10 +210,16 @@ class Service:
         for name in RESTART_SECTIONS:
             if getattr(new, name) != getattr(self.config, name):
                 raise ConfigError(f"{self.config.path}: [{name}] changed: restart Inlet to apply it")
+        from notifiers.audiences import Audiences
+
+        fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config
         with self._reload_lock:
             # Each reader picks the configuration up per unit of work; the swap is a few assignments.
             self.lifecycle.policy = Policy(new)
-            self.pipeline.config = new
+            self.lifecycle.hooks = [Audiences(new) if isinstance(h, Audiences) else h for h in self.lifecycle.hooks]
+            self.pipeline.config, self.pipeline.parsers = new, fresh.parsers
+            if getattr(self, "smtp", None) is not None:
+                self.smtp.handler.config = new  # the addresses it accepts mail for
             if self.app is not None:
                 self.app.config["INLET"] = new
             self.config = new

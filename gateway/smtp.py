@@ -177,6 +177,9 @@ class SmtpServer:
 
     def stop(self) -> None:
         loop = self.controller.loop
+        if getattr(self.controller, "_thread", None) is None:  # never started: only its loop to close
+            loop.close()
+            return
         if loop.is_running():  # close the connection the loop committed on, in the loop's own thread
             closed = threading.Event()
 

@@ -25,25 +25,33 @@ def write(path, url, **sections):
 
 
 def test_service_reload_swaps_the_config_everywhere_and_keeps_it_on_error(store):
+    from notifiers.audiences import Audiences
+
     path = store.tmp_path / "config.toml"
-    write(path, store.url, inlet={"data_dir": str(store.tmp_path)})
-    service = Service(load_config(path), roles={"worker"})
+    smtp = {"host": "127.0.0.1", "port": free_port()}
+    write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, smtp=smtp)
+    service = Service(load_config(path), roles={"smtp"})
+    service.start()
     try:
         assert len(service.config.ruleset) == 0
-        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, rule=[VPN])
+        address = [{"address": "new-desk@example.org"}]
+        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, smtp=smtp, rule=[VPN], address=address)
         new = service.reload()
         assert service.config is new and service.pipeline.config is new
         assert service.lifecycle.policy.config is new
+        assert service.smtp.handler.config is new  # it accepts mail for the new address
+        assert all(parse.config is new for parse in service.pipeline.parsers.values() if hasattr(parse, "config"))
+        assert [h.config for h in service.lifecycle.hooks if isinstance(h, Audiences)] == [new]
         assert len(service.lifecycle.policy.config.ruleset) == 1
         bad = {**VPN, "subject": {"regex": "(unclosed"}}
-        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, rule=[bad])
+        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, smtp=smtp, rule=[bad])
         try:
             service.reload()
             raise AssertionError("a bad regex must be refused")
         except ConfigError as exc:
             assert "regex" in str(exc)
         assert service.config is new  # the running configuration stays
-        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, web={"host": "127.0.0.1", "port": 1})
+        write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, smtp=smtp, web={"port": 1})
         try:
             service.reload()
             raise AssertionError("a changed [web] needs a restart")
