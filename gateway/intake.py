@@ -12,6 +12,7 @@ key) is not stored twice; the caller learns the id of the row that was.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import queue
@@ -66,7 +67,7 @@ class InboundWriter:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._last_commit = 0.0  # time.monotonic() of the last commit
+        self._commits: collections.deque = collections.deque(maxlen=512)  # (time.monotonic(), rows)
         self._pause = threading.Event()  # never set: a timed wait
 
     # ------------------------------------------------------------ callers
@@ -87,20 +88,22 @@ class InboundWriter:
         except FutureTimeout:
             raise StoreUnavailable(f"the store did not commit within {timeout:g}s") from None
 
-    def wait_quiet(self, quiet: float = 0.02, at_most: float = 0.02) -> None:
-        """Wait until nothing was committed for ``quiet`` seconds, or ``at_most`` seconds passed.
+    def wait_for_lull(self, rate: float, at_most: float, window: float = 0.1) -> None:
+        """Wait while intake commits more than ``rate`` rows/s (over the last ``window`` seconds),
+        at most ``at_most`` seconds.
 
-        Background work in this process (the pipeline worker) calls it before each unit, so a
-        burst of intake is acknowledged first and applied right after, instead of both sharing
-        one interpreter lock and one SQLite write lock evenly while senders wait.
+        Background work in this process (the pipeline worker) calls it before each unit: a burst
+        faster than processing is acknowledged first and applied right after, instead of every
+        session waiting behind a pipeline transaction for SQLite's one write lock; traffic below
+        ``rate`` is processed as it comes.
         """
         deadline = time.monotonic() + at_most
         while True:
             now = time.monotonic()
-            busy_for = quiet - (now - self._last_commit)
-            if busy_for <= 0 or now >= deadline:
+            recent = sum(rows for at, rows in tuple(self._commits) if at > now - window)
+            if recent < rate * window or now >= deadline:
                 return
-            self._pause.wait(min(busy_for, deadline - now))
+            self._pause.wait(min(window / 4, deadline - now))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -170,7 +173,7 @@ class InboundWriter:
             log.error("cannot store inbound from %s: %s", record.source, exc)
             future.set_exception(StoreUnavailable(f"cannot store the message: {_reason(exc)}"))
             return
-        self._last_commit = time.monotonic()
+        self._commits.append((time.monotonic(), len(batch)))
         for (_record, future), accepted in zip(batch, results, strict=True):
             future.set_result(accepted)
         if self.on_commit:
