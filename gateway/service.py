@@ -163,10 +163,12 @@ class Service:
         self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
         self.components: list = []
         # Intake edges store through the writer; the pipeline worker picks the rows up.
-        # Intake first: while requests are being committed the worker waits (at most 3× its last run,
-        # so it keeps a quarter of the time) and applies a burst once it is acknowledged.
-        # A burst of intake faster than processing (~150 rows/s) is acknowledged first, then applied.
-        tick = pipeline_tick(self.pipeline, before_each=lambda spent: self.writer.wait_for_lull(150, 20 * spent))
+        # Intake well beyond what processing can follow (rows/s above 2 / the last run's time) is
+        # acknowledged first and applied right after (the worker waits at most 20× its last run, so it
+        # never starves); slower traffic is applied as it comes.
+        tick = pipeline_tick(
+            self.pipeline, before_each=lambda spent: self.writer.wait_for_lull(2 / max(spent, 1e-3), 20 * spent)
+        )
         self.pipeline_worker = Worker("pipeline", tick)
         self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
         self.components.append(_Started(self.writer, "inbound writer"))
