@@ -1,10 +1,12 @@
 """Durable intake: every source stores its raw input here before it answers.
 
-SMTP answers ``250`` and a webhook ``202`` only once :meth:`InboundWriter.store`
-has returned, i.e. once the Inbound row is committed (DESIGN.md §2.1). One
-writer thread commits the rows of many concurrent sessions and requests
-together (group commit): SQLite has one write lock, and a commit per request
-thread collapses under load (DESIGN.md §7).
+SMTP answers ``250`` and a webhook ``202`` only once the Inbound row is
+committed (DESIGN.md §2.1). Rows of many concurrent sessions and requests are
+committed together (group commit): SQLite has one write lock, and a commit per
+request thread collapses under load (DESIGN.md §7). Threaded callers (webhooks,
+IMAP, import) hand their rows to one writer thread (:meth:`InboundWriter.store`);
+the SMTP event loop commits the sessions of one loop turn itself
+(:meth:`InboundWriter.commit_now`), without a thread hand-over per message.
 
 A duplicate (same ``dedup_key``: Message-ID, content hash, webhook idempotency
 key) is not stored twice; the caller learns the id of the row that was.
