@@ -190,18 +190,7 @@ def screen(ctx: Context) -> None:
         incident, how, _ = find_thread(ctx)
         if incident is None or incident.status in FINAL:
             raise Discard(f"auto-reply: {why}" + (f" (to {incident.ref}, {incident.status})" if incident else ""))
-        ctx.incident, ctx.match = incident, how
-        ctx.extras["event"] = ctx.lifecycle.note(
-            incident.ref,
-            _sender(s) or "auto-reply",
-            f"Automatic reply ({why}):\n\n{s.text or s.title}",
-            public=False,
-            inbound=ctx.inbound,
-            context=_context(ctx),
-        )
-        ctx.outcome = "updated"
-        ctx.decide("mail-screen", result="auto-reply filed as internal note", incident=incident.ref, by=how)
-        _done(ctx)
+        _file_as_note(ctx, incident, how, _sender(s) or "auto-reply", f"Automatic reply ({why})", "auto-reply")
         return
     if cls == BULK:
         _no_ack(ctx, f"list or bulk mail: {why}")
@@ -221,19 +210,24 @@ def _file_bounce(ctx: Context) -> None:
         ctx.decide("mail-screen", undeliverable=failed, until=until.isoformat())
     if incident is None or incident.status in FINAL:
         raise Discard(f"bounce: {s.mail_class_reason}; no open incident it bounced from")
+    heading = f"Delivery failed ({s.mail_class_reason})" + (f" for {', '.join(failed)}" if failed else "")
+    _file_as_note(ctx, incident, how, "mailer-daemon", heading, "bounce")
+
+
+def _file_as_note(ctx: Context, incident, how: str, actor: str, heading: str, what: str) -> None:
+    """File a machine-sent message (auto-reply, bounce) as an internal note on its incident; never news."""
+    s = ctx.signal
     ctx.incident, ctx.match = incident, how
-    body = f"Delivery failed ({s.mail_class_reason})"
-    body += f" for {', '.join(failed)}" if failed else ""
     ctx.extras["event"] = ctx.lifecycle.note(
         incident.ref,
-        "mailer-daemon",
-        f"{body}.\n\n{s.text or s.title}",
+        actor,
+        f"{heading}:\n\n{s.text or s.title}",
         public=False,
         inbound=ctx.inbound,
         context=_context(ctx),
     )
     ctx.outcome = "updated"
-    ctx.decide("mail-screen", result="bounce filed as internal note", incident=incident.ref, by=how)
+    ctx.decide("mail-screen", result=f"{what} filed as internal note", incident=incident.ref, by=how)
     _done(ctx)
 
 

@@ -122,6 +122,16 @@ def pg_store(tmp_path):
         yield ready
 
 
+@pytest.fixture
+def reporter_mailbox():
+    """The reporters' mail server: a loopback SMTP sink that keeps what Inlet sends them."""
+    from tests.sinks import SmtpSink
+
+    sink = SmtpSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

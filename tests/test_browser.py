@@ -21,7 +21,6 @@ from gateway.service import Service
 from store.db import db
 from store.models import Event, Incident
 from tests.conftest import ROOT, _fresh_database, _migrated, free_port, wait_for
-from tests.sinks import SmtpSink
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,14 +42,6 @@ def sqlite_store(tmp_path):
     """The browser flow runs once, on the embedded default (the API and pages run on both backends elsewhere)."""
     with _fresh_database("sqlite", tmp_path) as fresh, _migrated(fresh) as ready:
         yield ready
-
-
-@pytest.fixture
-def reporter_mailbox():
-    """The reporters' mail server: a loopback SMTP sink that keeps what Inlet sends them."""
-    sink = SmtpSink(free_port()).start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture

@@ -16,16 +16,8 @@ from gateway.service import Service
 from store.db import db
 from store.models import IGNORED, Event, Inbound, Incident, Notification
 from tests.conftest import free_port, wait_for
-from tests.sinks import SmtpSink
 
 DESK = "desk@inlet.example.org"
-
-
-@pytest.fixture
-def reporter_mailbox():
-    sink = SmtpSink(free_port()).start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture
