@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> Config:
-    return load_config(default_config_path(getattr(args, "config", None)))
+    config = load_config(default_config_path(getattr(args, "config", None)))
+    logging.getLogger().setLevel(config.inlet.log_level.upper())
+    return config
 
 
 def _open_store(config: Config, *, require_schema: bool = True):

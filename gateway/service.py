@@ -92,6 +92,9 @@ class WebServer:
     def __init__(self, config: Config, app):
         from waitress import create_server
 
+        # waitress warns "Task queue depth is N" for every request queued behind busy threads: a burst
+        # of webhooks would write thousands of lines. Requests waiting is normal; errors still show.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self.server = create_server(
             app,
             map={},
@@ -226,6 +229,7 @@ class Service:
             if self.app is not None:
                 self.app.config["INLET"] = new
             self.config = new
+        logging.getLogger().setLevel(new.inlet.log_level.upper())
         return new
 
     def start(self) -> None:

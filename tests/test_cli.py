@@ -193,9 +193,10 @@ def test_unreachable_database_names_host_never_password(tmp_path, capsys, monkey
     assert "s3cret-pw" not in err and "Traceback" not in err
 
 
-def test_serve_starts_answers_and_stops_on_sigterm(store):
+@pytest.mark.parametrize("log_level", ["info", "warning"])
+def test_serve_starts_answers_and_stops_on_sigterm(store, log_level):
     port = free_port()
-    path = store.write_config(web={"host": "127.0.0.1", "port": port})
+    path = store.write_config(web={"host": "127.0.0.1", "port": port}, inlet={"log_level": log_level})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*INLET, "-c", str(path), "serve"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -219,6 +220,7 @@ def test_serve_starts_answers_and_stops_on_sigterm(store):
     assert proc.returncode == 0
     assert f"web UI and webhooks on http://127.0.0.1:{port}/" in out
     assert "inlet: stopped" in out and "Traceback" not in out
+    assert ("INFO inlet.service: started" in out) == (log_level == "info")  # [inlet] log_level applies
 
 
 def test_every_command_is_in_the_readme():

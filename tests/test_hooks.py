@@ -265,6 +265,13 @@ def test_authentication_failures(inlet):
     assert Inbound.select().count() == 0
 
 
+def test_answers_carry_security_headers_and_no_session_cookie(inlet):
+    for response in (inlet.post("am", load("alertmanager_minimal.json")), inlet.post("am", {}, token="nope")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "Set-Cookie" not in response.headers  # machines get no session
+
+
 def test_bad_payload_is_400_naming_the_field_and_not_stored(inlet):
     answer = inlet.post("am", {"alerts": [{"status": "fired", "labels": {}}]})
     assert answer.status_code == 400

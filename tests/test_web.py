@@ -295,6 +295,17 @@ def test_security_headers_on_every_response(web):
         assert headers["Referrer-Policy"] == "same-origin"
 
 
+def test_static_files_are_cacheable_and_carry_the_security_headers(web):
+    response = web.client().get("/static/inlet.css")
+    assert response.status_code == 200
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" not in response.headers.get("Cache-Control", "")
+    response.close()
+    page = web.client().get("/status")
+    assert page.headers["Cache-Control"] == "no-store"
+    assert len(page.headers.getlist("Content-Security-Policy")) == 1  # a header a view set is not repeated
+
+
 def test_pages_have_no_inline_scripts_or_styles(web):
     client = web.client("admin")
     for path in ("/incidents", f"/incidents/{web.desk.ref}", "/users", "/quarantine", "/notifications", "/status"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from gateway.config import Config, local_secret
@@ -35,6 +36,8 @@ csrf = CSRFProtect()
 def create_app(config: Config, services=None) -> Flask:
     """Build the app for ``config``; ``services`` carries the lifecycle, pipeline and writer."""
     app = Flask(__name__)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    app.session_interface = SessionInterface()
     app.config["INLET"] = config
     app.config["SERVICES"] = services
     app.config.update(
@@ -61,14 +64,6 @@ def create_app(config: Config, services=None) -> Flask:
     def _close(exc):
         if not db.is_closed():
             db.close()
-
-    @app.after_request
-    def _headers(response):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.endpoint != "static":
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
 
     # Webhooks: machines authenticated per request by token or signature, not browser sessions.
     from web import hooks
@@ -102,6 +97,53 @@ def create_app(config: Config, services=None) -> Flask:
     for code, message in errors:
         app.register_error_handler(code, _page_error(code, message))
     return app
+
+
+class SecurityHeaders:
+    """WSGI middleware: every response carries SECURITY_HEADERS, and all but static files ``no-store``.
+
+    Appended to the raw header list as the response starts: on the webhook path, werkzeug's
+    per-header ``setdefault`` in an ``after_request`` cost as much as authenticating the request.
+    """
+
+    _page = tuple(SECURITY_HEADERS.items()) + (("Cache-Control", "no-store"),)
+    _static = tuple(SECURITY_HEADERS.items())
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        defaults = self._static if environ.get("PATH_INFO", "").startswith("/static/") else self._page
+
+        def start(status, headers, exc_info=None):
+            present = {name.lower() for name, _value in headers}
+            headers.extend(header for header in defaults if header[0].lower() not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions for people; none for machines on ``/hooks/``, which authenticate each request.
+
+    The signing serializer is built once per key, not per request.
+    """
+
+    def __init__(self):
+        self._serializer = (None, None)  # (key, serializer) of the last key seen
+
+    def get_signing_serializer(self, app):
+        key = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        known, serializer = self._serializer
+        if known != key:
+            serializer = super().get_signing_serializer(app)
+            self._serializer = (key, serializer)
+        return serializer
+
+    def open_session(self, app, request):
+        if request.path.startswith("/hooks/"):
+            return None  # Flask then uses a null session, and saves nothing
+        return super().open_session(app, request)
 
 
 def _page_error(code: int, message: str):

@@ -145,7 +145,7 @@ def receive(name: str):
     if integration.kind == "pagerduty" and not generated and signals:
         answered_key = payload.get("dedup_key")
 
-    headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
+    headers = {h: value for h in KEPT_HEADERS if (value := request.headers.get(h)) is not None}
     if generated:
         headers[GENERATED_DEDUP_HEADER] = generated
     record = InboundRecord(
