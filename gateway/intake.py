@@ -21,8 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -57,6 +55,40 @@ class Accepted:
     duplicate: bool = False
 
 
+class Ticket:
+    """The writer's answer to one caller: :class:`Accepted` or the error, once.
+
+    One C-level lock, held until the answer is in: a ``concurrent.futures.Future`` (a
+    Condition over a Python lock) cost the request threads more than the insert itself.
+    Quacks like a future (``set_result``/``set_exception``), as the asyncio futures of
+    the SMTP loop do, so one commit path serves both.
+    """
+
+    __slots__ = ("_answered", "_value", "_error")
+
+    def __init__(self):
+        self._answered = threading.Lock()
+        self._answered.acquire()
+        self._value: Accepted | None = None
+        self._error: BaseException | None = None
+
+    def set_result(self, value: Accepted) -> None:
+        self._value = value
+        self._answered.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._answered.release()
+
+    def result(self, timeout: float) -> Accepted:
+        if not self._answered.acquire(timeout=timeout):
+            raise StoreUnavailable(f"the store did not commit within {timeout:g}s")
+        self._answered.release()  # answered stays answered
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class InboundWriter:
     """A single writer thread that commits queued Inbound rows in batches."""
 
@@ -66,7 +98,7 @@ class InboundWriter:
         self.clock = clock or Clock()
         self.max_batch = max_batch
         self.on_commit = on_commit
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # C-level: no Python lock for callers to convoy on
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._commits: collections.deque = collections.deque(maxlen=512)  # (time.monotonic(), rows)
@@ -74,21 +106,18 @@ class InboundWriter:
 
     # ------------------------------------------------------------ callers
 
-    def submit(self, record: InboundRecord) -> Future:
-        """Queue a record; the future resolves to :class:`Accepted` once committed."""
-        future: Future = Future()
+    def submit(self, record: InboundRecord) -> Ticket:
+        """Queue a record; the ticket answers :class:`Accepted` once committed."""
+        ticket = Ticket()
         if self._stopped.is_set() or self._thread is None:
-            future.set_exception(StoreUnavailable("intake is not running"))
-            return future
-        self._queue.put((record, future))
-        return future
+            ticket.set_exception(StoreUnavailable("intake is not running"))
+            return ticket
+        self._queue.put((record, ticket))
+        return ticket
 
     def store(self, record: InboundRecord, timeout: float = 30.0) -> Accepted:
         """Store a record and wait for its commit; StoreUnavailable when it cannot be stored in time."""
-        try:
-            return self.submit(record).result(timeout=timeout)
-        except FutureTimeout:
-            raise StoreUnavailable(f"the store did not commit within {timeout:g}s") from None
+        return self.submit(record).result(timeout)
 
     def wait_for_lull(self, rate: float, at_most: float, window: float = 0.1) -> None:
         """Wait while intake commits more than ``rate`` rows/s (over the last ``window`` seconds),
