@@ -24,7 +24,7 @@ from gateway.mail_settings import match_address, message_id_secret
 from gateway.pipeline import Context, Discard, Step
 from parsers.email import AUTO_REPLY, BOUNCE, BULK, OWN_LOOP, EmailOptions, parse_email, verify_message_id
 from parsers.signal import Signal
-from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, Inbound, Incident, User
+from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, Incident, User
 
 log = logging.getLogger("inlet.mail")
 
@@ -65,8 +65,7 @@ class MailParser:
         inbound = ctx.inbound
         envelope_from = inbound.envelope_from if inbound.source == "smtp" else None
         signal = parse_email(inbound.raw, self.options, envelope_from=envelope_from)
-        Inbound.update(mail_class=signal.mail_class or "").where(Inbound.id == inbound.id).execute()
-        inbound.mail_class = signal.mail_class or ""
+        inbound.mail_class = signal.mail_class or ""  # written with the outcome (Pipeline._finish)
         ctx.decide("mail-class", mail_class=signal.mail_class, reason=signal.mail_class_reason)
         ctx.extras["options"] = self.options
         _recipient(ctx, signal)

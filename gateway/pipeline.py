@@ -23,7 +23,7 @@ from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
 from parsers.signal import Signal
-from store.db import db, is_postgres
+from store.db import db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
@@ -92,6 +92,17 @@ class Pipeline:
         if inbound is None or inbound.status != PENDING:
             return None
         ctx = Context(inbound, self.config, self.lifecycle, self.clock)
+        refused = self._parse(ctx)  # outside the write turn: parsing takes no lock
+        # SQLite's one write lock, and this process's turn at it (store.db.local_write_turn), are held
+        # for the writes only, so intake commits are not kept waiting behind a parser.
+        with local_write_turn():
+            if refused is not None:
+                return self._finish(ctx, *refused)
+            return self._apply(ctx)
+
+    def _parse(self, ctx: Context) -> tuple[str, str] | None:
+        """Fill ``ctx.signals``; the (status, reason) to record instead when the input cannot be parsed."""
+        inbound = ctx.inbound
         try:
             parse = self.parsers.get(inbound.source)
             if parse is None:
@@ -100,14 +111,19 @@ class Pipeline:
             ctx.decide("parse", signals=len(ctx.signals))
         except Discard as stop:
             ctx.decide("parse", result="ignored", reason=stop.reason)
-            return self._finish(ctx, IGNORED, stop.reason)
+            return IGNORED, stop.reason
         except ParseError as exc:
             ctx.decide("parse", result="failed", error=str(exc))
-            return self._finish(ctx, FAILED, f"parse error: {exc}")
+            return FAILED, f"parse error: {exc}"
         except Exception as exc:  # a bug in a parser must quarantine the input, not lose it
-            log.exception("inbound %s: parse failed", inbound_id)
+            log.exception("inbound %s: parse failed", inbound.id)
             ctx.decide("parse", result="failed", error=repr(exc))
-            return self._finish(ctx, FAILED, f"parse failed: {exc!r}")
+            return FAILED, f"parse failed: {exc!r}"
+        return None
+
+    def _apply(self, ctx: Context) -> str | None:
+        """Run the signal steps and record the outcome, in one transaction."""
+        inbound_id = ctx.inbound.id
         with db.atomic():
             if not _lock_pending(inbound_id):
                 return None  # another process applied it meanwhile
@@ -142,6 +158,7 @@ class Pipeline:
         Inbound.update(
             status=status,
             reason=reason[:2000],
+            mail_class=ctx.inbound.mail_class,  # what a mail parser found, even when it failed later
             decisions=ctx.decisions,
             incident=incident,
             processed_at=self.clock.now(),
