@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -51,13 +52,35 @@ def dedup_key(raw: bytes) -> str:
     return key
 
 
+# A path of MAIL FROM / RCPT TO in its common form: <dot-atom@dot-atom>, then the ESMTP parameters.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"\s*<((?:{_ATOM}(?:\.{_ATOM})*)@(?:{_ATOM}(?:\.{_ATOM})*))>(.*)", re.DOTALL)
+
+
 class InletSMTP(SMTP):
-    """aiosmtpd's SMTP with our size-limit reply (its own text lacks the enhanced code)."""
+    """aiosmtpd's SMTP with our size-limit reply (its own text lacks the enhanced code),
+    and a fast path for the common form of an address in MAIL and RCPT."""
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
             status = MESSAGE_TOO_BIG
         await super().push(status)
+
+    def _getaddr(self, arg: str):
+        # aiosmtpd's version declares a typing.Protocol class on every call and runs the full RFC 5322
+        # address parser: together a tenth of a session's CPU. A plain <local@domain> path gives the
+        # same answer from one regex; anything else (quoted local parts, source routes, <>) goes there.
+        plain = _PLAIN_PATH.fullmatch(arg) if arg else None
+        if plain is None:
+            return super()._getaddr(arg)
+        address, rest = plain.group(1), plain.group(2)
+        if rest[:1].isspace():
+            rest = rest.lstrip()
+            if rest.startswith("("):  # a comment after the path: the full parser knows what to do
+                return super()._getaddr(arg)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
 
 class IntakeHandler:

@@ -447,6 +447,28 @@ def test_arbitrary_bytes_never_break_the_server(inlet, junk):
         assert client.noop()[0] == 250
 
 
+_ATOMS = st.text(alphabet='abcXYZ09.!#+-_=("@[]: ä', min_size=0, max_size=8)
+_PATHS = st.builds(
+    lambda lead, local, domain, trail, params: f"{lead}<{local}@{domain}>{trail}{params}",
+    st.sampled_from(["", " ", "  ", "(c) "]),
+    _ATOMS,
+    _ATOMS,
+    st.sampled_from(["", " ", "  ", " (note) ", "x", "\t"]),
+    st.sampled_from(["", "SIZE=123", "SIZE=1 BODY=8BITMIME", "NOTIFY=NEVER"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(arg=st.one_of(_PATHS, st.text(max_size=40)))
+def test_address_fast_path_answers_as_aiosmtpd_does(arg):
+    from aiosmtpd.smtp import SMTP
+
+    from gateway.smtp import InletSMTP
+
+    fast, reference = InletSMTP(object()), SMTP(object())
+    assert fast._getaddr(arg) == reference._getaddr(arg)
+
+
 def test_processing_keeps_up_with_no_pending_left(inlet):
     for i in range(10):
         inlet.send(message(f"Problem {i}", sender=f"user{i}@customer.example"))
