@@ -14,12 +14,12 @@ key) is not stored twice; the caller learns the id of the row that was.
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,7 +101,7 @@ class InboundWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # C-level: no Python lock for callers to convoy on
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._commits: collections.deque = collections.deque(maxlen=512)  # (time.monotonic(), rows)
+        self._in_hand: weakref.WeakSet = weakref.WeakSet()  # see in_hand()
         self._pause = threading.Event()  # never set: a timed wait
 
     # ------------------------------------------------------------ callers
@@ -119,22 +119,34 @@ class InboundWriter:
         """Store a record and wait for its commit; StoreUnavailable when it cannot be stored in time."""
         return self.submit(record).result(timeout)
 
-    def wait_for_lull(self, rate: float, at_most: float, window: float = 0.1) -> None:
-        """Wait while intake commits more than ``rate`` rows/s (over the last ``window`` seconds),
-        at most ``at_most`` seconds.
+    def in_hand(self, token: object) -> None:
+        """Say that an intake edge has work in hand for ``token`` (an SMTP session between its
+        first recipient and the answer to DATA, a webhook request until it is answered).
 
-        Background work in this process (the pipeline worker) calls it before each unit: a burst
-        faster than processing is acknowledged first and applied right after, instead of every
-        session waiting behind a pipeline transaction for SQLite's one write lock; traffic below
-        ``rate`` is processed as it comes.
+        Held weakly: a session that disconnects or a request that ends lets go of it by itself.
+        """
+        self._in_hand.add(token)
+
+    def out_of_hand(self, token: object) -> None:
+        self._in_hand.discard(token)
+
+    def wait_while_busy(self, at_most: float) -> None:
+        """Wait while an intake edge has work in hand, at most ``at_most`` seconds.
+
+        Background work in this process (the pipeline worker) calls it before each unit: within a
+        burst some session or request is always in hand and the unit waits (at most ``at_most``, so
+        it never starves), so intake is acknowledged first and applied right after; steady traffic
+        leaves gaps and is applied as it comes. Work in hand is what intake has to do, however slow
+        the worker makes it; rates and gaps between commits were fooled by that.
         """
         deadline = time.monotonic() + at_most
-        while True:
+        pause = 0.001
+        while self._in_hand:
             now = time.monotonic()
-            recent = sum(rows for at, rows in tuple(self._commits) if at > now - window)
-            if recent < rate * window or now >= deadline:
+            if now >= deadline:
                 return
-            self._pause.wait(min(window / 4, deadline - now))
+            self._pause.wait(min(pause, deadline - now))
+            pause = min(pause * 2, 0.02)  # a burst is not polled a thousand times a second
 
     # ------------------------------------------------------------ lifecycle
 
@@ -204,7 +216,6 @@ class InboundWriter:
             log.error("cannot store inbound from %s: %s", record.source, exc)
             future.set_exception(StoreUnavailable(f"cannot store the message: {_reason(exc)}"))
             return
-        self._commits.append((time.monotonic(), len(batch)))
         for (_record, future), accepted in zip(batch, results, strict=True):
             future.set_result(accepted)
         if self.on_commit:

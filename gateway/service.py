@@ -165,13 +165,10 @@ class Service:
         self.lifecycle = build_lifecycle(config, self.clock)
         self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
         self.components: list = []
-        # Intake edges store through the writer; the pipeline worker picks the rows up.
-        # Intake well beyond what processing can follow (rows/s above 2 / the last run's time) is
-        # acknowledged first and applied right after (the worker waits at most 20× its last run, so it
-        # never starves); slower traffic is applied as it comes.
-        tick = pipeline_tick(
-            self.pipeline, before_each=lambda spent: self.writer.wait_for_lull(2 / max(spent, 1e-3), 20 * spent)
-        )
+        # Intake edges store through the writer; the pipeline worker picks the rows up. While intake
+        # has work in hand each unit waits, at most 20x the last one's time (so it never starves):
+        # a burst is acknowledged first and applied right after, steady traffic as it comes.
+        tick = pipeline_tick(self.pipeline, before_each=lambda spent: self.writer.wait_while_busy(20 * spent))
         self.pipeline_worker = Worker("pipeline", tick)
         self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
         self.components.append(_Started(self.writer, "inbound writer"))

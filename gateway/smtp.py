@@ -97,6 +97,7 @@ class IntakeHandler:
         if match_address(self.config, address) is None:
             return NO_SUCH_USER.format(address=_printable(address))
         envelope.rcpt_tos.append(address)
+        self.writer.in_hand(session)  # until DATA is answered: the pipeline worker waits meanwhile
         return OK
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 -- aiosmtpd's name
@@ -123,6 +124,8 @@ class IntakeHandler:
         except StoreUnavailable as exc:
             log.error("message from %s (%s) not stored: %s", envelope.mail_from, peer, exc or "timeout")
             return STORE_FAILED
+        finally:
+            self.writer.out_of_hand(session)
         template = DUPLICATE if accepted.duplicate else STORED
         return template.format(id=accepted.inbound_id)
 

@@ -14,6 +14,7 @@ from gateway.service import build_lifecycle, build_pipeline
 from parsers.signal import RESOLVED, Signal
 from store.db import db
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -55,6 +56,30 @@ def test_writer_deduplicates(writer):
     assert Inbound.select().count() == 1
     # no key: never a duplicate
     assert writer.store(record()).inbound_id != writer.store(record()).inbound_id
+
+
+def test_background_work_waits_while_intake_has_work_in_hand():
+    writer = InboundWriter()
+
+    class Session:  # stands for an SMTP session or a webhook request
+        pass
+
+    def waiter():
+        writer.wait_while_busy(at_most=60)
+
+    session, other = Session(), Session()
+    writer.in_hand(session)
+    writer.in_hand(other)
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    writer.out_of_hand(session)
+    waiting.join(timeout=0.3)
+    assert waiting.is_alive()  # the other is still in hand
+    del other  # a session that disconnects lets go by itself
+    wait_for(lambda: not waiting.is_alive(), timeout=10, message="the waiter to go on")
+    started = threading.Thread(target=waiter)
+    started.start()
+    wait_for(lambda: not started.is_alive(), timeout=10, message="nothing in hand: no wait")
 
 
 def test_writer_reports_an_unavailable_store(store):

@@ -111,6 +111,8 @@ def receive(name: str):
         log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
         return _error(denied.status, denied.error)
 
+    # Work in hand until answered (the pipeline worker waits meanwhile; the request object is held weakly).
+    services.writer.in_hand(request._get_current_object())
     wait = state["limiter"].take(integration)
     if wait:
         seconds = max(1, math.ceil(wait))
@@ -161,6 +163,7 @@ def receive(name: str):
     except StoreUnavailable as exc:
         log.warning("hooks/%s: store unavailable: %s", name, exc)
         return _error(503, f"cannot store the event now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)})
+    services.writer.out_of_hand(request._get_current_object())
     if accepted.duplicate and generated:
         answered_key = _stored_dedup_key(accepted.inbound_id) or generated
     recent.remember(key, accepted.inbound_id, answered_key)
