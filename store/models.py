@@ -7,6 +7,7 @@ Only ``gateway/lifecycle.py`` writes incident fields; everything else reads.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 
@@ -71,6 +72,36 @@ class BaseModel(peewee.Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    def save(self, force_insert=False, only=None):
+        """As peewee's, but a new row is inserted with a statement built once per set of columns.
+
+        peewee builds an INSERT's SQL anew on every call, and processing one email wrote five to
+        seven rows: building their SQL was a sixth of the pipeline's time (bench/smtp_intake.py).
+        Updates, partial saves and rows with a primary key given go through peewee unchanged.
+        """
+        if only is not None or self._pk is not None or not self._meta.auto_increment:
+            return super().save(force_insert=force_insert, only=only)
+        values = self.__data__.copy()
+        self._populate_unsaved_relations(values)
+        values.pop(self._meta.primary_key.name, None)
+        fields = self._meta.fields
+        names = tuple(values)
+        sql = _insert_sql(type(self), names, db.param)
+        row = db.execute_sql(sql, [fields[name].db_value(values[name]) for name in names]).fetchone()
+        self._pk = row[0]
+        self._dirty -= set(names)
+        self._dirty.discard(self._meta.primary_key.name)
+        return 1
+
+
+@functools.cache
+def _insert_sql(model: type[peewee.Model], names: tuple[str, ...], param: str) -> str:
+    meta = model._meta
+    columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in names)
+    values = ", ".join([param] * len(names))
+    into = f'"{meta.table_name}" ({columns}) VALUES ({values})' if names else f'"{meta.table_name}" DEFAULT VALUES'
+    return f'INSERT INTO {into} RETURNING "{meta.primary_key.column_name}"'
 
 
 class User(BaseModel):

@@ -466,7 +466,11 @@ def test_address_fast_path_answers_as_aiosmtpd_does(arg):
     from gateway.smtp import InletSMTP
 
     fast, reference = InletSMTP(object()), SMTP(object())
-    assert fast._getaddr(arg) == reference._getaddr(arg)
+    try:
+        expected = reference._getaddr(arg)
+    except IndexError:  # aiosmtpd's parser fails on some malformed paths ("a@"): those are refused
+        expected = (None, None)
+    assert fast._getaddr(arg) == expected
 
 
 def test_processing_keeps_up_with_no_pending_left(inlet):
