@@ -86,7 +86,7 @@ class InletSMTP(SMTP):
     def _parse_address(self, arg: str):
         try:
             return super()._getaddr(arg)
-        except IndexError:  # the stdlib parser on e.g. "a@": a malformed address (553), not a local error
+        except (IndexError, AttributeError):  # the stdlib parser's bugs on e.g. "a@": malformed (553)
             return None, None
 
 

@@ -468,9 +468,17 @@ def test_address_fast_path_answers_as_aiosmtpd_does(arg):
     fast, reference = InletSMTP(object()), SMTP(object())
     try:
         expected = reference._getaddr(arg)
-    except IndexError:  # aiosmtpd's parser fails on some malformed paths ("a@"): those are refused
+    except (IndexError, AttributeError):  # the stdlib parser crashes on some malformed paths ("a@"): refused
         expected = (None, None)
     assert fast._getaddr(arg) == expected
+
+
+def test_a_path_the_stdlib_parser_chokes_on_is_refused_as_malformed(inlet):
+    with smtplib.SMTP("127.0.0.1", inlet.port, timeout=10) as client:
+        client.ehlo("test.example")
+        code, _text = client.docmd("MAIL FROM:<a@>")
+        assert code == 553  # malformed address, not a local error; the session goes on
+        assert client.docmd("MAIL FROM:<alice@customer.example>")[0] == 250
 
 
 def test_processing_keeps_up_with_no_pending_left(inlet):
