@@ -337,11 +337,20 @@ class Lifecycle:
         return incident
 
     def link(self, ref: str, actor: str, other_ref: str, kind: str = "related") -> Incident:
-        """Link two incidents: ``parent`` makes ``other_ref`` the parent of ``ref``; ``child`` the reverse."""
+        """Link two incidents: ``parent`` makes ``other_ref`` the parent of ``ref``; ``child`` the reverse.
+
+        A ``related`` link may name a closed incident (a follow-up of it): closed incidents are
+        read-only, so the link is recorded on ``ref`` alone.
+        """
         if kind not in LINK_KINDS:
             raise TransitionError(ref, "link", "-", f"kind must be one of {', '.join(LINK_KINDS)}")
         with db.atomic():
             incident = self._lock(ref, "link")
+            other = Incident.get_or_none(Incident.ref == normalise_ref(other_ref)) if kind == "related" else None
+            if other is not None and other.status in FINAL:  # (ref itself is open: _lock said so)
+                event = self._event(incident, "linked", actor, INTERNAL, field=kind, new=other.ref)
+                self._run_hooks(Change("link", incident, event, actor))
+                return incident
             other = self._lock(other_ref, "link")
             if other.id == incident.id:
                 raise TransitionError(incident.ref, "link", incident.status, "an incident cannot be linked to itself")

@@ -350,12 +350,8 @@ def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:
 
 
 def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
-    other = Incident.get(Incident.ref == other_ref)
-    if other.status in FINAL:  # a closed incident is read-only: the link is recorded on the new one
-        ctx.lifecycle.note(incident.ref, "inlet", f"Follow-up of {other.ref} ({other.status}).", public=False)
-    else:
-        ctx.lifecycle.link(incident.ref, "inlet", other.ref, "related")
-    ctx.decide("mail-record", linked_to=other.ref)
+    ctx.lifecycle.link(incident.ref, "inlet", other_ref, "related")  # on the new one alone if the old is closed
+    ctx.decide("mail-record", linked_to=other_ref)
 
 
 def _human(delta: timedelta) -> str:

@@ -211,6 +211,21 @@ def test_link_parent_child_and_cycles(lc):
         lc.link(parent.ref, "alice", parent.ref)
 
 
+def test_a_related_link_may_name_a_closed_incident_and_leaves_it_as_it_was(lc):
+    old, new = new_incident(lc, title="Printer jam"), new_incident(lc, title="Printer jam again")
+    act(lc, old.ref, "resolve")
+    lc.close(old.ref, "alice")
+    before = Event.select().where(Event.incident == old).count()
+    lc.link(new.ref, "alice", old.ref)
+    link = Event.get((Event.incident == new) & (Event.type == "linked"))
+    assert (link.field, link.new) == ("related", old.ref)
+    assert Event.select().where(Event.incident == old).count() == before
+    with pytest.raises(TransitionError, match="read-only"):
+        lc.link(new.ref, "alice", old.ref, "parent")  # a closed incident takes no children
+    with pytest.raises(TransitionError, match="read-only"):
+        lc.link(old.ref, "alice", new.ref)  # nor links of its own
+
+
 def test_keys_close_with_the_incident(lc, clock):
     incident = new_incident(lc, keys=[("fingerprint", "abc")])
     act(lc, incident.ref, "resolve")

@@ -345,7 +345,7 @@ def test_reply_to_resolved_reopens_within_the_window_and_opens_a_linked_one_afte
     assert Event.get((Event.incident == new) & (Event.type == "linked")).new == incident.ref
 
 
-def test_reply_to_closed_opens_a_new_incident_that_names_the_old_one(inlet):
+def test_reply_to_closed_opens_a_new_incident_linked_to_the_old_one(inlet):
     lc = inlet.service.lifecycle
     inlet.deliver(message())
     incident = only_incident()
@@ -354,7 +354,11 @@ def test_reply_to_closed_opens_a_new_incident_that_names_the_old_one(inlet):
     inlet.deliver(reply_to(incident, text="Hm, again."))
     new = Incident.get(Incident.id != incident.id)
     assert new.status == "new"
-    assert f"Follow-up of {incident.ref}" in Event.get((Event.incident == new) & (Event.type == "note")).body
+    link = Event.get((Event.incident == new) & (Event.type == "linked"))
+    assert (link.field, link.new) == ("related", incident.ref)
+    closed_events = Event.select().where(Event.incident == incident).count()
+    inlet.deliver(reply_to(incident, text="And again."))  # the closed incident stays as it was closed
+    assert Event.select().where(Event.incident == incident).count() == closed_events
 
 
 # --------------------------------------------------------------------------- loops and noise
