@@ -112,7 +112,7 @@ class Escalation:
         if action in ("create", "resume", "reopen", "acknowledge", "start", "hold", "assign", "update"):
             if action == "update" and not ({"priority", "major"} & set(change.before)):
                 return
-            self.schedule(incident)
+            self.schedule(incident, new=action == "create")
         elif action in ("resolve", "cancel", "close"):
             Timer.update(status="cancelled").where(
                 (Timer.incident == incident) & (Timer.kind == ESCALATION) & (Timer.status == PENDING)
@@ -122,8 +122,9 @@ class Escalation:
                 self.schedule(incident)
             self._page(change)
 
-    def schedule(self, incident: Incident) -> None:
-        """Bring the incident's escalation timers in line with its policy and state."""
+    def schedule(self, incident: Incident, *, new: bool = False) -> None:
+        """Bring the incident's escalation timers in line with its policy and state
+        (``new``: it was just created and has no timers to cancel)."""
         from gateway.procedures import upsert_timer
 
         policy = policy_for(self.config, incident)
@@ -132,13 +133,15 @@ class Escalation:
             if may_hold(incident, step):
                 due = trigger_at(self.lifecycle.policy, incident, step)
                 upsert_timer(incident, ESCALATION, i, due, {"policy": policy.name})
-            else:
+            elif not new:
                 Timer.update(status="cancelled").where(
                     (Timer.incident == incident)
                     & (Timer.kind == ESCALATION)
                     & (Timer.step == i)
                     & (Timer.status == PENDING)
                 ).execute()
+        if new:
+            return
         Timer.update(status="cancelled").where(
             (Timer.incident == incident)
             & (Timer.kind == ESCALATION)

@@ -575,6 +575,9 @@ def normalise_ref(ref: str) -> str:
 def contact_for(email: str, name: str, now: datetime) -> Contact:
     """The Contact for an address, created once even when two threads race."""
     email = email.strip().lower()
+    known = Contact.get_or_none(Contact.email == email)  # most reporters write more than once
+    if known is not None:
+        return known
     Contact.insert(email=email, name=name or "", created_at=now).on_conflict_ignore().execute()
     return Contact.get(Contact.email == email)
 

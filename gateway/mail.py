@@ -306,7 +306,8 @@ def record(ctx: Context) -> None:
     s, incident, now = ctx.signal, ctx.incident, ctx.clock.now()
     event = ctx.extras.get("event")
     if ctx.outcome == "created":
-        event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
+        if s.attachments:  # the "created" event, which the attachments belong to
+            event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
         _add_participants(incident, [*s.cc, *s.recipients], now, ctx)
         link_to = ctx.extras.get("link_to")
         if link_to:
