@@ -337,17 +337,18 @@ def record(ctx: Context) -> None:
 
 def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:
     own = set(ctx.extras["options"].own_addresses)
+    candidates = {a for a in ((a or "").lower() for a in addresses) if a and a not in own}
+    candidates = {a for a in candidates if match_address(ctx.config, a) is None}  # not one of Inlet's addresses
+    if not candidates:  # mail to a support address alone: nothing to read
+        return
     existing = {
         k.value
         for k in CorrelationKey.select(CorrelationKey.value).where(
             (CorrelationKey.incident == incident) & (CorrelationKey.kind == PARTICIPANT)
         )
     }
-    for address in addresses:
-        address = (address or "").lower()
-        if address and address not in own and address not in existing and match_address(ctx.config, address) is None:
-            add_key(incident, PARTICIPANT, address, now)
-            existing.add(address)
+    for address in sorted(candidates - existing):
+        add_key(incident, PARTICIPANT, address, now)
 
 
 def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
