@@ -11,7 +11,8 @@ the ratio (overall and per round), p50/p99 per-message latency
 (MAIL+RCPT+DATA), and how long after the last 250 of a round the last message
 had become an incident (processing keeping up).
 
-Run: ``PYTHONPATH=. python bench/smtp_intake.py [-n 2000] [-c 8] [--rounds 3] [--intake-only]``
+Run: ``PYTHONPATH=. python bench/smtp_intake.py [-n 2000] [-c 8] [--rounds 3] [--intake-only]``;
+``--steady RATE [--seconds 5]`` sends steady traffic instead and prints how far processing is behind.
 """
 
 from __future__ import annotations
@@ -170,10 +171,20 @@ def main() -> None:
         "--intake-only", action="store_true", help="run Inlet without its pipeline worker (store only, no incidents)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of bare then inlet (default 3)")
+    parser.add_argument(
+        "--steady",
+        type=float,
+        metavar="RATE",
+        help="instead: send RATE messages/s over one connection to inlet serve for --seconds, print the lag",
+    )
+    parser.add_argument("--seconds", type=float, default=5, help="how long --steady sends (default 5)")
     parser.add_argument("--bare-server", nargs=2, metavar=("PORT", "CLASS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
         bare_server(int(args.bare_server[0]), args.bare_server[1])
+        return
+    if args.steady:
+        steady(args.steady, args.seconds)
         return
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench"}
@@ -232,6 +243,34 @@ def main() -> None:
         print(f"inlet / {baseline}: {ratio:.0%} ({what}; per round: {per_round})")
     if lags:
         print(f"last message became an incident {', '.join(f'{x:.2f}' for x in lags)} s after the last 250, per round")
+
+
+def steady(rate: float, seconds: float) -> None:
+    """Steady traffic below a burst: is every message an incident right after its 250?"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench"}
+    with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp:
+        folder, port = Path(tmp), free_port()
+        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(inlet_config(folder, port))]
+        subprocess.run([*inlet, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
+        log = (folder / "serve.log").open("wb")
+        serve = subprocess.Popen([*inlet, "serve", "--only", "smtp,worker"], env=env, stdout=log, stderr=log)
+        try:
+            wait_listening(port, serve)
+            blast(port, messages(50, "warmup"), 4)
+            processing_lag(folder / "inlet.db", datetime.now(UTC), 50)
+            payloads = messages(int(rate * seconds), "steady")
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+                started = time.monotonic()
+                for i, raw in enumerate(payloads):
+                    time.sleep(max(0.0, started + i / rate - time.monotonic()))
+                    client.sendmail("alice@customer.example", ["support@example.org"], raw)
+                last = datetime.now(UTC)
+            lag = processing_lag(folder / "inlet.db", last, 50 + len(payloads))
+        finally:
+            serve.terminate()
+            serve.wait()
+            log.close()
+    print(f"steady {rate:g} messages/s for {seconds:g} s: the last message was an incident {lag:.2f} s after its 250")
 
 
 def processing_lag(db_path: Path, last_250: datetime, expected: int, timeout: float = 300.0) -> float:
