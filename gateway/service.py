@@ -29,8 +29,9 @@ log = logging.getLogger("inlet.service")
 PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
 ROLES = ("web", "worker", "timers", "notify", "smtp", "imap")
-# Sections a reload cannot apply to a running process (open connections and sockets).
-RESTART_SECTIONS = ("database", "web")
+# Sections a reload cannot apply to a running process (open connections, sockets, running pollers),
+# as the file names them.
+RESTART_SECTIONS = {"database": "[database]", "web": "[web]", "smtp": "[smtp]", "mailbox": "[[mailbox]]"}
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -210,9 +211,9 @@ class Service:
         running configuration stays.
         """
         new = load_config(self.config.path)
-        for name in RESTART_SECTIONS:
+        for name, shown in RESTART_SECTIONS.items():
             if getattr(new, name) != getattr(self.config, name):
-                raise ConfigError(f"{self.config.path}: [{name}] changed: restart Inlet to apply it")
+                raise ConfigError(f"{self.config.path}: {shown} changed: restart Inlet to apply it")
         from notifiers.audiences import Audiences
 
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config

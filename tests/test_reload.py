@@ -18,6 +18,7 @@ from tests.conftest import ROOT, base_config_dict, free_port, wait_for
 
 INLET = [sys.executable, "-m", "gateway.cli"]
 VPN = {"name": "vpn", "subject": {"any": ["vpn"]}, "group": "network"}
+MAILBOX = {"name": "desk", "host": "127.0.0.1", "user": "desk", "password_env": "DESK_IMAP_PASSWORD"}
 
 
 def write(path, url, **sections):
@@ -58,6 +59,17 @@ def test_service_reload_swaps_the_config_everywhere_and_keeps_it_on_error(store)
         except ConfigError as exc:
             assert "[web] changed: restart" in str(exc)
         assert service.config is new
+        for changed, shown in (
+            ({"smtp": {**smtp, "max_recipients": 5}}, "[smtp]"),  # bound when the server started
+            ({"smtp": smtp, "mailbox": [MAILBOX]}, "[[mailbox]]"),  # pollers run with what they started with
+        ):
+            write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, **changed)
+            try:
+                service.reload()
+                raise AssertionError(f"a changed {shown} needs a restart")
+            except ConfigError as exc:
+                assert f"{shown} changed: restart" in str(exc)
+            assert service.config is new
     finally:
         service.stop()
 
