@@ -114,9 +114,9 @@ class Escalation:
                 return
             self.schedule(incident, new=action == "create")
         elif action in ("resolve", "cancel", "close"):
-            Timer.update(status="cancelled").where(
-                (Timer.incident == incident) & (Timer.kind == ESCALATION) & (Timer.status == PENDING)
-            ).execute()
+            from gateway.procedures import cancel_timers
+
+            cancel_timers(incident, (ESCALATION,))
         elif action == "escalate":
             if change.context.get("kind") == "functional":
                 self.schedule(incident)
@@ -125,29 +125,18 @@ class Escalation:
     def schedule(self, incident: Incident, *, new: bool = False) -> None:
         """Bring the incident's escalation timers in line with its policy and state
         (``new``: it was just created and has no timers to cancel)."""
-        from gateway.procedures import upsert_timer
+        from gateway.procedures import cancel_timers, upsert_timer
 
         policy = policy_for(self.config, incident)
-        steps = policy.steps if policy else []
-        for i, step in enumerate(steps):
+        held = []
+        for i, step in enumerate(policy.steps if policy else []):
             if may_hold(incident, step):
-                due = trigger_at(self.lifecycle.policy, incident, step)
-                upsert_timer(incident, ESCALATION, i, due, {"policy": policy.name})
-            elif not new:
-                Timer.update(status="cancelled").where(
-                    (Timer.incident == incident)
-                    & (Timer.kind == ESCALATION)
-                    & (Timer.step == i)
-                    & (Timer.status == PENDING)
-                ).execute()
-        if new:
-            return
-        Timer.update(status="cancelled").where(
-            (Timer.incident == incident)
-            & (Timer.kind == ESCALATION)
-            & (Timer.step >= len(steps))
-            & (Timer.status == PENDING)
-        ).execute()
+                upsert_timer(
+                    incident, ESCALATION, i, trigger_at(self.lifecycle.policy, incident, step), {"policy": policy.name}
+                )
+                held.append(i)
+        if not new:  # the steps that no longer hold, and those the policy no longer has
+            cancel_timers(incident, (ESCALATION,), keep=held)
 
     def _page(self, change) -> None:
         incident, context, config = change.incident, change.context, self.config

@@ -106,12 +106,17 @@ def upsert_timer(incident: Incident, kind: str, step: int, due: datetime, data: 
         Timer.update(due_at=due, status=PENDING, data=data or {}).where(Timer.id == timer.id).execute()
 
 
-def cancel_timers(incident: Incident, kinds: tuple[str, ...], steps: list[int] | None = None) -> int:
+def cancel_timers(
+    incident: Incident, kinds: tuple[str, ...], steps: list[int] | None = None, *, keep: list[int] | None = None
+) -> int:
+    """Cancel the pending timers of these kinds: of ``steps`` only, or all but the steps to ``keep``."""
     query = Timer.update(status="cancelled").where(
         (Timer.incident == incident) & (Timer.kind.in_(kinds)) & (Timer.status == PENDING)
     )
     if steps is not None:
         query = query.where(Timer.step.in_(steps))
+    if keep is not None:
+        query = query.where(Timer.step.not_in(keep))
     return query.execute()
 
 
