@@ -194,8 +194,10 @@ def _lifecycle(config: Config):
 
 
 def cmd_serve(args) -> int:
+    from gateway.descriptors import raise_open_files_limit
     from gateway.service import Service
 
+    raise_open_files_limit()  # at start, before any file or socket is opened (gateway/descriptors.py)
     config = _load(args)
     roles = set(args.only.split(",")) if args.only else None
     service = Service(config, roles=roles)

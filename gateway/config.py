@@ -73,6 +73,18 @@ class WebSection:
         5, help="Failed logins allowed per address and per user name in login_window.", minimum=1
     )
     login_window: timedelta = setting(timedelta(minutes=5), help="Window of the login rate limit.")
+    connection_limit: int = setting(
+        1000, help="Most open HTTP connections; further clients wait in the listen queue.", minimum=1
+    )
+    idle_timeout: timedelta = setting(
+        timedelta(seconds=60), help="A keep-alive connection idle this long between requests is closed."
+    )
+    request_timeout: timedelta = setting(
+        timedelta(seconds=30), help="Longest one request (headers and body) may take to arrive; then closed."
+    )
+    drain_timeout: timedelta = setting(
+        timedelta(seconds=10), help="On stop (SIGTERM): how long requests in progress may take to finish."
+    )
 
 
 @dataclass(frozen=True)
@@ -246,6 +258,9 @@ def local_secret(config: Config, env_name: str, filename: str) -> str:
 
 
 def _check_references(config: Config) -> None:
+    for key in ("idle_timeout", "request_timeout", "drain_timeout"):
+        if getattr(config.web, key) <= timedelta(0):
+            raise KeyProblem(("[web]", key), "must be longer than 0s")
     groups = {g.name for g in config.group}
     policies = {p.name for p in config.escalation}
     if config.fallback_group not in groups:

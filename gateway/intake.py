@@ -131,6 +131,10 @@ class InboundWriter:
     def out_of_hand(self, token: object) -> None:
         self._in_hand.discard(token)
 
+    def in_hand_count(self) -> int:
+        """How many sessions and requests have work in hand now."""
+        return len(self._in_hand)
+
     def wait_while_busy(self, at_most: float) -> None:
         """Wait while an intake edge has work in hand, at most ``at_most`` seconds.
 

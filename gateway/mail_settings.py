@@ -36,6 +36,24 @@ class SmtpSection:
         False, help="Accept mail only from authenticated submitters (needs users and STARTTLS)."
     )
     users: list[SmtpUser] = setting(factory=list, help="Trusted submitters allowed to authenticate.")
+    max_sessions: int = setting(
+        500, help="Most SMTP sessions open at once; over it a new one gets 421 4.7.0 and is closed.", minimum=1
+    )
+    max_sessions_per_client: int = setting(
+        50,
+        help="Most sessions open at once from one client address (at least your MTA's concurrency); 421 4.7.0 over it.",
+        minimum=1,
+    )
+    idle_timeout: timedelta = setting(
+        timedelta(seconds=60), help="A session that sends nothing for this long gets 421 4.4.2 and is closed."
+    )
+    max_session_time: timedelta = setting(
+        timedelta(minutes=10), help="Longest one session may last, however busy; then 421 4.4.2 and closed."
+    )
+    drain_timeout: timedelta = setting(
+        timedelta(seconds=10),
+        help="On stop (SIGTERM): how long a DATA in progress may take to finish before it is refused with 421.",
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,9 @@ def check_mail(config) -> None:
         raise KeyProblem(("[smtp]", "auth_required"), "needs at least one entry in users")
     if smtp.require_tls and not smtp.tls_cert:
         raise KeyProblem(("[smtp]", "require_tls"), "needs tls_cert and tls_key")
+    for key in ("idle_timeout", "max_session_time", "drain_timeout"):
+        if getattr(smtp, key) <= timedelta(0):
+            raise KeyProblem(("[smtp]", key), "must be longer than 0s")
 
 
 def match_address(config, address: str):

@@ -190,6 +190,12 @@ class Service:
                 print(f"inlet: {component.where()}", flush=True)
 
     def stop(self) -> None:
+        for component in self.components:  # every listener stops accepting first, then each drains in turn
+            if hasattr(component, "stop_accepting"):
+                try:
+                    component.stop_accepting()
+                except Exception:
+                    log.exception("stopping %s failed", component.name)
         for component in reversed(self.components):
             try:
                 component.stop()

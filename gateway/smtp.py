@@ -10,6 +10,7 @@ pipeline worker: a session never waits for it and never sees its errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
@@ -17,11 +18,13 @@ import socket
 import ssl
 import sys
 import threading
+from collections import Counter
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from gateway.config import secret
+from gateway.descriptors import listener_share
 from gateway.errors import StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
 from gateway.mail_settings import match_address
@@ -40,6 +43,17 @@ MESSAGE_TOO_BIG = "552 5.3.4 Message too big for system"
 STORE_FAILED = "451 4.3.0 Cannot store the message now, try again later"
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+TOO_MANY_SESSIONS = "421 4.7.0 too many connections, try again later"
+TOO_MANY_FROM_CLIENT = "421 4.7.0 too many connections from your address, try again later"
+IDLE_TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing"
+SESSION_TOO_LONG = "421 4.4.2 {host} Error: session time limit reached, closing"
+EVICTED = "421 4.4.2 {host} Error: idle while the server is full, closing"
+EVICT_AFTER_IDLE = 1.0  # seconds without a byte before a session may be closed to make room for a new one
+REFUSALS_LOG_INTERVAL = 10.0  # seconds
+# Connections the kernel queues before they are accepted. asyncio also accepts up to this many in one go,
+# before any of them is answered: part of the descriptor reserve (gateway/descriptors.py), so kept small.
+LISTEN_BACKLOG = 100
+SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, try again later"
 
 
 def dedup_key(raw: bytes) -> str:
@@ -57,9 +71,177 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(rf"\s*<((?:{_ATOM}(?:\.{_ATOM})*)@(?:{_ATOM}(?:\.{_ATOM})*))>(.*)", re.DOTALL)
 
 
+class Sessions:
+    """The open sessions of one SMTP server and its connection limits (used in its event loop only)."""
+
+    def __init__(self, max_sessions: int, per_client: int):
+        self.max_sessions, self.per_client = max_sessions, per_client
+        self.open: set[InletSMTP] = set()
+        self._per_peer: Counter[str] = Counter()
+        self.draining = False
+        self._refused: Counter[str] = Counter()  # since the last log line: a flood is one line per interval
+        self._refusals_logged = 0.0
+
+    def admit(self, session: InletSMTP, peer: str, now: float) -> str | None:
+        """Count a new session in, or say why not (the 421 to answer).
+
+        At the overall limit the session idle longest (at least EVICT_AFTER_IDLE) makes room: a flood of
+        connections that send nothing cannot keep a sender out for the length of the idle timeout.
+        """
+        if self.draining:
+            return SHUTTING_DOWN
+        if self._per_peer[peer] >= self.per_client:
+            return TOO_MANY_FROM_CLIENT
+        if len(self.open) >= self.max_sessions:
+            idlest = max(self.open, key=lambda s: s.idle_for(now))
+            if idlest.idle_for(now) < EVICT_AFTER_IDLE:
+                return TOO_MANY_SESSIONS
+            idlest.close_with(EVICTED)
+            self.leave(idlest, idlest.peer_host)
+        self.open.add(session)
+        self._per_peer[peer] += 1
+        return None
+
+    def refused(self, peer: str, now: float) -> None:
+        self._refused[peer] += 1
+        if now - self._refusals_logged >= REFUSALS_LOG_INTERVAL:
+            top = ", ".join(f"{host} ({count})" for host, count in self._refused.most_common(3))
+            log.warning(
+                "SMTP: refused %d connections over the limits (%d open; most from %s)",
+                self._refused.total(),
+                len(self.open),
+                top,
+            )
+            self._refused.clear()
+            self._refusals_logged = now
+
+    def leave(self, session: InletSMTP, peer: str) -> None:
+        if session in self.open:
+            self.open.discard(session)
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
+
+
 class InletSMTP(SMTP):
-    """aiosmtpd's SMTP with our size-limit reply (its own text lacks the enhanced code),
-    and a fast path for the common form of an address in MAIL and RCPT."""
+    """aiosmtpd's SMTP with Inlet's limits and replies.
+
+    - connection limits overall and per client address (421 4.7.0, then closed);
+    - an idle timeout counted from the last bytes received (aiosmtpd's counts from the last
+      command, so a slow DATA would be cut), and a limit on the whole session (421 4.4.2);
+    - a graceful stop: new commands get 421 4.3.2, a DATA in progress finishes first;
+    - the size-limit reply with its enhanced code, and a fast path for the common form of an
+      address in MAIL and RCPT.
+    """
+
+    def __init__(self, handler, *, sessions: Sessions | None = None, max_session_time: float = 600.0, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.sessions = (
+            sessions if sessions is not None else Sessions(1_000_000, 1_000_000)
+        )  # SmtpServer passes its own
+        self.max_session_time = max_session_time
+        self.storing = False  # the handler is committing this session's message: its answer is on its way
+        self._admitted = False
+        self.peer_host = ""
+        self._in_data = False
+        self._last_bytes = 0.0
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._smtp_methods = {name: self._unless_draining(method) for name, method in self._smtp_methods.items()}
+
+    # ------------------------------------------------------------ limits
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and not self._admitted:  # a new connection, not STARTTLS
+            peer = transport.get_extra_info("peername")
+            self.peer_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
+            refusal = self.sessions.admit(self, self.peer_host, self.loop.time())
+            if refusal is not None:
+                self.sessions.refused(self.peer_host, self.loop.time())
+                transport.write(refusal.format(host=self.hostname).encode() + b"\r\n")
+                transport.close()  # after the reply is written; no session was set up, nothing to undo
+                return
+            self._admitted = True
+            self._last_bytes = self.loop.time()
+            self._session_timer = self.loop.call_later(self.max_session_time, self._session_expired)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return  # refused in connection_made: aiosmtpd's state was never set up
+        self.sessions.leave(self, self.peer_host)
+        self._release()
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        super().connection_lost(error)
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the last bytes came; -1 while a message is being stored (never idle then)."""
+        return -1.0 if self.storing else now - self._last_bytes
+
+    def data_received(self, data: bytes) -> None:
+        self._last_bytes = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        idle = self.loop.time() - self._last_bytes
+        if self.storing or idle < self._timeout_duration:  # bytes came meanwhile, or the answer is on its way
+            self._reset_timeout(max(self._timeout_duration - idle, 0.05) if not self.storing else 1.0)
+            return
+        log.info("SMTP session from %s idle for %.0fs: closed", self.peer_host, idle)
+        self.close_with(IDLE_TIMEOUT)
+
+    def _session_expired(self) -> None:
+        if self.storing:
+            self._session_timer = self.loop.call_later(1.0, self._session_expired)
+            return
+        log.info("SMTP session from %s over its time limit: closed", self.peer_host)
+        self.close_with(SESSION_TOO_LONG)
+
+    def close_with(self, reply: str) -> None:
+        """Send ``reply`` (a 421) unasked and close the connection (RFC 5321 §3.8)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(reply.format(host=self.hostname).encode() + b"\r\n")
+        self.transport.close()
+
+    # ------------------------------------------------------------ graceful stop
+
+    def drain(self) -> None:
+        """The server is stopping: close now unless a DATA is in progress (it finishes first)."""
+        if not self._in_data:
+            self.close_with(SHUTTING_DOWN)
+
+    def _unless_draining(self, method):
+        @functools.wraps(method)
+        async def guarded(arg):
+            if self.sessions.draining and method.__name__ != "smtp_QUIT":
+                self.close_with(SHUTTING_DOWN)
+                return
+            await method(arg)
+
+        return guarded
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+        if self.sessions.draining:  # its answer is out: now the 421
+            self.close_with(SHUTTING_DOWN)
+
+    # ------------------------------------------------------------ work in hand
+
+    def _set_post_data_state(self) -> None:
+        # Every end of a mail transaction comes here (DATA answered or refused, RSET, HELO/EHLO);
+        # connection_lost covers the rest: the pipeline worker never waits on a transaction that ended.
+        self._release()
+        super()._set_post_data_state()
+
+    def _release(self) -> None:
+        handler = getattr(self, "event_handler", None)
+        if isinstance(handler, IntakeHandler):
+            handler.writer.out_of_hand(self)
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
@@ -104,7 +286,7 @@ class IntakeHandler:
         if match_address(self.config, address) is None:
             return NO_SUCH_USER.format(address=_printable(address))
         envelope.rcpt_tos.append(address)
-        self.writer.in_hand(session)  # until DATA is answered: the pipeline worker waits meanwhile
+        self.writer.in_hand(server)  # until the transaction ends (InletSMTP._release): the pipeline worker waits
         return OK
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 -- aiosmtpd's name
@@ -126,13 +308,14 @@ class IntakeHandler:
         self._batch.append((record, future))
         if len(self._batch) == 1:  # the first DATA of this loop turn schedules the commit of them all
             loop.call_soon(self._commit)
+        server.storing = True
         try:
             accepted = await future
         except StoreUnavailable as exc:
             log.error("message from %s (%s) not stored: %s", envelope.mail_from, peer, exc or "timeout")
             return STORE_FAILED
         finally:
-            self.writer.out_of_hand(session)
+            server.storing = False
         template = DUPLICATE if accepted.duplicate else STORED
         return template.format(id=accepted.inbound_id)
 
@@ -167,6 +350,11 @@ class _Controller(Controller):
     def factory(self):
         return InletSMTP(self.handler, **self.SMTP_kwargs)
 
+    def _create_server(self):
+        return self.loop.create_server(
+            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context, backlog=LISTEN_BACKLOG
+        )
+
 
 class SmtpServer:
     """The SMTP component of ``inlet serve`` (role ``smtp``)."""
@@ -181,7 +369,7 @@ class SmtpServer:
             decode_data=False,
             enable_SMTPUTF8=True,
             ident="Inlet ESMTP",
-            timeout=300,
+            timeout=smtp.idle_timeout.total_seconds(),
         )
         if smtp.tls_cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -192,8 +380,16 @@ class SmtpServer:
         # aiosmtpd logs every connection and command at INFO ("mail.log"): keep its warnings only.
         logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger("mail.log").level))
         self.handler = IntakeHandler(config, writer)
+        self.sessions = Sessions(listener_share(smtp.max_sessions, "[smtp] max_sessions"), smtp.max_sessions_per_client)
+        self.drain_timeout = smtp.drain_timeout.total_seconds()
         self.controller = _Controller(
-            self.handler, hostname=smtp.host, port=port, server_hostname=smtp.hostname, **kwargs
+            self.handler,
+            hostname=smtp.host,
+            port=port,
+            server_hostname=smtp.hostname,
+            sessions=self.sessions,
+            max_session_time=smtp.max_session_time.total_seconds(),
+            **kwargs,
         )
 
     @property
@@ -209,10 +405,18 @@ class SmtpServer:
         self.controller.start()
 
     def stop(self) -> None:
+        """Stop gracefully: stop accepting, answer 421 4.3.2 to open sessions (a DATA in progress
+        is answered first, within [smtp] drain_timeout), then close."""
         loop = self.controller.loop
         if getattr(self.controller, "_thread", None) is None:  # never started: only its loop to close
             loop.close()
             return
+        if loop.is_running():
+            drained = asyncio.run_coroutine_threadsafe(self._drain(), loop)
+            try:
+                drained.result(self.drain_timeout + 5)
+            except Exception:  # e.g. the loop stopped under us: the sessions are closed below anyway
+                log.exception("SMTP drain failed")
         if loop.is_running():  # close the connection the loop committed on, in the loop's own thread
             closed = threading.Event()
 
@@ -224,6 +428,33 @@ class SmtpServer:
             loop.call_soon_threadsafe(close)
             closed.wait(5)
         self.controller.stop()
+
+    def stop_accepting(self) -> None:
+        """The first step of stopping: no new connections; sessions between commands get 421 4.3.2
+        now, a DATA in progress goes on (stop() waits for it)."""
+        loop = self.controller.loop
+        if getattr(self.controller, "_thread", None) is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._stop_accepting(), loop).result(5)
+
+    async def _stop_accepting(self) -> None:
+        if self.controller.server is not None:
+            self.controller.server.close()  # no new connections; the open ones stay
+        self.sessions.draining = True
+        for session in list(self.sessions.open):
+            session.drain()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.sessions.draining:
+            await self._stop_accepting()
+        deadline = loop.time() + self.drain_timeout
+        while self.sessions.open and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for session in list(self.sessions.open):  # a DATA still coming in: refused, never half-stored
+            log.warning("SMTP session from %s still open at shutdown: 421", session.peer_host)
+            session.close_with(SHUTTING_DOWN)
+        if self.sessions.open:  # give the 421s a moment to go out before the loop stops
+            await asyncio.sleep(0.1)
 
 
 def _free_port(host: str) -> int:

@@ -57,6 +57,15 @@ def init_app(app, services) -> None:
     app.register_blueprint(bp)
 
 
+@bp.teardown_request
+def _answered(error: BaseException | None = None) -> None:
+    """Every exit of a webhook request (any status, or an exception) lets go of its work in hand:
+    one left behind would slow the pipeline worker down until a restart (it waits while intake is busy)."""
+    writer = getattr(current_app.config.get("SERVICES"), "writer", None)
+    if writer is not None:
+        writer.out_of_hand(request._get_current_object())
+
+
 def _json(status: int, body: dict, headers: dict | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
@@ -111,7 +120,7 @@ def receive(name: str):
         log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
         return _error(denied.status, denied.error)
 
-    # Work in hand until answered (the pipeline worker waits meanwhile; the request object is held weakly).
+    # Work in hand until answered (the pipeline worker waits meanwhile): every exit lets go (_answered).
     services.writer.in_hand(request._get_current_object())
     wait = state["limiter"].take(integration)
     if wait:
@@ -163,7 +172,6 @@ def receive(name: str):
     except StoreUnavailable as exc:
         log.warning("hooks/%s: store unavailable: %s", name, exc)
         return _error(503, f"cannot store the event now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)})
-    services.writer.out_of_hand(request._get_current_object())
     if accepted.duplicate and generated:
         answered_key = _stored_dedup_key(accepted.inbound_id) or generated
     recent.remember(key, accepted.inbound_id, answered_key)
