@@ -82,8 +82,8 @@ class Sessions:
         self._refused: Counter[str] = Counter()  # since the last log line: a flood is one line per interval
         self._refusals_logged = 0.0
 
-    def admit(self, session: InletSMTP, peer: str, now: float) -> str | None:
-        """Count a new session in, or say why not (the 421 to answer).
+    def admit(self, peer: str, now: float) -> str | None:
+        """May a new connection from ``peer`` have a session? None, or the 421 to answer.
 
         At the overall limit the session idle longest (at least EVICT_AFTER_IDLE) makes room: a flood of
         connections that send nothing cannot keep a sender out for the length of the idle timeout.
@@ -98,9 +98,11 @@ class Sessions:
                 return TOO_MANY_SESSIONS
             idlest.close_with(EVICTED)
             self.leave(idlest, idlest.peer_host)
+        return None
+
+    def enter(self, session: InletSMTP, peer: str) -> None:
         self.open.add(session)
         self._per_peer[peer] += 1
-        return None
 
     def refused(self, peer: str, now: float) -> None:
         self._refused[peer] += 1
@@ -150,28 +152,19 @@ class InletSMTP(SMTP):
 
     # ------------------------------------------------------------ limits
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._original_transport is None and not self._admitted:  # a new connection, not STARTTLS
-            peer = transport.get_extra_info("peername")
-            self.peer_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
-            refusal = self.sessions.admit(self, self.peer_host, self.loop.time())
-            if refusal is not None:
-                self.sessions.refused(self.peer_host, self.loop.time())
-                transport.write(refusal.format(host=self.hostname).encode() + b"\r\n")
-                transport.close()  # after the reply is written; no session was set up, nothing to undo
-                return
-            self._admitted = True
-            self._last_bytes = self.loop.time()
-            self._session_timer = self.loop.call_later(self.max_session_time, self._session_expired)
-        super().connection_made(transport)
+    def admitted(self, peer_host: str) -> None:
+        """Counted in by the server's gate (_Gate): the limits apply to this session from now on."""
+        self._admitted, self.peer_host = True, peer_host
+        self._last_bytes = self.loop.time()
+        self._session_timer = self.loop.call_later(self.max_session_time, self._session_expired)
+        self.sessions.enter(self, peer_host)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if not self._admitted:
-            return  # refused in connection_made: aiosmtpd's state was never set up
-        self.sessions.leave(self, self.peer_host)
+        if self._admitted:
+            self.sessions.leave(self, self.peer_host)
+            if self._session_timer is not None:
+                self._session_timer.cancel()
         self._release()
-        if self._session_timer is not None:
-            self._session_timer.cancel()
         super().connection_lost(error)
 
     def idle_for(self, now: float) -> float:
@@ -346,13 +339,39 @@ class Authenticator:
         return AuthResult(success=good, handled=False, message=None if good else AUTH_FAILED)
 
 
+class _Gate(asyncio.Protocol):
+    """Each new connection meets this first: admitted, it gets an SMTP session (its transport is handed
+    over); refused, a 421 and closed, at next to no cost (a session costs ~0.5 ms to make: a flood
+    refused after making one would fill the listen queue faster than it is emptied)."""
+
+    def __init__(self, controller: _Controller):
+        self.controller = controller
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        controller = self.controller
+        sessions, loop = controller.SMTP_kwargs["sessions"], controller.loop
+        peer = transport.get_extra_info("peername")
+        peer_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        refusal = sessions.admit(peer_host, loop.time())
+        if refusal is not None:
+            sessions.refused(peer_host, loop.time())
+            transport.write(refusal.format(host=controller.SMTP_kwargs.get("hostname", "")).encode() + b"\r\n")
+            transport.close()  # once the reply is written
+            return
+        session = controller._factory_invoker()  # aiosmtpd's: it also tells start() the server answers
+        if isinstance(session, InletSMTP):
+            session.admitted(peer_host)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+
 class _Controller(Controller):
     def factory(self):
         return InletSMTP(self.handler, **self.SMTP_kwargs)
 
     def _create_server(self):
         return self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context, backlog=LISTEN_BACKLOG
+            lambda: _Gate(self), host=self.hostname, port=self.port, ssl=self.ssl_context, backlog=LISTEN_BACKLOG
         )
 
 
