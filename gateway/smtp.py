@@ -10,7 +10,6 @@ pipeline worker: a session never waits for it and never sees its errors.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import re
@@ -131,16 +130,15 @@ class InletSMTP(SMTP):
     - connection limits overall and per client address (421 4.7.0, then closed);
     - an idle timeout counted from the last bytes received (aiosmtpd's counts from the last
       command, so a slow DATA would be cut), and a limit on the whole session (421 4.4.2);
-    - a graceful stop: new commands get 421 4.3.2, a DATA in progress finishes first;
+    - a graceful stop: 421 4.3.2 to open sessions, after the answer to a DATA in progress;
     - the size-limit reply with its enhanced code, and a fast path for the common form of an
       address in MAIL and RCPT.
     """
 
     def __init__(self, handler, *, sessions: Sessions | None = None, max_session_time: float = 600.0, **kwargs):
         super().__init__(handler, **kwargs)
-        self.sessions = (
-            sessions if sessions is not None else Sessions(1_000_000, 1_000_000)
-        )  # SmtpServer passes its own
+        # SmtpServer passes the server's; a session made alone (tests, other controllers) has no limits
+        self.sessions = sessions if sessions is not None else Sessions(1_000_000, 1_000_000)
         self.max_session_time = max_session_time
         self.storing = False  # the handler is committing this session's message: its answer is on its way
         self._admitted = False
@@ -148,7 +146,6 @@ class InletSMTP(SMTP):
         self._in_data = False
         self._last_bytes = 0.0
         self._session_timer: asyncio.TimerHandle | None = None
-        self._smtp_methods = {name: self._unless_draining(method) for name, method in self._smtp_methods.items()}
 
     # ------------------------------------------------------------ limits
 
@@ -200,19 +197,10 @@ class InletSMTP(SMTP):
     # ------------------------------------------------------------ graceful stop
 
     def drain(self) -> None:
-        """The server is stopping: close now unless a DATA is in progress (it finishes first)."""
+        """The server is stopping: 421 4.3.2 and close now, unless a DATA is in progress (it is answered
+        first, then the 421). A session between commands gets the 421 as the answer to its next one."""
         if not self._in_data:
             self.close_with(SHUTTING_DOWN)
-
-    def _unless_draining(self, method):
-        @functools.wraps(method)
-        async def guarded(arg):
-            if self.sessions.draining and method.__name__ != "smtp_QUIT":
-                self.close_with(SHUTTING_DOWN)
-                return
-            await method(arg)
-
-        return guarded
 
     async def smtp_DATA(self, arg: str) -> None:
         self._in_data = True
