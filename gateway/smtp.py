@@ -177,14 +177,14 @@ class InletSMTP(SMTP):
         if self.storing or idle < self._timeout_duration:  # bytes came meanwhile, or the answer is on its way
             self._reset_timeout(max(self._timeout_duration - idle, 0.05) if not self.storing else 1.0)
             return
-        log.info("SMTP session from %s idle for %.0fs: closed", self.peer_host, idle)
+        log.debug("SMTP session from %s idle for %.0fs: closed", self.peer_host, idle)
         self.close_with(IDLE_TIMEOUT)
 
     def _session_expired(self) -> None:
         if self.storing:
             self._session_timer = self.loop.call_later(1.0, self._session_expired)
             return
-        log.info("SMTP session from %s over its time limit: closed", self.peer_host)
+        log.debug("SMTP session from %s over its time limit: closed", self.peer_host)
         self.close_with(SESSION_TOO_LONG)
 
     def close_with(self, reply: str) -> None:

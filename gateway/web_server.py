@@ -72,7 +72,7 @@ class _Server(TcpWSGIServer):
         cutoff = time.monotonic() - self.request_timeout
         for channel in list(self.active_channels.values()):
             if channel.receiving() and channel.request_began < cutoff:
-                log.info("closing a connection from %s: its request took over %gs", channel.addr, self.request_timeout)
+                log.debug("closing a connection from %s: its request took over %gs", channel.addr, self.request_timeout)
                 channel.will_close = True
 
 
