@@ -80,6 +80,7 @@ class Sessions:
         self.draining = False
         self._refused: Counter[str] = Counter()  # since the last log line: a flood is one line per interval
         self._refusals_logged = 0.0
+        self._no_room_until = 0.0  # at the overall limit: the earliest time a session may be idle enough to go
 
     def admit(self, peer: str, now: float) -> str | None:
         """May a new connection from ``peer`` have a session? None, or the 421 to answer.
@@ -92,8 +93,12 @@ class Sessions:
         if self._per_peer[peer] >= self.per_client:
             return TOO_MANY_FROM_CLIENT
         if len(self.open) >= self.max_sessions:
+            if now < self._no_room_until:  # no session can have been idle long enough yet: no scan per refusal
+                return TOO_MANY_SESSIONS
             idlest = max(self.open, key=lambda s: s.idle_for(now))
-            if idlest.idle_for(now) < EVICT_AFTER_IDLE:
+            idle = idlest.idle_for(now)
+            if idle < EVICT_AFTER_IDLE:
+                self._no_room_until = now + EVICT_AFTER_IDLE - max(idle, 0.0)
                 return TOO_MANY_SESSIONS
             idlest.close_with(EVICTED)
             self.leave(idlest, idlest.peer_host)
