@@ -158,7 +158,8 @@ class WebServer:
         self._stopping = True
         self.server.task_dispatcher.shutdown(timeout=1)
         wasyncore.close_all(self.server._map)
-        self.thread.join(timeout=10)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=10)
 
     def _close_idle(self) -> None:
         for channel in list(self.server.active_channels.values()):
