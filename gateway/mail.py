@@ -29,6 +29,8 @@ from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, I
 log = logging.getLogger("inlet.mail")
 
 MAIL_SOURCES = ("smtp", "imap", "import")
+_MAX_VIEW_FIELD = 1000
+_MAX_VIEW_HTML = 512 * 1024  # the page sanitises what it shows on each view: keep that bounded
 PARTICIPANT = "participant"
 
 
@@ -45,6 +47,10 @@ def email_options(config) -> EmailOptions:
         message_id_secret=message_id_secret(config),
         message_id_domain=config.mail.message_id_domain,
         max_attachment_size=config.mail.max_attachment_size,
+        max_header_fields=config.mail.max_header_fields,
+        max_header_bytes=config.mail.max_header_bytes,
+        max_mime_containers=config.mail.max_mime_containers,
+        max_mime_parts=config.mail.max_mime_parts,
     )
 
 
@@ -131,24 +137,27 @@ def _context(ctx: Context) -> dict:
 
 
 def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
-    """(incident, how it was found, whether the message replies to mail Inlet sent or stored).
+    """(incident, how it was found, whether by a Message-ID Inlet signed).
 
-    References are tried first (a Message-ID Inlet stored, then one it sent and
-    can verify), then the subject tag. Closed incidents are found too: the
-    caller decides what a reply to them means.
+    Inlet's own signed Message-IDs are tried first (verified by the key, so
+    whoever replies to Inlet's mail may attach), then Message-IDs stored on an
+    incident (the reporter's own mail, earlier replies), then the subject tag.
+    The last two are public knowledge (a Cc shows them): the caller lets
+    them thread only for a participant (:func:`is_participant`). Closed
+    incidents are found too: the caller decides what a reply to them means.
     """
     s, options = ctx.signal, ctx.extras["options"]
     references = [r for r in s.references if r]
+    for value in references:
+        ref = verify_message_id(value, options)
+        if ref:
+            incident = Incident.get_or_none(Incident.ref == ref)
+            if incident is not None:
+                return incident, "references: a message Inlet sent", True
     if references:
         incident = steps.find_by_key(steps.MESSAGE_ID, references, open_only=False)
         if incident is not None:
-            return incident, "references: a message Inlet stored", True
-        for value in references:
-            ref = verify_message_id(value, options)
-            if ref:
-                incident = Incident.get_or_none(Incident.ref == ref)
-                if incident is not None:
-                    return incident, "references: a message Inlet sent", True
+            return incident, "references: a message Inlet stored", False
     if s.subject_ref:
         incident = Incident.get_or_none(Incident.ref == s.subject_ref)
         if incident is not None:
@@ -157,7 +166,12 @@ def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
 
 
 def is_participant(incident: Incident, address: str) -> bool:
-    """Reporter, a Cc'd or replying contact of this incident, or an agent (a user with this address)."""
+    """Whether ``address`` takes part in this incident: its reporter, an address Cc'd on its mail
+    (recorded when a participant's message arrived), or an agent (an active user with this address).
+
+    The From address is not authenticated (Authentication-Results is not trusted yet): a forged
+    From of a participant passes. What this stops is a stranger who learnt a Message-ID or the tag.
+    """
     if not address:
         return False
     if incident.reporter_id and Contact.get_by_id(incident.reporter_id).email == address:
@@ -168,6 +182,17 @@ def is_participant(incident: Incident, address: str) -> bool:
     if known.exists():
         return True
     return User.select().where((User.email == address) & (User.active == True)).exists()  # noqa: E712
+
+
+def _found_for(ctx: Context) -> tuple[Incident | None, str, bool]:
+    """find_thread, kept only when the sender may use what found it: (incident, how, participant)."""
+    incident, how, signed = find_thread(ctx)
+    if incident is None:
+        return None, "", False
+    participant = is_participant(incident, _sender(ctx.signal))
+    if not (signed or participant):
+        return None, how, False
+    return incident, how, participant
 
 
 # --------------------------------------------------------------------------- steps
@@ -186,12 +211,15 @@ def screen(ctx: Context) -> None:
         return _file_bounce(ctx)
     if cls == AUTO_REPLY:
         _no_ack(ctx, f"auto-reply: {why}")
-        incident, how, _ = find_thread(ctx)
+        incident, how, _ = _found_for(ctx)
         if incident is None or incident.status in FINAL:
             raise Discard(f"auto-reply: {why}" + (f" (to {incident.ref}, {incident.status})" if incident else ""))
         _file_as_note(ctx, incident, how, _sender(s) or "auto-reply", f"Automatic reply ({why})", "auto-reply")
         return
     if cls == BULK:
+        entry = match_address(ctx.config, ctx.extras.get("recipient", ""))
+        if entry is None or not entry.accept_lists:
+            raise Discard(f"list or bulk mail: {why} (accept_lists is off for this address)")
         _no_ack(ctx, f"list or bulk mail: {why}")
     elif s.suppress_autoreply:
         _no_ack(ctx, "X-Auto-Response-Suppress asks for no automatic replies")
@@ -199,7 +227,9 @@ def screen(ctx: Context) -> None:
 
 def _file_bounce(ctx: Context) -> None:
     s, now = ctx.signal, ctx.clock.now()
-    incident, how, _ = find_thread(ctx)
+    incident, how, signed = find_thread(ctx)
+    if not signed:  # anyone can write a bounce: only one about Inlet's own mail may mark an address
+        raise Discard(f"bounce: {s.mail_class_reason}; not about a message Inlet sent")
     failed = [a.lower() for a in s.details.get("failed_recipients", []) if a]
     if incident is not None and not failed and incident.reporter_id:
         failed = [Contact.get_by_id(incident.reporter_id).email]
@@ -236,8 +266,9 @@ def thread(ctx: Context) -> None:
         return
     s, now, config = ctx.signal, ctx.clock.now(), ctx.config
     sender = _sender(s)
-    incident, how, replied = find_thread(ctx)
-    if incident is not None and not replied and not is_participant(incident, sender):
+    incident, how, signed = find_thread(ctx)
+    participant = incident is not None and is_participant(incident, sender)
+    if incident is not None and not signed and not participant:
         ctx.decide(
             "mail-thread",
             result="new incident",
@@ -260,6 +291,13 @@ def thread(ctx: Context) -> None:
     if incident is None:
         _throttle(ctx, sender, now)
         return
+    if not participant:
+        # A reply to Inlet's mail from someone else (a forward): for the agents, never news or a reopen.
+        _no_ack(ctx, f"reply from {sender or 'an unknown sender'}, not a participant of {incident.ref}")
+        heading = f"Reply from {sender or 'an unknown sender'}, who is not a participant (internal until published)"
+        _file_as_note(ctx, incident, how, sender or "email", heading, "non-participant reply")
+        return
+    ctx.extras["participant"] = True
     _apply_reply(ctx, incident, how, sender)
 
 
@@ -305,17 +343,18 @@ def record(ctx: Context) -> None:
         return
     s, incident, now = ctx.signal, ctx.incident, ctx.clock.now()
     event = ctx.extras.get("event")
-    if ctx.outcome == "created":
-        if s.attachments:  # the "created" event, which the attachments belong to
-            event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
+    if ctx.outcome == "created":  # the "created" event, which the attachments and the email view belong to
+        event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
         _add_participants(incident, [*s.cc, *s.recipients], now, ctx)
         link_to = ctx.extras.get("link_to")
         if link_to:
             _link(ctx, incident, link_to)
-    elif ctx.match and s.message_id and ctx.signal.mail_class != BOUNCE:
-        # A reply is part of the thread too: replies to it must find the incident.
+    elif ctx.match and s.message_id and ctx.extras.get("participant"):
+        # A participant's reply is part of the thread: replies to it must find the incident, its Cc take part.
         add_key(incident, steps.MESSAGE_ID, s.message_id, now)
         _add_participants(incident, [*s.cc], now, ctx)
+    if event is not None:
+        _store_email_view(event, s)
     for part in s.attachments:
         Attachment.create(
             incident=incident,
@@ -333,6 +372,19 @@ def record(ctx: Context) -> None:
     if s.attachments:
         skipped = [f"{p.filename}: {p.skipped}" for p in s.attachments if p.skipped]
         ctx.decide("mail-record", attachments=len(s.attachments), skipped=skipped)
+
+
+def _store_email_view(event: Event, s: Signal) -> None:
+    """What the incident page shows of this email, stored once: the page never parses the raw message."""
+    html = s.html or ""
+    view = {
+        "from_name": (s.reporter_name or "")[:_MAX_VIEW_FIELD],
+        "from_email": (s.reporter_email or "")[:_MAX_VIEW_FIELD],
+        "subject": s.title[:_MAX_VIEW_FIELD],
+        "html": html[:_MAX_VIEW_HTML],
+        "html_truncated": len(html) > _MAX_VIEW_HTML,
+    }
+    Event.update(data={**(event.data or {}), "email": view}).where(Event.id == event.id).execute()
 
 
 def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:

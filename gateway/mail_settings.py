@@ -69,6 +69,11 @@ class Address:
     urgency: str = setting("", help="Default urgency.", choices=("", "high", "medium", "low"))
     security: bool = setting(False, help="Mail to this address opens security incidents (restricted visibility).")
     major: bool = setting(False, help="Mail to this address opens major incidents.")
+    accept_lists: bool = setting(
+        False,
+        help="Let mailing-list and bulk mail (List-Id, List-Unsubscribe, Precedence: list/bulk/junk) "
+        "open incidents here; otherwise it is ignored with the reason.",
+    )
 
     def defaults(self) -> dict:
         """The allocation defaults this address gives (only what is set)."""
@@ -127,6 +132,20 @@ class MailSection:
     )
     max_attachment_size: int = setting(
         10_485_760, help="Largest attachment stored, in bytes; larger ones are recorded as skipped.", minimum=0
+    )
+    max_header_fields: int = setting(
+        1000, help="Most header fields parsed; a message with more is read as plain text (raw kept).", minimum=50
+    )
+    max_header_bytes: int = setting(
+        262_144, help="Largest header block parsed, in bytes; larger: read as plain text (raw kept).", minimum=4096
+    )
+    max_mime_containers: int = setting(
+        100,
+        help="Most multipart/message parts (they bound the nesting depth); more: read as plain text (raw kept).",
+        minimum=1,
+    )
+    max_mime_parts: int = setting(
+        1000, help="Most MIME parts in one message; more: read as plain text (raw kept).", minimum=10
     )
 
 

@@ -22,14 +22,16 @@ process engine with :func:`notifiers.outbox.enqueue` and the templates
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from gateway.lifecycle import Change, add_key
 from gateway.mail import email_options
+from gateway.schema import format_duration
 from notifiers import mail
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id
-from store.models import CANCELLED, CLOSED, CorrelationKey
+from store.models import CANCELLED, CLOSED, CorrelationKey, Event, Notification
 
 REPORTER, GROUP, STAKEHOLDER = "reporter", "group", "stakeholder"
 MESSAGE_ID = "message-id"
@@ -43,6 +45,7 @@ _GROUP_TEMPLATES = {
     "sla_breach": "sla_breach",
 }
 _MAX_REFERENCES = 10
+log = logging.getLogger("inlet.notify")
 
 
 class Audiences:
@@ -70,8 +73,12 @@ class Audiences:
             return
         if change.action == "update" and change.event.visibility != "public":
             return  # a change of fields, not a public update
+        if change.action == "update" and (change.event.actor or "").strip().lower() == contact.email.lower():
+            return  # the reporter's own reply: they wrote it, it is not news to them
         now = change.event.at
         if contact.undeliverable_until and contact.undeliverable_until > now:
+            return
+        if self._braked(incident, contact.email, change.event, now):
             return
         restricted = False
         if change.action == "create":
@@ -89,6 +96,29 @@ class Audiences:
             event=change.event,
             context=context,
         )
+
+    def _braked(self, incident, address: str, event, now) -> bool:
+        """The loop brake: True (and the event says why) when this incident already mailed
+        ``address`` reporter_mail_limit times within reporter_mail_window (counted from the outbox rows)."""
+        limit, window = self.settings.reporter_mail_limit, self.settings.reporter_mail_window
+        sent = (
+            Notification.select()
+            .where(
+                (Notification.incident == incident)
+                & (Notification.audience == REPORTER)
+                & (Notification.targets == [mail.email_target(address)])
+                & (Notification.created_at > now - window)
+            )
+            .count()
+        )
+        if sent < limit:
+            return False
+        why = f"loop brake: {sent} emails to {address} about {incident.ref} within {format_duration(window)}"
+        log.warning("%s (limit %d): not sending %s", why, limit, event.type)
+        Event.update(data={**(event.data or {}), "loop_brake": f"{why} (limit {limit}): not emailed"}).where(
+            Event.id == event.id
+        ).execute()
+        return True
 
     def thread(self, incident, now) -> dict:
         """A new signed Message-ID, recorded on the incident so replies thread back, and the References."""

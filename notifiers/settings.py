@@ -44,6 +44,12 @@ class NotificationsSection:
         20, help="Messages per channel per rate_window; more are folded into one digest.", minimum=1
     )
     rate_window: timedelta = setting(timedelta(minutes=5), help="Window of the per-channel rate limit.")
+    reporter_mail_limit: int = setting(
+        20,
+        help="Loop brake: most emails to one address about one incident per reporter_mail_window; more are not sent.",
+        minimum=1,
+    )
+    reporter_mail_window: timedelta = setting(timedelta(hours=1), help="The window of the loop brake.")
 
 
 @dataclass(frozen=True)

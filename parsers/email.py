@@ -18,6 +18,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ BULK = "bulk"
 OWN_LOOP = "own-loop"
 
 _MAX_DEPTH = 30  # MIME nesting deeper than this is an attack, not a message
+_MAX_REFERENCES = 100  # ids kept from References/In-Reply-To: the first and the latest (RFC 5322 §3.6.4)
+_MAX_FIELD_CHARS = 16_384  # a header value read for display or matching (a subject, an id)
+_MAX_ADDRESSES = 200  # addresses read from one To or Cc
+_MAX_HTML_TO_TEXT = 512 * 1024  # html2text costs ~25 µs per tag: beyond this the stdlib collector reads it
 
 
 class _RememberingRegistry(HeaderRegistry):
@@ -64,14 +69,15 @@ class _RememberingRegistry(HeaderRegistry):
 
 # policy.default in all but the remembering header registry
 _POLICY = policy.default.clone(header_factory=_RememberingRegistry())
-_MAX_REPLY_PARSE_CHARS = 100_000  # mail-parser-reply's regexes get slow on huge bodies
+_MAX_REPLY_PARSE_CHARS = 16_384  # mail-parser-reply runs on this head of the text only (~5 µs per char)
 _MAX_FILENAME_BYTES = 180
 _TOKEN_HEX_CHARS = 24  # 96 bits of HMAC: unguessable, still short enough for a header
 _REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "pt")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SUBJECT_PREFIX = re.compile(
-    r"^\s*(?:re|aw|antw|fwd?|fw|wg|sv|vs|tr|rif|r)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*", re.IGNORECASE
+# Every leading reply/forward prefix in one pass; possessive, so a failed try never backtracks (linear time).
+_SUBJECT_PREFIXES = re.compile(
+    r"^(?:\s*+(?:re|aw|antw|fwd?|fw|wg|sv|vs|tr|rif|r)\s*+(?:\[\d++\]|\(\d++\))?+\s*+[:：])++\s*+", re.IGNORECASE
 )
 _FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|fw|wg|tr)\s*[:：]", re.IGNORECASE)
 _AUTO_REPLY_SUBJECT = re.compile(
@@ -116,6 +122,10 @@ class EmailOptions:
     message_id_secret: bytes = b""
     message_id_domain: str = "inlet.invalid"
     max_attachment_size: int = 25 * 1024 * 1024
+    max_header_fields: int = 1000
+    max_header_bytes: int = 256 * 1024
+    max_mime_containers: int = 100
+    max_mime_parts: int = 1000
 
 
 # --------------------------------------------------------------------------- Message-IDs
@@ -212,6 +222,8 @@ def _header(msg: email.message.Message, name: str) -> str | None:
     raw = _raw_values(msg, name)
     if not raw:
         return None
+    if len(raw[0]) > _MAX_FIELD_CHARS:  # the structured parser costs ~4 µs per char: read a bounded head
+        return _clean_header_text(_decode_encoded_words(_clean_header_text(raw[0][:_MAX_FIELD_CHARS])))
     # Undeclared 8-bit bytes: policy.default would turn them into U+FFFD; guess their charset instead.
     if _has_raw_8bit(raw[0]) or isinstance(msg.policy, email.policy.Compat32):
         return _clean_header_text(_decode_encoded_words(_clean_header_text(raw[0])))
@@ -355,6 +367,8 @@ class _TextCollector(HTMLParser):
 
 def html_to_text(html: str) -> str:
     """Readable plain text from an HTML body (html2text, Markdown-ish). Never raises."""
+    if len(html) > _MAX_HTML_TO_TEXT:
+        return _collect_text(html)
     try:
         converter = html2text.HTML2Text()
         converter.body_width = 0
@@ -362,13 +376,17 @@ def html_to_text(html: str) -> str:
         converter.unicode_snob = True
         return _clean_text(converter.handle(html))
     except Exception:
-        try:
-            collector = _TextCollector()
-            collector.feed(html)
-            collector.close()
-            return _clean_text("".join(collector.chunks))
-        except Exception:
-            return ""
+        return _collect_text(html)
+
+
+def _collect_text(html: str) -> str:
+    try:
+        collector = _TextCollector()
+        collector.feed(html)
+        collector.close()
+        return _clean_text("".join(collector.chunks))
+    except Exception:
+        return ""
 
 
 def split_reply(text: str) -> str:
@@ -376,14 +394,18 @@ def split_reply(text: str) -> str:
 
     Returns ``text`` unchanged when stripping would leave nothing. Never raises.
     """
-    if not text or len(text) > _MAX_REPLY_PARSE_CHARS:
+    if not text:
         return text
+    # The new words of a reply come first: the parser reads a bounded head, so its cost is bounded too.
+    head = text[:_MAX_REPLY_PARSE_CHARS]
     try:
-        parsed = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text)
+        parsed = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(head)
         latest = parsed.replies[0].body if parsed.replies else ""
     except Exception:
         return text
     latest = _clean_text(_drop_trailing_quote(latest))
+    if len(head) < len(text) and latest == _clean_text(head):
+        return text  # nothing quoted in the head: the rest may be new words too
     return latest or text
 
 
@@ -791,13 +813,8 @@ def clean_title(subject: str, prefix: str = "INC") -> str:
     title = " ".join(_CONTROL_CHARS.sub(" ", subject).split())
     if prefix:
         title = re.sub(rf"\[\s*{re.escape(prefix)}-\d{{1,12}}\s*\]", " ", title, flags=re.IGNORECASE)
-    while True:
-        title = " ".join(title.split())
-        stripped = _SUBJECT_PREFIX.sub("", title, count=1)
-        if stripped == title:
-            break
-        title = stripped
-    return title or "(no subject)"
+    title = _SUBJECT_PREFIXES.sub("", " ".join(title.split()), count=1)
+    return " ".join(title.split()) or "(no subject)"
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -878,7 +895,9 @@ def _read_plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, 
     subject = " ".join(text_of("subject").split())
     head, _sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
     message_id = _normalise_id(text_of("message-id")) if msg.get("message-id") else None
-    references = tuple(_normalise_id(v) for v in (text_of("references") + " " + text_of("in-reply-to")).split() if v)
+    references = _bounded_ids(
+        [_normalise_id(v) for v in (text_of("references") + " " + text_of("in-reply-to")).split()]
+    )
     mail_class, why = classify_mail(msg, options, envelope_from)
     return Signal(
         source="email",
@@ -887,7 +906,7 @@ def _read_plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, 
         reporter_email=address.lower() or None,
         reporter_name=name or None,
         message_id=message_id or None,
-        references=tuple(dict.fromkeys(r for r in references if r)),
+        references=tuple(references),
         subject_ref=subject_ref(subject, options.ref_prefix),
         mail_class=mail_class,
         mail_class_reason=why,
@@ -898,12 +917,85 @@ def _read_plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, 
 _KNOWN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references", "sender")
 
 
+_CONTAINER = re.compile(rb"^content-type[ \t]*:\s*\"?(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+_BOUNDARY_PARAM = re.compile(rb"boundary\s*=\s*(?:\"([^\"\r\n]{1,200})\"|([^\s;\"]{1,200}))", re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_HEADER_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
+
+
+def over_limits(raw: bytes, options: EmailOptions) -> str | None:
+    """Why this message is too costly to parse structurally (None when it is not), in one linear pass.
+
+    The stdlib's MIME parser nests one generator per MIME level, so each line
+    costs as much as the nesting is deep (2,000 levels: ~30 s), and every part
+    and header costs parse time: the counts are bounded before parsing.
+    Containers (multipart/* and message/* declarations) bound the depth.
+    """
+    end = _HEADER_END.search(raw)
+    header_block = raw[: end.start()] if end else raw
+    if len(header_block) > options.max_header_bytes:
+        return f"header block of {len(header_block)} bytes (limit {options.max_header_bytes})"
+    fields = sum(1 for _ in _HEADER_FIELD_START.finditer(header_block))
+    if fields > options.max_header_fields:
+        return f"{fields} header fields (limit {options.max_header_fields})"
+    containers = sum(1 for _ in _CONTAINER.finditer(raw))
+    if containers > options.max_mime_containers:
+        return f"{containers} multipart/message containers (limit {options.max_mime_containers})"
+    if containers:
+        boundaries = {a or b for a, b in _BOUNDARY_PARAM.findall(raw)}
+        parts = sum(1 for m in _DELIMITER_LINE.finditer(raw) if m.group(1) in boundaries)
+        if parts > options.max_mime_parts:
+            return f"{parts} MIME parts (limit {options.max_mime_parts})"
+    return None
+
+
+def _read_as_text(raw: bytes, options: EmailOptions, envelope_from: str | None, why: str) -> Signal:
+    """A message over a parse limit: its first header fields parsed, the rest of it kept as text.
+
+    Nothing is lost: the raw message stays on its Inbound row; threading,
+    sender and class still work from the headers.
+    """
+    end = _HEADER_END.search(raw)
+    head, body = (raw[: end.start()], raw[end.end() :]) if end else (raw, b"")
+    head = head[: options.max_header_bytes]
+    starts = [m.start() for m in itertools.islice(_HEADER_FIELD_START.finditer(head), options.max_header_fields + 1)]
+    if len(starts) > options.max_header_fields:
+        head = head[: starts[options.max_header_fields]]
+    msg = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
+    subject = _header(msg, "subject") or ""
+    senders = _addresses(msg, "from")
+    reporter_name, reporter_email = senders[0] if senders else (None, None)
+    mid = _header(msg, "message-id")
+    references = _bounded_ids([*_raw_header_ids(msg, "references"), *_raw_header_ids(msg, "in-reply-to")])
+    mail_class, reason = classify_mail(msg, options, envelope_from)
+    return Signal(
+        source="email",
+        title=clean_title(subject, options.ref_prefix),
+        text=_clean_text(_decode_bytes(body, None)),
+        reporter_email=reporter_email,
+        reporter_name=reporter_name or None,
+        recipients=tuple(_address_list(msg, "to")),
+        cc=tuple(_address_list(msg, "cc")),
+        message_id=(_normalise_id(mid) if mid else None) or None,
+        references=tuple(references),
+        subject_ref=subject_ref(subject, options.ref_prefix),
+        occurred_at=_date(msg),
+        mail_class=mail_class,
+        mail_class_reason=reason,
+        suppress_autoreply=suppresses_autoreply(msg),
+        details={"parse_limit": f"read as plain text: {why}"},
+    )
+
+
 def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Signal:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise ParseError(f"email must be bytes, got {type(raw).__name__}")
     raw = bytes(raw)
     if not raw.strip():
         raise ParseError("empty message: no headers and no body")
+    too_costly = over_limits(raw, options)
+    if too_costly:
+        return _read_as_text(raw, options, envelope_from, too_costly)
     msg = email.message_from_bytes(raw, policy=_POLICY)
 
     has_headers = any(str(name).lower() in _KNOWN_HEADERS for name, _ in msg.raw_items())
@@ -921,26 +1013,20 @@ def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Sign
     mid = _header(msg, "message-id")
     message_id = _normalise_id(mid) if mid else None
 
-    references: list[str] = []
-    for name in ("references", "in-reply-to"):
-        for value in _raw_header_ids(msg, name):
-            if value not in references:
-                references.append(value)
+    references = _bounded_ids([*_raw_header_ids(msg, "references"), *_raw_header_ids(msg, "in-reply-to")])
 
     mail_class, reason = classify_mail(msg, options, envelope_from)
     details: dict = {}
     if mail_class == BOUNCE:
         original = body.original_ids or _MESSAGE_ID_LINE.findall(full_text)
-        for value in original:
-            if value not in references and value != message_id:
-                references.append(value)
-        failed = list(body.failed_recipients)
+        references = _bounded_ids([*references, *(v for v in original if v != message_id)])
+        failed = dict.fromkeys(body.failed_recipients)
         for value in _headers(msg, "x-failed-recipients"):
             for address in value.split(","):
                 address = address.strip().strip("<>").lower()
-                if address and address not in failed:
-                    failed.append(address)
-        details["failed_recipients"] = failed
+                if address:
+                    failed[address] = None
+        details["failed_recipients"] = list(failed)[:_MAX_ADDRESSES]
         if original:
             details["original_message_id"] = original[0]
 
@@ -958,8 +1044,8 @@ def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Sign
         full_text=full_text,
         reporter_email=reporter_email,
         reporter_name=reporter_name or None,
-        recipients=tuple(_unique(addr for _, addr in _addresses(msg, "to"))),
-        cc=tuple(_unique(addr for _, addr in _addresses(msg, "cc"))),
+        recipients=tuple(_address_list(msg, "to")),
+        cc=tuple(_address_list(msg, "cc")),
         message_id=message_id or None,
         references=tuple(references),
         subject_ref=subject_ref(subject, options.ref_prefix),
@@ -979,12 +1065,29 @@ def _raw_header_ids(msg: email.message.Message, name: str) -> list[str]:
     return ids
 
 
-def _unique(values) -> list[str]:
-    seen: list[str] = []
-    for value in values:
-        if value not in seen:
-            seen.append(value)
-    return seen
+def _bounded_ids(ids: list[str]) -> list[str]:
+    """Unique ids in order, at most _MAX_REFERENCES: the first (the thread's root) and the latest."""
+    unique = list(dict.fromkeys(i for i in ids if i))
+    if len(unique) <= _MAX_REFERENCES:
+        return unique
+    return unique[:1] + unique[-(_MAX_REFERENCES - 1) :]
+
+
+def _address_list(msg: email.message.Message, name: str) -> list[str]:
+    """Unique lowercase addresses of To or Cc, at most _MAX_ADDRESSES, read from the raw header
+    (the structured parser costs ~300 µs per address; only the addresses are needed here)."""
+    found: dict[str, None] = {}
+    try:
+        pairs = email.utils.getaddresses([_clean_header_text(v) for v in _raw_values(msg, name)])
+    except Exception:
+        return []
+    for _display, addr in pairs:
+        addr = addr.strip().strip("<>").lower()
+        if addr and "@" in addr and addr.isprintable():
+            found[addr] = None
+            if len(found) >= _MAX_ADDRESSES:
+                break
+    return list(found)
 
 
 def _looks_binary(raw: bytes) -> bool:

@@ -26,6 +26,7 @@ from store.models import (
     PROCESSED,
     Attachment,
     Contact,
+    CorrelationKey,
     Event,
     Inbound,
     Incident,
@@ -92,6 +93,7 @@ def inlet(store, tmp_path, monkeypatch):
             {"address": SUPPORT},
             {"address": "network@example.org", "group": "network", "category": "network"},
             {"address": "security@example.org", "group": "security", "security": True},
+            {"address": "lists@example.org", "accept_lists": True},
         ],
     )
     service = Service(config, roles={"smtp", "worker"}, clock=clock)
@@ -298,15 +300,28 @@ def reply_id(raw: bytes) -> str:
     return f"<{parse_headers_only(raw)['message_id']}>"
 
 
-def test_reply_to_a_message_inlet_sent_threads_even_from_another_address(inlet):
+def test_reply_to_a_message_inlet_sent_attaches_from_another_address_but_only_for_the_agents(inlet):
     inlet.deliver(message())
     incident = only_incident()
+    inlet.service.lifecycle.resolve(incident.ref, "agent", code="fixed", notes="Done.", cause="hardware")
     sent = make_message_id(incident.ref, inlet.options(), "ack1")
     inlet.deliver(
-        message("Re: your ticket", "From my other address.", sender="a.example@home.example", In_Reply_To=sent)
+        message(
+            "Re: your ticket",
+            "From my other address.",
+            sender="a.example@home.example",
+            In_Reply_To=sent,
+            Cc="carol@elsewhere.example",
+        )
     )
-    assert Incident.select().count() == 1
-    assert Event.get((Event.incident == incident) & (Event.type == "update")).actor == "a.example@home.example"
+    assert Incident.select().count() == 1  # Inlet's signed Message-ID attaches whoever replies to its mail …
+    note = Event.get((Event.incident == incident) & (Event.type == "note"))
+    assert note.visibility == "internal" and note.actor == "a.example@home.example"
+    assert "From my other address." in note.body
+    # … but a non-participant neither reopens nor makes news, and their Cc does not join
+    assert Incident.get_by_id(incident.id).status == "resolved"
+    assert not Event.select().where((Event.incident == incident) & (Event.type.in_(["update", "reopened"]))).exists()
+    assert not CorrelationKey.select().where(CorrelationKey.value == "carol@elsewhere.example").exists()
 
 
 def test_subject_tag_from_a_stranger_opens_a_new_linked_incident(inlet):
@@ -365,9 +380,12 @@ def test_reply_to_closed_opens_a_new_incident_linked_to_the_old_one(inlet):
 
 
 def test_auto_reply_is_never_an_incident_nor_acknowledged(inlet):
-    inlet.deliver(message())
+    inlet.deliver(message(Cc="frank@customer.example"))
     incident = only_incident()
     oof = fixture("auto_reply_exchange.eml").replace(b"[INC-42]", f"[{incident.ref}]".encode())
+    stranger = inlet.deliver(oof.replace(b"frank@", b"mallory@").replace(b"oof-1", b"oof-0"))
+    assert (stranger.status, Incident.select().count()) == (IGNORED, 1)  # the tag alone is not enough for him
+    assert not Event.select().where((Event.incident == incident) & (Event.type == "note")).exists()
     inbound = inlet.deliver(oof, sender="frank@customer.example")
     assert inbound.mail_class == "auto-reply" and Incident.select().count() == 1
     note = Event.get((Event.incident == incident) & (Event.type == "note"))
@@ -416,8 +434,28 @@ def test_bounce_with_no_incident_is_ignored(inlet):
     assert (inbound.status, inbound.mail_class, Incident.select().count()) == (IGNORED, "bounce", 0)
 
 
-def test_list_message_opens_an_incident_without_acknowledgement(inlet):
-    inbound = inlet.deliver(fixture("list_mail.eml"), sender="security-announce-bounces@lists.vendor.example")
+@pytest.mark.parametrize(
+    "marker",
+    [
+        b"List-Id: Vendor security announcements <security-announce.lists.vendor.example>\n",
+        b"List-Unsubscribe: <mailto:security-announce-leave@lists.vendor.example>\n",
+        b"Precedence: list\n",
+    ],
+)
+def test_list_message_never_opens_an_incident(inlet, marker):
+    raw = fixture("list_mail.eml")
+    for line in re.findall(rb"^(?:List-Id|List-Unsubscribe|Precedence):.*\n", raw, re.M):
+        raw = raw.replace(line, b"")
+    raw = raw.replace(b"Content-Type:", marker + b"Content-Type:", 1)
+    inbound = inlet.deliver(raw, sender="security-announce-bounces@lists.vendor.example")
+    assert (inbound.status, inbound.mail_class, Incident.select().count()) == (IGNORED, "bulk", 0)
+    assert inbound.reason.startswith("list or bulk mail: ") and "accept_lists is off" in inbound.reason
+
+
+def test_list_message_opens_an_incident_without_acknowledgement_where_accepted(inlet):
+    inbound = inlet.deliver(
+        fixture("list_mail.eml"), sender="security-announce-bounces@lists.vendor.example", to=("lists@example.org",)
+    )
     incident = only_incident()
     assert inbound.mail_class == "bulk"
     assert inlet.acknowledge_flags(incident) == [False]

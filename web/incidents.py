@@ -22,10 +22,9 @@ from flask_login import current_user, login_required
 
 from gateway.errors import InletError
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
-from parsers.email import EmailOptions, parse_email
 from store.db import db
 from store.documents import incident_document
-from store.models import LEVELS, STATUSES, Attachment, Event, Inbound, Incident, Notification, User
+from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
 from web import actions
 from web import queue as queue_query
 from web.auth import role_required
@@ -202,7 +201,7 @@ def show(ref: str):
         Attachment.id, Attachment.event, Attachment.filename, Attachment.size, Attachment.content_type
     ).where(Attachment.incident == incident):
         attachments.setdefault(a.event_id, []).append(a)
-    emails = {e.id: _email_view(e.inbound) for e in events if e.inbound_id}
+    emails = {e.id: _email_view(e) for e in events if e.inbound_id}
     notifications = list(incident.notifications.order_by(Notification.created_at, Notification.id))
     by_event = {}
     for n in notifications:
@@ -229,23 +228,10 @@ def show(ref: str):
     )
 
 
-EMAIL_SOURCES = ("smtp", "imap", "import")
-
-
-def _email_view(inbound: Inbound) -> dict | None:
-    """Sender, subject and HTML body of a stored email, read again from its raw bytes for display."""
-    if inbound is None or inbound.source not in EMAIL_SOURCES or not inbound.raw:
-        return None
-    try:
-        signal = parse_email(bytes(inbound.raw), EmailOptions(ref_prefix=current_app.config["INLET"].inlet.ref_prefix))
-    except Exception:  # a message that no longer parses is still in the timeline as text
-        return None
-    return {
-        "from_name": signal.reporter_name or "",
-        "from_email": signal.reporter_email or "",
-        "subject": signal.title,
-        "html": signal.html,
-    }
+def _email_view(event: Event) -> dict | None:
+    """Sender, subject and HTML body of an email, as stored when it was processed (never re-parsed here)."""
+    view = (event.data or {}).get("email") if isinstance(event.data, dict) else None
+    return view if isinstance(view, dict) else None
 
 
 @bp.post("/incidents/<ref>/<action>")
