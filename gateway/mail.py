@@ -22,7 +22,16 @@ from gateway import steps
 from gateway.lifecycle import FINAL, add_key
 from gateway.mail_settings import match_address, message_id_secret
 from gateway.pipeline import Context, Discard, Step
-from parsers.email import AUTO_REPLY, BOUNCE, BULK, OWN_LOOP, EmailOptions, parse_email, verify_message_id
+from parsers.email import (
+    AUTO_REPLY,
+    BOUNCE,
+    BULK,
+    OWN_LOOP,
+    EmailOptions,
+    html_depth,
+    parse_email,
+    verify_message_id,
+)
 from parsers.signal import Signal
 from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, Incident, User
 
@@ -30,7 +39,9 @@ log = logging.getLogger("inlet.mail")
 
 MAIL_SOURCES = ("smtp", "imap", "import")
 _MAX_VIEW_FIELD = 1000
-_MAX_VIEW_HTML = 512 * 1024  # the page sanitises what it shows on each view: keep that bounded
+# The page sanitises the HTML it shows on each view (nh3: linear in size, quadratic in depth): bound both.
+_MAX_VIEW_HTML = 256 * 1024
+_MAX_VIEW_HTML_DEPTH = 200
 PARTICIPANT = "participant"
 
 
@@ -73,6 +84,8 @@ class MailParser:
         signal = parse_email(inbound.raw, self.options, envelope_from=envelope_from)
         inbound.mail_class = signal.mail_class or ""  # written with the outcome (Pipeline._finish)
         ctx.decide("mail-class", mail_class=signal.mail_class, reason=signal.mail_class_reason)
+        if signal.details.get("parse_limit"):
+            ctx.decide("parse-limit", reason=signal.details["parse_limit"])
         ctx.extras["options"] = self.options
         _recipient(ctx, signal)
         return [signal]
@@ -354,7 +367,7 @@ def record(ctx: Context) -> None:
         add_key(incident, steps.MESSAGE_ID, s.message_id, now)
         _add_participants(incident, [*s.cc], now, ctx)
     if event is not None:
-        _store_email_view(event, s)
+        store_email_view(event, s)
     for part in s.attachments:
         Attachment.create(
             incident=incident,
@@ -374,15 +387,19 @@ def record(ctx: Context) -> None:
         ctx.decide("mail-record", attachments=len(s.attachments), skipped=skipped)
 
 
-def _store_email_view(event: Event, s: Signal) -> None:
+def store_email_view(event: Event, s: Signal) -> None:
     """What the incident page shows of this email, stored once: the page never parses the raw message."""
-    html = s.html or ""
+    html, omitted = s.html or "", ""
+    if len(html) > _MAX_VIEW_HTML:
+        omitted = f"HTML version of {len(html)} characters not kept for display (limit {_MAX_VIEW_HTML})"
+    elif html_depth(html) > _MAX_VIEW_HTML_DEPTH:
+        omitted = f"HTML version nested deeper than {_MAX_VIEW_HTML_DEPTH} elements not kept for display"
     view = {
         "from_name": (s.reporter_name or "")[:_MAX_VIEW_FIELD],
         "from_email": (s.reporter_email or "")[:_MAX_VIEW_FIELD],
         "subject": s.title[:_MAX_VIEW_FIELD],
-        "html": html[:_MAX_VIEW_HTML],
-        "html_truncated": len(html) > _MAX_VIEW_HTML,
+        "html": "" if omitted else html,
+        "html_omitted": omitted,
     }
     Event.update(data={**(event.data or {}), "email": view}).where(Event.id == event.id).execute()
 

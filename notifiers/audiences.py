@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import secrets
 
+from peewee import Value
+
 from gateway.lifecycle import Change, add_key
 from gateway.mail import email_options
 from gateway.schema import format_duration
@@ -101,12 +103,14 @@ class Audiences:
         """The loop brake: True (and the event says why) when this incident already mailed
         ``address`` reporter_mail_limit times within reporter_mail_window (counted from the outbox rows)."""
         limit, window = self.settings.reporter_mail_limit, self.settings.reporter_mail_window
+        # the targets column as stored (JSON text); a bare list would be read as a tuple of values
+        targets = Value(Notification.targets.db_value([mail.email_target(address)]), converter=False, unpack=False)
         sent = (
             Notification.select()
             .where(
                 (Notification.incident == incident)
                 & (Notification.audience == REPORTER)
-                & (Notification.targets == [mail.email_target(address)])
+                & (Notification.targets == targets)
                 & (Notification.created_at > now - window)
             )
             .count()

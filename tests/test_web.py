@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway import accounts
+from gateway.mail import store_email_view
 from gateway.service import build_lifecycle
+from parsers.email import EmailOptions, parse_email
 from store.models import Attachment, Event, Inbound, Incident, Notification, User
 from web.app import create_app
 
@@ -386,6 +388,7 @@ def test_outside_text_renders_inert(web):
     )
     inbound = Inbound.create(source="smtp", received_at=datetime.now(UTC), status="processed", raw=email)
     event = web.lifecycle.note(incident.ref, f"{XSS} <mallory@example.org>", f"{XSS} body {IMG}", inbound=inbound)
+    store_email_view(event, parse_email(email, EmailOptions()))  # as the mail pipeline does
     Attachment.create(
         incident=incident,
         event=event,
