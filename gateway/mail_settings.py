@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from gateway.schema import KeyProblem, setting
 
+MAX_MIME_CONTAINERS = 300  # each level of nesting is a few frames of recursion in the parser and the walk
+
 
 @dataclass(frozen=True)
 class SmtpUser:
@@ -141,7 +143,7 @@ class MailSection:
     )
     max_mime_containers: int = setting(
         100,
-        help="Most multipart/message parts (they bound the nesting depth); more: read as plain text (raw kept).",
+        help="Most multipart/message parts (they bound the nesting depth; at most 300); more: read as plain text.",
         minimum=1,
     )
     max_mime_parts: int = setting(
@@ -170,6 +172,8 @@ def check_mail(config) -> None:
         for key in ("user", "password_env"):
             if not getattr(m, key):
                 raise KeyProblem((f"[[mailbox]] {m.name!r}", key), "required key is missing")
+    if config.mail.max_mime_containers > MAX_MIME_CONTAINERS:
+        raise KeyProblem(("[mail]", "max_mime_containers"), f"at most {MAX_MIME_CONTAINERS} (it bounds recursion)")
     smtp = config.smtp
     if bool(smtp.tls_cert) != bool(smtp.tls_key):
         raise KeyProblem(("[smtp]", "tls_cert"), "tls_cert and tls_key go together")

@@ -41,7 +41,6 @@ BOUNCE = "bounce"
 BULK = "bulk"
 OWN_LOOP = "own-loop"
 
-_MAX_DEPTH = 30  # MIME nesting deeper than this is an attack, not a message
 _MAX_REFERENCES = 100  # ids kept from References/In-Reply-To: the first and the latest (RFC 5322 §3.6.4)
 _MAX_FIELD_CHARS = 16_384  # a header value read for display or matching (a subject, an id)
 _MAX_ADDRESSES = 200  # addresses read from one To or Cc
@@ -382,7 +381,7 @@ def html_to_text(html: str) -> str:
 
 
 _BLOCK_TAG = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|table|ul|ol)\b[^<>]*>", re.IGNORECASE)
-_ANY_TAG = re.compile(r"<[^<>]*>")
+_ANY_TAG = re.compile(r"<[/!?]?[a-zA-Z][^<>]*>|<!--[^<>]*>")  # "a < b" stays text, as in a browser
 _SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^<>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _MAX_SCRIPT_BLOCKS = 50  # each unclosed one costs a scan to the end: beyond this, their text stays
 
@@ -536,7 +535,7 @@ class _Body:
 
 
 def _walk(part: email.message.Message, body: _Body, options: EmailOptions, depth: int, html_as_text: bool) -> None:
-    if depth > _MAX_DEPTH:
+    if depth > options.max_mime_containers:  # over_limits bounds the depth first; this guards the recursion
         return
     ctype = _content_type(part)
     try:
@@ -860,7 +859,6 @@ def clean_title(subject: str, prefix: str = "INC") -> str:
 # --------------------------------------------------------------------------- public entry points
 
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID_FIELD = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 
 
@@ -871,8 +869,7 @@ def dedup_key(raw: bytes) -> str:
     ``sha256:<hash of the bytes>`` when there is none. Never raises.
     """
     raw = bytes(raw or b"")
-    end = _HEADER_END.search(raw)
-    found = _MESSAGE_ID_FIELD.search(raw, 0, end.start() if end else len(raw))
+    found = _MESSAGE_ID_FIELD.search(raw, 0, _header_end(raw)[0])
     message_id = _normalise_id(found.group(1).decode("latin-1")) if found else ""
     if message_id and message_id.isascii() and message_id.isprintable():
         return f"mid:{message_id}"
@@ -889,7 +886,7 @@ def parse_headers_only(raw: bytes) -> dict:
     """
     raw = bytes(raw or b"")
     try:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        headers = _bounded_headers(raw, EmailOptions())
     except Exception:
         headers = email.message.Message()
     mid = _header(headers, "message-id")
@@ -965,7 +962,7 @@ _HEADER_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
 
 def _header_end(raw: bytes) -> tuple[int, int]:
     """(end of the header block, start of the body): the first empty line, found by byte search."""
-    ends = [(i, i + len(sep)) for sep in (b"\r\n\r\n", b"\n\n", b"\n\r\n") if (i := raw.find(sep)) >= 0]
+    ends = [(i, i + len(sep)) for sep in (b"\r\n\r\n", b"\r\n\n", b"\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
     return min(ends) if ends else (len(raw), len(raw))
 
 
@@ -994,18 +991,23 @@ def over_limits(raw: bytes, options: EmailOptions) -> str | None:
     return None
 
 
+def _bounded_headers(raw: bytes, options: EmailOptions) -> email.message.Message:
+    """The first max_header_fields fields of the header block (at most max_header_bytes), compat32-parsed."""
+    head = raw[: _header_end(raw)[0]][: options.max_header_bytes]
+    starts = [m.start() for m in itertools.islice(_HEADER_FIELD_START.finditer(head), options.max_header_fields + 1)]
+    if len(starts) > options.max_header_fields:
+        head = head[: starts[options.max_header_fields]]
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
+
+
 def _read_as_text(raw: bytes, options: EmailOptions, envelope_from: str | None, why: str) -> Signal:
     """A message over a parse limit: its first header fields parsed, the rest of it kept as text.
 
     Nothing is lost: the raw message stays on its Inbound row; threading,
     sender and class still work from the headers.
     """
-    head_end, body_start = _header_end(raw)
-    head, body = raw[:head_end][: options.max_header_bytes], raw[body_start:]
-    starts = [m.start() for m in itertools.islice(_HEADER_FIELD_START.finditer(head), options.max_header_fields + 1)]
-    if len(starts) > options.max_header_fields:
-        head = head[: starts[options.max_header_fields]]
-    msg = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
+    msg = _bounded_headers(raw, options)
+    body = raw[_header_end(raw)[1] :]
     subject = _header(msg, "subject") or ""
     senders = _addresses(msg, "from")
     reporter_name, reporter_email = senders[0] if senders else (None, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.header
 import hashlib
+import re
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -15,10 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ParseError
+from parsers import email as email_parser
 from parsers.email import (
     EmailOptions,
     classify_mail,
     clean_title,
+    html_depth,
+    html_to_text,
     make_message_id,
     parse_email,
     parse_headers_only,
@@ -718,3 +722,112 @@ def test_dedup_key_never_raises(raw):
 
     key = dedup_key(raw)
     assert key.startswith(("mid:", "sha256:")) and key.isprintable()
+
+
+# --------------------------------------------------------------------------- linear time and parse limits
+
+_OLD_PREFIX = re.compile(
+    r"^\s*(?:re|aw|antw|fwd?|fw|wg|sv|vs|tr|rif|r)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*", re.IGNORECASE
+)
+
+
+def _clean_title_one_prefix_at_a_time(subject: str) -> str:
+    """The former implementation (a pass per prefix: quadratic), kept as the reference model."""
+    title = " ".join(email_parser._CONTROL_CHARS.sub(" ", subject).split())
+    title = re.sub(r"\[\s*INC-\d{1,12}\s*\]", " ", title, flags=re.IGNORECASE)
+    while True:
+        title = " ".join(title.split())
+        stripped = _OLD_PREFIX.sub("", title, count=1)
+        if stripped == title:
+            return title or "(no subject)"
+        title = stripped
+
+
+_PREFIX_PIECES = st.sampled_from(
+    ["Re:", "RE :", "re[2]:", "Fwd:", "FW:", "AW:", "Antw:", "R:", "tr：", "Re(3):", " ", "  ", "[INC-7]", "Re", ":"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PREFIX_PIECES, max_size=12), st.text(max_size=20))
+def test_subject_cleaning_in_one_pass_equals_cleaning_prefix_by_prefix(pieces, rest):
+    subject = " ".join(pieces) + " " + rest
+    assert clean_title(subject) == _clean_title_one_prefix_at_a_time(subject)
+
+
+def _nested(depth: int) -> bytes:
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+    closing = b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth)))
+    head = b"From: ann@example.org\r\nSubject: nested\r\nMessage-ID: <n@example.org>\r\nMIME-Version: 1.0\r\n"
+    return head + opening + b"Content-Type: text/plain\r\n\r\nthe words\r\n" + closing
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=40))
+def test_mime_nesting_within_the_limit_is_parsed_and_beyond_it_read_as_text(depth, limit):
+    options = EmailOptions(max_mime_containers=limit)
+    signal = parse_email(_nested(depth), options)
+    assert signal.reporter_email == "ann@example.org" and signal.message_id == "n@example.org"
+    if depth <= limit:
+        assert "parse_limit" not in signal.details and signal.text == "the words"
+    else:
+        assert signal.details["parse_limit"].startswith(f"read as plain text: {depth} multipart/message containers")
+        assert "the words" in signal.text  # never lost: the body is kept as text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=120), st.integers(min_value=50, max_value=100))
+def test_header_fields_beyond_the_limit_are_read_as_text_from_the_first_ones(extra, limit):
+    raw = (
+        b"From: ann@example.org\r\nSubject: many\r\nMessage-ID: <h@example.org>\r\n"
+        + b"".join(b"X-Filler-%d: v\r\n" % i for i in range(extra))
+        + b"\r\nbody\r\n"
+    )
+    signal = parse_email(raw, EmailOptions(max_header_fields=limit))
+    assert (signal.title, signal.message_id, signal.text) == ("many", "h@example.org", "body")
+    assert ("parse_limit" in signal.details) == (extra + 3 > limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=300), max_size=400))
+def test_references_are_unique_bounded_and_keep_the_root_and_the_latest(numbers):
+    ids = [f"r{n}@example.org" for n in numbers]
+    raw = b"From: ann@example.org\r\nSubject: x\r\n"
+    if ids:
+        raw += b"References: " + b"\r\n ".join(f"<{i}>".encode() for i in ids) + b"\r\n"
+    references = parse_email(raw + b"\r\nbody\r\n", EmailOptions()).references
+    unique = list(dict.fromkeys(ids))
+    assert len(references) == min(len(unique), 100) and len(set(references)) == len(references)
+    if unique:
+        assert references[0] == unique[0] and references[-1] == unique[-1]
+        assert list(references) == unique[:1] + unique[1:][-99:]
+
+
+_HTML_PIECES = st.sampled_from(
+    ["<div>", "</div>", "<p>", "<br>", "text", "&amp;", "<script>bad()</script>", "<style>x{}</style>", "1 < 2", "é"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_HTML_PIECES, max_size=60))
+def test_large_html_is_read_as_text_by_the_linear_path(pieces):
+    html = "".join(pieces) + "<div>" * 5000  # past the tag limit: the linear path
+    text = html_to_text(html)
+    assert "bad()" not in text and "x{}" not in text
+    assert "<div>" not in text and "<p>" not in text and "<br>" not in text
+    assert text.count("text") == pieces.count("text")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=50))
+def test_html_depth_counts_nesting_and_not_siblings_or_void_elements(depth, siblings):
+    html = "<div>" * depth + "<p>a</p><br><img src=x>" * siblings + "</div>" * depth
+    assert html_depth(html) == depth + (1 if siblings else 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_end_of_the_header_block_is_the_first_empty_line(raw):
+    found = re.search(rb"\r?\n\r?\n", raw)
+    expected = (found.start(), found.end()) if found else (len(raw), len(raw))
+    assert email_parser._header_end(raw) == expected

@@ -429,6 +429,23 @@ def test_bounce_is_filed_on_its_incident_and_the_address_marked_undeliverable(in
     assert inlet.acknowledge_flags(incident) == [True, False]
 
 
+def test_a_forged_bounce_cannot_silence_a_reporter_nor_write_on_the_incident(inlet):
+    raw = message()
+    inlet.deliver(raw)
+    incident = only_incident()
+    # Anyone can write a "bounce": this one points at the reporter's own (learnable) Message-ID.
+    forged = (
+        fixture("bounce_dsn.eml")
+        .replace(b"<inlet.INC-42.7f3a.0123456789abcdef01234567@example.org>", reply_id(raw).encode())
+        .replace(b"nobody@customer.example", b"alice@customer.example")
+    )
+    inbound = inlet.deliver(forged, sender="")
+    assert (inbound.status, inbound.mail_class) == (IGNORED, "bounce")
+    assert "not about a message Inlet sent" in inbound.reason
+    assert Contact.get(Contact.email == "alice@customer.example").undeliverable_until is None
+    assert not Event.select().where((Event.incident == incident) & (Event.type == "note")).exists()
+
+
 def test_bounce_with_no_incident_is_ignored(inlet):
     inbound = inlet.deliver(fixture("bounce_exim.eml"), sender="")
     assert (inbound.status, inbound.mail_class, Incident.select().count()) == (IGNORED, "bounce", 0)
