@@ -1,0 +1,66 @@
+"""What crafted messages cost the email parser (issue #11 point 7), next to plain messages of the same size.
+
+Each crafted input (tests/crafted_mail.py: ``Re:`` × 20,000, MIME nested 2,000 deep, 20,000
+parts, 200,000 header fields, 50,000 References, 20,000 Cc, 100,000 nested <div>, a 20,000-line
+quote) is parsed a few times with ``parse_email``; the baseline is a plain text message of the
+same size (one header block, the rest body), measured in the same run. Printed: median ms of
+each, and the ratio. Linear means the ratio stays small whatever the size; before the limits
+(commit "Mail trust boundaries") the same inputs took 3.8 s to 88 s each.
+
+Also: nh3 (the incident page's HTML sanitiser) on nested <div>, which is why the page keeps an
+email's HTML only up to 200 levels deep (gateway/mail.py).
+
+Run: ``PYTHONPATH=. python bench/mail_limits.py``
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import nh3  # noqa: E402
+
+from parsers.email import EmailOptions, parse_email  # noqa: E402
+from tests.crafted_mail import CRAFTED  # noqa: E402
+
+RUNS = 5
+
+
+def median_ms(function, runs: int = RUNS) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def plain_of_size(size: int) -> bytes:
+    head = b"From: Ann <ann@example.org>\r\nTo: support@example.org\r\nSubject: plain\r\n"
+    head += b"Message-ID: <p@example.org>\r\n\r\n"
+    line = b"The printer on floor 3 prints blank pages since this morning, please help.\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def main() -> None:
+    options = EmailOptions()
+    print(f"{'input':<12} {'bytes':>10} {'crafted ms':>11} {'plain ms':>9} {'ratio':>6}  how it was read")
+    for name, raw in CRAFTED.items():
+        crafted = median_ms(lambda raw=raw: parse_email(raw, options))
+        plain_raw = plain_of_size(len(raw))
+        plain = median_ms(lambda plain_raw=plain_raw: parse_email(plain_raw, options))
+        how = parse_email(raw, options).details.get("parse_limit", "structurally")
+        print(f"{name:<12} {len(raw):>10} {crafted:>11.1f} {plain:>9.1f} {crafted / plain:>6.1f}  {how}")
+    print()
+    print("nh3.clean on nested <div> (quadratic in depth):")
+    for depth in (200, 1000, 5000, 10000):
+        html = "<div>" * depth + "x" + "</div>" * depth
+        print(f"  depth {depth:>6}: {median_ms(lambda html=html: nh3.clean(html), runs=3):8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
