@@ -1139,9 +1139,12 @@ def _address_list(msg: email.message.Message, name: str) -> list[str]:
     return list(found)
 
 
+_CONTROL_BYTES = bytes(b for b in range(0x20) if b not in (0x09, 0x0A, 0x0D)) + b"\x7f"
+
+
 def _looks_binary(raw: bytes) -> bool:
     """Whether bytes are binary junk rather than text: text in any charset has hardly any control bytes."""
-    controls = sum(1 for byte in raw if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D) or byte == 0x7F)
+    controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))  # in C: a Python loop costs ~50 ns a byte
     return controls > len(raw) * 0.05
 
 

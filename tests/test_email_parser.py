@@ -831,3 +831,10 @@ def test_the_end_of_the_header_block_is_the_first_empty_line(raw):
     found = re.search(rb"\r?\n\r?\n", raw)
     expected = (found.start(), found.end()) if found else (len(raw), len(raw))
     assert email_parser._header_end(raw) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_binary_detection_counts_control_bytes_as_before(raw):
+    controls = sum(1 for byte in raw if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D) or byte == 0x7F)
+    assert email_parser._looks_binary(raw) == (controls > len(raw) * 0.05)
