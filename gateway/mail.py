@@ -356,8 +356,13 @@ def record(ctx: Context) -> None:
         return
     s, incident, now = ctx.signal, ctx.incident, ctx.clock.now()
     event = ctx.extras.get("event")
-    if ctx.outcome == "created":  # the "created" event, which the attachments and the email view belong to
-        event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
+    if ctx.outcome == "created":
+        if s.attachments:  # the "created" event, which the attachments belong to
+            event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
+        else:  # Lifecycle.create writes no data on it: the email view in one statement, nothing read back
+            Event.update(data={"email": email_view(s)}).where(
+                (Event.incident == incident) & (Event.inbound == ctx.inbound) & (Event.type == "created")
+            ).execute()
         _add_participants(incident, [*s.cc, *s.recipients], now, ctx)
         link_to = ctx.extras.get("link_to")
         if link_to:
@@ -388,20 +393,24 @@ def record(ctx: Context) -> None:
 
 
 def store_email_view(event: Event, s: Signal) -> None:
-    """What the incident page shows of this email, stored once: the page never parses the raw message."""
+    """Keep :func:`email_view` on the event (with its other data)."""
+    Event.update(data={**(event.data or {}), "email": email_view(s)}).where(Event.id == event.id).execute()
+
+
+def email_view(s: Signal) -> dict:
+    """What the incident page shows of an email, stored once: the page never parses the raw message."""
     html, omitted = s.html or "", ""
     if len(html) > _MAX_VIEW_HTML:
         omitted = f"HTML version of {len(html)} characters not kept for display (limit {_MAX_VIEW_HTML})"
     elif html_depth(html) > _MAX_VIEW_HTML_DEPTH:
         omitted = f"HTML version nested deeper than {_MAX_VIEW_HTML_DEPTH} elements not kept for display"
-    view = {
+    return {
         "from_name": (s.reporter_name or "")[:_MAX_VIEW_FIELD],
         "from_email": (s.reporter_email or "")[:_MAX_VIEW_FIELD],
         "subject": s.title[:_MAX_VIEW_FIELD],
         "html": "" if omitted else html,
         "html_omitted": omitted,
     }
-    Event.update(data={**(event.data or {}), "email": view}).where(Event.id == event.id).execute()
 
 
 def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:
