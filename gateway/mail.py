@@ -393,8 +393,10 @@ def record(ctx: Context) -> None:
 
 
 def store_email_view(event: Event, s: Signal) -> None:
-    """Keep :func:`email_view` on the event (with its other data)."""
-    Event.update(data={**(event.data or {}), "email": email_view(s)}).where(Event.id == event.id).execute()
+    """Keep :func:`email_view` on the event (with its other data, read afresh: a hook may have added some)."""
+    fresh = Event.get_or_none(Event.id == event.id)
+    data = (fresh.data if fresh is not None else None) or {}
+    Event.update(data={**data, "email": email_view(s)}).where(Event.id == event.id).execute()
 
 
 def email_view(s: Signal) -> dict:

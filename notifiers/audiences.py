@@ -119,9 +119,8 @@ class Audiences:
             return False
         why = f"loop brake: {sent} emails to {address} about {incident.ref} within {format_duration(window)}"
         log.warning("%s (limit %d): not sending %s", why, limit, event.type)
-        Event.update(data={**(event.data or {}), "loop_brake": f"{why} (limit {limit}): not emailed"}).where(
-            Event.id == event.id
-        ).execute()
+        event.data = {**(event.data or {}), "loop_brake": f"{why} (limit {limit}): not emailed"}
+        Event.update(data=event.data).where(Event.id == event.id).execute()
         return True
 
     def thread(self, incident, now) -> dict:

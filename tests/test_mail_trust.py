@@ -204,6 +204,11 @@ def test_the_reporter_never_gets_their_own_reply_back_and_the_loop_brake_holds(s
     assert rows == 4
     braked = in_db(lambda: [e.data.get("loop_brake") for e in Event.select().where(Event.body.startswith("Agent"))])
     assert braked[:3] == [None, None, None] and all(b and b.startswith("loop brake: 4 emails") for b in braked[3:])
+    # Bob's emailed reply is braked too, and its event keeps both the brake and the email it came from
+    bob = mail(BOB, "Re: The printer is on fire", "Bob here.", "<bob2@example.org>", In_Reply_To="<first@example.org>")
+    inbound = processed(send(service, bob, BOB))
+    event = in_db(lambda: Event.get(Event.inbound == inbound.id))
+    assert event.data["loop_brake"].startswith("loop brake: 4 emails") and event.data["email"]["from_email"] == BOB
 
 
 # --------------------------------------------------------------------------- 7. linear time
