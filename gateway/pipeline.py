@@ -91,6 +91,8 @@ class Pipeline:
         inbound = Inbound.get_or_none(Inbound.id == inbound_id)
         if inbound is None or inbound.status != PENDING:
             return None
+        if not self._count_attempt(inbound):
+            return FAILED if inbound.status == FAILED else None
         ctx = Context(inbound, self.config, self.lifecycle, self.clock)
         refused = self._parse(ctx)  # outside the write turn: parsing takes no lock
         # SQLite's one write lock, and this process's turn at it (store.db.local_write_turn), are held
@@ -99,6 +101,34 @@ class Pipeline:
             if refused is not None:
                 return self._finish(ctx, *refused)
             return self._apply(ctx)
+
+    def _count_attempt(self, inbound: Inbound) -> bool:
+        """Count this attempt in a commit of its own, before any work: an attempt that never finishes
+        (the worker crashed, or was stopped after ``[serve] step_time_limit``) still counts. False when
+        the row is no longer pending, or its attempts are used up: then it is quarantined (failed)."""
+        limit = self.config.serve.max_attempts
+        with local_write_turn():
+            taken = (
+                Inbound.update(attempts=Inbound.attempts + 1)
+                .where((Inbound.id == inbound.id) & (Inbound.status == PENDING) & (Inbound.attempts < limit))
+                .execute()
+            )
+            if taken:
+                inbound.attempts += 1
+                return True
+            reason = (
+                f"gave up after {limit} attempts that did not finish "
+                "(the worker crashed or overran [serve] step_time_limit)"
+            )
+            failed = (
+                Inbound.update(status=FAILED, reason=reason, processed_at=self.clock.now())
+                .where((Inbound.id == inbound.id) & (Inbound.status == PENDING))
+                .execute()
+            )
+        if failed:
+            log.error("inbound %s: %s", inbound.id, reason)
+            inbound.status = FAILED
+        return False
 
     def _parse(self, ctx: Context) -> tuple[str, str] | None:
         """Fill ``ctx.signals``; the (status, reason) to record instead when the input cannot be parsed."""
@@ -162,7 +192,6 @@ class Pipeline:
             decisions=ctx.decisions,
             incident=incident,
             processed_at=self.clock.now(),
-            attempts=Inbound.attempts + 1,
         ).where(Inbound.id == ctx.inbound.id).execute()
         return status
 
