@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--only", metavar="ROLES", help="comma-separated roles (default: all): web, smtp, imap, worker, timers, notify"
     )
+    # internal: run the roles in this process, as a role process of the supervisor reporting on this fd
+    serve.add_argument("--child", metavar="FD", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = command("check", "Validate a configuration file and run its rule tests.")
@@ -195,14 +197,20 @@ def _lifecycle(config: Config):
 
 def cmd_serve(args) -> int:
     from gateway.descriptors import raise_open_files_limit
-    from gateway.service import Service
+    from gateway.service import ROLES, Service
+    from gateway.supervisor import Supervisor
 
     raise_open_files_limit()  # at start, before any file or socket is opened (gateway/descriptors.py)
     config = _load(args)
-    roles = set(args.only.split(",")) if args.only else None
-    service = Service(config, roles=roles)
-    service.run_until_signalled()
-    return 0
+    roles = {r.strip() for r in args.only.split(",") if r.strip()} if args.only else set(ROLES)
+    unknown = roles - set(ROLES)
+    if unknown:
+        raise InletError(f"--only: unknown role {', '.join(sorted(unknown))}; roles are {', '.join(ROLES)}")
+    if args.child is not None:  # one role process of the supervisor
+        Service(config, roles=roles, status_fd=args.child).run_until_signalled()
+        return 0
+    _open_store(config).close()  # a store that is away or not upgraded: say so here, once, not per role process
+    return Supervisor(config, roles).run()
 
 
 def cmd_check(args) -> int:

@@ -88,6 +88,30 @@ class WebSection:
 
 
 @dataclass(frozen=True)
+class ServeSection:
+    """How ``inlet serve`` runs its roles: one supervisor, a process per role (DESIGN.md §6)."""
+
+    workers: int = setting(1, help="Pipeline worker processes (each processes one Inbound at a time).", minimum=1)
+    step_time_limit: timedelta = setting(
+        timedelta(seconds=30),
+        help="Longest a worker may spend on one Inbound; over it the worker is stopped and the attempt counted.",
+    )
+    max_attempts: int = setting(
+        3, help="Attempts at an Inbound that did not finish (crash, time limit) before it is quarantined.", minimum=1
+    )
+    restart_backoff: timedelta = setting(
+        timedelta(seconds=1), help="First wait before restarting a role process that died; doubles per quick death."
+    )
+    restart_backoff_max: timedelta = setting(timedelta(minutes=1), help="Longest wait before a restart.")
+    shutdown_timeout: timedelta = setting(
+        timedelta(seconds=20), help="How long role processes get to stop on SIGTERM before they are killed."
+    )
+    poll_interval: timedelta = setting(
+        timedelta(seconds=1), help="How often idle roles look for work when no wakeup came (the fallback)."
+    )
+
+
+@dataclass(frozen=True)
 class EscalationStep:
     after: timedelta = setting(help="Delay from the trigger (opened for 'unacknowledged', SLA start for the others).")
     when: str = setting(
@@ -135,6 +159,7 @@ class Config:
     inlet: InletSection = setting(factory=InletSection, help="General settings.")
     database: DatabaseSection = setting(factory=DatabaseSection, help="Where incidents are stored.")
     web: WebSection = setting(factory=WebSection, help="Web UI, REST API and webhooks.")
+    serve: ServeSection = setting(factory=ServeSection, help="Role processes of `inlet serve`.")
     fallback_group: str = setting("service-desk", help="Group that gets what no rule allocates.")
     group: list[Group] = setting(factory=list, help="Resolver groups.")
     escalation: list[EscalationPolicy] = setting(factory=list, help="Escalation policies.")

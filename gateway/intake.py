@@ -29,6 +29,7 @@ import peewee
 
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
+from store import wakeup
 from store.db import db, local_write_turn
 from store.models import PENDING, Inbound
 
@@ -225,6 +226,10 @@ class InboundWriter:
             future.set_result(accepted)
         if self.on_commit:
             self.on_commit()
+        try:
+            wakeup.announce(wakeup.INBOUND)  # the pipeline workers of other processes (and machines)
+        except Exception as exc:  # a hint: the rows are stored and answered, the workers poll anyway
+            log.warning("stored inbound rows, but could not wake the workers: %s", exc)
 
     def _insert(self, batch) -> list[Accepted]:
         # One statement for the whole batch, in its own (autocommit) transaction: every call into the

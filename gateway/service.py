@@ -22,6 +22,7 @@ from gateway.intake import InboundWriter
 from gateway.lifecycle import Lifecycle, Policy
 from gateway.pipeline import Pipeline
 from gateway.worker import Worker, pipeline_tick
+from store import wakeup
 from store.db import open_database
 from store.migrations import require_latest
 
@@ -31,7 +32,22 @@ PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the runn
 ROLES = ("web", "worker", "timers", "notify", "smtp", "imap")
 # Sections a reload cannot apply to a running process (open connections, sockets, running pollers),
 # as the file names them.
-RESTART_SECTIONS = {"database": "[database]", "web": "[web]", "smtp": "[smtp]", "mailbox": "[[mailbox]]"}
+RESTART_SECTIONS = {
+    "database": "[database]",
+    "web": "[web]",
+    "serve": "[serve]",
+    "smtp": "[smtp]",
+    "mailbox": "[[mailbox]]",
+}
+
+
+def reloadable(running: Config) -> Config:
+    """The configuration file read again, if a running process can apply it; else ConfigError."""
+    new = load_config(running.path)
+    for name, shown in RESTART_SECTIONS.items():
+        if getattr(new, name) != getattr(running, name):
+            raise ConfigError(f"{running.path}: {shown} changed: restart Inlet to apply it")
+    return new
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -104,7 +120,15 @@ class _Started:
 class Service:
     """Everything ``inlet serve`` runs, for one configuration."""
 
-    def __init__(self, config: Config, *, roles: set[str] | None = None, clock: Clock | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        roles: set[str] | None = None,
+        clock: Clock | None = None,
+        status_fd: int | None = None,
+    ):
+        """``status_fd``: a pipe to the supervisor (gateway/supervisor.py) when this is one of its role processes."""
         unknown = (roles or set()) - set(ROLES)
         if unknown:
             raise ConfigError(f"--only: unknown role {', '.join(sorted(unknown))}; roles are {', '.join(ROLES)}")
@@ -119,20 +143,26 @@ class Service:
         # Intake edges store through the writer; the pipeline worker picks the rows up. While intake
         # has work in hand each unit waits, at most 20x the last one's time (so it never starves):
         # a burst is acknowledged first and applied right after, steady traffic as it comes.
-        tick = pipeline_tick(self.pipeline, before_each=lambda spent: self.writer.wait_while_busy(20 * spent))
-        self.pipeline_worker = Worker("pipeline", tick)
+        poll = config.serve.poll_interval.total_seconds()
+        self._status_fd = status_fd
+        tick = pipeline_tick(
+            self.pipeline,
+            before_each=lambda spent: self.writer.wait_while_busy(20 * spent),
+            report=self._report_step if status_fd is not None else None,
+        )
+        self.pipeline_worker = Worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
         self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
         self.timers = build_timer_worker(self.lifecycle)
         if "timers" in self.roles:
-            self.components.append(Worker("timers", self.timers.tick))
+            self.components.append(Worker("timers", self.timers.tick, interval=poll))
         self.app = None
         if "notify" in self.roles:
             from notifiers.delivery import Delivery
 
-            self.delivery = Delivery(config, clock=self.clock)
+            self.delivery = Delivery(config, clock=self.clock, interval=poll)
             self.components.append(self.delivery)
         if "smtp" in self.roles and config.smtp.enabled:
             from gateway.smtp import SmtpServer
@@ -162,10 +192,7 @@ class Service:
         that changes a section only a restart can apply raises ConfigError, and the
         running configuration stays.
         """
-        new = load_config(self.config.path)
-        for name, shown in RESTART_SECTIONS.items():
-            if getattr(new, name) != getattr(self.config, name):
-                raise ConfigError(f"{self.config.path}: {shown} changed: restart Inlet to apply it")
+        new = reloadable(self.config)
         from notifiers.audiences import Audiences
 
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config
@@ -205,36 +232,66 @@ class Service:
             self.database.close()
 
     def run_until_signalled(self) -> None:
-        """Start, wait for SIGINT or SIGTERM, stop."""
+        """Start, wait for SIGINT or SIGTERM, stop.
+
+        As a role process of the supervisor (``status_fd`` given): tell it when started, leave
+        SIGINT to it (a terminal's Ctrl-C reaches the whole group; the supervisor says when to
+        stop), stop when it goes away, and leave the pid file and the talking to it.
+        """
+        child = self._status_fd is not None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        if child:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        parent = os.getppid()
         pid_file = Path(self.config.inlet.data_dir) / PID_FILE
         try:
             self.start()
-            pid_file.parent.mkdir(parents=True, exist_ok=True)
-            pid_file.write_text(f"{os.getpid()}\n")
-            print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM; reload rules with SIGHUP", flush=True)
+            if child:
+                self._tell(b"R\n")
+            else:
+                pid_file.parent.mkdir(parents=True, exist_ok=True)
+                pid_file.write_text(f"{os.getpid()}\n")
+                print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM; reload rules with SIGHUP", flush=True)
             while not self._stopping.is_set():
                 self._wakeup.wait(1.0)
                 self._wakeup.clear()
+                if child and os.getppid() != parent:  # the supervisor is gone: so are we
+                    log.warning("the supervisor (pid %s) is gone: stopping", parent)
+                    break
                 if self._reload_requested:
                     self._reload_requested = False
-                    self._reload_and_say()
+                    self._reload_and_say(quiet=child)
         finally:
-            print("inlet: stopping", flush=True)
+            if not child:
+                print("inlet: stopping", flush=True)
             self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            pid_file.unlink(missing_ok=True)
-            print("inlet: stopped", flush=True)
+            if not child:
+                pid_file.unlink(missing_ok=True)
+                print("inlet: stopped", flush=True)
 
-    def _reload_and_say(self) -> None:
+    def _report_step(self, inbound_id: int | None) -> None:
+        self._tell(b"I\n" if inbound_id is None else b"B %d\n" % inbound_id)
+
+    def _tell(self, line: bytes) -> None:
+        """A line to the supervisor: R (started), B <inbound id> (busy with it), I (idle)."""
+        try:
+            os.write(self._status_fd, line)
+        except OSError:  # the supervisor is gone; the main loop notices and stops
+            pass
+
+    def _reload_and_say(self, quiet: bool = False) -> None:
         try:
             new = self.reload()
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
-            print(f"inlet: reload refused, the running configuration stays: {exc}", flush=True)
+            if not quiet:
+                print(f"inlet: reload refused, the running configuration stays: {exc}", flush=True)
             return
-        print(f"inlet: reloaded configuration ({len(new.rule)} rules, {len(new.group)} groups)", flush=True)
+        log.info("reloaded configuration (%s rules, %s groups)", len(new.rule), len(new.group))
+        if not quiet:
+            print(f"inlet: reloaded configuration ({len(new.rule)} rules, {len(new.group)} groups)", flush=True)
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGHUP:

@@ -1,8 +1,9 @@
 """Background workers of ``inlet serve``: threads that claim rows and act on them.
 
 A :class:`Worker` runs one ``tick()`` function in a loop: immediately when
-woken (e.g. the intake writer committed rows), else every ``interval``. A
-database error is logged and retried with backoff, never fatal.
+woken (the intake writer of this process committed rows, or a commit in any
+process announced work on the worker's wakeup channel: store/wakeup.py), else
+every ``interval``. A database error is logged and retried with backoff, never fatal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import peewee
 
+from store import wakeup
 from store.db import db
 
 log = logging.getLogger("inlet.worker")
@@ -22,11 +24,20 @@ log = logging.getLogger("inlet.worker")
 class Worker:
     """Calls ``tick()`` (which returns how much it did) until stopped."""
 
-    def __init__(self, name: str, tick: Callable[[], int], *, interval: float = 1.0, max_backoff: float = 30.0):
+    def __init__(
+        self,
+        name: str,
+        tick: Callable[[], int],
+        *,
+        interval: float = 1.0,
+        max_backoff: float = 30.0,
+        wake_on: str | None = None,
+    ):
         self.name, self.tick, self.interval, self.max_backoff = name, tick, interval, max_backoff
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener = wakeup.Listener(wake_on, self.wake) if wake_on else None
 
     def where(self) -> str:
         return f"{self.name} worker"
@@ -36,12 +47,16 @@ class Worker:
 
     def start(self) -> None:
         self._stop.clear()
+        if self._listener is not None:
+            self._listener.start()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
@@ -64,11 +79,17 @@ class Worker:
                 self._wake.wait(delay)
 
 
-def pipeline_tick(pipeline, batch: int = 200, before_each: Callable[[float], None] | None = None) -> Callable[[], int]:
+def pipeline_tick(
+    pipeline,
+    batch: int = 200,
+    before_each: Callable[[float], None] | None = None,
+    report: Callable[[int | None], None] | None = None,
+) -> Callable[[], int]:
     """A tick that runs the pipeline over pending Inbound rows, oldest first.
 
     ``before_each(seconds the previous run took)`` is called before each run (e.g. to yield to intake),
-    the first of a tick included.
+    the first of a tick included. ``report(inbound id)`` before a run and ``report(None)`` after it
+    tell the supervisor what is in hand, so it can stop a run that overruns its time limit.
     """
     from gateway.pipeline import pending_ids
 
@@ -80,7 +101,13 @@ def pipeline_tick(pipeline, batch: int = 200, before_each: Callable[[float], Non
             if before_each is not None:
                 before_each(spent[0])
             started = time.monotonic()
-            pipeline.run(inbound_id)  # takes this process's SQLite write turn for its writes only
+            if report is not None:
+                report(inbound_id)
+            try:
+                pipeline.run(inbound_id)  # takes this process's SQLite write turn for its writes only
+            finally:
+                if report is not None:
+                    report(None)
             spent[0] = time.monotonic() - started
         return len(ids)
 

@@ -34,6 +34,7 @@ from gateway.worker import Worker
 from notifiers import apprise_adapter, digest, mail
 from notifiers.apprise_adapter import Outcome, channel_key
 from notifiers.render import Rendered, Renderer, Trusted, incident_values
+from store import wakeup
 from store.db import db, is_postgres
 from store.models import FAILED, PENDING, Event, Incident, Notification, NotificationAttempt
 
@@ -65,7 +66,7 @@ class Delivery:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 100000}"
         self.renderer = Renderer(self.settings.templates_dir)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify-send")
-        self.worker = Worker("notify", self.tick, interval=interval)
+        self.worker = Worker("notify", self.tick, interval=interval, wake_on=wakeup.NOTIFICATION)
 
     # ------------------------------------------------------------ component
 

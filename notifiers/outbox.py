@@ -11,6 +11,7 @@ from datetime import datetime
 
 from peewee import fn
 
+from store import wakeup
 from store.models import PENDING, Event, Incident, Notification
 
 
@@ -30,6 +31,8 @@ def enqueue(
     ``targets`` are Apprise URLs or tags; ``context`` holds what the template
     needs beyond the incident (e.g. the body of a public update).
     """
+    if due is None or due <= now:  # at this transaction's commit: delivery takes it within milliseconds
+        wakeup.announce(wakeup.NOTIFICATION)
     return Notification.create(
         incident=incident,
         event=event,

@@ -21,6 +21,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 from gateway.errors import ConfigError, StoreUnavailable
 
 db = peewee.DatabaseProxy()
+opened = {"data_dir": None}  # the [inlet] data_dir of the configuration the database was opened with
 
 
 def is_postgres(database: peewee.Database | None = None) -> bool:
@@ -94,6 +95,7 @@ def open_database(config) -> peewee.Database:
         section.url, password=password, pool_size=section.pool_size, busy_timeout=section.busy_timeout.total_seconds()
     )
     db.initialize(database)
+    opened["data_dir"] = config.inlet.data_dir
     try:
         with db.connection_context():
             db.execute_sql("SELECT 1")

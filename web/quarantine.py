@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from store import wakeup
 from store.db import db
 from store.models import FAILED, IGNORED, PENDING, Inbound
 from web.auth import role_required
@@ -54,6 +55,8 @@ def reprocess(inbound_id: int):
             .where((Inbound.id == inbound_id) & Inbound.status.in_((FAILED, IGNORED)))
             .execute()
         )
+        if changed:
+            wakeup.announce(wakeup.INBOUND)  # the pipeline workers, whichever process they run in
     if not changed:
         abort(404)
     services = current_app.config["SERVICES"]

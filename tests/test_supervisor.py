@@ -1,0 +1,233 @@
+"""`inlet serve` as it runs: a supervisor and a process per role, started as a real subprocess, both databases.
+
+A killed worker is replaced and mail still becomes incidents; a worker pinned by a hostile
+input (a catastrophic rule pattern, which holds the interpreter lock) is stopped after the
+step time limit, its attempts counted and the input quarantined, while SMTP and webhooks
+answer; SIGTERM stops every process; a commit wakes the role that has work at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+import requests
+
+from store.db import db
+from store.models import FAILED, PENDING, Inbound, Incident, Notification
+from tests.conftest import ROOT, free_port, wait_for
+
+INLET = [sys.executable, "-m", "gateway.cli"]
+SUPPORT = "support@example.org"
+TOKEN = "t0ken-for-supervisor-tests"
+# Exponential on a backtracking engine: on "aaa…a!" it never finishes in the time of a test.
+CATASTROPHIC = {"name": "pinning", "subject": {"regex": "^(a+)+$"}, "category": "pinned"}
+
+
+class Served:
+    """`inlet serve` as a subprocess: its output lines as they come, its role processes by name."""
+
+    def __init__(self, store, **sections):
+        self.web_port, self.smtp_port = free_port(), free_port()
+        settings = {
+            "web": {"host": "127.0.0.1", "port": self.web_port},
+            "smtp": {"port": self.smtp_port},
+            "address": [{"address": SUPPORT}],
+            "integration": [{"name": "plain", "kind": "generic", "token_env": "SUPERVISOR_TEST_TOKEN"}],
+            **sections,
+        }
+        self.path = store.write_config(**settings)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERVISOR_TEST_TOKEN": TOKEN}
+        self.proc = subprocess.Popen([*INLET, "-c", str(self.path), "serve"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def wait_started(self) -> None:
+        wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start its roles")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        assert self.proc.poll() is None or text in self.output, self.output
+        return text in self.output
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def pids(self) -> dict[str, int]:
+        """The latest pid of each role process, from the supervisor's lines."""
+        found = {}
+        for match in re.finditer(r"inlet: (\S+) (?:\([^)]*\) started|running again) as pid (\d+)", self.output):
+            found[match.group(1)] = int(match.group(2))
+        return found
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"inlet serve did not stop within {timeout}s:\n{self.output}") from None
+        return self.proc.returncode
+
+    def send_mail(self, subject: str) -> float:
+        """Send one message; the time its 250 came back."""
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "alice@customer.example", SUPPORT, subject
+        msg["Message-ID"] = make_msgid(domain="customer.example")
+        msg.set_content("Details follow.")
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as client:
+            client.send_message(msg)
+        return time.monotonic()
+
+    def post_hook(self, title: str) -> requests.Response:
+        return requests.post(
+            f"http://127.0.0.1:{self.web_port}/hooks/plain",
+            json={"title": title, "dedup_key": title},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+
+
+@pytest.fixture
+def serve(store):
+    started = []
+
+    def start(**sections) -> Served:
+        started.append(Served(store, **sections))
+        started[-1].wait_started()
+        return started[-1]
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+        served.reader.join(timeout=10)
+        served.proc.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def incident_titled(title: str):
+    with db.connection_context():
+        return Incident.get_or_none(Incident.title == title)
+
+
+def test_each_role_runs_in_its_own_process_and_a_killed_worker_is_replaced(serve):
+    served = serve()
+    pids = served.pids()
+    assert set(pids) == {"listeners", "worker", "notify", "timers"}
+    assert len(set(pids.values())) == 4 and served.proc.pid not in pids.values()
+    for name, pid in pids.items():
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            assert b"--child" in cmdline.read(), name
+
+    served.send_mail("Printer on fire")
+    wait_for(lambda: incident_titled("Printer on fire"), timeout=20, message="the first incident")
+
+    os.kill(pids["worker"], signal.SIGKILL)
+    wait_for(lambda: served.pids()["worker"] != pids["worker"], timeout=20, message="a new worker process")
+    assert alive(served.pids()["worker"]) and alive(pids["listeners"])  # the listeners went on as they were
+    assert "worker (pid" in served.output and "was killed by signal 9" in served.output
+    served.send_mail("Scanner jammed")
+    wait_for(lambda: incident_titled("Scanner jammed"), timeout=20, message="an incident through the new worker")
+
+    assert served.stop() == 0
+    now = served.pids()
+    assert not any(alive(pid) for pid in now.values())
+    assert "inlet: stopped" in served.output and "Traceback" not in served.output
+
+
+def test_sigterm_stops_every_role_process_within_the_bound(serve):
+    served = serve(serve={"shutdown_timeout": "5s"})
+    pids = served.pids()
+    started = time.monotonic()
+    assert served.stop(timeout=30) == 0
+    assert time.monotonic() - started < 15  # shutdown_timeout, and some room for a busy machine
+    assert not any(alive(pid) for pid in pids.values())
+
+
+def test_a_pinned_worker_is_stopped_counted_and_quarantined_while_intake_answers(serve, store):
+    served = serve(rule=[CATASTROPHIC], serve={"step_time_limit": "1s", "max_attempts": 2, "restart_backoff": "1s"})
+    first_worker = served.pids()["worker"]
+    served.send_mail("a" * 40 + "!")  # pins the worker: the rule's pattern backtracks for ever
+
+    def hostile():
+        with db.connection_context():
+            return Inbound.select().order_by(Inbound.id).first()  # the first input: the hostile one
+
+    wait_for(lambda: hostile() and hostile().attempts >= 1, timeout=20, message="the worker to take the input")
+    # While the worker is pinned (and while it is replaced), intake answers at once.
+    slowest = 0.0
+    for n in range(20):
+        began = time.monotonic()
+        served.send_mail(f"Intake while pinned {n}")
+        answer = served.post_hook(f"hook while pinned {n}")
+        assert answer.status_code == 202, answer.text
+        slowest = max(slowest, time.monotonic() - began)
+    assert slowest < 2.0  # generous on a shared machine; the figure is in bench/
+
+    wait_for(lambda: hostile().status == FAILED, timeout=60, message="the input to be quarantined")
+    row = hostile()
+    assert row.attempts == 2 and "gave up after 2 attempts" in row.reason and "step_time_limit" in row.reason
+    assert "spent more than 1s on inbound" in served.output
+    assert served.pids()["worker"] != first_worker
+    # The worker goes on: everything that came meanwhile becomes an incident.
+    wait_for(lambda: incident_titled("Intake while pinned 19"), timeout=30, message="mail after the hostile one")
+    wait_for(lambda: incident_titled("hook while pinned 19"), timeout=30, message="webhooks after the hostile one")
+    with db.connection_context():
+        assert Inbound.select().where(Inbound.status == PENDING).count() == 0
+    assert served.stop() == 0
+
+
+def test_a_commit_wakes_the_worker_and_the_outbox_at_once(serve, reporter_mailbox):
+    # Roles look for work only every 30 s on their own: only a wakeup can make it in time.
+    served = serve(
+        serve={"poll_interval": "30s"},
+        notifications={"smtp_port": reporter_mailbox.port, "acknowledge_reporter": True},
+    )
+    for n in range(3):
+        acked = served.send_mail(f"Wakeup {n}")
+        incident = wait_for(lambda n=n: incident_titled(f"Wakeup {n}"), timeout=10, message="the incident")
+        opened = time.monotonic()
+        assert opened - acked < 10  # far under the poll interval; the figure is in bench/
+
+        def delivered(incident=incident):
+            with db.connection_context():
+                return (
+                    Notification.select()
+                    .where((Notification.incident == incident.id) & (Notification.status == "sent"))
+                    .first()
+                )
+
+        wait_for(delivered, timeout=10, message="the acknowledgement delivered")
+    assert served.stop() == 0
+    assert json.dumps(served.pids())  # every role process was named
