@@ -22,6 +22,7 @@ SMTP or webhooks from answering. Roles wake each other through the store
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -38,6 +39,7 @@ from gateway.service import PID_FILE, reloadable
 
 log = logging.getLogger("inlet.supervisor")
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 QUICK_DEATH = 30.0  # seconds: a process that dies sooner than this waits longer before each restart
 START_TIMEOUT = 60.0  # seconds for every role process to start, at the supervisor's own start
 
@@ -237,7 +239,9 @@ class Supervisor:
             str(status_w),
         ]
         try:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(status_w,))
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, pass_fds=(status_w,), preexec_fn=_die_with_supervisor
+            )
         except OSError as exc:
             os.close(status_r)
             os.close(status_w)
@@ -353,3 +357,16 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGHUP)
         print(f"inlet: reloaded configuration ({len(new.rule)} rules, {len(new.group)} groups)", flush=True)
+
+
+def _die_with_supervisor() -> None:
+    """In the new process, before it runs Inlet: the kernel kills it when the supervisor dies.
+
+    A role process also stops when it sees its parent gone, but a pinned one (a pattern holding its
+    interpreter lock) never looks. The supervisor runs no threads, so a preexec function is safe here.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent check in the role process is what remains
+        pass

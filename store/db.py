@@ -10,7 +10,9 @@ thread, so the database is safe to use from many threads.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,7 +40,7 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
             raise ConfigError(f"database url {url!r}: no file path (use sqlite:///var/inlet.db)")
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return peewee.SqliteDatabase(
+        return _TurnTakingSqlite(
             path,
             pragmas={
                 "journal_mode": "wal",
@@ -107,17 +109,99 @@ def open_database(config) -> peewee.Database:
     return database
 
 
-# SQLite has one write lock, and its busy handler waits by sleeping (1, 2, 5 … 100 ms): two writer
-# threads of one process (intake writer, pipeline worker) that meet there lose milliseconds per turn.
-# They take this in-process lock around their write transactions instead and hand over at once.
+# SQLite has one write lock, and its busy handler waits by sleeping (1, 2, 5 … 100 ms): writers that meet
+# there lose milliseconds per turn — in the SMTP event loop, every session's. So every writer of every
+# process takes the write turn first: a thread lock (threads of one process queue on it) and then an
+# exclusive flock on a file next to the database (processes queue in the kernel, which wakes the next
+# one the moment the turn is given back). Transactions take it in begin() and give it back at commit or
+# rollback, a write statement outside a transaction around itself (_TurnTakingSqlite): the discipline
+# holds for every writer without each remembering it.
 _sqlite_writes = threading.Lock()
+_turn = threading.local()  # depth: how many nested holds this thread has; txn: begin() took one
+_turn_files: dict[str, int] = {}  # database path -> the open lock file of this process
+_WRITE = re.compile(r"\s*(?:INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+
+
+def _turn_fd(database) -> int | None:
+    path = getattr(database, "database", None)
+    if not path or path == ":memory:":
+        return None
+    fd = _turn_files.get(path)
+    if fd is None:
+        fd = os.open(f"{path}-turn", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _turn_files[path] = fd
+    return fd
+
+
+def _take_turn(database) -> None:
+    depth = getattr(_turn, "depth", 0)
+    if depth == 0:
+        _sqlite_writes.acquire()
+        try:
+            fd = _turn_fd(database)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            _sqlite_writes.release()
+            raise
+        _turn.fd = fd
+    _turn.depth = depth + 1
+
+
+def _give_turn() -> None:
+    _turn.depth -= 1
+    if _turn.depth == 0:
+        if _turn.fd is not None:
+            fcntl.flock(_turn.fd, fcntl.LOCK_UN)
+        _sqlite_writes.release()
 
 
 @contextlib.contextmanager
 def local_write_turn():
-    """Hold this process's SQLite write turn (nothing on PostgreSQL, whose row locks do the work)."""
+    """Hold the SQLite write turn of every process on this machine (nothing on PostgreSQL, whose row
+    locks do the work). Re-entrant within a thread."""
     if is_postgres():
         yield
         return
-    with _sqlite_writes:
+    _take_turn(db.obj)
+    try:
         yield
+    finally:
+        _give_turn()
+
+
+class _TurnTakingSqlite(peewee.SqliteDatabase):
+    """SQLite whose transactions and lone write statements take the write turn (see above)."""
+
+    def begin(self, lock_type=None):
+        _take_turn(self)
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            _give_turn()
+            raise
+        _turn.txn = getattr(_turn, "txn", 0) + 1
+
+    def _end_turn(self) -> None:
+        if getattr(_turn, "txn", 0):
+            _turn.txn -= 1
+            _give_turn()
+
+    def commit(self):
+        super().commit()
+        self._end_turn()
+
+    def rollback(self):
+        try:
+            super().rollback()
+        finally:
+            self._end_turn()
+
+    def execute_sql(self, sql, params=None):
+        if self.in_transaction() or getattr(_turn, "depth", 0) or not _WRITE.match(sql):
+            return super().execute_sql(sql, params)
+        _take_turn(self)
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            _give_turn()
