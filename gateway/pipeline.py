@@ -15,9 +15,12 @@ Inbound's status change: an input is applied exactly once or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import peewee
 
 from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
@@ -95,12 +98,25 @@ class Pipeline:
             return FAILED if inbound.status == FAILED else None
         ctx = Context(inbound, self.config, self.lifecycle, self.clock)
         refused = self._parse(ctx)  # outside the write turn: parsing takes no lock
-        # SQLite's one write lock, and this process's turn at it (store.db.local_write_turn), are held
-        # for the writes only, so intake commits are not kept waiting behind a parser.
-        with local_write_turn():
-            if refused is not None:
+        if refused is not None:
+            with local_write_turn():
                 return self._finish(ctx, *refused)
-            return self._apply(ctx)
+        # On SQLite the signal steps run in a deferred transaction: the write turn (store.db), which intake
+        # needs for every acknowledgement, is taken at the first write, not while rules run — a pattern
+        # that pins this worker pins no one else, and the supervisor stops it. If another writer committed
+        # since the transaction's snapshot, the first write fails at once and the steps run again; the
+        # last try holds the turn from the start, so the worker always gets through.
+        parsed, extras = len(ctx.decisions), dict(ctx.extras)
+        for last in (False, False, True):
+            try:
+                return self._apply(ctx, deferred=not last and not is_postgres())
+            except peewee.OperationalError as exc:
+                if last or is_postgres() or "locked" not in str(exc):
+                    raise
+                log.debug("inbound %s: another writer committed first; applying again", inbound.id)
+                del ctx.decisions[parsed:]
+                ctx.extras = dict(extras)
+        return None
 
     def _count_attempt(self, inbound: Inbound) -> bool:
         """Count this attempt in a commit of its own, before any work: an attempt that never finishes
@@ -151,10 +167,13 @@ class Pipeline:
             return FAILED, f"parse failed: {exc!r}"
         return None
 
-    def _apply(self, ctx: Context) -> str | None:
-        """Run the signal steps and record the outcome, in one transaction."""
+    def _apply(self, ctx: Context, *, deferred: bool = False) -> str | None:
+        """Run the signal steps and record the outcome, in one transaction (SQLite: deferred, see run)."""
         inbound_id = ctx.inbound.id
-        with db.atomic():
+        with contextlib.ExitStack() as turn:
+            if not deferred:
+                turn.enter_context(local_write_turn())
+            turn.enter_context(db.atomic(lock_type="DEFERRED") if deferred else db.atomic())
             if not _lock_pending(inbound_id):
                 return None  # another process applied it meanwhile
             outcomes = []

@@ -174,6 +174,14 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
     """SQLite whose transactions and lone write statements take the write turn (see above)."""
 
     def begin(self, lock_type=None):
+        if (lock_type or self._lock_type or "").upper() == "DEFERRED":
+            # Reads first, on a snapshot, without the turn: it is taken at the first write (execute_sql),
+            # which fails at once (SQLITE_BUSY_SNAPSHOT, "database is locked") if another writer committed
+            # since the snapshot; the caller then runs its transaction again. For work that may spend long
+            # before it writes (the pipeline's rules), so no one waits for it meanwhile.
+            super().begin(lock_type)
+            _turn.lazy = True
+            return
         _take_turn(self)
         try:
             super().begin(lock_type)
@@ -183,12 +191,13 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
         _turn.txn = getattr(_turn, "txn", 0) + 1
 
     def _end_turn(self) -> None:
+        _turn.lazy = False
         if getattr(_turn, "txn", 0):
             _turn.txn -= 1
             _give_turn()
 
     def commit(self):
-        super().commit()
+        super().commit()  # when it fails, peewee rolls back, and rollback() gives the turn back
         self._end_turn()
 
     def rollback(self):
@@ -198,7 +207,13 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
             self._end_turn()
 
     def execute_sql(self, sql, params=None):
-        if self.in_transaction() or getattr(_turn, "depth", 0) or not _WRITE.match(sql):
+        if self.in_transaction():
+            if getattr(_turn, "lazy", False) and _WRITE.match(sql):
+                _take_turn(self)
+                _turn.lazy = False
+                _turn.txn = getattr(_turn, "txn", 0) + 1
+            return super().execute_sql(sql, params)
+        if getattr(_turn, "depth", 0) or not _WRITE.match(sql):
             return super().execute_sql(sql, params)
         _take_turn(self)
         try:

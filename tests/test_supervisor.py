@@ -176,7 +176,7 @@ def test_sigterm_stops_every_role_process_within_the_bound(serve):
 
 
 def test_a_pinned_worker_is_stopped_counted_and_quarantined_while_intake_answers(serve, store):
-    served = serve(rule=[CATASTROPHIC], serve={"step_time_limit": "1s", "max_attempts": 2, "restart_backoff": "1s"})
+    served = serve(rule=[CATASTROPHIC], serve={"step_time_limit": "3s", "max_attempts": 2, "restart_backoff": "1s"})
     first_worker = served.pids()["worker"]
     served.send_mail("a" * 40 + "!")  # pins the worker: the rule's pattern backtracks for ever
 
@@ -193,12 +193,14 @@ def test_a_pinned_worker_is_stopped_counted_and_quarantined_while_intake_answers
         answer = served.post_hook(f"hook while pinned {n}")
         assert answer.status_code == 202, answer.text
         slowest = max(slowest, time.monotonic() - began)
-    assert slowest < 2.0  # generous on a shared machine; the figure is in bench/
+    # Generous for a shared machine, yet well under the step time limit that intake would wait if the
+    # pinned worker held the write turn; the figure is in bench/.
+    assert slowest < 1.5
 
     wait_for(lambda: hostile().status == FAILED, timeout=60, message="the input to be quarantined")
     row = hostile()
     assert row.attempts == 2 and "gave up after 2 attempts" in row.reason and "step_time_limit" in row.reason
-    assert "spent more than 1s on inbound" in served.output
+    assert "spent more than 3s on inbound" in served.output
     assert served.pids()["worker"] != first_worker
     # The worker goes on: everything that came meanwhile becomes an incident.
     wait_for(lambda: incident_titled("Intake while pinned 19"), timeout=30, message="mail after the hostile one")
