@@ -99,6 +99,7 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._path: str | None = None
+        self._quit_r, self._quit_w = -1, -1  # a pipe stop() writes to: the thread leaves its select at once
 
     def start(self) -> None:
         if db.obj is None:
@@ -107,14 +108,18 @@ class Listener:
         target = self._listen_postgres if is_postgres() else self._listen_local
         if not is_postgres() and not self._bind():
             return
+        self._quit_r, self._quit_w = os.pipe()
         self._thread = threading.Thread(target=target, name=f"wake-{self.channel}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            os.write(self._quit_w, b"!")
             self._thread.join(timeout=5)
             self._thread = None
+            os.close(self._quit_r)
+            os.close(self._quit_w)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -139,24 +144,19 @@ class Listener:
         except OSError as exc:  # e.g. a path longer than a socket address may be
             log.warning("%s: no wakeups (%s); polling only", self.channel, exc)
             return False
-        sock.settimeout(1.0)
+        sock.setblocking(False)
         self._sock, self._path = sock, path
         return True
 
     def _listen_local(self) -> None:
         sock = self._sock
-        while not self._stop.is_set():
-            try:
-                sock.recv(16)
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # closed by stop()
-            sock.setblocking(False)
+        while True:
+            readable, _, _ = select.select([sock, self._quit_r], [], [])
+            if self._quit_r in readable:
+                return
             with contextlib.suppress(OSError):
-                while sock.recv(16):  # fold what else came meanwhile into this wakeup
+                while sock.recv(16):  # fold what came meanwhile into one wakeup (ends with EAGAIN)
                     pass
-            sock.settimeout(1.0)
             self.wake()
 
     # ------------------------------------------------------------ PostgreSQL: LISTEN on a connection of its own
@@ -177,7 +177,10 @@ class Listener:
                 delay = 1.0
                 self.wake()  # what was announced while no one listened
                 while not self._stop.is_set():
-                    if select.select([conn], [], [], 1.0)[0]:
+                    readable, _, _ = select.select([conn, self._quit_r], [], [], 60.0)
+                    if self._quit_r in readable:
+                        return
+                    if readable:
                         conn.poll()
                         if conn.notifies:
                             conn.notifies.clear()
