@@ -12,9 +12,11 @@ a missing secret answers 503 and logs a warning; it never stops Inlet loading.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -235,15 +237,41 @@ def _warn_once(integration: str, message: str) -> None:
     log.warning("%s; its requests are answered 503", message)
 
 
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+def _same(given: str, expected: str) -> bool:
+    """Whether a credential matches, in constant time. Text that is not plain (a lone surrogate
+    cannot be encoded; NUL never belongs in a credential) matches nothing: it is a denial."""
+    try:
+        a, b = given.encode("utf-8"), expected.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return b"\0" not in a and hmac.compare_digest(a, b)
 
 
+# A Unix timestamp as senders write it: ASCII digits, maybe a fraction. float() alone would also take
+# "nan" (which passes every window comparison), "inf", "1_0", " 12 " and non-ASCII digits.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
+def _fail_closed(check):
+    """Any exception while checking a credential is a denial, never a pass."""
+
+    @functools.wraps(check)
+    def guarded(integration: Integration, *args) -> Denied | None:
+        try:
+            return check(integration, *args)
+        except Exception:
+            log.exception("integration %r: checking a credential failed; the request is refused", integration.name)
+            return Denied(403, "credentials could not be checked")
+
+    return guarded
+
+
+@_fail_closed
 def authenticate(integration: Integration, headers, body: bytes, now: datetime) -> Denied | None:
     """Check a request's bearer token or body signature; None when it may pass.
 
     ``auth = routing_key`` is checked by :func:`authenticate_routing_key` once the
-    body is decoded.
+    body is decoded. Fails closed: an exception while checking is a 403.
     """
     if integration.auth == "bearer":
         expected = _env(integration.token_env, integration.name, "token")
@@ -269,11 +297,11 @@ def authenticate(integration: Integration, headers, body: bytes, now: datetime) 
             stamp = headers.get(integration.timestamp_header, "")
             if not stamp:
                 return Denied(401, f"authentication required: send the timestamp in {integration.timestamp_header}")
-            try:
-                when = float(stamp)
-            except ValueError:
+            stamp = stamp.strip()
+            if not _TIMESTAMP.fullmatch(stamp):
                 return Denied(403, f"{integration.timestamp_header}: not a Unix timestamp")
-            if abs(now.timestamp() - when) > integration.replay_window.total_seconds():
+            when = float(stamp)
+            if not abs(now.timestamp() - when) <= integration.replay_window.total_seconds():
                 return Denied(403, f"{integration.timestamp_header}: outside the replay window")
             signed = stamp.encode("ascii", "replace") + b":" + body
         digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
@@ -284,8 +312,12 @@ def authenticate(integration: Integration, headers, body: bytes, now: datetime) 
     return None
 
 
+@_fail_closed
 def authenticate_routing_key(integration: Integration, payload) -> Denied | None:
-    """PagerDuty-shaped events may authenticate by their ``routing_key``."""
+    """PagerDuty-shaped events may authenticate by their ``routing_key`` (the decoded body).
+
+    Fails closed: a key that is not plain text is a 403, an exception while checking too.
+    """
     if integration.auth != "routing_key":
         return None
     expected = _env(integration.routing_key_env, integration.name, "routing key")

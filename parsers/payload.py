@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +72,89 @@ def invalid(path: str, what: str) -> ParseError:
 
 def wrong_type(path: str, expected: str, value: Any) -> ParseError:
     return invalid(path, f"expected {expected}, got {describe(value)}")
+
+
+# ---------------------------------------------------------------- decoding a body
+
+MAX_DEPTH = 64  # nesting of objects and lists; real monitoring payloads use fewer than ten levels
+# Text that no store can keep: lone surrogates (PostgreSQL and SQLite's driver refuse them) and NUL
+# (PostgreSQL refuses it in text columns).
+_NOT_PLAIN = re.compile("[\ud800-\udfff\x00]")
+# Where a body may carry them: a \u escape of a surrogate or of NUL (raw ones are not valid UTF-8 or JSON).
+_ESCAPE_NOT_PLAIN = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
+
+
+def is_plain_text(value: str) -> bool:
+    """Whether ``value`` can be encoded and stored as text everywhere (no lone surrogate, no NUL)."""
+    return _NOT_PLAIN.search(value) is None
+
+
+def plain_text(value: str) -> str:
+    """``value`` with lone surrogates and NUL replaced by U+FFFD, so it can be stored anywhere."""
+    return _NOT_PLAIN.sub("\ufffd", value) if _NOT_PLAIN.search(value) else value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:_MAX_SHOWN]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_json(body: bytes, *, max_depth: int = MAX_DEPTH, plain_text: bool = True) -> Any:
+    """The JSON value of a request body, or ParseError saying what is wrong (and where, when a field is).
+
+    Stricter than ``json.loads``: the bytes must be valid UTF-8 (or UTF-16/32) — ``json.loads``
+    itself lets UTF-8-encoded surrogates through —; NaN, Infinity and numbers out of the float
+    range are refused; nesting deeper than ``max_depth`` is refused (never a RecursionError);
+    every string, keys included, must be plain text (:func:`is_plain_text`) — unless
+    ``plain_text`` is False, for a caller that must look at a credential in the body first and
+    then calls :func:`require_plain_text`. Never raises anything but ParseError.
+    """
+    try:
+        data = bytes(body)
+        text = data.decode(json.detect_encoding(data))  # strict: no surrogates from the bytes
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise ParseError(f"request body: nested deeper than {max_depth} levels") from None
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ParseError(f"request body: not valid JSON: {exc}") from None
+    depth_bound = data.count(b"[") + data.count(b"{")  # brackets inside strings count too: an upper bound
+    if depth_bound > max_depth:
+        _check_tree(value, max_depth, text=False)
+    if plain_text:
+        require_plain_text(data, value)
+    return value
+
+
+def require_plain_text(body: bytes, value: Any) -> None:
+    """ParseError naming the field when a string of ``value`` (decoded from ``body``) is not plain text."""
+    if _ESCAPE_NOT_PLAIN.search(body):  # else no string can hold a surrogate or NUL: no walk needed
+        _check_tree(value, 1 << 30, text=True)  # the depth is bounded already
+
+
+def _check_tree(value: Any, max_depth: int, *, text: bool) -> None:
+    # Iterative, so a tree that json.loads could build never costs a RecursionError here.
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            if text and not is_plain_text(node):
+                raise invalid(path, "not plain text (a lone surrogate or NUL)")
+        elif isinstance(node, dict | list):
+            if depth >= max_depth:
+                raise invalid(path, f"nested deeper than {max_depth} levels")
+            if isinstance(node, dict):
+                for key, entry in node.items():
+                    if text and not is_plain_text(key):
+                        raise invalid(path, "a key is not plain text (a lone surrogate or NUL)")
+                    stack.append((entry, child(path, key), depth + 1))
+            else:
+                stack.extend((entry, item(path, index), depth + 1) for index, entry in enumerate(node))
 
 
 def require_body(payload: Any) -> dict:

@@ -476,3 +476,76 @@ def test_missing_secret_is_logged_once(inlet, caplog):
             assert inlet.post("unset", generic()).status_code == 503
     warnings = [r.getMessage() for r in caplog.records if "HOOK_TOKEN_NOT_SET" in r.getMessage()]
     assert len(warnings) == 1
+
+
+# ---------------------------------------------------------------- trust boundary: credentials and bodies
+
+
+def test_routing_key_that_is_not_plain_text_is_refused(inlet):
+    """A lone surrogate cannot be encoded: checking it must deny, never let the request through."""
+    trigger = load("pagerduty_trigger_minimal.json")
+    for key in ("\ud800", ROUTING_KEY[:-1] + "\udcff", "\x00" + ROUTING_KEY):
+        raw = json.dumps({**trigger, "routing_key": key}).encode()  # ensure_ascii: "\ud800" escapes
+        answer = inlet.post("pd", None, raw=raw, token=None)
+        assert answer.status_code in (401, 403), (key, answer.status_code, answer.text)
+        assert answer.json()["error"]
+    for key in (42, ["x"], {"k": ROUTING_KEY}, None):
+        answer = inlet.post("pd", {**trigger, "routing_key": key}, token=None)
+        assert answer.status_code in (401, 403) and answer.json()["error"]
+    assert Inbound.select().count() == 0
+
+
+def test_hmac_timestamp_must_be_a_finite_number(inlet):
+    body = json.dumps(load("grafana_firing.json")).encode()
+    sig_header, stamp_header = "X-Grafana-Alerting-Signature", "X-Grafana-Alerting-Signature-Timestamp"
+    now = int(inlet.clock.now().timestamp())
+    for stamp in ("nan", "NaN", "inf", "-inf", "1e999", f"{now}_0", "\u0661\u0662", "-1", f"{now}e0", "0x10"):
+        sent = stamp.encode("utf-8").decode("latin-1")  # as the header travels
+        good = hmac.new(SECRET.encode(), sent.encode("latin-1") + b":" + body, hashlib.sha256).hexdigest()
+        headers = {stamp_header: sent, sig_header: good}
+        answer = inlet.post("grafana", None, raw=body, token=None, headers=headers)
+        assert answer.status_code in (401, 403), (stamp, answer.status_code)
+    assert Inbound.select().count() == 0
+
+
+def test_signature_and_token_headers_with_odd_bytes_are_denied(inlet):
+    body = json.dumps(generic()).encode()
+    for value in (b"sha256=\xff\xfe", b"\xed\xa0\x80", b"sha256=" + b"0" * 64 + b"\x85"):
+        answer = inlet.post("gh", None, raw=body, token=None, headers={"X-Hub-Signature-256": value})
+        assert answer.status_code == 403
+    answer = inlet.post("plain", None, raw=body, token=None, headers={"Authorization": b"Bearer \xed\xa0\x80"})
+    assert answer.status_code == 403
+    assert Inbound.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"title": "\\ud800", "dedup_key": "k"}', "title"),
+        (b'{"title": "ok", "labels": {"\\udfff": "x"}}', "labels"),
+        (b'{"title": "ok", "details": [1, {"a": "x\\u0000y"}]}', "details[1].a"),
+        (b'{"title": NaN}', ""),
+        (b'{"title": "ok", "n": 1e999}', ""),
+        (b'{"title": "ok", "n": -Infinity}', ""),
+        (b'{"title": "ok", "n": ' + b"9" * 5000 + b"}", ""),
+        (b"[" * 100_000 + b"]" * 100_000, ""),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, ""),
+        (b'{"title": "ok", "deep": ' + b"[" * 200 + b"]" * 200 + b"}", "deep"),
+        (b'{"title": "\xed\xa0\x80"}', ""),  # a surrogate encoded as UTF-8 bytes: not UTF-8
+    ],
+)
+def test_body_that_is_not_plain_json_text_is_400_with_a_json_answer(inlet, raw, field):
+    keyed = raw.replace(b'{"title"', b'{"routing_key": "' + ROUTING_KEY.encode() + b'", "title"', 1)
+    for name, token, body in (("plain", TOKEN, raw), ("pd", None, keyed)):
+        answer = inlet.post(name, None, raw=body, token=token)
+        assert answer.status_code == 400, (name, answer.status_code, answer.text[:200])
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.json()["error"] and answer.json()["field"].startswith(field)
+    assert Inbound.select().count() == 0
+
+
+def test_unauthenticated_bad_body_is_refused_for_the_credential_first(inlet):
+    """Bearer and HMAC are checked before the body is read: a stranger learns nothing about parsing."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert inlet.post("plain", None, raw=deep, token=None).status_code == 401
+    assert inlet.post("plain", None, raw=deep, token="nope").status_code == 403

@@ -1,10 +1,14 @@
 """Webhook intake: ``POST /hooks/<integration>``.
 
 The order of the checks: unknown integration 404; body over the size limit 413;
-not JSON 415; authentication (missing 401, wrong 403, secret not configured on
-the server 503); rate limit 429 with Retry-After; undecodable or invalid payload
-400 naming the field (the pure parser runs here, so a bad payload is never
-stored); a re-delivery (Idempotency-Key, or the same body within the window)
+not JSON 415; the bearer token or HMAC signature (missing 401, wrong 403, secret
+not configured on the server 503: checked before the body is decoded, so a
+stranger's body costs no parsing); the body decoded in a guarded step of its own
+(not UTF-8 or not JSON, NaN or out-of-range numbers, nesting deeper than 64
+levels, text that is not plain — a lone surrogate or NUL, which no store can
+keep — all 400 naming the field); then a PagerDuty routing key (401/403); rate
+limit 429 with Retry-After; invalid payload 400 naming the field (the pure parser
+runs here, so a bad payload is never stored); a re-delivery (Idempotency-Key, or the same body within the window)
 answers 202 with the first delivery's id; otherwise the raw body is stored and
 the answer, 202 with the Inbound id, is sent only once its row is committed
 (503 with Retry-After when the store cannot take it). PagerDuty-kind
@@ -29,12 +33,14 @@ from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord
 from gateway.integrations import (
+    Denied,
     RateLimiter,
     RecentRequests,
     authenticate,
     authenticate_routing_key,
     integration_named,
 )
+from parsers.payload import decode_json, require_plain_text
 
 log = logging.getLogger("inlet.hooks")
 
@@ -77,6 +83,21 @@ def _error(status: int, message: str, headers: dict | None = None, **extra) -> R
     return _json(status, {"error": message, **extra}, headers)
 
 
+def _bad_request(exc: ParseError) -> Response:
+    match = _FIELD.search(str(exc))
+    return _error(400, str(exc), field=match.group(1) if match else "")
+
+
+def _denied(name: str, denied: Denied) -> Response:
+    if denied.status == 401:
+        log.info("hooks/%s: unauthenticated request from %s", name, request.remote_addr)
+        return _error(401, denied.error, {"WWW-Authenticate": 'Bearer realm="inlet"'})
+    if denied.status == 503:
+        return _error(503, denied.error, {"Retry-After": "60"})
+    log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
+    return _error(denied.status, denied.error)
+
+
 def _accepted(integration, inbound_id: int, dedup_key: str | None) -> Response:
     if integration.kind == "pagerduty":
         return _json(202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key})
@@ -105,20 +126,22 @@ def receive(name: str):
     if len(body) > limit:
         return _error(413, f"request body larger than {limit} bytes")
 
+    # Authenticate, decode, authenticate what the body carries: each step refuses on its own, and
+    # neither check lets an exception through as "no denial" (gateway.integrations fails closed).
     denied = authenticate(integration, request.headers, body, state["clock"].now())
-    if denied is None and integration.auth == "routing_key":
-        try:
-            denied = authenticate_routing_key(integration, json.loads(body))
-        except ValueError:
-            denied = None  # the 400 below says what is wrong with the body
     if denied is not None:
-        if denied.status == 401:
-            log.info("hooks/%s: unauthenticated request from %s", name, request.remote_addr)
-            return _error(401, denied.error, {"WWW-Authenticate": 'Bearer realm="inlet"'})
-        if denied.status == 503:
-            return _error(503, denied.error, {"Retry-After": "60"})
-        log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
-        return _error(denied.status, denied.error)
+        return _denied(name, denied)
+    try:
+        payload = decode_json(body, plain_text=False)
+    except ParseError as exc:
+        return _bad_request(exc)
+    denied = authenticate_routing_key(integration, payload)  # a key that is not plain text: 403
+    if denied is not None:
+        return _denied(name, denied)
+    try:
+        require_plain_text(body, payload)
+    except ParseError as exc:
+        return _bad_request(exc)
 
     # Work in hand until answered (the pipeline worker waits meanwhile): every exit lets go (_answered).
     services.writer.in_hand(request._get_current_object())
@@ -133,10 +156,6 @@ def receive(name: str):
             retry_after=seconds,
         )
 
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        return _error(400, f"request body: not valid JSON: {exc}", field="")
     idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
     recent = state["recent"]
     key = recent.key(integration, idempotency_key, body)
@@ -150,8 +169,7 @@ def receive(name: str):
     try:
         signals = webhook_signals(integration, payload, generated)
     except ParseError as exc:
-        match = _FIELD.search(str(exc))
-        return _error(400, str(exc), field=match.group(1) if match else "")
+        return _bad_request(exc)
     answered_key = generated
     if integration.kind == "pagerduty" and not generated and signals:
         answered_key = payload.get("dedup_key")
