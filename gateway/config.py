@@ -97,7 +97,9 @@ class ServeSection:
         help="Longest a worker may spend on one Inbound; over it the worker is stopped and the attempt counted.",
     )
     max_attempts: int = setting(
-        3, help="Attempts at an Inbound that did not finish (crash, time limit) before it is quarantined.", minimum=1
+        3,
+        help="Attempts at an Inbound (an exception, a crash, a time limit) before it is quarantined as failed.",
+        minimum=1,
     )
     restart_backoff: timedelta = setting(
         timedelta(seconds=1), help="First wait before restarting a role process that died; doubles per quick death."

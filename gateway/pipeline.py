@@ -11,6 +11,13 @@ can say why an input became a new incident, an update, or was ignored.
 
 The signal steps of one Inbound run in one transaction together with the
 Inbound's status change: an input is applied exactly once or not at all.
+
+One bad input never stops the line (DESIGN.md §2.2, §6): taking an Inbound counts
+an attempt in a commit of its own, before any work, so an attempt that never
+finishes (the worker crashed, was killed, or overran its time limit) counts too;
+any exception while processing it rolls its transaction back and is recorded
+with :func:`record_failure`; after ``[serve] max_attempts`` attempts the Inbound
+is quarantined (``failed`` with the error) and the worker goes on with the next.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import peewee
 
 from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
-from parsers.signal import Signal
+from parsers.signal import Signal, plain_signal
 from store.db import db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
@@ -67,6 +75,7 @@ class Context:
     allocation: dict = field(default_factory=dict)  # group, procedure, impact, urgency, …
     outcome: str = ""  # created | updated | ignored
     extras: dict = field(default_factory=dict)  # for steps to hand values to later steps
+    step: str = ""  # the step running now: named in the error when it fails
 
     def decide(self, step: str, **what) -> None:
         """Record a decision of a step (for ``inlet inbound show`` and the audit)."""
@@ -90,13 +99,36 @@ class Pipeline:
     clock: Clock = field(default_factory=Clock)
 
     def run(self, inbound_id: int) -> str | None:
-        """Process one Inbound if it is still pending; return its new status (None if taken elsewhere)."""
+        """Process one Inbound if it is still pending; return its new status (None if taken elsewhere).
+
+        Never raises for a fault of this input: an exception rolls its work back and is recorded
+        (:meth:`record_failure`; the Inbound stays ``pending`` for another attempt, or is quarantined
+        as ``failed``). Only an error recording that (the database is gone) reaches the caller.
+        """
         inbound = Inbound.get_or_none(Inbound.id == inbound_id)
         if inbound is None or inbound.status != PENDING:
             return None
         if not self._count_attempt(inbound):
             return FAILED if inbound.status == FAILED else None
         ctx = Context(inbound, self.config, self.lifecycle, self.clock)
+        try:
+            return self._process(ctx)
+        except Exception as exc:  # the transaction is rolled back: nothing of this input is applied
+            where = f"step {ctx.step!r} of signal {ctx.index}: " if ctx.step else ""
+            log.exception("inbound %s: %sprocessing failed (attempt %s)", inbound_id, where, inbound.attempts)
+            ctx.decide("pipeline", result="failed", error=f"{where}{exc!r}"[:2000])
+            return self.record_failure(inbound_id, f"{where}{type(exc).__name__}: {exc}", ctx.decisions)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.config.serve.max_attempts
+
+    def record_failure(self, inbound_id: int, error: str, decisions: list | None = None) -> str | None:
+        """Record that an attempt at an Inbound failed with ``error``; see :func:`record_failure`."""
+        return record_failure(inbound_id, error, self.max_attempts, self.clock.now(), decisions)
+
+    def _process(self, ctx: Context) -> str | None:
+        inbound = ctx.inbound
         refused = self._parse(ctx)  # outside the write turn: parsing takes no lock
         if refused is not None:
             with local_write_turn():
@@ -116,13 +148,14 @@ class Pipeline:
                 log.debug("inbound %s: another writer committed first; applying again", inbound.id)
                 del ctx.decisions[parsed:]
                 ctx.extras = dict(extras)
+                ctx.step = ""
         return None
 
     def _count_attempt(self, inbound: Inbound) -> bool:
         """Count this attempt in a commit of its own, before any work: an attempt that never finishes
         (the worker crashed, or was stopped after ``[serve] step_time_limit``) still counts. False when
         the row is no longer pending, or its attempts are used up: then it is quarantined (failed)."""
-        limit = self.config.serve.max_attempts
+        limit = self.max_attempts
         with local_write_turn():
             taken = (
                 Inbound.update(attempts=Inbound.attempts + 1)
@@ -136,8 +169,10 @@ class Pipeline:
                 f"gave up after {limit} attempts that did not finish "
                 "(the worker crashed or overran [serve] step_time_limit)"
             )
+            if inbound.reason:  # what record_failure kept of an earlier attempt
+                reason += f"; last error: {inbound.reason}"
             failed = (
-                Inbound.update(status=FAILED, reason=reason, processed_at=self.clock.now())
+                Inbound.update(status=FAILED, reason=reason[:2000], processed_at=self.clock.now())
                 .where((Inbound.id == inbound.id) & (Inbound.status == PENDING))
                 .execute()
             )
@@ -153,7 +188,7 @@ class Pipeline:
             parse = self.parsers.get(inbound.source)
             if parse is None:
                 raise ParseError(f"no parser for inputs from {inbound.source!r}")
-            ctx.signals = list(parse(ctx))
+            ctx.signals = [plain_signal(signal) for signal in parse(ctx)]  # text every store can keep
             ctx.decide("parse", signals=len(ctx.signals))
         except Discard as stop:
             ctx.decide("parse", result="ignored", reason=stop.reason)
@@ -181,12 +216,14 @@ class Pipeline:
                 self._reset(ctx, index, signal)
                 with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
                     try:
-                        for _name, step in self.signal_steps:
+                        for name, step in self.signal_steps:
+                            ctx.step = name
                             step(ctx)
                     except Discard as stop:
                         ctx.decide("pipeline", result="ignored", reason=stop.reason)
                         ctx.outcome = "ignored"
                         ctx.extras["reason"] = stop.reason
+                ctx.step = ""
                 outcomes.append(ctx.outcome or "ignored")
                 log.info(
                     "inbound %s signal %s: %s %s", inbound_id, index, ctx.outcome, ctx.incident and ctx.incident.ref
@@ -213,6 +250,33 @@ class Pipeline:
             processed_at=self.clock.now(),
         ).where(Inbound.id == ctx.inbound.id).execute()
         return status
+
+
+def record_failure(
+    inbound_id: int, error: str, max_attempts: int, now: datetime, decisions: list | None = None
+) -> str | None:
+    """Record that an attempt at a pending Inbound failed with ``error``; its new status, None if not pending.
+
+    The attempt itself was counted when the Inbound was taken (:meth:`Pipeline.run`), so this does
+    not count again: a supervisor that stopped a worker over its time limit may call it to say why.
+    Below ``max_attempts`` the Inbound stays ``pending`` (the next tick tries it again); at the
+    limit it is quarantined: ``failed`` with the error, in the quarantine view, reprocessable.
+    """
+    with local_write_turn(), db.atomic():
+        row = Inbound.select(Inbound.attempts).where((Inbound.id == inbound_id) & (Inbound.status == PENDING))
+        row = row.first()
+        if row is None:
+            return None
+        if row.attempts >= max_attempts:
+            status, reason = FAILED, f"failed {row.attempts} times; last error: {error}"
+        else:
+            status, reason = PENDING, f"attempt {row.attempts} of {max_attempts} failed: {error}"
+        changes = {"status": status, "reason": reason[:2000], "processed_at": now if status == FAILED else None}
+        if decisions is not None:
+            changes["decisions"] = decisions
+        Inbound.update(**changes).where((Inbound.id == inbound_id) & (Inbound.status == PENDING)).execute()
+    (log.error if status == FAILED else log.warning)("inbound %s: %s", inbound_id, reason)
+    return status
 
 
 def _lock_pending(inbound_id: int) -> bool:

@@ -6,6 +6,8 @@ only, whatever the source was (DESIGN.md §1).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -66,3 +68,41 @@ class Signal:
     mail_class_reason: str | None = None
     suppress_autoreply: bool = False
     details: dict = field(default_factory=dict)  # source-specific extras, kept for display
+
+
+# Text no store can keep: lone surrogates (a charset such as UTF-7 decodes to them; the database
+# drivers refuse to encode them) and NUL (PostgreSQL refuses it in text columns).
+_NOT_PLAIN = re.compile("[\ud800-\udfff\x00]")
+
+
+def plain_signal(signal: Signal) -> Signal:
+    """``signal`` with every text in it storable: lone surrogates and NUL become U+FFFD.
+
+    The pipeline applies it to what every parser returns, so no input's text can make a
+    store write fail; the same signal is returned when there is nothing to replace.
+    """
+    return _plain(signal)
+
+
+def _plain(value):
+    if isinstance(value, str):
+        return _NOT_PLAIN.sub("\ufffd", value) if _NOT_PLAIN.search(value) else value
+    if isinstance(value, tuple | list):
+        items = [_plain(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if isinstance(value, dict):
+        pairs = [(_plain(k), _plain(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            new = _plain(old)
+            if new is not old:
+                changes[f.name] = new
+        return dataclasses.replace(value, **changes) if changes else value
+    return value

@@ -11,9 +11,10 @@ from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
 from gateway.pipeline import Discard
 from gateway.service import build_lifecycle, build_pipeline
+from gateway.worker import pipeline_tick
 from parsers.signal import RESOLVED, Signal
 from store.db import db
-from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident
+from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident, Notification
 from tests.conftest import wait_for
 
 
@@ -201,7 +202,76 @@ def test_a_failing_step_rolls_back_the_whole_input(store):
 
     pipeline.signal_steps.append(("explode", explode))
     inbound_id = stored()
-    with pytest.raises(RuntimeError):
-        pipeline.run(inbound_id)
+    assert pipeline.run(inbound_id) == PENDING  # the error is the input's, never the worker's
     assert Incident.select().count() == 0  # the first signal's incident was rolled back with it
-    assert Inbound.get_by_id(inbound_id).status == PENDING  # and the input waits for a retry
+    assert (Event.select().count(), Notification.select().count()) == (0, 0)
+    inbound = Inbound.get_by_id(inbound_id)
+    assert (inbound.status, inbound.attempts) == (PENDING, 1)  # and the input waits for a retry
+    assert inbound.reason == "attempt 1 of 3 failed: step 'explode' of signal 1: RuntimeError: boom"
+    assert pipeline.run(inbound_id) == PENDING
+    assert pipeline.run(inbound_id) == FAILED  # the third attempt: quarantined with the error
+    inbound = Inbound.get_by_id(inbound_id)
+    assert (inbound.status, inbound.attempts) == (FAILED, 3)
+    assert inbound.reason == "failed 3 times; last error: step 'explode' of signal 1: RuntimeError: boom"
+    assert inbound.decisions[-1]["result"] == "failed"  # what the steps decided before it failed
+    assert (Incident.select().count(), Event.select().count(), Notification.select().count()) == (0, 0, 0)
+
+
+def test_an_attempt_that_never_finishes_counts_too(store):
+    """A worker killed in the middle of an input (here: an exception no handler takes) still used an attempt."""
+    pipeline = make_pipeline(store, lambda ctx: [Signal(source="generic", title="slow", fingerprint="s")])
+
+    def killed(ctx):
+        raise KeyboardInterrupt  # stands for SIGKILL or the time limit: nothing after this line runs
+
+    pipeline.signal_steps.insert(0, ("killed", killed))
+    inbound_id = stored()
+    for attempt in (1, 2, 3):
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(inbound_id)
+        assert Inbound.get_by_id(inbound_id).attempts == attempt
+    assert pipeline.run(inbound_id) == FAILED  # taken a fourth time: quarantined instead
+    inbound = Inbound.get_by_id(inbound_id)
+    assert (inbound.status, inbound.attempts) == (FAILED, 3) and "did not finish" in inbound.reason
+    assert pipeline.record_failure(inbound_id, "late") is None  # not pending any more: nothing to record
+
+
+def test_record_failure_is_what_a_supervisor_calls_after_stopping_a_worker(store):
+    pipeline = make_pipeline(store, lambda ctx: [Signal(source="generic", title="ok", fingerprint="o")])
+    inbound_id = stored()
+    Inbound.update(attempts=1).where(Inbound.id == inbound_id).execute()  # taken once, then stopped
+    assert pipeline.record_failure(inbound_id, "stopped after the step time limit (30s)") == PENDING
+    assert Inbound.get_by_id(inbound_id).reason == "attempt 1 of 3 failed: stopped after the step time limit (30s)"
+    assert pipeline.run(inbound_id) == PROCESSED  # the next attempt may still succeed
+    assert Inbound.get_by_id(inbound_id).attempts == 2
+
+
+def test_the_worker_goes_on_with_the_next_input_in_the_same_tick(store):
+    pipeline = make_pipeline(store, lambda ctx: [Signal(source="generic", title=ctx.inbound.raw.decode())])
+
+    def poison(ctx):
+        if ctx.signal.title == "poison":
+            raise ValueError("bad input")
+
+    pipeline.signal_steps.append(("poison", poison))
+    first, second = stored(b"poison"), stored(b"fine")
+    tick = pipeline_tick(pipeline)
+    assert tick() == 2
+    assert Inbound.get_by_id(second).status == PROCESSED
+    assert Inbound.get_by_id(first).status == PENDING
+    tick(), tick()
+    assert Inbound.get_by_id(first).status == FAILED
+    assert tick() == 0  # the line is clear
+    assert [i.title for i in Incident.select()] == ["fine"]
+
+
+def test_text_no_store_can_keep_is_replaced(store):
+    """A lone surrogate (e.g. from a UTF-7 body) or NUL would make the write fail on both databases."""
+    title, text = "Disk \ud800 full\x00", "line \udcff one"
+    pipeline = make_pipeline(
+        store, lambda ctx: [Signal(source="generic", title=title, text=text, labels={"k\ud800": "v\x00"})]
+    )
+    inbound_id = stored()
+    assert pipeline.run(inbound_id) == PROCESSED
+    incident = Incident.get()
+    assert incident.title == "Disk \ufffd full\ufffd" and "line \ufffd one" in incident.description

@@ -51,7 +51,7 @@ def reprocess(inbound_id: int):
     """Back to pending (after a fix of the parser or the rules); the pipeline worker is woken to take it."""
     with db.atomic():
         changed = (
-            Inbound.update(status=PENDING, reason=f"reprocess requested by {current_user.name}")
+            Inbound.update(status=PENDING, reason=f"reprocess requested by {current_user.name}", attempts=0)
             .where((Inbound.id == inbound_id) & Inbound.status.in_((FAILED, IGNORED)))
             .execute()
         )
