@@ -29,6 +29,7 @@ import peewee
 
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
+from parsers.signal import plain_text, plain_value
 from store import wakeup
 from store.db import db, local_write_turn
 from store.models import PENDING, Inbound
@@ -243,16 +244,16 @@ class InboundWriter:
         for (record, _ticket), key in zip(batch, keys, strict=True):
             row = (
                 record.source,
-                record.integration,
+                plain_text(record.integration),
                 record.received_at or now,
                 key,
                 PENDING,
                 record.raw,
-                record.headers,
-                record.envelope_from,
-                list(record.envelope_to),
-                record.peer,
-            )
+                plain_value(record.headers),
+                plain_text(record.envelope_from) if record.envelope_from is not None else None,
+                plain_value(list(record.envelope_to)),
+                plain_text(record.peer),
+            )  # text every store can keep: SMTP envelopes carry 8-bit bytes as lone surrogates
             params.extend(field.db_value(value) for field, value in zip(_FIELDS, row, strict=True))
         inserted = dict((key, id_) for id_, key in db.execute_sql(_insert_sql(db.param, len(batch)), params))
         results = []

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import ParseError
+from parsers.signal import is_plain_text
 
 _MAX_SHOWN = 40  # characters of a bad value quoted back in an error
 
@@ -77,21 +78,9 @@ def wrong_type(path: str, expected: str, value: Any) -> ParseError:
 # ---------------------------------------------------------------- decoding a body
 
 MAX_DEPTH = 64  # nesting of objects and lists; real monitoring payloads use fewer than ten levels
-# Text that no store can keep: lone surrogates (PostgreSQL and SQLite's driver refuse them) and NUL
-# (PostgreSQL refuses it in text columns).
-_NOT_PLAIN = re.compile("[\ud800-\udfff\x00]")
-# Where a body may carry them: a \u escape of a surrogate or of NUL (raw ones are not valid UTF-8 or JSON).
+# Where a body may carry text no store can keep (parsers.signal.is_plain_text): a \u escape of a
+# surrogate or of NUL (raw ones are not valid UTF-8, or not valid JSON).
 _ESCAPE_NOT_PLAIN = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
-
-
-def is_plain_text(value: str) -> bool:
-    """Whether ``value`` can be encoded and stored as text everywhere (no lone surrogate, no NUL)."""
-    return _NOT_PLAIN.search(value) is None
-
-
-def plain_text(value: str) -> str:
-    """``value`` with lone surrogates and NUL replaced by U+FFFD, so it can be stored anywhere."""
-    return _NOT_PLAIN.sub("\ufffd", value) if _NOT_PLAIN.search(value) else value
 
 
 def _finite_float(text: str) -> float:
@@ -133,7 +122,8 @@ def decode_json(body: bytes, *, max_depth: int = MAX_DEPTH, plain_text: bool = T
 
 def require_plain_text(body: bytes, value: Any) -> None:
     """ParseError naming the field when a string of ``value`` (decoded from ``body``) is not plain text."""
-    if _ESCAPE_NOT_PLAIN.search(body):  # else no string can hold a surrogate or NUL: no walk needed
+    # UTF-8 without such an escape: no string can hold a surrogate or NUL, no walk needed
+    if json.detect_encoding(body) != "utf-8" or _ESCAPE_NOT_PLAIN.search(body):
         _check_tree(value, 1 << 30, text=True)  # the depth is bounded already
 
 

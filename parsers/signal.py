@@ -75,25 +75,36 @@ class Signal:
 _NOT_PLAIN = re.compile("[\ud800-\udfff\x00]")
 
 
+def is_plain_text(value: str) -> bool:
+    """Whether ``value`` can be encoded and stored as text everywhere (no lone surrogate, no NUL)."""
+    return _NOT_PLAIN.search(value) is None
+
+
+def plain_text(value: str) -> str:
+    """``value`` with lone surrogates and NUL replaced by U+FFFD, so that any store can keep it."""
+    return _NOT_PLAIN.sub("\ufffd", value) if _NOT_PLAIN.search(value) else value
+
+
 def plain_signal(signal: Signal) -> Signal:
     """``signal`` with every text in it storable: lone surrogates and NUL become U+FFFD.
 
     The pipeline applies it to what every parser returns, so no input's text can make a
     store write fail; the same signal is returned when there is nothing to replace.
     """
-    return _plain(signal)
+    return plain_value(signal)
 
 
-def _plain(value):
+def plain_value(value):
+    """``value`` (text, or lists, tuples, dicts and dataclasses of it) with :func:`plain_text` applied throughout."""
     if isinstance(value, str):
-        return _NOT_PLAIN.sub("\ufffd", value) if _NOT_PLAIN.search(value) else value
+        return plain_text(value)
     if isinstance(value, tuple | list):
-        items = [_plain(v) for v in value]
+        items = [plain_value(v) for v in value]
         if all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return type(value)(items)
     if isinstance(value, dict):
-        pairs = [(_plain(k), _plain(v)) for k, v in value.items()]
+        pairs = [(plain_value(k), plain_value(v)) for k, v in value.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items(), strict=True)):
             return value
         return dict(pairs)
@@ -101,7 +112,7 @@ def _plain(value):
         changes = {}
         for f in dataclasses.fields(value):
             old = getattr(value, f.name)
-            new = _plain(old)
+            new = plain_value(old)
             if new is not old:
                 changes[f.name] = new
         return dataclasses.replace(value, **changes) if changes else value
