@@ -187,3 +187,26 @@ def test_api_matches_its_openapi_document(api):
             case.call_and_validate(headers=headers)
 
         check()
+
+
+def test_bodies_no_store_can_keep_are_400_or_made_storable(api):
+    """Deep nesting, NaN and bytes that are not UTF-8 are a clear 400; lone surrogates and NUL (valid JSON,
+    but no database stores them) are replaced by U+FFFD. Never a 500."""
+    before = Incident.select().count()
+    for raw in (
+        b'{"title": "x", "n": NaN}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"title": "x", "d": ' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"title": "\xed\xa0\x80"}',
+    ):
+        response = api.call("POST", "/api/v1/incidents", data=raw, content_type="application/json")
+        assert response.status_code == 400, (raw[:40], response.status_code)
+        assert response.get_json()["error"]["code"] == "invalid"
+    assert Incident.select().count() == before
+    raw = b'{"title": "Disk \\ud800 full", "description": "a\\u0000b", "\\udfff": 1}'
+    response = api.call("POST", "/api/v1/incidents", data=raw, content_type="application/json")
+    assert response.status_code == 201, response.get_json()
+    assert (response.get_json()["title"], response.get_json()["description"]) == ("Disk \ufffd full", "a\ufffdb")
+    body = b'{"body": "\\ud800 and \\udfff"}'
+    note = api.call("POST", "/api/v1/incidents/INC-1/notes", data=body, content_type="application/json")
+    assert note.status_code == 201 and note.get_json()["body"] == "\ufffd and \ufffd"

@@ -12,8 +12,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from gateway import accounts
-from gateway.errors import Conflict, InletError, NotFound, TransitionError
+from gateway.errors import Conflict, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
+from parsers.payload import decode_json
+from parsers.signal import plain_value
 from store.documents import event_document, incident_document
 from store.models import LEVELS, Event, Incident, User
 from web import actions, queue
@@ -71,12 +73,18 @@ def _too_large(exc):
 
 
 def _body() -> dict:
-    data = request.get_json(silent=True)
-    if data is None and not request.get_data():
+    raw = request.get_data()
+    if not raw:
         return {}
+    if not request.is_json:
+        raise actions.BadInput("the request body must be a JSON object")
+    try:  # guarded: not UTF-8, deep nesting or NaN are a 400, never a 500
+        data = decode_json(raw, plain_text=False)
+    except ParseError as exc:
+        raise actions.BadInput(str(exc)) from None
     if not isinstance(data, dict):
         raise actions.BadInput("the request body must be a JSON object")
-    return data
+    return plain_value(data)  # valid JSON all the same: lone surrogates and NUL become U+FFFD, storable
 
 
 def _incident(ref: str) -> Incident:
