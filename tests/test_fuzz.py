@@ -29,7 +29,7 @@ from tests.conftest import free_port, wait_for
 
 TOKEN, SECRET, ROUTING_KEY = "t0ken-for-fuzzing", "s3cret-for-fuzzing", "R0UTINGKEY00000000000000000FUZZ"
 SUPPORT = "support@example.org"
-FUZZ = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 SMTP_REPLY = re.compile(rb"[2-5][0-9][0-9][ -][^\r\n]*\r\n")
 
 
@@ -101,7 +101,7 @@ def bodies(draw) -> bytes:
     if kind == "json":  # json.dumps writes a lone surrogate as a "\ud800" escape, NaN as NaN
         return json.dumps(draw(JSON_VALUES)).encode()
     if kind == "deep":
-        depth = draw(st.integers(1, 150_000))
+        depth = draw(st.sampled_from([10, 65, 1_000, 5_000, 150_000]) | st.integers(1, 150_000))
         opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
         return opener * depth + b"1" + closer * depth if opener != b"[" else opener * depth + closer * depth
     if kind == "number":
@@ -124,14 +124,19 @@ def test_webhook_endpoint_answers_every_request_cleanly(inlet):
     service, url, _port = inlet
     http = requests.Session()
 
+    now = str(int(service.clock.now().timestamp())).encode()
+    # Mostly well-addressed and authenticated, so that the bodies get as far as the parsers.
+    names = st.sampled_from(["plain", "am", "signed", "pd"])
+    odd_names = ANY_TEXT.filter(lambda t: t not in ("", ".", ".."))
+
     @FUZZ
     @given(
-        name=st.sampled_from(["plain", "am", "signed", "pd"]) | ANY_TEXT.filter(lambda t: t not in ("", ".", "..")),
+        name=st.one_of(names, names, names, odd_names),
         body=bodies(),
-        content_type=st.sampled_from(["application/json", "application/x+json", "text/plain", ""]),
-        auth=st.sampled_from([f"Bearer {TOKEN}".encode(), b""]) | HEADER_VALUE,
-        stamp=st.sampled_from([b"nan", b"inf", b"1e999", b"1700000000"]) | HEADER_VALUE,
-        sign=st.booleans(),
+        content_type=st.sampled_from(["application/json"] * 4 + ["application/x+json", "text/plain", ""]),
+        auth=st.one_of(*[st.just(f"Bearer {TOKEN}".encode())] * 3, HEADER_VALUE),
+        stamp=st.one_of(st.just(now), st.just(now), st.sampled_from([b"nan", b"inf", b"1e999", b"-0"]), HEADER_VALUE),
+        sign=st.integers(0, 3).map(bool),
     )
     def post(name, body, content_type, auth, stamp, sign):
         headers = {"Content-Type": content_type, "X-Timestamp": stamp}
