@@ -12,12 +12,14 @@ from email.utils import make_msgid
 import pytest
 import requests
 
+from gateway import accounts
 from gateway.clock import FixedClock
 from gateway.intake import InboundRecord
 from gateway.service import Service
 from store.db import db
-from store.models import FAILED, PENDING, PROCESSED, Event, Inbound, Incident
+from store.models import FAILED, PENDING, PROCESSED, Event, Inbound, Incident, User
 from tests.conftest import free_port, wait_for
+from tests.test_web import PASSWORD, csrf_token
 
 TOKEN = "t0ken-for-poison-tests"
 SUPPORT = "support@example.org"
@@ -29,6 +31,18 @@ class Inlet:
         web = next(c for c in service.components if c.name == "web")
         self.url = f"http://127.0.0.1:{web.port}"
         self.smtp_port = service.smtp.port
+
+    def admin(self):
+        """A Flask test client of the running app, signed in as an admin."""
+        with db.connection_context():
+            if User.get_or_none(User.name == "admin") is None:
+                accounts.create_user("admin", "admin", PASSWORD, email="admin@example.org")
+        client = self.service.app.test_client()
+        token = csrf_token(client, "/login")
+        assert (
+            client.post("/login", data={"name": "admin", "password": PASSWORD, "csrf_token": token}).status_code == 302
+        )
+        return client
 
     def post(self, raw: bytes, name: str = "plain") -> requests.Response:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
@@ -159,6 +173,36 @@ def test_a_failing_step_quarantines_after_its_attempts_and_the_next_input_goes_t
     with db.connection_context():
         assert incident_titled("Poison pill") is None  # rolled back: no incident, no event
         assert Event.select().join(Incident).where(Incident.title == "Poison pill").count() == 0
+
+    # The quarantine shows them with the error; after the fix, reprocess gives each its attempts afresh.
+    admin = inlet.admin()
+    page = admin.get("/quarantine")
+    assert page.status_code == 200 and page.text.count("RuntimeError: a bug in a step") == 2
+    inlet.service.pipeline.signal_steps.remove(("explode", explode))
+    with db.connection_context():
+        failed = list(Inbound.select().where(Inbound.status == FAILED))
+    for row in failed:
+        token = csrf_token(admin, f"/quarantine/{row.id}")
+        assert admin.post(f"/quarantine/{row.id}/reprocess", data={"csrf_token": token}).status_code == 303
+
+    def reprocessed():
+        with db.connection_context():
+            return Incident.select().where(Incident.title == "Poison pill").count() == 2
+
+    wait_for(reprocessed, message="both reprocessed into incidents")
+    with db.connection_context():
+        assert [r.attempts for r in Inbound.select().where(Inbound.status == PROCESSED)] == [1, 1, 1]
+
+
+def test_an_email_whose_text_decodes_to_surrogates_shows_on_its_page(inlet):
+    raw = message("Printer jam").replace(
+        b'Content-Type: text/plain; charset="utf-8"', b"Content-Type: text/html; charset=utf-7"
+    )
+    raw = raw.replace(b"Details follow.", b"<p>Panel says +2AA- now</p>")
+    assert inlet.send(raw)[0] == 250
+    incident = wait_for(lambda: incident_titled("Printer jam"), timeout=10, message="the incident")
+    page = inlet.admin().get(f"/incidents/{incident.ref}")
+    assert page.status_code == 200 and "Panel says \ufffd now" in page.text
 
 
 def test_envelope_addresses_that_are_not_utf8_are_stored_as_text(inlet):
