@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.clock import FixedClock
@@ -137,6 +137,16 @@ def test_webhook_endpoint_answers_every_request_cleanly(inlet):
         auth=st.one_of(*[st.just(f"Bearer {TOKEN}".encode())] * 3, HEADER_VALUE),
         stamp=st.one_of(st.just(now), st.just(now), st.sampled_from([b"nan", b"inf", b"1e999", b"-0"]), HEADER_VALUE),
         sign=st.integers(0, 3).map(bool),
+    )
+    @example("plain", b"[" * 100_000 + b"]" * 100_000, "application/json", f"Bearer {TOKEN}".encode(), now, False)
+    @example("signed", b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "application/json", b"", now, True)
+    @example(
+        "pd",
+        b'{"routing_key": "\\ud800", "a": ' + b"[" * 3_000 + b"]" * 3_000 + b"}",
+        "application/json",
+        b"",
+        now,
+        False,
     )
     def post(name, body, content_type, auth, stamp, sign):
         headers = {"Content-Type": content_type, "X-Timestamp": stamp}
