@@ -58,7 +58,7 @@ EVENT_SCHEMA = {
         "at": {"type": "string", "format": "date-time"},
         "type": {"type": "string"},
         "actor": {"type": "string"},
-        "visibility": {"type": "string", "enum": ["public", "internal"]},
+        "visibility": {"type": "string", "enum": ["public", "reporter", "internal"]},
         "body": {"type": "string"},
         "field": {"type": "string"},
         "old": _NULLABLE_STRING,
@@ -228,7 +228,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                                         "body": {"type": "string", "pattern": NOT_BLANK},
                                         "public": {
                                             "type": "boolean",
-                                            "description": "A public update reaches the reporter",
+                                            "description": "A published status update (stakeholders, status page)",
                                         },
                                     },
                                 }
