@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from playhouse.migrate import SchemaMigrator, migrate
 
 from gateway import accounts
 from gateway.cli import main
@@ -22,7 +23,9 @@ from gateway.errors import InletError
 from gateway.web_server import WebServer
 from notifiers.apprise_adapter import masked
 from notifiers.delivery import Delivery
-from store.models import Attachment, Event, Inbound, Incident, Notification, NotificationAttempt, User
+from store.db import db
+from store.migrations import LATEST, current_version, upgrade
+from store.models import Attachment, Event, Inbound, Incident, Notification, NotificationAttempt, SchemaVersion, User
 from tests.conftest import free_port
 from tests.sinks import HttpSink
 from tests.test_api import Api
@@ -389,3 +392,13 @@ def test_the_cli_applies_the_password_rule(store, monkeypatch, capsys):
     monkeypatch.setenv("NEW_PW", "another fine passphrase")
     assert main(["-c", str(path), "user", "password", "fine", "--password-env", "NEW_PW"]) == 0
     assert accounts.authenticate("fine", "another fine passphrase") is not None
+
+
+def test_migration_2_adds_the_session_version_to_a_version_1_database(store):
+    accounts.create_user("old", "agent", PASSWORD)
+    with db.atomic():  # back to what version 1 made before the column existed
+        migrate(SchemaMigrator.from_database(db.obj).drop_column("user", "session_version"))
+        SchemaVersion.delete().where(SchemaVersion.version == 2).execute()
+    assert current_version() == 1
+    assert [v for v, _ in upgrade()] == [2] and current_version() == LATEST == 2
+    assert User.get(User.name == "old").session_version == 0
