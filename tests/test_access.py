@@ -30,6 +30,7 @@ from tests.conftest import free_port
 from tests.sinks import HttpSink
 from tests.test_api import Api
 from tests.test_web import PASSWORD, Web, csrf_token, post
+from web.auth import LoginLimiter
 
 
 @pytest.fixture
@@ -402,3 +403,13 @@ def test_migration_2_adds_the_session_version_to_a_version_1_database(store):
     assert current_version() == 1
     assert [v for v, _ in upgrade()] == [2] and current_version() == LATEST == 2
     assert User.get(User.name == "old").session_version == 0
+
+
+def test_login_limiter_memory_is_bounded_under_a_flood_of_names():
+    now = [0.0]
+    limiter = LoginLimiter(3, 10.0, clock=lambda: now[0])
+    for n in range(LoginLimiter.MAX_KEYS + 1):
+        limiter.failed(f"name:guess{n}")
+    now[0] = 20.0  # the window has passed for all of them
+    limiter.failed("name:late")
+    assert len(limiter._failures) == 1 and limiter.blocked("name:late") is False

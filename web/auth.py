@@ -134,6 +134,7 @@ class LoginLimiter:
     def __init__(self, attempts: int, window: float, clock=time.monotonic):
         self.attempts, self.window, self.clock = attempts, window, clock
         self._failures: dict[str, deque] = {}
+        self._swept_at = float("-inf")
         self._lock = threading.Lock()
 
     def blocked(self, *keys: str) -> bool:
@@ -148,7 +149,8 @@ class LoginLimiter:
         with self._lock:
             for key in keys:
                 self._recent(key, now).append(now)
-            if len(self._failures) > self.MAX_KEYS:
+            if len(self._failures) > self.MAX_KEYS and now - self._swept_at > 1.0:  # at most once a second
+                self._swept_at = now
                 for key in [k for k in self._failures if not self._recent(k, now)]:
                     del self._failures[key]
 
