@@ -83,8 +83,6 @@ class Audiences:
             return  # a change of fields, not a public update
         if change.action in ("update", "reply") and (change.event.actor or "").strip().lower() == contact.email.lower():
             return  # the reporter's own reply: they wrote it, it is not news to them
-        if change.action == "reply" and change.event.inbound_id is not None:
-            return  # the reporter's own email reply (from any address): not sent back to them
         now = change.event.at
         if contact.undeliverable_until and contact.undeliverable_until > now:
             return

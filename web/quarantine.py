@@ -6,12 +6,12 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from gateway.inbound_view import masked_body
+from gateway.mail import MAIL_SOURCES
 from store import wakeup
 from store.db import db
 from store.models import FAILED, IGNORED, PENDING, Inbound
 from web import queue
 from web.auth import role_required
-from web.incidents import EMAIL_SOURCES
 
 bp = Blueprint("quarantine", __name__)
 PAGE_SIZE = 50
@@ -45,7 +45,7 @@ def show(inbound_id: int):
     if inbound is None:
         abort(404)
     raw = bytes(inbound.raw or b"").decode("utf-8", errors="replace")
-    if inbound.source not in EMAIL_SOURCES:  # a webhook body: its credentials are not for the screen
+    if inbound.source not in MAIL_SOURCES:  # a webhook body: its credentials are not for the screen
         raw = masked_body(raw)
     return render_template("inbound.html", inbound=inbound, raw=raw[:RAW_LIMIT], cut=max(len(raw) - RAW_LIMIT, 0))
 
