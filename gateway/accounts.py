@@ -1,4 +1,9 @@
-"""Users of the web UI and API: creation, password and API-token checks."""
+"""Users of the web UI and API: creation, the password rule, password and API-token checks, sessions.
+
+Every surface that creates a user or sets a password (CLI, web UI, API)
+calls :func:`create_user` or :func:`set_password`; the password rule lives in
+:func:`check_password` alone, so no surface can skip it.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,87 @@ from gateway.errors import Conflict, InletError, NotFound
 from store.db import db
 from store.models import ROLES, User
 
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1000  # hashing cost grows with the length
+# The most common passwords of breach lists that are long enough to pass the length rule, and the
+# patterns people build them from; compared case-insensitively and without spaces, digits and marks.
+_COMMON = frozenset(
+    [
+        "password",
+        "passwords",
+        "passw0rd",
+        "letmein",
+        "welcome",
+        "iloveyou",
+        "qwerty",
+        "qwertyuiop",
+        "qwertyuiopasdfghjkl",
+        "asdfghjkl",
+        "abcdefghij",
+        "abcdefghijk",
+        "abcdefghijkl",
+        "zxcvbnm",
+        "trustno",
+        "football",
+        "baseball",
+        "basketball",
+        "superman",
+        "batman",
+        "princess",
+        "sunshine",
+        "starwars",
+        "dragon",
+        "monkey",
+        "shadow",
+        "master",
+        "michael",
+        "jennifer",
+        "jordan",
+        "hunter",
+        "changeme",
+        "secret",
+        "administrator",
+        "admin",
+        "root",
+        "login",
+        "default",
+        "inlet",
+        "incident",
+        "helpdesk",
+        "servicedesk",
+        "summer",
+        "winter",
+        "spring",
+        "autumn",
+        "monday",
+    ]
+)
+
+
+class WeakPassword(InletError):
+    """A password the rule refuses; the message says why."""
+
+
+def check_password(password: str, name: str = "") -> None:
+    """Raise WeakPassword unless ``password`` follows the rule: 10–1000 characters, not a common password,
+    not the user name with digits or marks around it, not just digits, at least 4 different characters."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise WeakPassword(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+    core = "".join(c for c in password.lower() if c.isalpha())
+    if len(set(password)) < 4 or not core or core in _COMMON or core == name.lower():
+        raise WeakPassword("this password is too common or too easy to guess (or is the user name)")
+
 
 def create_user(name: str, role: str, password: str, *, email: str = "") -> User:
-    """Create a user with a hashed password; Conflict if the name is taken."""
+    """Create a user with a hashed password; WeakPassword if it breaks the rule, Conflict if the name is taken."""
     name = name.strip()
     if not name or len(name) > 100 or any(c.isspace() for c in name):
         raise InletError(f"invalid user name {name!r}: 1-100 characters, no spaces")
     if role not in ROLES:
         raise InletError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
+    check_password(password, name)
     try:
         with db.atomic():
             return User.create(
@@ -32,6 +110,25 @@ def create_user(name: str, role: str, password: str, *, email: str = "") -> User
             )
     except peewee.IntegrityError:
         raise Conflict(f"user {name!r} exists already") from None
+
+
+def set_password(name: str, password: str) -> User:
+    """Give the user a new password (the rule applies) and end every session they have."""
+    user = User.get_or_none(User.name == name)
+    if user is None:
+        raise NotFound(f"no user {name!r}")
+    check_password(password, user.name)
+    with db.atomic():
+        User.update(password_hash=generate_password_hash(password), session_version=User.session_version + 1).where(
+            User.id == user.id
+        ).execute()
+    return User.get_by_id(user.id)
+
+
+def end_sessions(user_id: int) -> None:
+    """Invalidate every signed-in session of the user (the session cookie names a session version)."""
+    with db.atomic():
+        User.update(session_version=User.session_version + 1).where(User.id == user_id).execute()
 
 
 def has_admin() -> bool:

@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.set_defaults(func=cmd_user_bootstrap)
     command("list", "List users.", user_commands).set_defaults(func=cmd_user_list)
+    passwd = command(
+        "password",
+        "Set a user's password (generated and printed unless --password-env); ends their sessions.",
+        user_commands,
+    )
+    passwd.add_argument("name")
+    passwd.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable")
+    passwd.set_defaults(func=cmd_user_password)
     token = command("token", "Issue a new API token for a user (replaces the old one; printed once).", user_commands)
     token.add_argument("name")
     token.set_defaults(func=cmd_user_token)
@@ -344,6 +352,23 @@ def cmd_user_add(args) -> int:
     password = password or secrets.token_urlsafe(12)
     create_user(args.name, args.role, password, email=args.email)
     print(f"created {args.role} user {args.name!r}" + (f" with password: {password}" if generated else ""))
+    return 0
+
+
+def cmd_user_password(args) -> int:
+    import os
+
+    from gateway.accounts import set_password
+
+    config = _load(args)
+    _open_store(config)
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and not password:
+        raise InletError(f"environment variable {args.password_env} is not set")
+    generated = password is None
+    password = password or secrets.token_urlsafe(12)
+    set_password(args.name, password)
+    print(f"new password for {args.name!r}" + (f": {password}" if generated else "") + "; their sessions are ended")
     return 0
 
 

@@ -85,6 +85,11 @@ class WebSection:
     drain_timeout: timedelta = setting(
         timedelta(seconds=10), help="On stop (SIGTERM): how long requests in progress may take to finish."
     )
+    trusted_proxy: str = setting(
+        "",
+        help="Address of the reverse proxy whose X-Forwarded-For / X-Forwarded-Proto name the client "
+        '("*" trusts any peer); empty: the peer address is the client and forwarding headers are dropped.',
+    )
 
 
 @dataclass(frozen=True)

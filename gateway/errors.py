@@ -30,6 +30,14 @@ class NotFound(InletError):
     """A reference, user or row does not exist."""
 
 
+class NoSuchIncident(NotFound):
+    """No incident with this reference — or one the actor may not see (the same answer for both)."""
+
+
+class Forbidden(InletError):
+    """The actor may see this incident but not change it."""
+
+
 class Conflict(InletError):
     """The thing to create exists already."""
 

@@ -25,6 +25,24 @@ def raw_headers(raw: bytes) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+# A JSON member whose name says it holds a credential (PagerDuty's routing_key, tokens, passwords,
+# signatures); the name is bounded and the value is a plain JSON string, so matching stays linear.
+_CREDENTIAL = re.compile(
+    r'("[^"\\]{0,64}?(?:routing_key|integration_key|service_key|api[_-]?key|token|secret|passw(?:or)?d'
+    r'|authorization|signature|credential|private_key)[^"\\]{0,64}"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.IGNORECASE,
+)
+
+
+def masked_body(text: str) -> str:
+    """A stored request body for display, with the values of credential fields replaced by ``"…"``.
+
+    Used wherever a body is shown (quarantine view, API, CLI): the gateway keeps the
+    raw bytes as evidence, but a screen is not the place for a PagerDuty routing key.
+    """
+    return _CREDENTIAL.sub(r'\1"…"', text)
+
+
 def inbound_document(inbound_id: int) -> dict:
     row = Inbound.get_or_none(Inbound.id == inbound_id)
     if row is None:

@@ -15,6 +15,17 @@ State machine::
 Resolve is allowed from every open state: monitoring sources resolve alerts
 that no person has touched, and an on-hold incident may be fixed by the reply
 it was waiting for.
+
+Authorization of the *other end*: an action that touches a second incident
+(``link``; ``resolve`` cascading to children) takes ``access``, the acting
+person's rights (anything with ``can_see(incident)`` and ``can_act(incident)``,
+e.g. web/auth.py's SessionUser). The check sits here, where the second incident
+is looked up and locked, because this is the one door every surface (UI, API,
+CLI, pipeline) passes through: a surface cannot forget it, and the incident is
+checked in the same transaction that changes it. A hidden incident raises the
+same NotFound as a missing one (no existence oracle), a visible one the actor
+may not change raises Forbidden; a cascade skips the children the actor may not
+change. ``access=None`` is Inlet itself (pipeline, timers, CLI): everything.
 """
 
 from __future__ import annotations
@@ -22,10 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gateway import sla
 from gateway.clock import Clock
-from gateway.errors import NotFound, TransitionError
+from gateway.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.sla import SlaSection
 from store.db import db, is_postgres
 from store.models import (
@@ -58,7 +70,10 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "cancel": (OPEN_STATUSES, CANCELLED),
 }
 FINAL = (CLOSED, CANCELLED)
-PUBLIC, INTERNAL = "public", "internal"
+# Who an Event is for: ``public`` — a status update an agent published (status page, stakeholders,
+# the reporter); ``reporter`` — between the reporter and the agents (an agent's reply, the reporter's
+# own email reply), never public; ``internal`` — agents only.
+PUBLIC, REPORTER, INTERNAL = "public", "reporter", "internal"
 FIX_TYPES = ("workaround", "permanent")
 LINK_KINDS = ("parent", "child", "related")
 ESCALATION_KINDS = ("functional", "hierarchical", "automatic")
@@ -80,6 +95,14 @@ class Change:
 
 
 Hook = Callable[[Change], None]
+
+
+class Access(Protocol):
+    """What an acting person may do; ``None`` in its place means Inlet itself (everything)."""
+
+    def can_see(self, incident: Incident) -> bool: ...
+
+    def can_act(self, incident: Incident) -> bool: ...
 
 
 class Policy:
@@ -228,9 +251,21 @@ class Lifecycle:
         return self._transition(ref, "resume", actor, body=body)
 
     def resolve(
-        self, ref: str, actor: str, *, code: str, notes: str, cause: str, fix: str = "workaround", cause_text: str = ""
+        self,
+        ref: str,
+        actor: str,
+        *,
+        code: str,
+        notes: str,
+        cause: str,
+        fix: str = "workaround",
+        cause_text: str = "",
+        access: Access | None = None,
     ) -> Incident:
-        """Resolve with a resolution record: code, notes and cause are required."""
+        """Resolve with a resolution record: code, notes and cause are required.
+
+        The cascade to open children (gateway/procedures.py) resolves only those ``access`` may change.
+        """
         missing = [name for name, value in (("code", code), ("notes", notes), ("cause", cause)) if not value.strip()]
         if missing:
             current = self.get(ref)
@@ -240,7 +275,16 @@ class Lifecycle:
         fields = dict(
             resolution_code=code, resolution_notes=notes, cause_code=cause, fix_type=fix, cause_text=cause_text
         )
-        return self._transition(ref, "resolve", actor, body=notes, visibility=PUBLIC, fields=fields)
+        return self._transition(
+            ref,
+            "resolve",
+            actor,
+            body=notes,
+            visibility=PUBLIC,
+            fields=fields,
+            context={"access": access},
+            access=access,
+        )
 
     def close(self, ref: str, actor: str, *, by: str = "agent") -> Incident:
         """Close a resolved incident; major and security incidents need their review first."""
@@ -258,7 +302,7 @@ class Lifecycle:
     def note(
         self, ref: str, actor: str, body: str, *, public: bool = False, inbound=None, context: dict | None = None
     ) -> Event:
-        """Add an internal note, or a public update (which reaches the reporter)."""
+        """Add an internal note, or a published status update (status page, stakeholders, the reporter)."""
         body = _required(ref, "add a note", body, "a text")
         with db.atomic():
             incident = self._lock(ref, "add a note")
@@ -267,6 +311,21 @@ class Lifecycle:
             kind = "update" if public else "note"
             event = self._event(incident, kind, actor, PUBLIC if public else INTERNAL, body=body, inbound=inbound)
             self._run_hooks(Change(kind, incident, event, actor, context=context or {}))
+        return event
+
+    def reply(self, ref: str, actor: str, body: str, *, inbound=None, context: dict | None = None) -> Event:
+        """A message between the reporter and the agents (Event ``reply``, visibility ``reporter``).
+
+        From an agent (no ``inbound``) it is mailed to the reporter; the reporter's own email reply
+        (with its ``inbound``) is kept for the agents. Never on the status page, never to stakeholders.
+        """
+        body = _required(ref, "reply", body, "a text")
+        with db.atomic():
+            incident = self._lock(ref, "reply")
+            incident.updated_at = self.clock.now()
+            incident.save()
+            event = self._event(incident, "reply", actor, REPORTER, body=body, inbound=inbound)
+            self._run_hooks(Change("reply", incident, event, actor, context=context or {}))
         return event
 
     def assign(self, ref: str, actor: str, *, group: str | None = None, assignee: str | None = None, reason: str = ""):
@@ -336,22 +395,25 @@ class Lifecycle:
             self._run_hooks(Change("update", incident, event, actor, before))
         return incident
 
-    def link(self, ref: str, actor: str, other_ref: str, kind: str = "related") -> Incident:
+    def link(
+        self, ref: str, actor: str, other_ref: str, kind: str = "related", *, access: Access | None = None
+    ) -> Incident:
         """Link two incidents: ``parent`` makes ``other_ref`` the parent of ``ref``; ``child`` the reverse.
 
-        A ``related`` link may name a closed incident (a follow-up of it): closed incidents are
-        read-only, so the link is recorded on ``ref`` alone.
+        ``access`` must see and change both ends (see the module doc). A ``related`` link may
+        name a closed incident (a follow-up of it): closed incidents are read-only, so the link
+        is recorded on ``ref`` alone.
         """
         if kind not in LINK_KINDS:
             raise TransitionError(ref, "link", "-", f"kind must be one of {', '.join(LINK_KINDS)}")
         with db.atomic():
-            incident = self._lock(ref, "link")
-            other = Incident.get_or_none(Incident.ref == normalise_ref(other_ref)) if kind == "related" else None
+            incident = self._lock(ref, "link", access)
+            other = self._find(other_ref, access) if kind == "related" else None
             if other is not None and other.status in FINAL:  # (ref itself is open: _lock said so)
                 event = self._event(incident, "linked", actor, INTERNAL, field=kind, new=other.ref)
                 self._run_hooks(Change("link", incident, event, actor))
                 return incident
-            other = self._lock(other_ref, "link")
+            other = self._lock(other_ref, "link", access)
             if other.id == incident.id:
                 raise TransitionError(incident.ref, "link", incident.status, "an incident cannot be linked to itself")
             child, parent = (incident, other) if kind == "parent" else (other, incident)
@@ -464,10 +526,12 @@ class Lifecycle:
 
     # ------------------------------------------------------------ internals
 
-    def _transition(self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None, context=None) -> Incident:
+    def _transition(
+        self, ref, action, actor, *, body="", visibility=INTERNAL, fields=None, context=None, access=None
+    ) -> Incident:
         allowed, target = TRANSITIONS[action]
         with db.atomic():
-            incident = self._lock(ref, action)
+            incident = self._lock(ref, action, access)
             if incident.status not in allowed:
                 raise TransitionError(
                     incident.ref,
@@ -526,13 +590,21 @@ class Lifecycle:
             incident.respond_by, incident.resolve_by = self.policy.targets(incident)
         set_keys_open(incident, target in OPEN_STATUSES or target == RESOLVED)
 
-    def _lock(self, ref: str, action: str) -> Incident:
+    def _find(self, ref: str, access: Access | None, *, lock: bool = False) -> Incident:
+        """The incident ``access`` may see and change; NotFound when it is missing *or hidden* (one
+        answer for both: no existence oracle), Forbidden when it is visible but not the actor's to change."""
         query = Incident.select().where(Incident.ref == normalise_ref(ref))
-        if is_postgres():
+        if lock and is_postgres():
             query = query.for_update()
         incident = query.get_or_none()
-        if incident is None:
-            raise NotFound(f"no incident {ref!r}")
+        if incident is None or (access is not None and not access.can_see(incident)):
+            raise NoSuchIncident(f"no incident {ref!r}")
+        if access is not None and not access.can_act(incident):
+            raise Forbidden(f"you may not change {incident.ref}")
+        return incident
+
+    def _lock(self, ref: str, action: str, access: Access | None = None) -> Incident:
+        incident = self._find(ref, access, lock=True)
         if incident.status in FINAL:
             raise TransitionError(incident.ref, action, incident.status, f"a {incident.status} incident is read-only")
         return incident

@@ -274,7 +274,7 @@ def _file_as_note(ctx: Context, incident, how: str, actor: str, heading: str, wh
 
 
 def thread(ctx: Context) -> None:
-    """A reply becomes a public update of its incident (or reopens it); else the message is new."""
+    """A reply becomes a reply on its incident (or reopens it) for the agents, never public; else the message is new."""
     if not _is_mail(ctx) or _is_done(ctx):
         return
     s, now, config = ctx.signal, ctx.clock.now(), ctx.config
@@ -322,9 +322,10 @@ def _apply_reply(ctx: Context, incident: Incident, how: str, sender: str) -> Non
         lc.reopen(incident.ref, actor, reason=f"The reporter replied: {s.title}", context=_context(ctx))
         results.append("reopened")
     words = s.text.strip() or (s.full_text or "").strip() or f"(a reply with no text: {s.title})"
-    ctx.extras["event"] = lc.note(incident.ref, actor, words, public=True, inbound=ctx.inbound, context=_context(ctx))
+    # the reporter's words go to the agents, never to the status page or stakeholders (lifecycle.reply)
+    ctx.extras["event"] = lc.reply(incident.ref, actor, words, inbound=ctx.inbound, context=_context(ctx))
     lc.add_signal(incident.ref, actor)
-    results.append("public update")
+    results.append("reply")
     ctx.incident, ctx.match = Incident.get_by_id(incident.id), how
     ctx.outcome = "updated"
     ctx.decide("mail-thread", result=" + ".join(results), incident=incident.ref, by=how)

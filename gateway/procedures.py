@@ -199,9 +199,17 @@ class Procedures:
         self.lifecycle._event(incident, "changed", change.actor, "public", field="status_page", old=old, new=state)
 
     def _resolve_children(self, change) -> None:
-        parent = change.incident
+        """Resolve the open children the resolver may change (``context["access"]``; None: Inlet, all of them).
+
+        The others stay open; the parent's timeline counts the visible ones left open, without naming them.
+        """
+        parent, access = change.incident, change.context.get("access")
         children = Incident.select().where((Incident.parent == parent) & (Incident.status.in_(OPEN_STATUSES)))
+        skipped = 0
         for child in children:
+            if access is not None and not access.can_act(child):
+                skipped += access.can_see(child)  # a hidden child is not even counted: no oracle
+                continue
             self.lifecycle.resolve(
                 child.ref,
                 change.actor,
@@ -210,6 +218,15 @@ class Procedures:
                 cause=parent.cause_code,
                 fix=parent.fix_type or "workaround",
                 cause_text=parent.cause_text,
+                access=access,
+            )
+        if skipped:
+            self.lifecycle._event(
+                parent,
+                "note",
+                change.actor,
+                "internal",
+                body=f"{skipped} open child incident(s) not resolved with it: {change.actor} may not change them.",
             )
 
     def _assign_member(self, change, now: datetime) -> None:

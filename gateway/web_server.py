@@ -26,6 +26,18 @@ from gateway.descriptors import listener_share
 log = logging.getLogger("inlet.web")
 
 
+def proxy_settings(web) -> dict:
+    """waitress's proxy settings: the one place that decides the client address (REMOTE_ADDR) the
+    web layer and its login limiter see. Only the configured proxy's forwarding headers count."""
+    if not web.trusted_proxy:
+        return {}
+    return {
+        "trusted_proxy": web.trusted_proxy,
+        "trusted_proxy_count": 1,
+        "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
+    }
+
+
 class _JsonErrorTask(ErrorTask):
     """waitress's own refusals (413, 431, 400 before the app runs) with a JSON body, like the app's."""
 
@@ -97,6 +109,7 @@ class WebServer:
             cleanup_interval=1,  # how often the timeouts are looked at
             max_request_body_size=web.max_body_size + 1,  # waitress refuses a body of this size or more
             asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
+            **proxy_settings(web),
         )
         self.server = _Server(app, map={}, adj=adjustments)
         self.server.request_timeout = web.request_timeout.total_seconds()

@@ -13,8 +13,10 @@ caller's thread, not in Apprise's shared pool (see :func:`send`).
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import apprise
 from apprise.plugins.email import NotifyEmail
@@ -44,11 +46,47 @@ def channel_key(target: str) -> str:
 
 
 def masked(target: str) -> str:
-    """The URL as Apprise prints it with privacy on, or a neutral stand-in."""
+    """How a channel URL is shown anywhere (timeline, attempts, UI, API, CLI): ``scheme://host`` only.
+
+    Never the path, query, user or password: Apprise's own privacy URL keeps header
+    parameters (``json://host?+Authorization=…``), and many plugins keep their tokens
+    in the path or even the host (``slack://TOKEN/…``) — such a host is shown as ``…``.
+    """
+    if "://" not in target:
+        return target if "@" not in target and "/" not in target else "(invalid)"  # a tag or group name
+    scheme = target.split("://", 1)[0].lower()
+    if not scheme.isascii() or not scheme.replace("+", "").replace("-", "").isalnum():
+        return "(invalid)"
     plugin = apprise.Apprise.instantiate(target)
-    if plugin is None:
-        return target.split("://", 1)[0] + "://…" if "://" in target else "(invalid)"
-    return plugin.url(privacy=True)
+    host = _host(target)
+    if plugin is None or not host or host != _host(plugin.url(privacy=True)):
+        return f"{scheme}://…"
+    return f"{scheme}://{host}"
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+_URL_TAIL = re.compile(r"""((?:https?|wss?)://[^/\s'"?#]+)[^\s'"]*""")
+_REQUEST_PATH = re.compile(r"""(url: )[^\s'"]+""")
+
+
+_ANY_URL = re.compile(r"""\b[a-z][a-z0-9+.-]{0,30}://[^\s;,'"<>]*""", re.IGNORECASE)
+
+
+def shown_urls(text: str) -> str:
+    """Delivery text (an error, a ``notification_failed`` body) with each URL in it as :func:`masked`
+    shows it — also for rows written before URLs were masked this way."""
+    return _ANY_URL.sub(lambda m: masked(m.group()), text or "")
+
+
+def scrubbed(detail: str) -> str:
+    """An error text without URL paths and queries (where plugins carry tokens)."""
+    return _REQUEST_PATH.sub(r"\1…", _URL_TAIL.sub(r"\1/…", detail))
 
 
 def send(
@@ -73,7 +111,7 @@ def send(
     body_format = fmt if fmt in _FORMATS else apprise.NotifyFormat.TEXT
     app = apprise.Apprise()
     app.add(plugin)
-    url = plugin.url(privacy=True)
+    url = masked(target)
     try:
         with app.notify(
             body=message.body(_FORMATS[body_format]),
@@ -82,7 +120,7 @@ def send(
         ) as result:
             return _outcome(target, url, result, time.monotonic() - started)
     except Exception as exc:  # Apprise promises not to raise from send(); if it does, it is one failed attempt
-        return Outcome(target, url, False, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        return Outcome(target, url, False, scrubbed(f"{type(exc).__name__}: {exc}"), time.monotonic() - started)
 
 
 def _outcome(target: str, url: str, result: apprise.AppriseResult, elapsed: float) -> Outcome:
@@ -93,4 +131,4 @@ def _outcome(target: str, url: str, result: apprise.AppriseResult, elapsed: floa
         return Outcome(target, url, True, "", elapsed)
     messages = [entry.message for entry in service.logs() if entry.message]
     detail = f"{service.status.name.lower()}: " + ("; ".join(messages[-3:]) or "no detail")
-    return Outcome(target, url, False, detail[:1000], elapsed)
+    return Outcome(target, url, False, scrubbed(detail)[:1000], elapsed)

@@ -37,7 +37,13 @@ from store.models import CANCELLED, CLOSED, CorrelationKey, Event, Notification
 
 REPORTER, GROUP, STAKEHOLDER = "reporter", "group", "stakeholder"
 MESSAGE_ID = "message-id"
-_REPORTER_TEMPLATES = {"create": "acknowledgement", "update": "update", "resolve": "resolved", "close": "closed"}
+_REPORTER_TEMPLATES = {
+    "create": "acknowledgement",
+    "update": "update",
+    "reply": "update",
+    "resolve": "resolved",
+    "close": "closed",
+}
 _GROUP_TEMPLATES = {
     "create": "new",
     "assign": "assigned",
@@ -75,7 +81,7 @@ class Audiences:
             return
         if change.action == "update" and change.event.visibility != "public":
             return  # a change of fields, not a public update
-        if change.action == "update" and (change.event.actor or "").strip().lower() == contact.email.lower():
+        if change.action in ("update", "reply") and (change.event.actor or "").strip().lower() == contact.email.lower():
             return  # the reporter's own reply: they wrote it, it is not news to them
         now = change.event.at
         if contact.undeliverable_until and contact.undeliverable_until > now:
@@ -206,8 +212,8 @@ def _stakeholder_event(change: Change) -> str | None:
         return "major_declared"
     if change.action == "update" and "major" in change.before and not change.before["major"] and incident.major:
         return "major_declared"
-    if change.action == "update" and change.event.type == "update":
-        return "update"
+    if change.action == "update" and change.event.type == "update" and change.event.visibility == "public":
+        return "update"  # only a published status update: never a reply to or from the reporter
     if change.action == "resolve":
         return "resolved"
     return None

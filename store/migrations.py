@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from gateway.errors import SchemaOutdated
 from store import models
@@ -24,8 +25,18 @@ def _v1_initial(database: peewee.Database) -> None:
     models.Counter.insert(name="incident", value=0).on_conflict_ignore().execute()
 
 
+def _v2_session_version(database: peewee.Database) -> None:
+    """Users get a session generation: logout and a new password end every session of the user."""
+    table = models.User._meta.table_name
+    if "session_version" in {c.name for c in database.get_columns(table)}:
+        return  # a database created at version 1 by today's models has it already
+    migrator = SchemaMigrator.from_database(database)
+    migrate(migrator.add_column(table, "session_version", peewee.IntegerField(default=0)))
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
+    (2, "user session version", _v2_session_version),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -112,6 +112,7 @@ class User(BaseModel):
     api_token_hash = peewee.CharField(max_length=128, null=True, unique=True)
     active = peewee.BooleanField(default=True)
     created_at = UTCDateTimeField()
+    session_version = peewee.IntegerField(default=0)  # bumped by logout and a new password: old sessions end
 
 
 class Contact(BaseModel):

@@ -91,6 +91,7 @@ def test_create(api):
 
 def test_every_action_and_the_timeline(api):
     ref = "INC-1"
+    api.web.lifecycle.create(title="Toner low", actor="t", group="service-desk")  # INC-4: desk's to link
     steps = [
         ("acknowledge", {}),
         ("start", {}),
@@ -101,7 +102,8 @@ def test_every_action_and_the_timeline(api):
         ("update_public", {"body": "public"}),
         ("hold", {"reason": "supplier"}),
         ("resume", {}),
-        ("link", {"other": "INC-2", "kind": "related"}),
+        ("link", {"other": "INC-4", "kind": "related"}),
+        ("reply", {"body": "to the reporter"}),
         ("resolve", {"code": "fixed", "notes": "new toner", "cause": "hardware", "fix": "permanent"}),
         ("reopen", {"reason": "it burns again"}),
         ("resolve", {"code": "fixed", "notes": "new printer", "cause": "hardware"}),

@@ -150,7 +150,7 @@ def test_db_upgrade_is_idempotent_and_status(empty_store, capsys):
 def test_outdated_schema_is_refused(empty_store, capsys):
     path = empty_store.write_config()
     assert main(["-c", str(path), "incident", "list"]) == 1
-    assert "schema is at version 0, this Inlet needs 1: run 'inlet db upgrade'" in capsys.readouterr().err
+    assert "schema is at version 0, this Inlet needs 2: run 'inlet db upgrade'" in capsys.readouterr().err
     assert main(["-c", str(path), "serve"]) == 1
     assert "run 'inlet db upgrade'" in capsys.readouterr().err
 

@@ -76,9 +76,9 @@ def test_reply_to_the_acknowledgement_threads_back(service, reporter_mailbox):
     send(service, reply)
 
     update = wait_for(
-        lambda: in_db(lambda: Event.get_or_none((Event.type == "update") & (Event.incident == incident.id))),
+        lambda: in_db(lambda: Event.get_or_none((Event.type == "reply") & (Event.incident == incident.id))),
         timeout=20,
-        message="the reply as a public update",
+        message="the reply for the agents",
     )
     assert "It is still smoking." in update.body and "Smoke is coming out" not in update.body
     assert in_db(lambda: Incident.select().count()) == 1

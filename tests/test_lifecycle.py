@@ -191,7 +191,7 @@ def test_update_recomputes_priority_and_targets(lc, clock):
 def test_assign_counts_reassignments(lc):
     from gateway.accounts import create_user
 
-    create_user("bob", "agent", "pw")
+    create_user("bob", "agent", "pw-bob-long-enough")
     incident = new_incident(lc)
     lc.assign(incident.ref, "alice", group="security", reason="looks like phishing")
     lc.assign(incident.ref, "alice", assignee="bob")

@@ -114,7 +114,8 @@ def first_incident(service, reporter_mailbox) -> Incident:
 
 
 def updates_of(incident) -> int:
-    return in_db(lambda: Event.select().where((Event.incident == incident.id) & (Event.type == "update")).count())
+    kinds = ("update", "reply")  # a reporter's email reply is a "reply" (never public)
+    return in_db(lambda: Event.select().where((Event.incident == incident.id) & Event.type.in_(kinds)).count())
 
 
 # --------------------------------------------------------------------------- 5. threading cannot be hijacked

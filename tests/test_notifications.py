@@ -244,7 +244,7 @@ def test_stakeholders_by_priority_and_events(setup, http):
     loud = create(lc, reporter_email=None, impact="high", urgency="high", title="Core switch down")
     lc.update(loud.ref, "bob", major=True, procedure="major")
     lc.note(loud.ref, "bob", "Vendor engaged", public=True)
-    create_user("bob", "agent", "pw")
+    create_user("bob", "agent", "pw-bob-long-enough")
     lc.assign(loud.ref, "bob", assignee="bob")  # a major incident's commander
     lc.resolve(loud.ref, "bob", code="fixed", notes="Switch replaced", cause="hardware")
     drain(delivery)

@@ -269,13 +269,13 @@ def reply_to(incident: Incident, sender="alice@customer.example", text="It works
     return message(f"Re: [{incident.ref}] {incident.title}", text, sender=sender, **hdr)
 
 
-def test_reply_with_subject_tag_is_a_public_update_with_the_reporters_words(inlet):
+def test_reply_with_subject_tag_is_a_reply_with_the_reporters_words(inlet):
     inlet.deliver(message())
     incident = only_incident()
     inbound = inlet.deliver(reply_to(incident, text="Now it prints only blank pages.\n\n> quoted old text"))
     assert Incident.select().count() == 1
-    update = Event.get((Event.incident == incident) & (Event.type == "update"))
-    assert update.visibility == "public" and update.body.startswith("Now it prints only blank pages.")
+    update = Event.get((Event.incident == incident) & (Event.type == "reply"))
+    assert update.visibility == "reporter" and update.body.startswith("Now it prints only blank pages.")
     assert update.actor == "alice@customer.example" and update.inbound_id == inbound.id
     assert any(d.get("by") == f"subject tag [{incident.ref}]" for d in inbound.decisions)
 
@@ -288,10 +288,10 @@ def test_reply_by_in_reply_to_a_stored_message(inlet):
     )
     inlet.deliver(reply, sender="bob@customer.example")
     assert Incident.select().count() == 1
-    assert Event.get((Event.incident == incident) & (Event.type == "update")).body == "Still down."
+    assert Event.get((Event.incident == incident) & (Event.type == "reply")).body == "Still down."
     # a reply to that reply threads too
     inlet.deliver(message("Re: Re: VPN", "And again.", In_Reply_To=reply_id(reply)))
-    assert Event.select().where((Event.incident == incident) & (Event.type == "update")).count() == 2
+    assert Event.select().where((Event.incident == incident) & (Event.type == "reply")).count() == 2
 
 
 def reply_id(raw: bytes) -> str:
@@ -320,7 +320,11 @@ def test_reply_to_a_message_inlet_sent_attaches_from_another_address_but_only_fo
     assert "From my other address." in note.body
     # … but a non-participant neither reopens nor makes news, and their Cc does not join
     assert Incident.get_by_id(incident.id).status == "resolved"
-    assert not Event.select().where((Event.incident == incident) & (Event.type.in_(["update", "reopened"]))).exists()
+    assert (
+        not Event.select()
+        .where((Event.incident == incident) & (Event.type.in_(["update", "reply", "reopened"])))
+        .exists()
+    )
     assert not CorrelationKey.select().where(CorrelationKey.value == "carol@elsewhere.example").exists()
 
 
@@ -329,7 +333,7 @@ def test_subject_tag_from_a_stranger_opens_a_new_linked_incident(inlet):
     first = only_incident()
     inbound = inlet.deliver(reply_to(first, sender="mallory@evil.example", text="Please close this."))
     assert Incident.select().count() == 2
-    assert Event.select().where((Event.incident == first) & (Event.type == "update")).count() == 0
+    assert Event.select().where((Event.incident == first) & (Event.type == "reply")).count() == 0
     new = Incident.get(Incident.id != first.id)
     assert new.reporter.email == "mallory@evil.example"
     assert Event.get((Event.incident == new) & (Event.type == "linked")).new == first.ref

@@ -32,7 +32,7 @@ class Action:
     name: str
     title: str
     fields: tuple[tuple[str, str, bool], ...]  # (name, JSON type, required)
-    run: Callable  # (lifecycle, ref, actor, data) -> Incident | Event
+    run: Callable  # (lifecycle, ref, actor, data, access) -> Incident | Event
     needs: str = ""  # the lifecycle method it needs when that is optional
 
 
@@ -66,7 +66,7 @@ def flag_field(data: Mapping, name: str) -> bool:
     raise BadInput(f"{name} must be a boolean")
 
 
-def _update(lc, ref, actor, d):
+def _update(lc, ref, actor, d, access):
     fields = {}
     for name in ("title", "category", "service"):
         if name in d and (text_field(d, name) or name != "title"):
@@ -79,7 +79,7 @@ def _update(lc, ref, actor, d):
     return lc.update(ref, actor, reason=text_field(d, "reason", required=True), **fields)
 
 
-def _assign(lc, ref, actor, d):
+def _assign(lc, ref, actor, d, access):
     group = text_field(d, "group") or None
     assignee = text_field(d, "assignee") or None
     if group is None and assignee is None:
@@ -87,7 +87,7 @@ def _assign(lc, ref, actor, d):
     return lc.assign(ref, actor, group=group, assignee=assignee, reason=text_field(d, "reason"))
 
 
-def _review(lc, ref, actor, d):
+def _review(lc, ref, actor, d, access):
     actions = d.get("actions", [])
     if isinstance(actions, str):  # the form sends one action per line: "what; owner; due"
         rows = [line.split(";") for line in actions.splitlines() if line.strip()]
@@ -104,9 +104,9 @@ def _at(row: list, index: int) -> str:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("acknowledge", "Acknowledge", (), lambda lc, ref, actor, d: lc.acknowledge(ref, actor)),
-        Action("start", "Start work", (), lambda lc, ref, actor, d: lc.start(ref, actor)),
-        Action("take", "Take", (), lambda lc, ref, actor, d: lc.assign(ref, actor, assignee=actor)),
+        Action("acknowledge", "Acknowledge", (), lambda lc, ref, actor, d, access: lc.acknowledge(ref, actor)),
+        Action("start", "Start work", (), lambda lc, ref, actor, d, access: lc.start(ref, actor)),
+        Action("take", "Take", (), lambda lc, ref, actor, d, access: lc.assign(ref, actor, assignee=actor)),
         Action(
             "assign",
             "Assign",
@@ -130,25 +130,31 @@ ACTIONS: dict[str, Action] = {
             "note",
             "Internal note",
             (("body", "string", True),),
-            lambda lc, ref, actor, d: lc.note(ref, actor, text_field(d, "body", required=True)),
+            lambda lc, ref, actor, d, access: lc.note(ref, actor, text_field(d, "body", required=True)),
+        ),
+        Action(
+            "reply",
+            "Reply to reporter",
+            (("body", "string", True),),
+            lambda lc, ref, actor, d, access: lc.reply(ref, actor, text_field(d, "body", required=True)),
         ),
         Action(
             "update_public",
             "Public update",
             (("body", "string", True),),
-            lambda lc, ref, actor, d: lc.note(ref, actor, text_field(d, "body", required=True), public=True),
+            lambda lc, ref, actor, d, access: lc.note(ref, actor, text_field(d, "body", required=True), public=True),
         ),
         Action(
             "hold",
             "Put on hold",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.hold(ref, actor, text_field(d, "reason", required=True)),
+            lambda lc, ref, actor, d, access: lc.hold(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "resume",
             "Resume",
             (("body", "string", False),),
-            lambda lc, ref, actor, d: lc.resume(ref, actor, text_field(d, "body")),
+            lambda lc, ref, actor, d, access: lc.resume(ref, actor, text_field(d, "body")),
         ),
         Action(
             "resolve",
@@ -160,7 +166,7 @@ ACTIONS: dict[str, Action] = {
                 ("fix", "string", False),
                 ("cause_text", "string", False),
             ),
-            lambda lc, ref, actor, d: lc.resolve(
+            lambda lc, ref, actor, d, access: lc.resolve(
                 ref,
                 actor,
                 code=text_field(d, "code", required=True, limit=64),
@@ -168,37 +174,39 @@ ACTIONS: dict[str, Action] = {
                 cause=text_field(d, "cause", required=True, limit=64),
                 fix=choice_field(d, "fix", FIX_TYPES, "workaround"),
                 cause_text=text_field(d, "cause_text"),
+                access=access,
             ),
         ),
-        Action("close", "Close", (), lambda lc, ref, actor, d: lc.close(ref, actor, by="agent")),
+        Action("close", "Close", (), lambda lc, ref, actor, d, access: lc.close(ref, actor, by="agent")),
         Action(
             "reopen",
             "Reopen",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.reopen(ref, actor, text_field(d, "reason", required=True)),
+            lambda lc, ref, actor, d, access: lc.reopen(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "cancel",
             "Cancel",
             (("reason", "string", True),),
-            lambda lc, ref, actor, d: lc.cancel(ref, actor, text_field(d, "reason", required=True)),
+            lambda lc, ref, actor, d, access: lc.cancel(ref, actor, text_field(d, "reason", required=True)),
         ),
         Action(
             "link",
             "Link",
             (("other", "string", True), ("kind", "string", False)),
-            lambda lc, ref, actor, d: lc.link(
+            lambda lc, ref, actor, d, access: lc.link(
                 ref,
                 actor,
                 text_field(d, "other", required=True, limit=32),
                 choice_field(d, "kind", LINK_KINDS, "related"),
+                access=access,
             ),
         ),
         Action(
             "escalate",
             "Escalate",
             (("kind", "string", False), ("reason", "string", True), ("group", "string", False)),
-            lambda lc, ref, actor, d: lc.escalate(
+            lambda lc, ref, actor, d, access: lc.escalate(
                 ref,
                 actor,
                 choice_field(d, "kind", ("functional", "hierarchical"), "functional"),
@@ -223,9 +231,11 @@ def available(lifecycle) -> dict[str, Action]:
     return {name: a for name, a in ACTIONS.items() if not a.needs or callable(getattr(lifecycle, a.needs, None))}
 
 
-def run(lifecycle, name: str, ref: str, actor: str, data: Mapping):
-    """Run action ``name``; BadInput for unknown actions or fields, lifecycle errors pass through."""
+def run(lifecycle, name: str, ref: str, actor: str, data: Mapping, access=None):
+    """Run action ``name`` as ``actor`` with the rights ``access`` (the signed-in user: the lifecycle
+    checks with it any second incident an action touches); BadInput for unknown actions or fields,
+    lifecycle errors (NotFound, Forbidden, TransitionError) pass through."""
     action = available(lifecycle).get(name)
     if action is None:
         raise BadInput(f"unknown action {name!r}")
-    return action.run(lifecycle, ref, actor, data)
+    return action.run(lifecycle, ref, actor, data, access)

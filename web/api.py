@@ -12,14 +12,15 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from gateway import accounts
-from gateway.errors import Conflict, InletError, NotFound, ParseError, TransitionError
+from gateway.errors import Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
+from notifiers.apprise_adapter import shown_urls
 from parsers.payload import decode_json
 from parsers.signal import plain_value
 from store.documents import event_document, incident_document
 from store.models import LEVELS, Event, Incident, User
 from web import actions, queue
-from web.auth import SessionUser
+from web.auth import RESTRICTED, SessionUser, hidden_refs
 from web.openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -55,6 +56,8 @@ def _authenticate():
 def _inlet_error(exc: InletError):
     if isinstance(exc, NotFound):
         return error(404, "not_found", str(exc))
+    if isinstance(exc, Forbidden):
+        return error(403, "forbidden", str(exc))
     if isinstance(exc, TransitionError):
         return error(409, "invalid_transition", str(exc))
     if isinstance(exc, Conflict):
@@ -94,6 +97,14 @@ def _incident(ref: str) -> Incident:
     return incident
 
 
+def _document(incident: Incident) -> dict:
+    """The incident's document; a parent the caller may not see is not named."""
+    doc = incident_document(incident)
+    if incident.parent_id and not g.api_user.can_see(incident.parent):
+        doc["parent"] = RESTRICTED
+    return doc
+
+
 def _lifecycle():
     from web.incidents import lifecycle
 
@@ -110,10 +121,10 @@ def openapi():
 def list_incidents():
     filters = queue.read_filters(request.args)
     limit = request.args.get("limit", str(queue.PAGE_SIZE))
-    if not limit.isdigit() or not 1 <= int(limit) <= queue.MAX_PAGE:
+    if not queue.whole_number(limit) or not 1 <= int(limit) <= queue.MAX_PAGE:
         raise actions.BadInput(f"limit must be a whole number from 1 to {queue.MAX_PAGE}")
     page = queue.fetch(g.api_user, filters, cursor=request.args.get("after", ""), limit=int(limit))
-    return jsonify(incidents=[incident_document(i) for i in page.rows], next=page.next_cursor)
+    return jsonify(incidents=[_document(i) for i in page.rows], next=page.next_cursor)
 
 
 @bp.post("/incidents")
@@ -148,14 +159,21 @@ def create_incident():
 
 @bp.get("/incidents/<ref>")
 def get_incident(ref: str):
-    return jsonify(incident_document(_incident(ref)))
+    return jsonify(_document(_incident(ref)))
 
 
 @bp.get("/incidents/<ref>/timeline")
 def timeline(ref: str):
     incident = _incident(ref)
-    events = incident.events.order_by(Event.at, Event.id)
-    return jsonify(ref=incident.ref, events=[event_document(e) for e in events])
+    events = list(incident.events.order_by(Event.at, Event.id))
+    hidden = hidden_refs(events, g.api_user)
+    documents = [event_document(e) for e in events]
+    for doc in documents:
+        if doc.get("new") in hidden:  # the other end of a link the caller may not see is not named
+            doc["new"] = RESTRICTED
+        if doc["type"] == "notification_failed":  # URLs as scheme://host, also in rows from before that rule
+            doc["body"] = shown_urls(doc["body"])
+    return jsonify(ref=incident.ref, events=documents)
 
 
 @bp.post("/incidents/<ref>/notes")
@@ -165,7 +183,9 @@ def add_note(ref: str):
         return error(403, "forbidden", f"you may not change {incident.ref}")
     data = _body()
     public = actions.flag_field(data, "public")
-    event = actions.run(_lifecycle(), "update_public" if public else "note", incident.ref, g.api_user.name, data)
+    event = actions.run(
+        _lifecycle(), "update_public" if public else "note", incident.ref, g.api_user.name, data, g.api_user
+    )
     response = jsonify(event_document(event))
     response.status_code = 201
     return response
@@ -178,7 +198,7 @@ def act(ref: str, action: str):
         return error(404, "not_found", f"no action {action!r}")
     if not g.api_user.can_act(incident):
         return error(403, "forbidden", f"you may not change {incident.ref}")
-    result = actions.run(_lifecycle(), action, incident.ref, g.api_user.name, _body())
+    result = actions.run(_lifecycle(), action, incident.ref, g.api_user.name, _body(), g.api_user)
     if isinstance(result, Event):
         return jsonify(event_document(result)), 201
-    return jsonify(incident_document(Incident.get_by_id(incident.id)))
+    return jsonify(_document(Incident.get_by_id(incident.id)))

@@ -1,5 +1,9 @@
 """Sign-in (Flask-Login sessions), the login rate limit, roles and who may see or change what.
 
+A session names the user *and* their session version (``"<id>.<version>"``);
+logout and a new password raise the version, so every earlier session cookie,
+even a copied one replayed later, is refused by the loader (the login page).
+
 Roles: ``admin`` (everything), ``agent`` (works the incidents of the groups
 that list them in ``[[group]] members``), ``viewer`` (reads). Security
 incidents are visible only to admins and members of ``web.security_group``;
@@ -20,6 +24,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_user, logout_user
 
 from gateway import accounts
+from gateway.errors import InletError
 from store.models import Incident, User
 
 bp = Blueprint("auth", __name__)
@@ -34,7 +39,7 @@ class SessionUser(flask_login.UserMixin):
 
     def __init__(self, user: User, config):
         self.row = user
-        self.id = str(user.id)
+        self.id = f"{user.id}.{user.session_version}"  # what the session cookie holds (see the module doc)
         self.name = user.name
         self.role = user.role
         self.groups = frozenset(g.name for g in config.group if user.name in g.members)
@@ -66,11 +71,19 @@ def init_app(app) -> None:
 
 
 @login_manager.user_loader
-def _load(user_id: str):
-    user = User.get_or_none(User.id == int(user_id)) if user_id.isdigit() else None
-    if user is None or not user.active:
+def _load(session_id: str):
+    """The user of a session, if it is still valid: active and at the session version it was signed in at."""
+    user_id, _, version = (session_id or "").partition(".")
+    if not (_whole(user_id) and _whole(version)):
+        return None
+    user = User.get_or_none(User.id == int(user_id))
+    if user is None or not user.active or user.session_version != int(version):
         return None
     return SessionUser(user, current_app.config["INLET"])
+
+
+def _whole(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def visible(query, user: SessionUser):
@@ -78,6 +91,18 @@ def visible(query, user: SessionUser):
     if user.sees_security:
         return query
     return query.where(Incident.security == False)  # noqa: E712
+
+
+RESTRICTED = "(restricted)"
+
+
+def hidden_refs(events, user: SessionUser) -> set[str]:
+    """The references that ``linked`` events name but ``user`` may not see (shown as RESTRICTED)."""
+    refs = {e.new for e in events if e.type == "linked" and e.new}
+    if not refs or user.sees_security:
+        return set()
+    hidden = Incident.select(Incident.ref).where(Incident.ref.in_(refs) & (Incident.security == True))  # noqa: E712
+    return {i.ref for i in hidden}
 
 
 def role_required(*roles: str):
@@ -97,11 +122,19 @@ def role_required(*roles: str):
 
 
 class LoginLimiter:
-    """At most ``attempts`` failures per key within ``window`` seconds (in memory, per process)."""
+    """At most ``attempts`` failures per key within ``window`` seconds (in memory, per process).
+
+    Sign-in keys failures on the user name and on the client address separately:
+    guessing one user's password from many addresses and guessing many users'
+    passwords from one address are both stopped. A success clears only the
+    user name's counter — never the address's, so a guesser who owns one
+    account cannot reset the limit by signing in to it between guesses.
+    """
 
     def __init__(self, attempts: int, window: float, clock=time.monotonic):
         self.attempts, self.window, self.clock = attempts, window, clock
         self._failures: dict[str, deque] = {}
+        self._swept_at = float("-inf")
         self._lock = threading.Lock()
 
     def blocked(self, *keys: str) -> bool:
@@ -109,11 +142,17 @@ class LoginLimiter:
         with self._lock:
             return any(len(self._recent(key, now)) >= self.attempts for key in keys)
 
+    MAX_KEYS = 10_000  # beyond it, keys with no failure left in the window are dropped (a flood of names)
+
     def failed(self, *keys: str) -> None:
         now = self.clock()
         with self._lock:
             for key in keys:
                 self._recent(key, now).append(now)
+            if len(self._failures) > self.MAX_KEYS and now - self._swept_at > 1.0:  # at most once a second
+                self._swept_at = now
+                for key in [k for k in self._failures if not self._recent(k, now)]:
+                    del self._failures[key]
 
     def succeeded(self, *keys: str) -> None:
         with self._lock:
@@ -145,6 +184,7 @@ def login():
     status = 200
     if request.method == "POST":
         name = request.form.get("name", "").replace("\x00", "").strip()[:100]
+        # request.remote_addr is the client address as the server decided it ([web] trusted_proxy)
         keys = (f"addr:{request.remote_addr}", f"name:{name.lower()}")
         limiter = _limiter()
         if limiter.blocked(*keys):
@@ -156,7 +196,7 @@ def login():
             flash("Wrong user name or password.", "error")
             status = 401
         else:
-            limiter.succeeded(*keys)
+            limiter.succeeded(keys[1])
             login_user(SessionUser(user, current_app.config["INLET"]))
             return redirect(_safe_next(request.args.get("next")))
         return render_template("login.html", name=name), status
@@ -165,8 +205,41 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    """Sign out: the user's session version moves on, so no copy of this session cookie works again."""
+    if current_user.is_authenticated:
+        accounts.end_sessions(current_user.row.id)
     logout_user()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@flask_login.login_required
+def password():
+    """Change one's own password (the current one is asked again); every session ends, this one signs in anew."""
+    status = 200
+    if request.method == "POST":
+        form = request.form
+        limiter, key = _limiter(), f"name:{current_user.name.lower()}"
+        if limiter.blocked(key):
+            flash("Too many failed attempts; wait a few minutes and try again.", "error")
+            return render_template("password.html"), 429
+        if accounts.authenticate(current_user.name, form.get("current", "")) is None:
+            limiter.failed(key)
+            flash("The current password is wrong.", "error")
+            return render_template("password.html"), 400
+        if form.get("new", "") != form.get("repeat", ""):
+            flash("The two new passwords differ.", "error")
+            return render_template("password.html"), 400
+        try:
+            user = accounts.set_password(current_user.name, form.get("new", ""))
+        except InletError as exc:
+            flash(str(exc), "error")
+            status = 400
+        else:
+            login_user(SessionUser(user, current_app.config["INLET"]))
+            flash("Password changed; your other sessions are signed out.", "ok")
+            return redirect(url_for("incidents.queue"), 303)
+    return render_template("password.html"), status
 
 
 def _safe_next(target: str | None) -> str:

@@ -1,14 +1,13 @@
 """Configuration view (admin): what this instance runs with — groups, members, SLA, rules. Never secrets.
 
-Channels and escalation targets are Apprise URLs, which may carry tokens: only their scheme is shown.
+Channels and escalation targets are Apprise URLs, which may carry tokens: only scheme and host are shown.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, current_app, render_template
 
+from notifiers.apprise_adapter import masked
 from store.db import describe, redact
 from web.auth import role_required
 
@@ -16,9 +15,8 @@ bp = Blueprint("configuration", __name__)
 
 
 def scheme(url: str) -> str:
-    """'slack://…' for an Apprise URL; a tag (no scheme) as it is."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://…" if parts.scheme else url
+    """An Apprise URL as ``scheme://host`` (the one way URLs are shown); a tag (no scheme) as it is."""
+    return masked(url)
 
 
 @bp.get("/configuration")

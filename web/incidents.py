@@ -20,14 +20,14 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from gateway.errors import InletError
+from gateway.errors import Forbidden, InletError, NoSuchIncident
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from store.db import db
 from store.documents import incident_document
 from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
 from web import actions
 from web import queue as queue_query
-from web.auth import role_required
+from web.auth import RESTRICTED, hidden_refs, role_required
 
 bp = Blueprint("incidents", __name__)
 
@@ -211,6 +211,8 @@ def show(ref: str):
         "incident.html",
         incident=incident,
         events=events,
+        hidden_refs=hidden_refs(events, current_user),
+        restricted=RESTRICTED,
         attachments=attachments,
         emails={k: v for k, v in emails.items() if v},
         unlinked_attachments=attachments.get(None, []),
@@ -224,7 +226,13 @@ def show(ref: str):
         fix_types=FIX_TYPES,
         link_kinds=LINK_KINDS,
         statuses=STATUSES,
-        children=list(incident.children.select(Incident.ref, Incident.title, Incident.status)),
+        # the other ends of links, only those the user may see (a hidden parent or child is not named)
+        parent=incident.parent if incident.parent_id and current_user.can_see(incident.parent) else None,
+        children=[
+            c
+            for c in incident.children.select(Incident.ref, Incident.title, Incident.status, Incident.security)
+            if current_user.can_see(c)
+        ],
     )
 
 
@@ -241,7 +249,10 @@ def act(ref: str, action: str):
     if not current_user.can_act(incident):
         abort(403)
     try:
-        actions.run(lifecycle(), action, incident.ref, current_user.name, request.form)
+        actions.run(lifecycle(), action, incident.ref, current_user.name, request.form, current_user)
+    except (NoSuchIncident, Forbidden) as exc:  # the other end of a link: the page again, with 404 / 403
+        flash(str(exc), "error")
+        return show(incident.ref), 403 if isinstance(exc, Forbidden) else 404
     except InletError as exc:
         flash(str(exc), "error")
     else:
@@ -266,6 +277,7 @@ def attachment(attachment_id: int):
         download_name=_download_name(row.filename),
     )
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "no-store"  # evidence: never left in a shared or browser cache
     return response
 
 

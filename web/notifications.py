@@ -9,6 +9,7 @@ from peewee import fn
 
 from store.db import db
 from store.models import FAILED, PENDING, Incident, Notification
+from web import queue
 from web.auth import role_required
 
 bp = Blueprint("notifications", __name__)
@@ -20,7 +21,7 @@ PAGE_SIZE = 50
 def index():
     query = Notification.select().where(Notification.status == FAILED)
     before = request.args.get("before", "")
-    if before.isdigit():
+    if queue.whole_number(before):
         query = query.where(Notification.id < int(before))
     rows = list(query.order_by(Notification.id.desc()).limit(PAGE_SIZE + 1))
     more = len(rows) > PAGE_SIZE

@@ -11,8 +11,9 @@ from store.documents import INCIDENT_KEYS
 from store.models import LEVELS
 from web import actions, queue
 
-# Text fields that must not be blank: a character that is neither space nor NUL (which the API strips).
-NOT_BLANK = r"[^\s\u0000]"
+# Text fields that must not be blank: a character that is neither space nor NUL (which the API strips);
+# "space" as Python's str.strip() has it, which also removes \x1c-\x1f and \x85 (ECMA's \s does not).
+NOT_BLANK = r"[^\s\u0000\u001c-\u001f\u0085]"
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
@@ -58,7 +59,7 @@ EVENT_SCHEMA = {
         "at": {"type": "string", "format": "date-time"},
         "type": {"type": "string"},
         "actor": {"type": "string"},
-        "visibility": {"type": "string", "enum": ["public", "internal"]},
+        "visibility": {"type": "string", "enum": ["public", "reporter", "internal"]},
         "body": {"type": "string"},
         "field": {"type": "string"},
         "old": _NULLABLE_STRING,
@@ -228,7 +229,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                                         "body": {"type": "string", "pattern": NOT_BLANK},
                                         "public": {
                                             "type": "boolean",
-                                            "description": "A public update reaches the reporter",
+                                            "description": "A published status update (stakeholders, status page)",
                                         },
                                     },
                                 }

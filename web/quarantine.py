@@ -5,9 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from gateway.inbound_view import masked_body
+from gateway.mail import MAIL_SOURCES
 from store import wakeup
 from store.db import db
 from store.models import FAILED, IGNORED, PENDING, Inbound
+from web import queue
 from web.auth import role_required
 
 bp = Blueprint("quarantine", __name__)
@@ -27,7 +30,7 @@ def index():
         Inbound.envelope_from, Inbound.attempts,
     ).where(Inbound.status.in_(statuses))  # fmt: skip
     before = request.args.get("before", "")
-    if before.isdigit():
+    if queue.whole_number(before):
         query = query.where(Inbound.id < int(before))
     rows = list(query.order_by(Inbound.id.desc()).limit(PAGE_SIZE + 1))
     more = len(rows) > PAGE_SIZE
@@ -42,6 +45,8 @@ def show(inbound_id: int):
     if inbound is None:
         abort(404)
     raw = bytes(inbound.raw or b"").decode("utf-8", errors="replace")
+    if inbound.source not in MAIL_SOURCES:  # a webhook body: its credentials are not for the screen
+        raw = masked_body(raw)
     return render_template("inbound.html", inbound=inbound, raw=raw[:RAW_LIMIT], cut=max(len(raw) - RAW_LIMIT, 0))
 
 

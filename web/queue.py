@@ -101,20 +101,27 @@ def _filtered(query, user, f: dict):
         assignee = User.get_or_none(User.name == f["assignee"])
         query = query.where(Incident.assignee == (assignee.id if assignee else -1))
     if f["view"] == "mine":
-        query = query.where(Incident.assignee == int(user.id))
+        query = query.where(Incident.assignee == user.row.id)
     elif f["view"] == "unassigned":
         # COALESCE keeps SQLite on the status index: most closed incidents are unassigned too
         query = query.where(fn.COALESCE(Incident.assignee, 0) == 0)
     text = f.get("q", "")
     if text:
         upper = text.upper()
-        if upper.split("-")[-1].isdigit() and "-" in upper:
+        if whole_number(upper.split("-")[-1]) and "-" in upper:
             query = query.where(Incident.ref == upper)
         else:
             query = query.where(Incident.title.contains(text))  # peewee escapes the wildcards
     return query
 
 
+def whole_number(text: str) -> bool:
+    """ASCII digits only, at most 18 (str.isdigit() also takes '²' and other digits int() refuses or the
+    database cannot hold)."""
+    return bool(_WHOLE.fullmatch(text or ""))
+
+
+_WHOLE = re.compile(r"[0-9]{1,18}")
 CURSOR = re.compile(r"P[0-9]{1,2}\.[0-9]{1,18}")
 
 

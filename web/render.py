@@ -12,6 +12,7 @@ import nh3
 from markupsafe import Markup
 
 from gateway.clock import iso
+from notifiers.apprise_adapter import shown_urls
 
 # Tags and attributes an email body may keep once sanitised: text structure only, no images
 # (they would fetch from outside), no styles, no links that run code (nh3 drops javascript: URLs).
@@ -25,6 +26,7 @@ def init_app(app) -> None:
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["left"] = time_left
     app.jinja_env.filters["label"] = label
+    app.jinja_env.filters["channels"] = shown_urls  # delivery errors: URLs as scheme://host only
     app.jinja_env.globals["safe_html"] = safe_html
     app.jinja_env.globals["sla_due"] = sla_due
 

@@ -37,7 +37,13 @@ def ongoing(now: datetime | None = None) -> dict[str, list[dict]]:
     for incident in query:
         updates = (
             Event.select(Event.at, Event.body)
-            .where((Event.incident == incident.id) & (Event.visibility == "public") & (Event.body != ""))
+            # only what an agent published as a status update: never a reply, a resolution note or an email
+            .where(
+                (Event.incident == incident.id)
+                & (Event.type == "update")
+                & (Event.visibility == "public")
+                & (Event.body != "")
+            )
             .order_by(Event.at.desc(), Event.id.desc())
             .limit(20)
         )
