@@ -1,4 +1,4 @@
-"""Classification rules: keyword and label conditions in, category/service/impact/urgency/group out.
+r"""Classification rules: keyword and label conditions in, category/service/impact/urgency/group out.
 
 Configuration (``[[rule]]``, evaluated in file order)::
 
@@ -34,6 +34,13 @@ evaluation (put specific rules with ``stop`` before general ones). Every
 :class:`Decision` records which rule set each field (``reasons``), so the system can
 explain itself.
 
+Regexes run on RE2 (``google-re2``), a linear-time engine: no pattern an admin
+writes can make a crafted subject or sender cost more than a pass over the text
+(Python's ``re`` backtracks: ``^([a-z0-9]+[._-]?)+@x$`` takes seconds on a long
+sender). RE2 has no backreferences or look-around, spells Python's ``\Z`` as
+``\z``, and its ``\w``, ``\d`` and ``\b`` are ASCII (``\pL``, ``\pN`` for any
+script); a pattern it cannot compile is refused at load, with RE2's reason.
+
 Cost: the text is cut into words once per signal; rules are indexed by the words
 their ``any``/``all`` conditions require, so only rules whose words occur (plus
 rules with no such condition: regex-, label-absence-, source-only or catch-all
@@ -47,6 +54,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+import re2
 
 from gateway.schema import KeyProblem, setting
 from parsers.signal import Signal
@@ -81,7 +90,9 @@ class Keywords:
     any: list[str] = setting(factory=list, help="Holds when at least one of these words or phrases appears.")
     all: list[str] = setting(factory=list, help="Holds when every one of these words or phrases appears.")
     none: list[str] = setting(factory=list, help="Holds when none of these words or phrases appears.")
-    regex: str = setting("", help="Python regular expression searched in the raw text (case-insensitive).")
+    regex: str = setting(
+        "", help="Regular expression (RE2 syntax, linear time) searched in the raw text (case-insensitive)."
+    )
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ class _Condition:
     any: tuple[Phrase, ...]
     all: tuple[Phrase, ...]
     none: tuple[Phrase, ...]
-    regex: re.Pattern | None
+    regex: re2._Regexp | None
 
 
 @dataclass(frozen=True)
@@ -169,7 +180,7 @@ class _Compiled:
 class _View:
     """One signal as rules see it: raw texts, cut into words once, on demand."""
 
-    __slots__ = ("raw", "_tokens", "_sets", "_positions")
+    __slots__ = ("raw", "_tokens", "_sets", "_positions", "_encoded")
 
     def __init__(self, signal: Signal, recipient: str | None):
         self.raw = {
@@ -183,6 +194,14 @@ class _View:
         self._tokens: dict[str, list[str]] = {}
         self._sets: dict[str, set[str]] = {}
         self._positions: dict[str, dict[str, list[int]]] = {}
+        self._encoded: dict[str, bytes] = {}
+
+    def encoded(self, haystack: str) -> bytes:
+        """The raw text as UTF-8 for RE2 (a lone surrogate becomes '?' instead of raising)."""
+        found = self._encoded.get(haystack)
+        if found is None:
+            found = self._encoded[haystack] = self.raw.get(haystack, "").encode("utf-8", "replace")
+        return found
 
     def tokens(self, haystack: str) -> list[str]:
         found = self._tokens.get(haystack)
@@ -220,7 +239,7 @@ def _holds(cond: _Condition, view: _View) -> bool:
         return False
     if any(present(p) for p in cond.none):
         return False
-    return cond.regex is None or any(cond.regex.search(view.raw.get(h, "")) for h in cond.haystacks)
+    return cond.regex is None or any(cond.regex.search(view.encoded(h)) is not None for h in cond.haystacks)
 
 
 def _matches(c: _Compiled, signal: Signal, integration: str | None, view: _View) -> bool:
@@ -300,12 +319,7 @@ def _phrases(values: list[str], trail: tuple[str, ...], key: str) -> tuple[Phras
 def _condition(kw: Keywords, haystacks: tuple[str, ...], trail: tuple[str, ...]) -> _Condition:
     if not (kw.any or kw.all or kw.none or kw.regex):
         raise KeyProblem(trail, "empty condition: give any, all, none or regex")
-    regex = None
-    if kw.regex:
-        try:
-            regex = re.compile(kw.regex, re.IGNORECASE)
-        except re.error as exc:
-            raise KeyProblem((*trail, "regex"), f"invalid regular expression {kw.regex!r}: {exc}") from None
+    regex = compile_regex(kw.regex, (*trail, "regex")) if kw.regex else None
     return _Condition(
         haystacks,
         _phrases(kw.any, trail, "any"),
@@ -313,6 +327,28 @@ def _condition(kw: Keywords, haystacks: tuple[str, ...], trail: tuple[str, ...])
         _phrases(kw.none, trail, "none"),
         regex,
     )
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # RE2 would print its reason on stderr; it goes into the KeyProblem instead
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+_RE2_HINT = "Inlet runs rule regexes on RE2 (linear time): no backreferences or look-around; write \\z for \\Z"
+
+
+def compile_regex(pattern: str, trail: tuple[str, ...]) -> re2._Regexp:
+    """Compile an admin-written pattern for RE2 (case-insensitive); KeyProblem naming the key and RE2's reason."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except (re2.error, TypeError, ValueError) as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise KeyProblem(trail, f"invalid regular expression {pattern!r}: {reason} ({_RE2_HINT})") from None
 
 
 def _compile(rule: Rule) -> _Compiled:
