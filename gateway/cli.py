@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import sys
 
@@ -18,6 +19,7 @@ import peewee
 from gateway import __version__
 from gateway.config import Config, default_config_path, load_config
 from gateway.errors import Conflict, InletError, NotFound, StoreUnavailable
+from gateway.private_files import restrict_umask, too_open
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -228,7 +230,7 @@ def cmd_check(args) -> int:
     from gateway.explain import run_rule_tests
 
     config = load_config(path)
-    for warning in config.ruleset.warnings:
+    for warning in config.ruleset.warnings + _open_files(config):
         print(f"{path}: warning: {warning}", file=sys.stderr)
     failures = run_rule_tests(config)
     for failure in failures:
@@ -241,6 +243,20 @@ def cmd_check(args) -> int:
         f"{len(config.rule)} rules, {len(config.rule_test)} rule tests passed)"
     )
     return 0
+
+
+def _open_files(config: Config) -> list[str]:
+    """Local state that other users of the machine may read: the data folder, its files, the SQLite files."""
+    from pathlib import Path
+
+    from store.db import sqlite_files
+
+    data = Path(config.inlet.data_dir)
+    try:
+        inside = sorted(p for p in data.iterdir() if p.is_file())
+    except OSError:
+        inside = []
+    return too_open([data, *inside, *sqlite_files(config.database.url)])
 
 
 def cmd_reload(args) -> int:
@@ -542,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    umask = restrict_umask()  # the database, its -wal/-shm, keys, pid file: owner-only whatever the caller's umask
     try:
         return args.func(args) or 0
     except (InletError, Conflict) as exc:
@@ -555,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `inlet incident list | head`
         sys.stderr.close()
         return 0
+    finally:
+        os.umask(umask)  # main() called in-process (tests) leaves the caller's umask as it was
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.explain import RuleTest
 from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
+from gateway.private_files import write_private
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
@@ -263,30 +264,40 @@ def secret(env_name: str) -> str | None:
     return os.environ.get(env_name) or None if env_name else None
 
 
+MIN_SECRET_LENGTH = 16  # characters; a generated key has 64
+
+
 def local_secret(config: Config, env_name: str, filename: str) -> str:
     """A key from the environment variable ``env_name``, else generated once into ``data_dir/filename``.
 
-    The file is created with mode 0600 and O_EXCL: when two processes race, both use the first one's key.
+    The file is written atomically with mode 0600 (temporary file, fsync, link into place): when two
+    processes race, both use the first one's key, and none reads a half-written one. A key shorter than
+    MIN_SECRET_LENGTH (an empty or truncated file) is refused: nothing is signed with a guessable key.
     Every process of one installation must see the same key (share data_dir, or set the variable).
     """
     from_env = secret(env_name)
     if from_env:
+        if len(from_env.strip()) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"the key in ${env_name} is too short ({len(from_env.strip())} characters; "
+                f"at least {MIN_SECRET_LENGTH}): set a long random value"
+            )
         return from_env
     path = Path(config.inlet.data_dir) / filename
     try:
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as out:
-            out.write(key + "\n")
-        return key
-    except OSError as exc:
-        raise ConfigError(f"cannot read or create the key file {path}: {exc.strerror}") from None
+        if not path.exists():
+            write_private(path, (secrets.token_hex(32) + "\n").encode(), exclusive=True)
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read or create the key file {path}: {reason}") from None
+    if len(key) < MIN_SECRET_LENGTH:
+        what = "is empty" if not key else f"holds only {len(key)} characters (at least {MIN_SECRET_LENGTH})"
+        raise ConfigError(
+            f"the key file {path} {what}: refusing to sign with it. Remove the file to have a new key "
+            f"generated (sessions and signed Message-IDs made with the old key stop working), or set ${env_name}"
+        )
+    return key
 
 
 def _check_references(config: Config) -> None:

@@ -20,7 +20,9 @@ from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.intake import InboundWriter
 from gateway.lifecycle import Lifecycle, Policy
+from gateway.mail_settings import message_id_secret
 from gateway.pipeline import Pipeline
+from gateway.private_files import write_private
 from gateway.worker import Worker, pipeline_tick
 from store import wakeup
 from store.db import open_database
@@ -139,6 +141,8 @@ class Service:
         self.clock = clock or Clock()
         self.lifecycle = build_lifecycle(config, self.clock)
         self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
+        if self.roles & {"worker", "notify"}:
+            message_id_secret(config)  # an empty or short key file stops the start, not every message
         self.components: list = []
         # Intake edges store through the writer; the pipeline worker picks the rows up. While intake
         # has work in hand each unit waits, at most 20x the last one's time (so it never starves):
@@ -249,8 +253,7 @@ class Service:
             if child:
                 self._tell(b"R\n")
             else:
-                pid_file.parent.mkdir(parents=True, exist_ok=True)
-                pid_file.write_text(f"{os.getpid()}\n")
+                write_private(pid_file, f"{os.getpid()}\n".encode())
                 print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM; reload rules with SIGHUP", flush=True)
             while not self._stopping.is_set():
                 self._wakeup.wait(1.0)

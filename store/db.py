@@ -21,6 +21,7 @@ import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
 from gateway.errors import ConfigError, StoreUnavailable
+from gateway.private_files import create_private_file
 
 db = peewee.DatabaseProxy()
 opened = {"data_dir": None}  # the [inlet] data_dir of the configuration the database was opened with
@@ -39,7 +40,8 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
         if not path:
             raise ConfigError(f"database url {url!r}: no file path (use sqlite:///var/inlet.db)")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the database file's mode.
+            create_private_file(path)
         return _TurnTakingSqlite(
             path,
             pragmas={
@@ -70,6 +72,16 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
             **options,
         )
     raise ConfigError(f"database url {redact(url)!r}: scheme must be sqlite:// or postgresql://")
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm); none for PostgreSQL."""
+    parts = urlsplit(url)
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if parts.scheme != "sqlite" or not path or path == ":memory:":
+        return []
+    folder = [Path(path).parent] if Path(path).parent != Path(".") else []  # the working folder is not ours
+    return [*folder, Path(path), Path(path + "-wal"), Path(path + "-shm")]
 
 
 def redact(url: str) -> str:

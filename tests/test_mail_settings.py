@@ -48,5 +48,8 @@ def test_message_id_key_from_the_environment_else_generated_once_in_data_dir(tmp
     first = message_id_secret(c)
     assert len(first) == 64 and message_id_secret(c) == first
     assert (tmp_path / "state" / "message-id.key").stat().st_mode & 0o777 == 0o600
-    monkeypatch.setenv("INLET_TEST_MID", "from-env")
-    assert message_id_secret(c) == b"from-env"
+    monkeypatch.setenv("INLET_TEST_MID", "from-the-environment")
+    assert message_id_secret(c) == b"from-the-environment"
+    monkeypatch.setenv("INLET_TEST_MID", "short")
+    with pytest.raises(ConfigError, match=r"the key in \$INLET_TEST_MID is too short \(5 characters; at least 16\)"):
+        message_id_secret(c)
