@@ -19,6 +19,7 @@ import peewee
 from gateway import __version__
 from gateway.config import Config, default_config_path, load_config
 from gateway.errors import Conflict, InletError, NotFound, StoreUnavailable
+from gateway.log_repeats import limit_repeats
 from gateway.private_files import restrict_umask, too_open
 
 EXIT_ERROR = 1
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args) -> Config:
     config = load_config(default_config_path(getattr(args, "config", None)))
     logging.getLogger().setLevel(config.inlet.log_level.upper())
+    limit_repeats(config.inlet.log_repeat_window.total_seconds())
     return config
 
 

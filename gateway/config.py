@@ -43,6 +43,10 @@ class InletSection:
     timezone: str = setting("UTC", help="Time zone for display and business-hours calendars.")
     data_dir: str = setting("var", help="Folder for the SQLite database and other local state.")
     log_level: str = setting("info", help="Log level.", choices=("debug", "info", "warning", "error"))
+    log_repeat_window: timedelta = setting(
+        timedelta(minutes=1),
+        help="An identical warning or error is logged once per this window, then with a count of its repeats.",
+    )
 
 
 @dataclass(frozen=True)
