@@ -17,11 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 BUILTIN = Path(__file__).resolve().parent / "templates"
 TEXT, MARKDOWN, HTML = "text", "markdown", "html"
 _LAYOUTS = {TEXT: "layout.txt", MARKDOWN: "layout.md", HTML: "layout.html"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Characters that change how text reads without showing themselves (Trojan Source, CVE-2021-42574):
+# bidi embeddings, overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E/200F, U+061C), and
+# zero-width or blank-looking ones (U+200B-200D, U+2060-2064, U+FEFF, soft hyphen, Hangul fillers, tag
+# characters). A reporter could make "invoice\u202egpj.exe" read "invoiceexe.jpg" or two names look
+# alike. Inlet keeps the data as received and removes these wherever it shows or sends text.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u3164\ufeff\uffa0\U000e0000-\U000e007f]+"
+)
 RESTRICTED_TITLE = "Security report"
 
 
@@ -38,9 +48,23 @@ class Rendered:
         return {TEXT: self.text, MARKDOWN: self.markdown, HTML: self.html}[fmt]
 
 
+def visible(value: str) -> str:
+    """``value`` without bidi controls and zero-width characters (see _INVISIBLE); linear time."""
+    return _INVISIBLE.sub("", value) if value else value
+
+
+def visible_output(value):
+    """Jinja ``finalize``: every ``{{ … }}`` string (escaped text or Markup alike) shown without them."""
+    if not isinstance(value, str) or not _INVISIBLE.search(value):
+        return value
+    cleaned = _INVISIBLE.sub("", value)
+    # Markup stays Markup: removing characters that are not markup cannot make markup.
+    return Markup(cleaned) if isinstance(value, Markup) else cleaned  # noqa: S704
+
+
 def header_safe(value: str, limit: int = 250) -> str:
-    """One line: control characters (CR, LF, NUL, …) become spaces, runs of space collapse."""
-    return " ".join(_CONTROL.sub(" ", value or "").split())[:limit]
+    """One line: control characters (CR, LF, NUL, …) become spaces, runs of space collapse; no bidi controls."""
+    return " ".join(_CONTROL.sub(" ", visible(value or "")).split())[:limit]
 
 
 class Trusted(str):
@@ -53,7 +77,7 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 def markdown_escape(value):
     """``{{ … }}`` output in Markdown: incident data cannot make links, emphasis, tables or HTML."""
     if isinstance(value, str) and not isinstance(value, Trusted):
-        return _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+        return _MARKDOWN_SPECIAL.sub(r"\\\1", visible(value))
     return value
 
 
@@ -64,9 +88,10 @@ class Renderer:
         folders = [str(Path(templates_dir))] if templates_dir else []
         loader = jinja2.FileSystemLoader([*folders, str(BUILTIN)])
         options = dict(loader=loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
-        self._text = jinja2.Environment(autoescape=False, **options)  # noqa: S701 -- plain text, not HTML
+        # Every value shown in every format goes through visible_output (markdown_escape does it too).
+        self._text = jinja2.Environment(autoescape=False, finalize=visible_output, **options)  # noqa: S701
         self._markdown = jinja2.Environment(autoescape=False, finalize=markdown_escape, **options)  # noqa: S701
-        self._html = jinja2.Environment(autoescape=True, **options)
+        self._html = jinja2.Environment(autoescape=True, finalize=visible_output, **options)
 
     def render(self, template: str, values: dict) -> Rendered:
         """Render ``{template}.j2`` with ``values``; raises jinja2.TemplateError on a broken template."""

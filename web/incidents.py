@@ -22,6 +22,7 @@ from flask_login import current_user, login_required
 
 from gateway.errors import Forbidden, InletError, NoSuchIncident
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
+from notifiers.render import visible
 from store.db import db
 from store.documents import incident_document
 from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
@@ -138,8 +139,8 @@ def _csv_lines(user, filters: dict):
 
 
 def _cell(value) -> str:
-    """A CSV cell; text that a spreadsheet would run as a formula is prefixed with a quote."""
-    text = "" if value is None else str(value)
+    """A CSV cell without bidi controls or zero-width characters; a formula-like one is prefixed with a quote."""
+    text = "" if value is None else visible(str(value))
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 

@@ -2,6 +2,10 @@
 
 Jinja autoescaping is on for every template; the only markup from outside
 that reaches a page is email HTML passed through nh3 (:func:`safe_html`).
+Every value a page shows loses its bidi controls and zero-width characters
+(``finalize``: :func:`notifiers.render.visible_output`); text from outside that
+sits inline next to other text is in ``<bdi>``, so right-to-left names and
+titles cannot reorder what surrounds them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from markupsafe import Markup
 
 from gateway.clock import iso
 from notifiers.apprise_adapter import shown_urls
+from notifiers.render import visible_output
 
 # Tags and attributes an email body may keep once sanitised: text structure only, no images
 # (they would fetch from outside), no styles, no links that run code (nh3 drops javascript: URLs).
@@ -23,6 +28,8 @@ _EMAIL_TAGS = {
 
 
 def init_app(app) -> None:
+    # Every {{ … }} of every page without bidi controls or zero-width characters (before any template compiles).
+    app.jinja_env.finalize = visible_output
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["left"] = time_left
     app.jinja_env.filters["label"] = label
