@@ -9,7 +9,7 @@ INLET := $(BIN)/inlet -c $(CONFIG)
 TOKEN = INLET_ALERTMANAGER_TOKEN="$${INLET_ALERTMANAGER_TOKEN:-$$(cat var/webhook.token)}" \
 	INLET_DRILL_TOKEN="$${INLET_DRILL_TOKEN:-$$(cat var/webhook.token)}"
 
-.PHONY: run demo test lint format deps clean
+.PHONY: run demo test lint format deps clean audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,8 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(INLET) db upgrade
 	$(INLET) user bootstrap
-	@mkdir -p var && [ -s var/webhook.token ] || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/webhook.token
+	@[ -s var/webhook.token ] || $(BIN)/python -c "from gateway.private_files import write_private as w; \
+		import secrets; w('var/webhook.token', (secrets.token_urlsafe(24) + '\\n').encode(), exclusive=True)"
 	@echo "inlet: in another terminal, 'make demo' fills the queue with a few emails and alerts"
 	$(TOKEN) exec $(INLET) serve
 
@@ -44,6 +45,10 @@ test: $(VENV)/.installed-test deps
 ## System packages and services the tests talk to (PostgreSQL, Dovecot, Chromium, Alertmanager).
 deps:
 	bash .ci/deps
+
+## Check dependency floors and installed versions against known security fixes (offline; README, Security).
+audit: $(VENV)/.installed
+	$(BIN)/python audit/check.py
 
 lint:
 	$(BIN)/ruff check .
