@@ -35,6 +35,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.errors import ConfigError, InletError
+from gateway.private_files import write_private
 from gateway.service import PID_FILE, reloadable
 
 log = logging.getLogger("inlet.supervisor")
@@ -117,8 +118,7 @@ class Supervisor:
                 self._spawn(child)
             if not self._wait_until_started():
                 return 1
-            pid_file.parent.mkdir(parents=True, exist_ok=True)
-            pid_file.write_text(f"{os.getpid()}\n")
+            write_private(pid_file, f"{os.getpid()}\n".encode())
             if not self._stopping:
                 print("inlet: running; stop with Ctrl-C (SIGINT) or SIGTERM; reload rules with SIGHUP", flush=True)
             while not self._stopping:

@@ -75,13 +75,13 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
 
 
 def sqlite_files(url: str) -> list[Path]:
-    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm); none for PostgreSQL."""
+    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm, -turn); none for PostgreSQL."""
     parts = urlsplit(url)
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if parts.scheme != "sqlite" or not path or path == ":memory:":
         return []
     folder = [Path(path).parent] if Path(path).parent != Path(".") else []  # the working folder is not ours
-    return [*folder, Path(path), Path(path + "-wal"), Path(path + "-shm")]
+    return [*folder, Path(path), Path(path + "-wal"), Path(path + "-shm"), Path(path + "-turn")]
 
 
 def redact(url: str) -> str:

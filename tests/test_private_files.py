@@ -115,13 +115,13 @@ def test_everything_inlet_creates_is_owner_only_under_umask_022(setup):
         wait_for(incidents, timeout=30, message="the incident with its attachment")
         state = tmp_path / "state"
         wait_for(lambda: (state / "inlet.pid").exists(), timeout=10, message="the pid file")
-        folders = [state]
+        folders = [state, *(p for p in state.iterdir() if p.is_dir())]  # e.g. the wakeup sockets' folder
         files = [p for p in state.iterdir() if p.is_file()]
         assert {"secret_key", "message-id.key", "inlet.pid"} <= {p.name for p in files}
         if store.kind == "sqlite":
             database = tmp_path / "db" / "inlet.db"
             folders.append(database.parent)
-            files += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+            files += [database, *(Path(f"{database}{end}") for end in ("-wal", "-shm", "-turn"))]
         wide = {str(p): oct(mode(p)) for p in folders if mode(p) != 0o700}
         wide.update({str(p): oct(mode(p)) for p in files if mode(p) != 0o600})
         assert wide == {}
