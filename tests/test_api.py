@@ -75,6 +75,9 @@ def test_create(api):
     doc = response.get_json()
     assert (doc["ref"], doc["priority"], doc["group"], doc["source"]) == ("INC-4", "P1", "network", "api")
     assert response.headers["Location"].endswith("/api/v1/incidents/INC-4")
+    # Times keep their milliseconds, so latencies can be measured from outside.
+    opened = Incident.get(Incident.ref == "INC-4").opened_at
+    assert doc["opened_at"].endswith(f".{opened.microsecond // 1000:03d}Z"), doc["opened_at"]
     for body, message in (
         ({}, "title is required"),
         ({"title": "x", "impact": "huge"}, "impact must be one of"),

@@ -19,7 +19,7 @@ INCIDENT_KEYS = {
     "ref", "title", "status", "priority", "impact", "urgency", "category", "service", "group", "assignee",
     "reporter", "source", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "signal_count",
 }  # fmt: skip
-ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
 
 @pytest.fixture
