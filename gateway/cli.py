@@ -356,35 +356,33 @@ def cmd_db_status(args) -> int:
     return 0 if version == LATEST else EXIT_ERROR
 
 
-def cmd_user_add(args) -> int:
+def _password_from(args) -> tuple[str, bool]:
+    """(password, generated): from the environment variable --password-env names, else a new random one."""
     import os
 
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and not password:
+        raise InletError(f"environment variable {args.password_env} is not set")
+    return (password, False) if password is not None else (secrets.token_urlsafe(12), True)
+
+
+def cmd_user_add(args) -> int:
     from gateway.accounts import create_user
 
     config = _load(args)
     _open_store(config)
-    password = os.environ.get(args.password_env) if args.password_env else None
-    if args.password_env and not password:
-        raise InletError(f"environment variable {args.password_env} is not set")
-    generated = password is None
-    password = password or secrets.token_urlsafe(12)
+    password, generated = _password_from(args)
     create_user(args.name, args.role, password, email=args.email)
     print(f"created {args.role} user {args.name!r}" + (f" with password: {password}" if generated else ""))
     return 0
 
 
 def cmd_user_password(args) -> int:
-    import os
-
     from gateway.accounts import set_password
 
     config = _load(args)
     _open_store(config)
-    password = os.environ.get(args.password_env) if args.password_env else None
-    if args.password_env and not password:
-        raise InletError(f"environment variable {args.password_env} is not set")
-    generated = password is None
-    password = password or secrets.token_urlsafe(12)
+    password, generated = _password_from(args)
     set_password(args.name, password)
     print(f"new password for {args.name!r}" + (f": {password}" if generated else "") + "; their sessions are ended")
     return 0
