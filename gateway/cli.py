@@ -19,7 +19,7 @@ import peewee
 from gateway import __version__
 from gateway.config import Config, default_config_path, load_config
 from gateway.errors import Conflict, InletError, NotFound, StoreUnavailable
-from gateway.log_repeats import limit_repeats
+from gateway.log_repeats import limit_repeats, unlimit_repeats
 from gateway.private_files import restrict_umask, too_open
 
 EXIT_ERROR = 1
@@ -573,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     finally:
-        os.umask(umask)  # main() called in-process (tests) leaves the caller's umask as it was
+        # main() called in-process (tests) leaves the caller's umask and log handlers as they were
+        os.umask(umask)
+        unlimit_repeats()
 
 
 if __name__ == "__main__":

@@ -84,3 +84,10 @@ def limit_repeats(window: float, logger: logging.Logger | None = None) -> None:
             handler.addFilter(RepeatFilter(window))
         else:
             present.window = window
+
+
+def unlimit_repeats(logger: logging.Logger | None = None) -> None:
+    """Take the RepeatFilters off every handler of ``logger`` (default: root) again."""
+    for handler in (logger or logging.getLogger()).handlers:
+        for present in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
+            handler.removeFilter(present)
