@@ -210,7 +210,7 @@ class Supervisor:
         for line in lines:
             if line == b"R":
                 child.ready = True
-                if child.history:  # a restart: say it where the first start was said
+                if len(child.history) > 1:  # a restart (history holds every start): say it where the first was said
                     print(f"inlet: {child.plan.name} running again as pid {child.proc.pid}", flush=True)
             elif line.startswith(b"B "):
                 child.busy = (int(line[2:]), now)
