@@ -41,7 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.smtp_intake import free_port, percentile, wait_listening  # noqa: E402
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench", "BENCH_HOOK_TOKEN": "bench"}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "INLET_MESSAGE_ID_SECRET": "bench-message-id-key",
+    "BENCH_HOOK_TOKEN": "bench",
+}
 
 
 def config(folder: Path, smtp_port: int, web_port: int, sink_port: int, extra: str = "") -> Path:

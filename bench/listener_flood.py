@@ -131,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = config(folder, SMTP_PORT, web_port)
-        env = {**os.environ, "BENCH_TOKEN": TOKEN, "INLET_MESSAGE_ID_SECRET": "bench-secret"}
+        env = {**os.environ, "BENCH_TOKEN": TOKEN, "INLET_MESSAGE_ID_SECRET": "bench-message-id-key"}
         subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(path), "db", "upgrade"], check=True, env=env)
         log = (folder / "serve.log").open("wb")
         proc = subprocess.Popen(

@@ -187,7 +187,7 @@ def main() -> None:
         steady(args.steady, args.seconds)
         return
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench-message-id-key"}
     warmup = min(200, args.n)
     names = ("bare aiosmtpd", "bare, Inlet's SMTP class", "inlet serve")
     runs: dict[str, list] = {name: [] for name in names}
@@ -247,7 +247,7 @@ def main() -> None:
 
 def steady(rate: float, seconds: float) -> None:
     """Steady traffic below a burst: is every message an incident right after its 250?"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench-message-id-key"}
     with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp:
         folder, port = Path(tmp), free_port()
         inlet = [sys.executable, "-m", "gateway.cli", "-c", str(inlet_config(folder, port))]
