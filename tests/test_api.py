@@ -112,9 +112,12 @@ def test_every_action_and_the_timeline(api):
         ("resolve", {"code": "fixed", "notes": "new printer", "cause": "hardware"}),
         ("close", {}),
     ]
+    paths = api.client.get("/api/v1/openapi.json").get_json()["paths"]
     for action, body in steps:
         response = api.call("POST", f"/api/v1/incidents/{ref}/actions/{action}", "desk", json=body)
         assert response.status_code in (200, 201), (action, response.get_json())
+        documented = paths[f"/api/v1/incidents/{{ref}}/actions/{action}"]["post"]["responses"]
+        assert str(response.status_code) in documented, (action, response.status_code, sorted(documented))
     doc = api.call("GET", f"/api/v1/incidents/{ref}").get_json()
     assert doc["status"] == "closed" and doc["priority"] == "P2" and doc["reopen_count"] == 1
     assert doc["resolution"]["notes"] == "new printer"

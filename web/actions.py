@@ -34,6 +34,7 @@ class Action:
     fields: tuple[tuple[str, str, bool], ...]  # (name, JSON type, required)
     run: Callable  # (lifecycle, ref, actor, data, access) -> Incident | Event
     needs: str = ""  # the lifecycle method it needs when that is optional
+    records: bool = False  # it adds an event (answered 201 with the event), not a change of the incident
 
 
 def text_field(data: Mapping, name: str, *, required: bool = False, limit: int = 20000) -> str:
@@ -131,18 +132,21 @@ ACTIONS: dict[str, Action] = {
             "Internal note",
             (("body", "string", True),),
             lambda lc, ref, actor, d, access: lc.note(ref, actor, text_field(d, "body", required=True)),
+            records=True,
         ),
         Action(
             "reply",
             "Reply to reporter",
             (("body", "string", True),),
             lambda lc, ref, actor, d, access: lc.reply(ref, actor, text_field(d, "body", required=True)),
+            records=True,
         ),
         Action(
             "update_public",
             "Public update",
             (("body", "string", True),),
             lambda lc, ref, actor, d, access: lc.note(ref, actor, text_field(d, "body", required=True), public=True),
+            records=True,
         ),
         Action(
             "hold",

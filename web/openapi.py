@@ -279,8 +279,8 @@ def _action_operation(name: str, groups: list[str]) -> dict:
     if name in _ANY_OF:
         body["anyOf"] = [{"required": [f]} for f in _ANY_OF[name]]
     answer = (
-        {"201": _json(_ref("Event"), "The note or public update")}
-        if name in ("note", "update_public")
+        {"201": _json(_ref("Event"), "The note, reply or public update")}
+        if action.records
         else {"200": _json(_ref("Incident"), "The incident after the action")}
     )
     return {
