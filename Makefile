@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 INLET := $(BIN)/inlet -c $(CONFIG)
+# pytest workers (pytest-xdist): one per core; every test uses its own ports, folders and database schema.
+JOBS ?= auto
 
 # The example integrations' webhook token: generated once into var/, shared by `make run` and `make demo`.
 TOKEN = INLET_ALERTMANAGER_TOKEN="$${INLET_ALERTMANAGER_TOKEN:-$$(cat var/webhook.token)}" \
@@ -40,7 +42,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS)
 
 ## System packages and services the tests talk to (PostgreSQL, Dovecot, Chromium, Alertmanager).
 deps:
