@@ -838,3 +838,57 @@ def test_the_end_of_the_header_block_is_the_first_empty_line(raw):
 def test_binary_detection_counts_control_bytes_as_before(raw):
     controls = sum(1 for byte in raw if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D) or byte == 0x7F)
     assert email_parser._looks_binary(raw) == (controls > len(raw) * 0.05)
+
+
+# Lines that mail-parser-reply reads as reply headers, signatures, disclaimers or quotes, and plain ones.
+_REPLY_LINES = st.sampled_from(
+    [
+        "It works again since 10:55, thank you!",
+        "",
+        "   ",
+        "On Mon, 3 Jun 2024 at 09:20, Inlet Support <support@example.org> wrote:",
+        "Am 03.06.2024 um 09:20 schrieb Inlet Support <support@example.org>:",
+        "Le lun. 3 juin 2024 à 09:20, Inlet Support <support@example.org> a écrit :",
+        "From: Inlet Support <support@example.org>",
+        "Von: Inlet Support",
+        "Sent: Monday, June 3, 2024 09:20",
+        "-----Original Message-----",
+        "________________________________",
+        "> We registered your report as INC-42.",
+        "> > since 08:50 nobody can connect",
+        "-- ",
+        "--",
+        "Best regards,",
+        "Mit freundlichen Grüßen",
+        "Sent from my iPhone",
+        "Get Outlook for iOS",
+        "This e-mail may contain confidential information. If you are not the intended recipient, delete this mail.",
+        "- a list item",
+        "Alice Example",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_REPLY_LINES, st.text(max_size=30)), max_size=25))
+def test_the_first_reply_is_the_libraries_first_reply(lines):
+    """split_reply reads mail-parser-reply's first reply only, stopping early: the same words as the library's."""
+    from mailparser_reply import EmailReplyParser
+
+    from parsers.email.text import _REPLY_LANGUAGES, first_reply
+
+    text = "\n".join(lines)
+    expected = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text).replies[0].body
+    assert first_reply(text) == expected
+
+
+def test_the_first_reply_of_every_sample_message_is_the_libraries():
+    from mailparser_reply import EmailReplyParser
+
+    from parsers.email.text import _REPLY_LANGUAGES, first_reply
+
+    for path in sorted(DATA.glob("*.eml")):
+        if path.name == "binary_junk.eml":  # not a message: no text
+            continue
+        text = parse_email(path.read_bytes(), OPTIONS).full_text or ""
+        assert first_reply(text) == EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text).replies[0].body

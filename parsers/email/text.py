@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import email.charset
+import functools
 import html as html_lib
 import re
 from html.parser import HTMLParser
 
 import html2text
 from mailparser_reply import EmailReplyParser
+from mailparser_reply.parser import EmailMessage, EmailReply
 
 _MAX_HTML_TO_TEXT = 512 * 1024  # html2text costs ~25 µs per tag: beyond these, a linear tag stripper reads it
 _MAX_HTML_TO_TEXT_TAGS = 4000
@@ -151,14 +153,62 @@ def split_reply(text: str) -> str:
     # The new words of a reply come first: the parser reads a bounded head, so its cost is bounded too.
     head = text[:_MAX_REPLY_PARSE_CHARS]
     try:
-        parsed = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(head)
-        latest = parsed.replies[0].body if parsed.replies else ""
+        latest = first_reply(head)
     except Exception:
         return text
     latest = _clean_text(_drop_trailing_quote(latest))
     if len(head) < len(text) and latest == _clean_text(head):
         return text  # nothing quoted in the head: the rest may be new words too
     return latest or text
+
+
+@functools.cache
+def _reply_patterns() -> tuple:
+    """mail-parser-reply's header, signature and disclaimer patterns for our languages, built once.
+
+    The library builds them again for every message it reads (a dozen alternations per language).
+    """
+    languages = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).languages
+    message = EmailMessage(text="", languages=list(languages))
+    return languages, message.HEADER_REGEX, message.SIGNATURE_REGEX, message.DISCLAIMERS_REGEX
+
+
+def first_reply(text: str) -> str:
+    """``EmailReplyParser(languages=…).read(text).replies[0].body``, stopping at the first reply.
+
+    The library splits the whole text into replies, running its signature and disclaimer
+    patterns on each, and finds every quote header; only the first reply is the new words,
+    so this reads the text up to the first non-empty reply, the same way (its ``read``,
+    step by step) and with the same patterns. tests/test_email_parser.py checks it against
+    the library's own result.
+    """
+    languages, header_regex, signature_regex, disclaimers_regex = _reply_patterns()
+    message = EmailMessage(
+        text=text,
+        languages=list(languages),
+        _header_regex=header_regex,
+        _signature_regex=signature_regex,
+        _disclaimers_regex=disclaimers_regex,
+    )
+    text = message.text  # normalised by the library: line ends, stripped lines
+    current_position = 0
+    previous_header = ""
+    for found in header_regex.finditer(text):
+        for header in found.groups():
+            if not header:
+                continue
+            position = text.find(header, current_position + 1 if current_position > 0 else current_position)
+            content = text[current_position:position]
+            if content.strip():
+                return _reply_body(message, content, previous_header)
+            current_position = position if position >= 0 else 0
+            previous_header = header
+    return _reply_body(message, text[current_position:], previous_header)
+
+
+def _reply_body(message: EmailMessage, content: str, header: str) -> str:
+    disclaimers, signatures = message._process_signatures_disclaimers(content)
+    return EmailReply(headers=header, content=content, signatures=signatures, disclaimers=disclaimers).body
 
 
 def _drop_trailing_quote(text: str) -> str:
