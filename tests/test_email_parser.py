@@ -892,3 +892,60 @@ def test_the_first_reply_of_every_sample_message_is_the_libraries():
             continue
         text = parse_email(path.read_bytes(), OPTIONS).full_text or ""
         assert first_reply(text) == EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text).replies[0].body
+
+
+_MESSAGE_ID_PIECES = st.sampled_from(
+    ["<", ">", "@", ".", "a", "Z9", "-_", "!#$%", "(c)", '"q"', " ", "\t", "\r\n ", "[", "]"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["subject", "message-id", "x-loop", "precedence", "list-id", "auto-submitted", "from"]),
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60),
+        st.lists(_MESSAGE_ID_PIECES, max_size=20).map("".join),
+    ),
+)
+def test_a_header_read_without_its_header_object_reads_as_the_stdlib_reads_it(name, value):
+    """The parser skips policy.default's header objects where they return the value as it is: only there."""
+    from email.policy import default
+
+    from parsers.email.headers import _plain_value
+
+    plain = _plain_value(name, value)
+    if plain is not None:
+        assert plain == str(default.header_fetch_parse(name, value))
+
+
+_DATE_PIECES = st.sampled_from(
+    ["Mon,", " ", "3", "03", "Jun", "2024", "09:20", "09:20:05", "+0200", "-0000", "GMT", "UT", "\r\n ", "x", "99"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_DATE_PIECES, max_size=12).map("".join))
+def test_the_date_is_read_as_through_the_stdlib_header_object(value):
+    from datetime import UTC
+    from email import policy
+    from email.utils import parsedate_to_datetime
+
+    from parsers.email.headers import _date
+
+    raw = f"From: a@example.org\r\nDate: {value}\r\n\r\nbody\r\n".encode()
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    try:  # what the parser did before it read the date directly: the header object, else the raw value
+        when = msg["date"].datetime
+    except Exception:
+        when = None
+    if when is None:
+        try:
+            when = parsedate_to_datetime(dict(msg.raw_items())["Date"])
+        except Exception:
+            when = None
+    if when is not None:
+        try:
+            when = (when.replace(tzinfo=UTC) if when.tzinfo is None else when).astimezone(UTC)
+        except Exception:
+            when = None
+    assert _date(msg) == when

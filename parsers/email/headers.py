@@ -12,7 +12,7 @@ import itertools
 import re
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import HeaderRegistry, MessageIDHeader, UnstructuredHeader
 from email.parser import BytesHeaderParser
 
 from parsers.email.message_ids import _id_list, _normalise_id
@@ -71,8 +71,42 @@ def _raw_values(msg: email.message.Message, name: str) -> list[str]:
         return []
 
 
+_RAW_8BIT = re.compile("[\udc80-\udcff]")  # 8-bit bytes the parser kept as surrogate escapes
+
+
 def _has_raw_8bit(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return _RAW_8BIT.search(value) is not None
+
+
+_LINE_BREAKS = re.compile(r"\n|\r")  # what policy.default removes from a header value before parsing it
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_MESSAGE_ID = re.compile(rf"[ \t]*<{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*>[ \t]*")
+
+
+@functools.cache
+def _kind(name: str) -> str:
+    """How policy.default parses a header: "unstructured", "message-id" or "structured"."""
+    factory = _POLICY.header_factory[name]
+    if issubclass(factory, UnstructuredHeader):
+        return "unstructured"
+    return "message-id" if issubclass(factory, MessageIDHeader) else "structured"
+
+
+def _plain_value(name: str, value: str) -> str | None:
+    """The text policy.default would give for ``value``, without building the header object; None
+    when only the header parser can tell.
+
+    Its unstructured parser returns ASCII without encoded words unchanged, and so does its
+    Message-ID parser for a plain ``<local@domain>``; building the object costs more than the
+    rest of reading the value (tests/test_email_parser.py checks both against the stdlib).
+    """
+    if not value.isascii() or "=?" in value:
+        return None
+    kind = _kind(name.lower())
+    unfolded = _LINE_BREAKS.sub("", value)
+    if kind == "unstructured" or (kind == "message-id" and _PLAIN_MESSAGE_ID.fullmatch(unfolded)):
+        return unfolded
+    return None
 
 
 def _header(msg: email.message.Message, name: str) -> str | None:
@@ -85,6 +119,9 @@ def _header(msg: email.message.Message, name: str) -> str | None:
     # Undeclared 8-bit bytes: policy.default would turn them into U+FFFD; guess their charset instead.
     if _has_raw_8bit(raw[0]) or isinstance(msg.policy, email.policy.Compat32):
         return _clean_header_text(_decode_encoded_words(_clean_header_text(raw[0])))
+    plain = _plain_value(name, raw[0])
+    if plain is not None:
+        return _clean_header_text(plain)
     try:
         return _clean_header_text(str(msg[name]))
     except Exception:
@@ -240,22 +277,26 @@ def _address_list(msg: email.message.Message, name: str) -> list[str]:
 
 
 def _date(msg: email.message.Message) -> datetime | None:
-    try:
-        value = msg.get("date")
-        when = getattr(value, "datetime", None)
-    except Exception:
-        when = None
-    if when is None:
-        raw = _raw_values(msg, "date")
-        try:
-            when = email.utils.parsedate_to_datetime(raw[0]) if raw else None
-        except Exception:
-            return None
+    raw = _raw_values(msg, "date")
+    if not raw:
+        return None
+    # What policy.default's DateHeader reads (the unfolded value), else the raw value: parsed directly,
+    # without the header object (which formats the date and parses that text again).
+    compat32 = isinstance(msg.policy, email.policy.Compat32)
+    when = None if compat32 else _parsed_date(_LINE_BREAKS.sub("", raw[0]))
+    when = when or _parsed_date(raw[0])
     if when is None:
         return None
     try:
         if when.tzinfo is None:  # "-0000": time zone unknown, read as UTC (RFC 5322 §3.3)
             when = when.replace(tzinfo=UTC)
         return when.astimezone(UTC)
+    except Exception:
+        return None
+
+
+def _parsed_date(value: str) -> datetime | None:
+    try:
+        return email.utils.parsedate_to_datetime(value)
     except Exception:
         return None
