@@ -949,3 +949,52 @@ def test_the_date_is_read_as_through_the_stdlib_header_object(value):
         except Exception:
             when = None
     assert _date(msg) == when
+
+
+def _read_in_two_stages_as_at_once(raw: bytes, envelope_from: str | None = None) -> None:
+    """read_email: the headers first, the body on demand; the same Signal as parse_email's, and headers that agree."""
+    try:
+        eager = parse_email(raw, OPTIONS, envelope_from)
+    except ParseError as exc:
+        with pytest.raises(ParseError, match=re.escape(str(exc))):
+            email_parser.read_email(raw, OPTIONS, envelope_from).signal()
+        return
+    reading = email_parser.read_email(raw, OPTIONS, envelope_from)
+    headers = reading.headers
+    assert reading.signal() == eager
+    assert reading.signal() is reading.signal()  # parsed once
+    body_fields = ("text", "html", "full_text", "attachments", "details", "references")
+    for name in Signal.__dataclass_fields__:
+        if name not in body_fields:
+            assert getattr(headers, name) == getattr(eager, name), name
+    assert set(headers.references) <= set(eager.references)  # a bounce adds its original's id
+
+
+def test_every_sample_message_reads_the_same_in_two_stages():
+    for path in sorted(DATA.glob("*.eml")):
+        for envelope_from in (None, "", "alice@customer.example"):
+            _read_in_two_stages_as_at_once(path.read_bytes(), envelope_from)
+
+
+@FUZZ
+@given(st.integers(min_value=0, max_value=len(VALID)), st.integers(min_value=0, max_value=400), st.binary(max_size=600))
+def test_a_spliced_message_reads_the_same_in_two_stages(position, cut, junk):
+    _read_in_two_stages_as_at_once(VALID[:position] + junk + VALID[position + cut :])
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_any_bytes_read_the_same_in_two_stages(raw):
+    _read_in_two_stages_as_at_once(raw)
+
+
+def test_the_benchmark_mix_reads_the_same_in_two_stages():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_parse", Path(__file__).resolve().parent.parent / "bench/parse.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for _kind, raw in bench.generate(70):
+        _read_in_two_stages_as_at_once(raw, "user@customer.example")

@@ -26,7 +26,7 @@ from parsers.email.classification import (
     suppresses_autoreply,
 )
 from parsers.email.headers import _header_end, dedup_key, over_limits
-from parsers.email.message import parse_email, parse_headers_only
+from parsers.email.message import EmailReading, parse_email, parse_headers_only, read_email
 from parsers.email.message_ids import make_message_id, verify_message_id
 from parsers.email.options import EmailOptions
 from parsers.email.subject import clean_title, subject_ref
@@ -39,6 +39,7 @@ __all__ = [
     "HUMAN",
     "OWN_LOOP",
     "EmailOptions",
+    "EmailReading",
     "_CONTROL_CHARS",
     "_header_end",
     "_looks_binary",
@@ -51,6 +52,7 @@ __all__ = [
     "over_limits",
     "parse_email",
     "parse_headers_only",
+    "read_email",
     "safe_filename",
     "split_reply",
     "subject_ref",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.header
 import email.message
 import email.utils
 from email import policy
+from email.parser import BytesParser
 
 from gateway.errors import ParseError
 from parsers.email.body import _Body, _walk
@@ -66,10 +68,16 @@ def parse_email(raw: bytes, options: EmailOptions, envelope_from: str | None = N
     except ParseError:
         raise
     except Exception as exc:  # e.g. the stdlib's header parser failing on a hostile MIME parameter
-        try:
-            return _read_plainly(bytes(raw), options, envelope_from, exc)
-        except Exception:  # nothing readable: keep it in the quarantine, never crash intake
-            raise ParseError(f"cannot parse email: {type(exc).__name__}: {exc}") from exc
+        return _plainly(bytes(raw), options, envelope_from, exc)
+
+
+def _plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, error: Exception) -> Signal:
+    """The message read as plain text after the structured parser failed with ``error``; ParseError when
+    even that reads nothing."""
+    try:
+        return _read_plainly(raw, options, envelope_from, error)
+    except Exception:  # nothing readable: keep it in the quarantine, never crash intake
+        raise ParseError(f"cannot parse email: {type(error).__name__}: {error}") from error
 
 
 def _read_plainly(raw: bytes, options: EmailOptions, envelope_from: str | None, error: Exception) -> Signal:
@@ -114,8 +122,15 @@ def _read_as_text(raw: bytes, options: EmailOptions, envelope_from: str | None, 
     Nothing is lost: the raw message stays on its Inbound row; threading,
     sender and class still work from the headers.
     """
-    msg = _bounded_headers(raw, options)
+    headers = _header_signal(_bounded_headers(raw, options), options, envelope_from)
     body = raw[_header_end(raw)[1] :]
+    return dataclasses.replace(
+        headers, text=_clean_text(_decode_bytes(body, None)), details={"parse_limit": f"read as plain text: {why}"}
+    )
+
+
+def _header_signal(msg: email.message.Message, options: EmailOptions, envelope_from: str | None) -> Signal:
+    """The Signal of a message's headers: sender, recipients, ids, subject, date, class; no body yet."""
     subject = _header(msg, "subject") or ""
     senders = _addresses(msg, "from")
     reporter_name, reporter_email = senders[0] if senders else (None, None)
@@ -125,7 +140,6 @@ def _read_as_text(raw: bytes, options: EmailOptions, envelope_from: str | None, 
     return Signal(
         source="email",
         title=clean_title(subject, options.ref_prefix),
-        text=_clean_text(_decode_bytes(body, None)),
         reporter_email=reporter_email,
         reporter_name=reporter_name or None,
         recipients=tuple(_address_list(msg, "to")),
@@ -137,21 +151,29 @@ def _read_as_text(raw: bytes, options: EmailOptions, envelope_from: str | None, 
         mail_class=mail_class,
         mail_class_reason=reason,
         suppress_autoreply=suppresses_autoreply(msg),
-        details={"parse_limit": f"read as plain text: {why}"},
     )
 
 
-def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Signal:
+def _checked(raw: bytes) -> bytes:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise ParseError(f"email must be bytes, got {type(raw).__name__}")
     raw = bytes(raw)
     if not raw.strip():
         raise ParseError("empty message: no headers and no body")
+    return raw
+
+
+def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Signal:
+    raw = _checked(raw)
     too_costly = over_limits(raw, options)
     if too_costly:
         return _read_as_text(raw, options, envelope_from, too_costly)
     msg = email.message_from_bytes(raw, policy=_POLICY)
+    return _with_body(raw, msg, _header_signal(msg, options, envelope_from), options)
 
+
+def _with_body(raw: bytes, msg: email.message.Message, headers: Signal, options: EmailOptions) -> Signal:
+    """``headers`` (the Signal of ``msg``'s headers) completed from the body of ``msg``, parsed from ``raw``."""
     has_headers = any(str(name).lower() in _KNOWN_HEADERS for name, _ in msg.raw_items())
     body = _Body()
     _walk(msg, body, options, 0, html_as_text=True)
@@ -161,52 +183,83 @@ def _parse(raw: bytes, options: EmailOptions, envelope_from: str | None) -> Sign
     if not has_headers and not body.parts and not body.forwarded and (_looks_binary(raw) or not full_text):
         raise ParseError("no headers and no readable text: not an email message")
 
+    references, details = headers.references, {}
+    if headers.mail_class == BOUNCE:
+        references, details = _bounce(msg, body, full_text, headers)
+
     subject = _header(msg, "subject") or ""
-    senders = _addresses(msg, "from")
-    reporter_name, reporter_email = senders[0] if senders else (None, None)
-    mid = _header(msg, "message-id")
-    message_id = _normalise_id(mid) if mid else None
-
-    references = _bounded_ids([*_raw_header_ids(msg, "references"), *_raw_header_ids(msg, "in-reply-to")])
-
-    mail_class, reason = classify_mail(msg, options, envelope_from)
-    details: dict = {}
-    if mail_class == BOUNCE:
-        original = body.original_ids or _MESSAGE_ID_LINE.findall(full_text)
-        references = _bounded_ids([*references, *(v for v in original if v != message_id)])
-        failed = dict.fromkeys(body.failed_recipients)
-        for value in _headers(msg, "x-failed-recipients"):
-            for address in value.split(","):
-                address = address.strip().strip("<>").lower()
-                if address:
-                    failed[address] = None
-        details["failed_recipients"] = list(failed)[:_MAX_ADDRESSES]
-        if original:
-            details["original_message_id"] = original[0]
-
-    forwarding = bool(_FORWARD_PREFIX.match(subject))
-    new_words = full_text if forwarding else split_reply(full_text)
+    new_words = full_text if _FORWARD_PREFIX.match(subject) else split_reply(full_text)
     if body.forwarded:
         full_text = "\n\n".join([t for t in (full_text, *body.forwarded) if t])
         new_words = "\n\n".join([t for t in (new_words, *body.forwarded) if t])
-
-    return Signal(
-        source="email",
-        title=clean_title(subject, options.ref_prefix),
+    return dataclasses.replace(
+        headers,
         text=new_words,
         html=body.htmls[0] if body.htmls else None,
         full_text=full_text,
-        reporter_email=reporter_email,
-        reporter_name=reporter_name or None,
-        recipients=tuple(_address_list(msg, "to")),
-        cc=tuple(_address_list(msg, "cc")),
-        message_id=message_id or None,
-        references=tuple(references),
-        subject_ref=subject_ref(subject, options.ref_prefix),
-        occurred_at=_date(msg),
+        references=references,
         attachments=tuple(body.parts),
-        mail_class=mail_class,
-        mail_class_reason=reason,
-        suppress_autoreply=suppresses_autoreply(msg),
         details=details,
     )
+
+
+def _bounce(msg: email.message.Message, body: _Body, full_text: str, headers: Signal) -> tuple[tuple[str, ...], dict]:
+    """The references (the bounced original's id added) and details (failed recipients) of a bounce."""
+    original = body.original_ids or _MESSAGE_ID_LINE.findall(full_text)
+    references = _bounded_ids([*headers.references, *(v for v in original if v != headers.message_id)])
+    failed = dict.fromkeys(body.failed_recipients)
+    for value in _headers(msg, "x-failed-recipients"):
+        for address in value.split(","):
+            address = address.strip().strip("<>").lower()
+            if address:
+                failed[address] = None
+    details: dict = {"failed_recipients": list(failed)[:_MAX_ADDRESSES]}
+    if original:
+        details["original_message_id"] = original[0]
+    return tuple(references), details
+
+
+class EmailReading:
+    """One message read in two stages: its headers at once, its body when :meth:`signal` is first called.
+
+    For a pipeline that decides from the headers alone what to do with a message (an own loop
+    is dropped, a list mail may be): ``headers`` is the Signal of the headers (sender,
+    recipients, ids, subject tag, date, mail class; no text, HTML or attachments, and a
+    bounce's references without its original's id); ``signal()`` is the whole Signal, equal
+    to :func:`parse_email`'s for the same arguments, parsed once. Construction raises
+    ParseError for input that is not bytes or empty; ``signal()`` raises it where
+    :func:`parse_email` does.
+    """
+
+    def __init__(self, raw: bytes, options: EmailOptions, envelope_from: str | None = None):
+        self._raw = _checked(raw)
+        self._options, self._envelope_from = options, envelope_from
+        self._signal: Signal | None = None
+        too_costly = over_limits(self._raw, options)
+        if too_costly:  # read as text at once: the text is the cheap part
+            self._signal = _read_as_text(self._raw, options, envelope_from, too_costly)
+        else:
+            try:
+                msg = BytesParser(policy=_POLICY).parsebytes(self._raw, headersonly=True)
+                self.headers = _header_signal(msg, options, envelope_from)
+            except Exception as exc:  # what parse_email reads then: the whole message, plainly
+                self._signal = _plainly(self._raw, options, envelope_from, exc)
+        if self._signal is not None:
+            self.headers = self._signal
+
+    def signal(self) -> Signal:
+        """The whole Signal of the message (parsed on the first call). Raises ParseError as parse_email does."""
+        if self._signal is None:
+            try:
+                msg = email.message_from_bytes(self._raw, policy=_POLICY)
+                self._signal = _with_body(self._raw, msg, self.headers, self._options)
+            except ParseError:
+                raise
+            except Exception as exc:
+                self._signal = _plainly(self._raw, self._options, self._envelope_from, exc)
+        return self._signal
+
+
+def read_email(raw: bytes, options: EmailOptions, envelope_from: str | None = None) -> EmailReading:
+    """The message's headers now, its body on demand: see :class:`EmailReading`."""
+    return EmailReading(raw, options, envelope_from)
