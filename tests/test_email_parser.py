@@ -29,6 +29,8 @@ from parsers.email import (
     safe_filename,
     verify_message_id,
 )
+from parsers.email import headers as email_headers
+from parsers.email import text as email_text
 from parsers.signal import Signal
 
 DATA = Path(__file__).parent / "data" / "email"
@@ -733,7 +735,7 @@ _OLD_PREFIX = re.compile(
 
 def _clean_title_one_prefix_at_a_time(subject: str) -> str:
     """The former implementation (a pass per prefix: quadratic), kept as the reference model."""
-    title = " ".join(email_parser._CONTROL_CHARS.sub(" ", subject).split())
+    title = " ".join(email_text._CONTROL_CHARS.sub(" ", subject).split())
     title = re.sub(r"\[\s*INC-\d{1,12}\s*\]", " ", title, flags=re.IGNORECASE)
     while True:
         title = " ".join(title.split())
@@ -830,14 +832,14 @@ def test_html_depth_counts_nesting_and_not_siblings_or_void_elements(depth, sibl
 def test_the_end_of_the_header_block_is_the_first_empty_line(raw):
     found = re.search(rb"\r?\n\r?\n", raw)
     expected = (found.start(), found.end()) if found else (len(raw), len(raw))
-    assert email_parser._header_end(raw) == expected
+    assert email_headers._header_end(raw) == expected
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_binary_detection_counts_control_bytes_as_before(raw):
     controls = sum(1 for byte in raw if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D) or byte == 0x7F)
-    assert email_parser._looks_binary(raw) == (controls > len(raw) * 0.05)
+    assert email_text._looks_binary(raw) == (controls > len(raw) * 0.05)
 
 
 # Lines that mail-parser-reply reads as reply headers, signatures, disclaimers or quotes, and plain ones.

@@ -25,12 +25,12 @@ from parsers.email.classification import (
     classify_mail,
     suppresses_autoreply,
 )
-from parsers.email.headers import _header_end, dedup_key, over_limits
+from parsers.email.headers import dedup_key, over_limits
 from parsers.email.message import EmailReading, parse_email, parse_headers_only, read_email
 from parsers.email.message_ids import make_message_id, verify_message_id
 from parsers.email.options import EmailOptions
 from parsers.email.subject import clean_title, subject_ref
-from parsers.email.text import _CONTROL_CHARS, _looks_binary, html_depth, html_to_text, split_reply
+from parsers.email.text import html_depth, html_to_text, split_reply
 
 __all__ = [
     "AUTO_REPLY",
@@ -40,9 +40,6 @@ __all__ = [
     "OWN_LOOP",
     "EmailOptions",
     "EmailReading",
-    "_CONTROL_CHARS",
-    "_header_end",
-    "_looks_binary",
     "classify_mail",
     "clean_title",
     "dedup_key",
