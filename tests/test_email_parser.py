@@ -29,6 +29,8 @@ from parsers.email import (
     safe_filename,
     verify_message_id,
 )
+from parsers.email import headers as email_headers
+from parsers.email import text as email_text
 from parsers.signal import Signal
 
 DATA = Path(__file__).parent / "data" / "email"
@@ -733,7 +735,7 @@ _OLD_PREFIX = re.compile(
 
 def _clean_title_one_prefix_at_a_time(subject: str) -> str:
     """The former implementation (a pass per prefix: quadratic), kept as the reference model."""
-    title = " ".join(email_parser._CONTROL_CHARS.sub(" ", subject).split())
+    title = " ".join(email_text._CONTROL_CHARS.sub(" ", subject).split())
     title = re.sub(r"\[\s*INC-\d{1,12}\s*\]", " ", title, flags=re.IGNORECASE)
     while True:
         title = " ".join(title.split())
@@ -830,11 +832,171 @@ def test_html_depth_counts_nesting_and_not_siblings_or_void_elements(depth, sibl
 def test_the_end_of_the_header_block_is_the_first_empty_line(raw):
     found = re.search(rb"\r?\n\r?\n", raw)
     expected = (found.start(), found.end()) if found else (len(raw), len(raw))
-    assert email_parser._header_end(raw) == expected
+    assert email_headers._header_end(raw) == expected
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_binary_detection_counts_control_bytes_as_before(raw):
     controls = sum(1 for byte in raw if byte < 0x20 and byte not in (0x09, 0x0A, 0x0D) or byte == 0x7F)
-    assert email_parser._looks_binary(raw) == (controls > len(raw) * 0.05)
+    assert email_text._looks_binary(raw) == (controls > len(raw) * 0.05)
+
+
+# Lines that mail-parser-reply reads as reply headers, signatures, disclaimers or quotes, and plain ones.
+_REPLY_LINES = st.sampled_from(
+    [
+        "It works again since 10:55, thank you!",
+        "",
+        "   ",
+        "On Mon, 3 Jun 2024 at 09:20, Inlet Support <support@example.org> wrote:",
+        "Am 03.06.2024 um 09:20 schrieb Inlet Support <support@example.org>:",
+        "Le lun. 3 juin 2024 à 09:20, Inlet Support <support@example.org> a écrit :",
+        "From: Inlet Support <support@example.org>",
+        "Von: Inlet Support",
+        "Sent: Monday, June 3, 2024 09:20",
+        "-----Original Message-----",
+        "________________________________",
+        "> We registered your report as INC-42.",
+        "> > since 08:50 nobody can connect",
+        "-- ",
+        "--",
+        "Best regards,",
+        "Mit freundlichen Grüßen",
+        "Sent from my iPhone",
+        "Get Outlook for iOS",
+        "This e-mail may contain confidential information. If you are not the intended recipient, delete this mail.",
+        "- a list item",
+        "Alice Example",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_REPLY_LINES, st.text(max_size=30)), max_size=25))
+def test_the_first_reply_is_the_libraries_first_reply(lines):
+    """split_reply reads mail-parser-reply's first reply only, stopping early: the same words as the library's."""
+    from mailparser_reply import EmailReplyParser
+
+    from parsers.email.text import _REPLY_LANGUAGES, first_reply
+
+    text = "\n".join(lines)
+    expected = EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text).replies[0].body
+    assert first_reply(text) == expected
+
+
+def test_the_first_reply_of_every_sample_message_is_the_libraries():
+    from mailparser_reply import EmailReplyParser
+
+    from parsers.email.text import _REPLY_LANGUAGES, first_reply
+
+    for path in sorted(DATA.glob("*.eml")):
+        if path.name == "binary_junk.eml":  # not a message: no text
+            continue
+        text = parse_email(path.read_bytes(), OPTIONS).full_text or ""
+        assert first_reply(text) == EmailReplyParser(languages=list(_REPLY_LANGUAGES)).read(text).replies[0].body
+
+
+_MESSAGE_ID_PIECES = st.sampled_from(
+    ["<", ">", "@", ".", "a", "Z9", "-_", "!#$%", "(c)", '"q"', " ", "\t", "\r\n ", "[", "]"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["subject", "message-id", "x-loop", "precedence", "list-id", "auto-submitted", "from"]),
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60),
+        st.lists(_MESSAGE_ID_PIECES, max_size=20).map("".join),
+    ),
+)
+def test_a_header_read_without_its_header_object_reads_as_the_stdlib_reads_it(name, value):
+    """The parser skips policy.default's header objects where they return the value as it is: only there."""
+    from email.policy import default
+
+    from parsers.email.headers import _plain_value
+
+    plain = _plain_value(name, value)
+    if plain is not None:
+        assert plain == str(default.header_fetch_parse(name, value))
+
+
+_DATE_PIECES = st.sampled_from(
+    ["Mon,", " ", "3", "03", "Jun", "2024", "09:20", "09:20:05", "+0200", "-0000", "GMT", "UT", "\r\n ", "x", "99"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_DATE_PIECES, max_size=12).map("".join))
+def test_the_date_is_read_as_through_the_stdlib_header_object(value):
+    from datetime import UTC
+    from email import policy
+    from email.utils import parsedate_to_datetime
+
+    from parsers.email.headers import _date
+
+    raw = f"From: a@example.org\r\nDate: {value}\r\n\r\nbody\r\n".encode()
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    try:  # what the parser did before it read the date directly: the header object, else the raw value
+        when = msg["date"].datetime
+    except Exception:
+        when = None
+    if when is None:
+        try:
+            when = parsedate_to_datetime(dict(msg.raw_items())["Date"])
+        except Exception:
+            when = None
+    if when is not None:
+        try:
+            when = (when.replace(tzinfo=UTC) if when.tzinfo is None else when).astimezone(UTC)
+        except Exception:
+            when = None
+    assert _date(msg) == when
+
+
+def _read_in_two_stages_as_at_once(raw: bytes, envelope_from: str | None = None) -> None:
+    """read_email: the headers first, the body on demand; the same Signal as parse_email's, and headers that agree."""
+    try:
+        eager = parse_email(raw, OPTIONS, envelope_from)
+    except ParseError as exc:
+        with pytest.raises(ParseError, match=re.escape(str(exc))):
+            email_parser.read_email(raw, OPTIONS, envelope_from).signal()
+        return
+    reading = email_parser.read_email(raw, OPTIONS, envelope_from)
+    headers = reading.headers
+    assert reading.signal() == eager
+    assert reading.signal() is reading.signal()  # parsed once
+    body_fields = ("text", "html", "full_text", "attachments", "details", "references")
+    for name in Signal.__dataclass_fields__:
+        if name not in body_fields:
+            assert getattr(headers, name) == getattr(eager, name), name
+    assert set(headers.references) <= set(eager.references)  # a bounce adds its original's id
+
+
+def test_every_sample_message_reads_the_same_in_two_stages():
+    for path in sorted(DATA.glob("*.eml")):
+        for envelope_from in (None, "", "alice@customer.example"):
+            _read_in_two_stages_as_at_once(path.read_bytes(), envelope_from)
+
+
+@FUZZ
+@given(st.integers(min_value=0, max_value=len(VALID)), st.integers(min_value=0, max_value=400), st.binary(max_size=600))
+def test_a_spliced_message_reads_the_same_in_two_stages(position, cut, junk):
+    _read_in_two_stages_as_at_once(VALID[:position] + junk + VALID[position + cut :])
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_any_bytes_read_the_same_in_two_stages(raw):
+    _read_in_two_stages_as_at_once(raw)
+
+
+def test_the_benchmark_mix_reads_the_same_in_two_stages():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_parse", Path(__file__).resolve().parent.parent / "bench/parse.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for _kind, raw in bench.generate(70):
+        _read_in_two_stages_as_at_once(raw, "user@customer.example")
