@@ -232,3 +232,32 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
             return super().execute_sql(sql, params)
         finally:
             _give_turn()
+
+
+# PostgreSQL advisory lock classes (the first of the two keys): what the second key numbers.
+CLAIM_INBOUND = 1  # an Inbound's id
+NEW_PROBLEM = 2  # the hash of a correlation key no open incident has (yet)
+
+
+@contextlib.contextmanager
+def claimed(kind: int, key: int):
+    """Yield whether this process holds ``(kind, key)`` for the block: on PostgreSQL a session advisory
+    lock, taken without waiting (False: another process holds it) and given back at the end, or by the
+    server when the process dies; on SQLite always True (the write turn and row status do the work)."""
+    if not is_postgres():
+        yield True
+        return
+    taken = db.execute_sql("SELECT pg_try_advisory_lock(%s, %s)", (kind, key)).fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            db.execute_sql("SELECT pg_advisory_unlock(%s, %s)", (kind, key))
+
+
+def wait_for_key(kind: int, text: str) -> None:
+    """PostgreSQL: wait for the transaction advisory lock on ``(kind, hash of text)``, held until this
+    transaction ends, so transactions of several processes deciding about one key take turns (SQLite's
+    one write turn and snapshot check already serialise them: nothing to do)."""
+    if is_postgres():
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (kind, text))
