@@ -1,9 +1,10 @@
-"""Scale-out on PostgreSQL, as it runs: several real ``inlet serve`` processes sharing one database.
+"""Scale-out, as it runs: several real ``inlet serve`` processes sharing one database.
 
-- Two ``inlet serve --only worker`` processes (two "machines": a configuration and a data
-  folder each) share 1,000 pending Inbounds of an alert storm: every Inbound is applied
-  exactly once (processed, taken once), every repeat is counted once on the one incident of
-  its fingerprint, no incident or timeline entry is duplicated, and both processes took part.
+- Two ``inlet serve --only worker`` processes (on PostgreSQL two "machines", on SQLite two
+  processes of one: a configuration and a data folder each) share 1,000 pending Inbounds of
+  an alert storm: every Inbound is applied exactly once (processed, taken once), every repeat
+  is counted once on the one incident of its fingerprint, no incident or timeline entry is
+  duplicated, and both processes took part.
 - Two web processes (``[web] processes = 2``) serve one port (``SO_REUSEPORT``): both accept
   connections and answer requests.
 """
@@ -79,12 +80,11 @@ class Served:
             raise AssertionError(f"inlet serve did not stop within 30s:\n{self.output}") from None
 
 
-@pytest.fixture
-def serve(pg_store):
+def serving(store):
     started: list[Served] = []
 
     def start(name: str, only: str, **sections) -> Served:
-        started.append(Served(pg_store, name, only, **sections))
+        started.append(Served(store, name, only, **sections))
         return started[-1]
 
     yield start
@@ -94,6 +94,16 @@ def serve(pg_store):
             served.proc.wait()
         served.reader.join(timeout=10)
         served.proc.stdout.close()
+
+
+@pytest.fixture
+def serve(pg_store):
+    yield from serving(pg_store)
+
+
+@pytest.fixture
+def serve_any(store):
+    yield from serving(store)
 
 
 def alert(n: int) -> bytes:
@@ -118,8 +128,10 @@ def alert(n: int) -> bytes:
     ).encode()
 
 
-def test_two_worker_processes_apply_each_inbound_exactly_once(serve, pg_store):
-    machines = [serve(f"machine-{n}", "worker") for n in (1, 2)]
+def test_two_worker_processes_apply_each_inbound_exactly_once(serve_any, store):
+    # PostgreSQL: two machines. SQLite: two `inlet serve` of one machine (a data folder each, so the
+    # commit below wakes neither: they find the rows at their next [serve] poll_interval).
+    machines = [serve_any(f"machine-{n}", "worker", serve={"poll_interval": "1s"}) for n in (1, 2)]
     wait_for(lambda: all(m.running() for m in machines), timeout=60, message="both worker processes to start")
 
     # The storm arrives while both are idle: one commit, whose NOTIFY wakes both.
@@ -132,7 +144,8 @@ def test_two_worker_processes_apply_each_inbound_exactly_once(serve, pg_store):
     ]
     with db.connection_context(), db.atomic():
         Inbound.insert_many(rows).execute()
-        db.execute_sql("NOTIFY inlet_inbound")
+        if store.kind == "postgres":
+            db.execute_sql("NOTIFY inlet_inbound")
 
     def drained() -> bool:
         with db.connection_context():
