@@ -10,8 +10,10 @@ commit to the last Inbound's ``processed_at``. Inputs (``--kind``):
   rest repeats counted on them);
 - ``mail``: support emails with distinct subjects (each a new incident).
 
-Prints events/s per process count, the ratio of 2 processes to 1 (the baseline,
-measured in the same run), and checks that every Inbound was taken once and applied.
+Prints Inbounds/s per process count, the ratio of 2 processes to 1 (the baseline,
+measured in the same run), checks that every Inbound was taken once and applied, and
+the workers' CPU time per Inbound (from /proc): what one core busy with nothing else
+processes, however loaded the machine was (PostgreSQL's own CPU is not in it).
 
 Run (PostgreSQL on 127.0.0.1:5432, database ``test``, as the tests use):
 ``PYTHONPATH=. .venv/bin/python bench/workers.py [-n 2000] [--rounds 2] [--kind alerts,mail]``
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +60,13 @@ def rows(kind: str, n: int, run: str, now) -> list[tuple]:
     if kind == "alerts":
         return [("webhook", "storm", now, alert(i), f"{run}-{i}", None, "[]") for i in range(n)]
     return [("smtp", "", now, mail(i, run), f"{run}-{i}", "user@customer.example", f'["{SUPPORT}"]') for i in range(n)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_round(dsn: str, kind: str, processes: int, n: int, tmp: Path) -> dict:
@@ -98,12 +108,17 @@ def run_round(dsn: str, kind: str, processes: int, n: int, tmp: Path) -> dict:
                     text=True,
                 )  # fmt: skip
             )
+        workers = []  # the role processes that do the work: their CPU time is the load-independent figure
         for proc in procs:  # "inlet: running" once every role process has started
             for line in proc.stdout:
+                started = re.match(r"inlet: worker\S* \(worker\) started as pid (\d+)", line)
+                if started:
+                    workers.append(int(started.group(1)))
                 if line.startswith("inlet: running"):
                     break
             else:
                 raise SystemExit(f"inlet serve exited with {proc.wait()}")
+        cpu_before = sum(cpu_seconds(pid) for pid in workers)
         conn = psycopg2.connect(url)
         with conn, conn.cursor() as cur:
             cur.execute("SELECT now() AT TIME ZONE 'UTC'")
@@ -132,10 +147,11 @@ def run_round(dsn: str, kind: str, processes: int, n: int, tmp: Path) -> dict:
             )
             last, processed, retaken, incidents = cur.fetchone()
         conn.close()
+        cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
         from datetime import UTC
 
         elapsed = last.replace(tzinfo=UTC).timestamp() - began
-        return {"rate": n / elapsed, "processed": processed, "retaken": retaken, "incidents": incidents}
+        return {"rate": n / elapsed, "processed": processed, "retaken": retaken, "incidents": incidents, "cpu": cpu}
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -160,7 +176,11 @@ def main() -> None:
         "--pg", default=os.environ.get("INLET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"), help="DSN"
     )
     args = parser.parse_args()
-    print(f"processing scale-out on PostgreSQL: {args.rounds} rounds of {args.n} Inbounds, {os.cpu_count()} cores")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"processing scale-out on PostgreSQL: {args.rounds} rounds of {args.n} Inbounds, {os.cpu_count()} cores, "
+        f"load average before: {load}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.kind.split(","):
             results = {1: [], 2: []}
@@ -175,9 +195,11 @@ def main() -> None:
             for p, rs in results.items():
                 per_round = ", ".join(f"{r['rate']:.0f}" for r in rs)
                 retaken = sum(r["retaken"] for r in rs)
+                cpu_ms = 1000 * sum(r["cpu"] for r in rs) / (args.n * len(rs))
                 print(
                     f"    {p} worker process{'es' if p > 1 else '  '}: {rates[p]:7.0f} Inbounds/s "
-                    f"(rounds {per_round}; {rs[0]['incidents']} incidents; taken twice: {retaken})"
+                    f"(rounds {per_round}; {rs[0]['incidents']} incidents; taken twice: {retaken}); "
+                    f"worker CPU {cpu_ms:.2f} ms per Inbound = {1000 / cpu_ms:.0f}/s per busy core"
                 )
             print(f"    2 processes / 1: {rates[2] / rates[1]:.2f}x")
 
