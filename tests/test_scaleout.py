@@ -5,7 +5,7 @@
   an alert storm: every Inbound is applied exactly once (processed, taken once), every repeat
   is counted once on the one incident of its fingerprint, no incident or timeline entry is
   duplicated, and both processes took part.
-- Two web processes (``[web] processes = 2``) serve one port (``SO_REUSEPORT``): both accept
+- Two web processes (``[web] processes = 2``) serve one port (``SO_REUSEPORT``), on both databases: both accept
   connections and answer requests.
 """
 
@@ -201,9 +201,9 @@ def server_pid(server_port: int, client_port: int, pids: list[int]) -> int | Non
     return None
 
 
-def test_two_web_processes_serve_one_port_and_both_take_requests(serve, pg_store):
+def test_two_web_processes_serve_one_port_and_both_take_requests(serve_any):
     port = free_port()
-    front = serve("front", "web", web={"host": "127.0.0.1", "port": port, "processes": 2})
+    front = serve_any("front", "web", web={"host": "127.0.0.1", "port": port, "processes": 2})
     wait_for(front.running, timeout=60, message="two web processes to start")
     pids = front.pids()
     assert set(pids) == {"web-1", "web-2"} and pids["web-1"] != pids["web-2"]
