@@ -1,19 +1,32 @@
-"""Webhook intake throughput: ``inlet serve`` (SQLite) vs a bare Flask endpoint, same WSGI server, same run.
+"""Webhook intake throughput: ``inlet serve`` vs a bare Flask endpoint, same WSGI server, same run.
 
-Sends N Alertmanager-style events (one alert each, over 100 distinct alerts, so
+Sends Alertmanager-style events (one alert each, over 100 distinct alerts, so
 repeats are counted on open incidents) from C concurrent keep-alive clients to
 
 - a bare Flask app whose ``POST /hooks/bench`` returns 202 with a small JSON body,
-  served by waitress with the same number of threads, in a subprocess;
-- ``inlet serve`` (subprocess, SQLite in a temporary folder, bearer token), whose
-  ``POST /hooks/bench`` authenticates, validates, stores the raw body (group
-  commit) and answers 202 with the Inbound id; its pipeline worker applies each
-  event to its incident.
+  served by waitress with the same number of threads, in a subprocess (or P of
+  them sharing the port with ``SO_REUSEPORT``);
+- ``inlet serve`` (subprocess, bearer token), whose ``POST /hooks/bench``
+  authenticates, validates, stores the raw body (group commit) and answers 202
+  with the Inbound id; its pipeline worker applies each event to its incident.
 
-Prints events/s for both, the ratio (target: at least 75 %), p50/p99 latency, and
-how long after the last 202 the last event was applied to its incident.
+Two measurements:
 
-Run: ``PYTHONPATH=. python bench/webhook_intake.py [-n 5000] [-c 16] [--threads 8]``
+- default, SQLite, every role of ``inlet serve`` (one web process, one worker):
+  intake events/s beside the bare figure, and the **sustained** rate of intake +
+  processing: the events of a round over the time from its first request to the
+  last event applied to its incident (target >= 1,000 events/s);
+- ``--pg DSN``: intake alone on PostgreSQL, ``inlet serve --only web`` with
+  ``[web] processes`` = 1 and 2 (``--web-processes``), each beside a bare Flask of
+  as many processes. Processing on PostgreSQL is bench/workers.py's.
+
+The load client is ``wrk`` (Debian's ``wrk``: ``apt-get install wrk``) when it is
+installed: a C client leaves the cores to the servers; each request gets a body of
+its own from ``bench/webhook_wrk.lua``. Without it (or with ``--client python``),
+threads of this script send the events (they take a good share of the 2 cores).
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/webhook_intake.py [-n 5000] [-c 16] [--threads 8]``
+     ``PYTHONPATH=. .venv/bin/python bench/webhook_intake.py --pg postgresql://postgres@127.0.0.1:5432/test``
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ import http.client
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -39,8 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
 
 
-def bare_server(port: int, threads: int) -> None:
+def bare_server(port: int, threads: int, reuse_port: bool = False) -> None:
     """The baseline: a Flask endpoint that answers 202 and does nothing else."""
+    import socket
+
     from flask import Flask, jsonify
     from waitress import serve
 
@@ -55,7 +72,12 @@ def bare_server(port: int, threads: int) -> None:
     def healthz():
         return jsonify(status="ok")
 
-    serve(app, host="127.0.0.1", port=port, threads=threads, ident="bare", _quiet=True)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # as inlet's web processes do (gateway/web_server.py)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    serve(app, sockets=[sock], threads=threads, ident="bare", _quiet=True)
 
 
 def free_port() -> int:
@@ -183,46 +205,102 @@ def applied_lag(db_path: Path, n_total: int, last_202: float, timeout: float = 3
     return max(0.0, applied_at - last_202)
 
 
+WRK_SCRIPT = """
+local run = os.getenv("WRK_RUN")
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("WRK_TOKEN")}
+local template = [==[TEMPLATE]==]
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local n = 0
+function request()
+  n = n + 1
+  local i = n * 64 + tid
+  local a = i % 100
+  local body = template:gsub("@A@", a):gsub("@F@", string.format("%04d", a)):gsub("@V@", run .. "-" .. i)
+  return wrk.format("POST", "/hooks/bench", headers, body)
+end
+"""
+
+
+def wrk_template() -> str:
+    """event() with placeholders the Lua script fills in: @A@ the alert, @F@ its fingerprint number, @V@ unique."""
+    text = event(0, "@V@").decode()
+    text = text.replace('"value": "@V@-0"', '"value": "@V@"').replace("bench0000", "bench@F@")
+    return text.replace("Bench0", "Bench@A@").replace("node-0:", "node-@A@:").replace("alert 0", "alert @A@")
+
+
+def _wrk_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def load_wrk(port: int, seconds: float, clients: int, run: str, script: Path) -> dict:
+    """``wrk`` for ``seconds`` with ``clients`` connections (2 threads); rate, latencies, requests sent."""
+    env = {**os.environ, "WRK_RUN": run, "WRK_TOKEN": TOKEN}
+    began = time.time()
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = done.stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw failed requests:\n{out}")
+    requests_, elapsed = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out).groups()[:2]
+    p50 = _wrk_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = _wrk_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    n = int(requests_)
+    return {"rate": n / float(elapsed), "p50": p50, "p99": p99, "n": n, "began": began, "last_202": time.time()}
+
+
 def summary(results: list[dict]) -> dict:
-    latencies = sorted(x for r in results for x in r["latencies"])
+    n = sum(r["n"] for r in results)
     return {
-        "rate": sum(len(r["latencies"]) for r in results) / sum(r["elapsed"] for r in results),
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "rate": n / sum(r["n"] / r["rate"] for r in results),
+        "p50": statistics.median(r["p50"] for r in results),
+        "p99": max(r["p99"] for r in results),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=5000, help="events per server and round (default 5000)")
-    parser.add_argument("-c", type=int, default=16, help="concurrent clients (default 16)")
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads of both servers (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of bare then inlet (default 3)")
-    parser.add_argument("--warmup", type=int, default=300, help="events sent first and not measured")
-    parser.add_argument("--bare-server", nargs=2, type=int, metavar=("PORT", "THREADS"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare_server:
-        bare_server(*args.bare_server)
-        return
+class Load:
+    """The load client of this run: wrk for ``seconds``, or this script's threads for ``n`` events."""
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        bare_port, port = free_port(), free_port()
-        db_path = tmp / "inlet.db"
-        config = tmp / "config.toml"
-        config.write_text(
-            f"""
+    def __init__(self, args, tmp: Path):
+        self.args, self.use_wrk = args, args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+        self.script = tmp / "webhook_wrk.lua"
+        self.script.write_text(WRK_SCRIPT.replace("TEMPLATE", wrk_template()))
+
+    def name(self) -> str:
+        a = self.args
+        if self.use_wrk:
+            return f"wrk -t2 -c{a.c} -d{a.seconds:g}s"
+        return f"{a.n} events from {a.c} Python client threads"
+
+    def __call__(self, port: int, run: str, warmup: bool = False) -> dict:
+        if self.use_wrk:
+            return load_wrk(port, 1 if warmup else self.args.seconds, self.args.c, run, self.script)
+        result = load(port, self.args.warmup if warmup else self.args.n, self.args.c, run)
+        latencies = result.pop("latencies")
+        return {**result, "n": len(latencies), "began": result["last_202"] - result["elapsed"]}
+
+
+def inlet_config(tmp: Path, url: str, port: int, threads: int, processes: int = 1) -> Path:
+    config = tmp / f"config-{port}.toml"
+    config.write_text(
+        f"""
 fallback_group = "service-desk"
 [inlet]
-data_dir = "{tmp}"
+data_dir = "{tmp / f"data-{port}"}"
 log_level = "warning"
 [database]
-url = "sqlite:///{db_path}"
+url = "{url}"
 [web]
 host = "127.0.0.1"
 port = {port}
-threads = {args.threads}
+threads = {threads}
+processes = {processes}
 [[group]]
 name = "service-desk"
 [[integration]]
@@ -231,50 +309,152 @@ kind = "alertmanager"
 token_env = "BENCH_TOKEN"
 rate_limit = 0
 """
-        )
-        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
-        subprocess.run([*inlet, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
-        only = ["--only", os.environ["BENCH_ONLY"]] if os.environ.get("BENCH_ONLY") else []
-        bare = subprocess.Popen(
-            [sys.executable, __file__, "--bare-server", str(bare_port), str(args.threads)], env=env, cwd=ROOT
-        )
-        server = subprocess.Popen(
-            [*inlet, "serve", *only], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        bare_results, inlet_results, lags, ratios = [], [], [], []
-        try:
-            wait_healthy(bare_port, bare)
-            wait_healthy(port, server)
-            load(bare_port, args.warmup, args.c, "warm")
-            load(port, args.warmup, args.c, "warm")
-            sent = args.warmup
-            if not only:
-                applied_lag(db_path, sent, 0)
-            # Rounds of bare then inlet, each after inlet applied everything: the machine's other
-            # load hits both alike, and inlet's pipeline never runs during a bare round.
-            for round_ in range(args.rounds):
-                bare_results.append(load(bare_port, args.n, args.c, f"bare{round_}"))
-                inlet_results.append(load(port, args.n, args.c, f"inlet{round_}"))
-                sent += args.n
-                ratios.append(inlet_results[-1]["rate"] / bare_results[-1]["rate"])
-                if not only:
-                    lags.append(applied_lag(db_path, sent, inlet_results[-1]["last_202"]))
-        finally:
-            stop(bare)
-            stop(server)
-
-    bare_result, inlet_result = summary(bare_results), summary(inlet_results)
-    ratio = inlet_result["rate"] / bare_result["rate"]
-    print(
-        f"webhook intake: {args.rounds} rounds of {args.n} Alertmanager events, {args.c} concurrent clients, "
-        f"waitress {args.threads} threads"
     )
-    for label, result in (("bare Flask 202:", bare_result), ("inlet serve:", inlet_result)):
-        rate, p50, p99 = result["rate"], result["p50"], result["p99"]
-        print(f"  {label:17} {rate:8.0f} events/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    print(f"  ratio:            {ratio:8.0%}  (target >= 75 %; per round: {', '.join(f'{r:.0%}' for r in ratios)})")
+    return config
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+
+
+def start_bare(port: int, threads: int, processes: int) -> list[subprocess.Popen]:
+    command = [sys.executable, __file__, "--bare-server", str(port), str(threads), str(int(processes > 1))]
+    procs = [subprocess.Popen(command, env=ENV, cwd=ROOT) for _ in range(processes)]
+    for proc in procs:
+        wait_healthy(port, proc)
+    return procs
+
+
+def start_inlet(config: Path, port: int, only: list[str]) -> subprocess.Popen:
+    inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
+    subprocess.run([*inlet, "db", "upgrade"], env=ENV, cwd=ROOT, check=True, capture_output=True)
+    server = subprocess.Popen(
+        [*inlet, "serve", *only], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_healthy(port, server, timeout=60)
+    return server
+
+
+def line(label: str, result: dict, bare: dict | None = None) -> str:
+    ratio = f"  {result['rate'] / bare['rate']:4.0%} of bare" if bare else ""
+    return (
+        f"  {label:34} {result['rate']:7.0f} events/s  p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms{ratio}"
+    )
+
+
+def sqlite_run(args, tmp: Path, client: Load) -> None:
+    """Every role of inlet serve on SQLite: intake beside bare, and intake + processing sustained."""
+    bare_port, port = free_port(), free_port()
+    db_path = tmp / "inlet.db"
+    config = inlet_config(tmp, f"sqlite:///{db_path}", port, args.threads)
+    only = ["--only", os.environ["BENCH_ONLY"]] if os.environ.get("BENCH_ONLY") else []
+    bare = start_bare(bare_port, args.threads, 1)
+    server = start_inlet(config, port, only)
+    bare_results, inlet_results, lags, sustained = [], [], [], []
+    try:
+        client(bare_port, "warm", warmup=True)
+        sent = client(port, "warm", warmup=True)["n"]
+        if not only:
+            applied_lag(db_path, sent, 0)
+        # Rounds of bare then inlet, each after inlet applied everything: the machine's other
+        # load hits both alike, and inlet's pipeline never runs during a bare round.
+        for round_ in range(args.rounds):
+            bare_results.append(client(bare_port, f"bare{round_}"))
+            inlet_results.append(client(port, f"inlet{round_}"))
+            sent += inlet_results[-1]["n"]
+            if not only:
+                lag = applied_lag(db_path, sent, inlet_results[-1]["last_202"])
+                lags.append(lag)
+                r = inlet_results[-1]
+                sustained.append(r["n"] / (r["last_202"] - r["began"] + lag))
+    finally:
+        for proc in [*bare, server]:
+            stop(proc)
+    bare_result, inlet_result = summary(bare_results), summary(inlet_results)
+    print(f"webhook intake on SQLite, {args.rounds} rounds of {client.name()}, waitress {args.threads} threads")
+    print(line("bare Flask 202:", bare_result))
+    print(line("inlet serve, intake (202):", inlet_result, bare_result))
+    ratios = ", ".join(f"{i['rate'] / b['rate']:.0%}" for i, b in zip(inlet_results, bare_results, strict=True))
+    print(f"  {'':34} per round: {ratios}")
     if lags:
         print(f"  last 202 -> last event applied to its incident: {', '.join(f'{x:.2f}' for x in lags)} s per round")
+        total = sum(r["n"] for r in inlet_results) / sum(
+            r["n"] / x for r, x in zip(inlet_results, sustained, strict=True)
+        )
+        print(
+            f"  intake + processing sustained:     {total:7.0f} events/s (first request -> last event applied; "
+            f"target >= 1,000; per round: {', '.join(f'{x:.0f}' for x in sustained)})"
+        )
+
+
+def postgres_run(args, tmp: Path, client: Load) -> None:
+    """``inlet serve --only web`` on PostgreSQL with 1 and 2 web processes, each beside as many bare ones."""
+    import psycopg2
+
+    print(
+        f"webhook intake alone on PostgreSQL, {args.rounds} rounds of {client.name()}, waitress {args.threads} threads"
+    )
+    results = {}
+    for processes in args.web_processes:
+        schema = f"bench_{os.getpid()}_{processes}"
+        admin = psycopg2.connect(args.pg)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {schema}")
+        bare_port, port = free_port(), free_port()
+        config = inlet_config(tmp, f"{args.pg}?options=-csearch_path%3D{schema}", port, args.threads, processes)
+        bare = start_bare(bare_port, args.threads, processes)
+        server = start_inlet(config, port, ["--only", "web"])
+        bare_results, inlet_results = [], []
+        try:
+            client(bare_port, "warm", warmup=True)
+            client(port, "warm", warmup=True)
+            for round_ in range(args.rounds):
+                bare_results.append(client(bare_port, f"bare{round_}"))
+                inlet_results.append(client(port, f"inlet{round_}"))
+        finally:
+            for proc in [*bare, server]:
+                stop(proc)
+            with admin.cursor() as cur:
+                cur.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.close()
+        bare_result, inlet_result = summary(bare_results), summary(inlet_results)
+        results[processes] = inlet_result
+        s = "es" if processes > 1 else ""
+        print(line(f"bare Flask 202, {processes} process{s}:", bare_result))
+        print(line(f"inlet serve --only web, {processes} process{s}:", inlet_result, bare_result))
+    if 1 in results and len(results) > 1:
+        for processes, result in results.items():
+            if processes > 1:
+                print(f"  inlet {processes} web processes / 1: {result['rate'] / results[1]['rate']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=5000, help="events per round, Python client (default 5000)")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds per round, wrk (default 5)")
+    parser.add_argument("-c", type=int, default=16, help="concurrent clients (default 16)")
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads of both servers (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of bare then inlet (default 3)")
+    parser.add_argument("--warmup", type=int, default=300, help="events sent first and not measured")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto", help="load client")
+    parser.add_argument("--pg", metavar="DSN", help="intake alone on PostgreSQL (inlet serve --only web)")
+    parser.add_argument(
+        "--web-processes", default="1,2", type=lambda v: [int(x) for x in v.split(",")], help="with --pg"
+    )
+    parser.add_argument(
+        "--bare-server", nargs=3, type=int, metavar=("PORT", "THREADS", "REUSE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.bare_server:
+        bare_server(*args.bare_server[:2], reuse_port=bool(args.bare_server[2]))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        client = Load(args, tmp)
+        if args.pg:
+            postgres_run(args, tmp, client)
+        else:
+            sqlite_run(args, tmp, client)
 
 
 if __name__ == "__main__":

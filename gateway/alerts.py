@@ -36,6 +36,7 @@ from gateway.pipeline import Context, Discard
 from parsers.payload import decode_json
 from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
 from parsers.webhooks import parse_webhook
+from store.db import NEW_PROBLEM, is_postgres, wait_for_key
 from store.models import NEW, OPEN_STATUSES, CorrelationKey, Event, Incident
 from store.models import RESOLVED as INCIDENT_RESOLVED
 
@@ -99,17 +100,29 @@ def correlate(ctx: Context) -> None:
         steps.correlate(ctx)
         return
     s, now = ctx.signal, ctx.clock.now()
-    for kind, value in ((steps.FINGERPRINT, s.fingerprint), (steps.GROUP, s.group_key)):
-        incident = _find_open(kind, value) if value else None
+    keys = [(kind, value) for kind, value in ((steps.FINGERPRINT, s.fingerprint), (steps.GROUP, s.group_key)) if value]
+    ctx.incident, ctx.match = _correlate(keys, integration.reopen_window, now)
+    if ctx.incident is None and keys and is_postgres():
+        # Two worker processes meeting on a new problem would open an incident each: the second waits
+        # here until the first commits (or rolls back), then looks again and joins the first's incident.
+        for kind, value in sorted(keys):
+            wait_for_key(NEW_PROBLEM, f"{kind}:{value[:512]}")
+        ctx.incident, ctx.match = _correlate(keys, integration.reopen_window, now)
+    ctx.decide("correlate", incident=ctx.incident.ref if ctx.incident else None, by=ctx.match or "new")
+
+
+def _correlate(keys: list[tuple[str, str]], reopen_window, now) -> tuple[Incident | None, str]:
+    """The incident of the first key that has one open (or resolved within the reopen window), and the key's kind."""
+    for kind, value in keys:
+        incident = _find_open(kind, value)
         if incident is None:
             continue
         if incident.status == INCIDENT_RESOLVED and (
-            incident.resolved_at is None or now - incident.resolved_at > integration.reopen_window
+            incident.resolved_at is None or now - incident.resolved_at > reopen_window
         ):
             continue  # resolved too long ago: a new problem
-        ctx.incident, ctx.match = incident, kind
-        break
-    ctx.decide("correlate", incident=ctx.incident.ref if ctx.incident else None, by=ctx.match or "new")
+        return incident, kind
+    return None, ""
 
 
 def _find_open(kind: str, value: str) -> Incident | None:

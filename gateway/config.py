@@ -65,6 +65,12 @@ class WebSection:
     host: str = setting("127.0.0.1", help="Address the web UI and webhooks listen on (loopback unless you mean it).")
     port: int = setting(8025, help="Port of the web UI and webhooks.", minimum=0)
     threads: int = setting(8, help="WSGI worker threads.", minimum=1)
+    processes: int = setting(
+        1,
+        help="Web server processes of `inlet serve`, sharing the port (SO_REUSEPORT, Linux: the kernel spreads "
+        "connections); over 1, SMTP runs in a process of its own and the port must be fixed (not 0).",
+        minimum=1,
+    )
     secret_key_env: str = setting(
         "INLET_SECRET_KEY",
         help="Environment variable holding the session signing key (else one is generated in data_dir).",

@@ -34,7 +34,7 @@ from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
 from parsers.signal import Signal, plain_signal
-from store.db import db, is_postgres, local_write_turn
+from store.db import CLAIM_INBOUND, claimed, db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
@@ -105,6 +105,12 @@ class Pipeline:
         (:meth:`record_failure`; the Inbound stays ``pending`` for another attempt, or is quarantined
         as ``failed``). Only an error recording that (the database is gone) reaches the caller.
         """
+        # Claimed for the whole run (PostgreSQL): another process skips it rather than count a second
+        # attempt and parse it again while this one works on it.
+        with claimed(CLAIM_INBOUND, inbound_id) as mine:
+            return self._run(inbound_id) if mine else None
+
+    def _run(self, inbound_id: int) -> str | None:
         inbound = Inbound.get_or_none(Inbound.id == inbound_id)
         if inbound is None or inbound.status != PENDING:
             return None

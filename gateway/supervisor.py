@@ -2,7 +2,8 @@
 
 In the spirit of Postfix's ``master``: the supervisor does no work itself. It
 starts one process per role group — the listeners (web and SMTP share one: both
-only store and answer), the IMAP pollers, ``[serve] workers`` pipeline workers,
+only store and answer; with ``[web] processes`` over 1, that many web processes
+share the port and SMTP has one of its own), the IMAP pollers, ``[serve] workers`` pipeline workers,
 outbox delivery, timers — each as ``inlet serve --only ROLES --child``, and then:
 
 - restarts one that dies, after a wait that doubles with each quick death;
@@ -62,6 +63,12 @@ def plan(config: Config, roles: set[str]) -> list[Plan]:
     """The role processes for ``roles`` (all by default): the map of what ``inlet serve`` runs."""
     plans = []
     listeners = tuple(r for r in ("web", "smtp") if r in roles and (r != "smtp" or config.smtp.enabled))
+    web = config.web.processes
+    if "web" in listeners and web > 1:  # web processes share the port (SO_REUSEPORT); SMTP keeps its own
+        if config.web.port == 0:
+            raise ConfigError(f"[web] processes = {web} needs a fixed [web] port (0 would give each its own)")
+        plans += [Plan(f"web-{n}", ("web",)) for n in range(1, web + 1)]
+        listeners = tuple(r for r in listeners if r != "web")
     if listeners:
         plans.append(Plan("listeners", listeners))
     if "imap" in roles and config.mailbox:

@@ -6,12 +6,17 @@ a thread. Its limits come from ``[web]``: open connections, idle keep-alive
 connections, the request body (a ``Content-Length`` over it is answered 413 as
 soon as the headers are in, before any of the body is read), and — added here,
 waitress has none — the time one request may take to arrive (slowloris).
+
+With ``[web] processes`` over 1, each of the supervisor's web processes binds the
+port with ``SO_REUSEPORT`` and the kernel spreads new connections among them: each
+process is its own interpreter, so the rate grows with the cores, not with threads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -79,6 +84,17 @@ class _Server(TcpWSGIServer):
     channel_class = _Channel
     request_timeout = 30.0
 
+    def __init__(self, *args, reuse_port: bool = False, **kwargs):
+        self.reuse_port = reuse_port
+        super().__init__(*args, **kwargs)
+
+    def set_reuse_addr(self):  # waitress calls it between creating the socket and binding it
+        super().set_reuse_addr()
+        if self.reuse_port:
+            # Several web processes bind the same port; the kernel spreads new connections among them.
+            # Only processes of the same user may join (Linux), so no other account can take a share.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
     def maintenance(self, now):
         super().maintenance(now)  # closes connections idle longer than channel_timeout between requests
         cutoff = time.monotonic() - self.request_timeout
@@ -111,7 +127,7 @@ class WebServer:
             asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
             **proxy_settings(web),
         )
-        self.server = _Server(app, map={}, adj=adjustments)
+        self.server = _Server(app, map={}, adj=adjustments, reuse_port=web.processes > 1)
         self.server.request_timeout = web.request_timeout.total_seconds()
         self.drain_timeout = web.drain_timeout.total_seconds()
         self._stopping = False

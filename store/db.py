@@ -75,13 +75,14 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
 
 
 def sqlite_files(url: str) -> list[Path]:
-    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm, -turn); none for PostgreSQL."""
+    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm, -turn, -claim1); none for PostgreSQL."""
     parts = urlsplit(url)
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if parts.scheme != "sqlite" or not path or path == ":memory:":
         return []
     folder = [Path(path).parent] if Path(path).parent != Path(".") else []  # the working folder is not ours
-    return [*folder, Path(path), Path(path + "-wal"), Path(path + "-shm"), Path(path + "-turn")]
+    suffixes = ("", "-wal", "-shm", "-turn", f"-claim{CLAIM_INBOUND}")
+    return [*folder, *(Path(path + suffix) for suffix in suffixes)]
 
 
 def redact(url: str) -> str:
@@ -232,3 +233,59 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
             return super().execute_sql(sql, params)
         finally:
             _give_turn()
+
+
+# PostgreSQL advisory lock classes (the first of the two keys): what the second key numbers.
+CLAIM_INBOUND = 1  # an Inbound's id
+NEW_PROBLEM = 2  # the hash of a correlation key no open incident has (yet)
+
+
+@contextlib.contextmanager
+def claimed(kind: int, key: int):
+    """Yield whether this process holds ``(kind, key)`` for the block, taken without waiting (False:
+    another process holds it) and given back at the end, or by the system when the process dies: on
+    PostgreSQL a session advisory lock; on SQLite a lock on byte ``key`` of ``<database>-claim<kind>``
+    (a POSIX record lock: per process, so the threads of one process share it)."""
+    if not is_postgres():
+        fd = _claim_fd(db.obj, kind)
+        if fd is None:
+            yield True
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+        return
+    taken = db.execute_sql("SELECT pg_try_advisory_lock(%s, %s)", (kind, key)).fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            db.execute_sql("SELECT pg_advisory_unlock(%s, %s)", (kind, key))
+
+
+_claim_files: dict[tuple[str, int], int] = {}  # never closed: closing any descriptor of a file drops its locks
+
+
+def _claim_fd(database, kind: int) -> int | None:
+    path = getattr(database, "database", None)
+    if not path or path == ":memory:":
+        return None
+    fd = _claim_files.get((path, kind))
+    if fd is None:
+        fd = os.open(f"{path}-claim{kind}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _claim_files[(path, kind)] = fd
+    return fd
+
+
+def wait_for_key(kind: int, text: str) -> None:
+    """PostgreSQL: wait for the transaction advisory lock on ``(kind, hash of text)``, held until this
+    transaction ends, so transactions of several processes deciding about one key take turns (SQLite's
+    one write turn and snapshot check already serialise them: nothing to do)."""
+    if is_postgres():
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (kind, text))
