@@ -235,7 +235,10 @@ class _TurnTakingSqlite(peewee.SqliteDatabase):
             _give_turn()
 
 
-# PostgreSQL advisory lock classes (the first of the two keys): what the second key numbers.
+# Advisory lock classes: what the second key numbers. On PostgreSQL the first key is the hash of the class
+# and the schema (advisory locks are per database: two Inlets in two schemas of one database must not
+# take each other's locks).
+_PG_CLASS = "hashtext(current_schema() || ':' || %s)"
 CLAIM_INBOUND = 1  # an Inbound's id
 NEW_PROBLEM = 2  # the hash of a correlation key no open incident has (yet)
 
@@ -261,12 +264,12 @@ def claimed(kind: int, key: int):
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
         return
-    taken = db.execute_sql("SELECT pg_try_advisory_lock(%s, %s)", (kind, key)).fetchone()[0]
+    taken = db.execute_sql(f"SELECT pg_try_advisory_lock({_PG_CLASS}, %s)", (str(kind), key)).fetchone()[0]
     try:
         yield taken
     finally:
         if taken:
-            db.execute_sql("SELECT pg_advisory_unlock(%s, %s)", (kind, key))
+            db.execute_sql(f"SELECT pg_advisory_unlock({_PG_CLASS}, %s)", (str(kind), key))
 
 
 _claim_files: dict[tuple[str, int], int] = {}  # never closed: closing any descriptor of a file drops its locks
@@ -288,4 +291,4 @@ def wait_for_key(kind: int, text: str) -> None:
     transaction ends, so transactions of several processes deciding about one key take turns (SQLite's
     one write turn and snapshot check already serialise them: nothing to do)."""
     if is_postgres():
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (kind, text))
+        db.execute_sql(f"SELECT pg_advisory_xact_lock({_PG_CLASS}, hashtext(%s))", (str(kind), text))

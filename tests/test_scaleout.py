@@ -24,9 +24,9 @@ import pytest
 import tomli_w
 from peewee import fn
 
-from store.db import db
+from store.db import CLAIM_INBOUND, claimed, db
 from store.models import PENDING, PROCESSED, Event, Inbound, Incident
-from tests.conftest import ROOT, base_config_dict, free_port, wait_for
+from tests.conftest import ROOT, _fresh_database, base_config_dict, free_port, wait_for
 
 INLET = [sys.executable, "-m", "gateway.cli"]
 TOKEN = "t0ken-for-scale-out-tests"
@@ -238,3 +238,29 @@ def test_several_web_processes_need_a_fixed_port(pg_store, tmp_path):
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode != 0
     assert "[web] processes = 2 needs a fixed [web] port" in done.stderr
+
+
+HOLD = """
+import sys
+from store.db import CLAIM_INBOUND, claimed, db, make_database
+db.initialize(make_database(sys.argv[1]))
+with claimed(CLAIM_INBOUND, 1) as taken:
+    print("held" if taken else "refused", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_claims_belong_to_one_schema(pg_store, tmp_path):
+    """Advisory locks are per database: an Inlet in another schema of the same database holding Inbound 1
+    does not hold this Inlet's Inbound 1, and one in this schema does."""
+    with _fresh_database("postgres", tmp_path / "other") as other:
+        for url, ours in ((other.url, False), (pg_store.url, True)):
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD, url], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            try:
+                assert holder.stdout.readline().strip() == "held"
+                with claimed(CLAIM_INBOUND, 1) as taken:
+                    assert taken is not ours, url
+            finally:
+                holder.communicate("\n", timeout=10)
