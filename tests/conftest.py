@@ -181,23 +181,46 @@ class Served:
             **sections,
         }
         self.path = store.write_config(**settings)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERVISOR_TEST_TOKEN": TOKEN, **(env or {})}
-        self.proc = subprocess.Popen([*INLET, "-c", str(self.path), "serve"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERVISOR_TEST_TOKEN": TOKEN, **(env or {})}
         self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen([*INLET, "-c", str(self.path), "serve"], cwd=ROOT, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self.reader.start()
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor (a crash, the OOM killer); wait until its role processes are gone too."""
+        roles = self.pids().values()
+        self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=10)
+        self.proc.stdout.close()
+        wait_for(lambda: not any(alive(pid) for pid in roles), timeout=20, message="the role processes to die")
+
+    def restart(self) -> None:
+        """Start `inlet serve` again on the same configuration and ports; wait until it runs."""
+        self.lines.append("--- restarted\n")
+        self._spawn()
+        wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start again")
 
     def wait_started(self) -> None:
         wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start its roles")
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
+    @property
+    def since_start(self) -> str:
+        """The output of the latest start only."""
+        return self.output.rsplit("--- restarted\n", 1)[-1]
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
             self.lines.append(line)
 
     def said(self, text: str) -> bool:
-        assert self.proc.poll() is None or text in self.output, self.output
-        return text in self.output
+        assert self.proc.poll() is None or text in self.since_start, self.output
+        return text in self.since_start
 
     @property
     def output(self) -> str:
