@@ -16,6 +16,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -279,20 +280,22 @@ def shared_sections(group_sink: HttpSink, escalation_sink: HttpSink) -> dict:
             {"name": "security"},
         ],
         "escalation": [{"name": "fast", "steps": [{"after": "2s", "notify": [f"json://{escalation_sink.url}"]}]}],
-        "notifications": {"apprise_throttle": "0s"},
+        "notifications": {"apprise_throttle": "0s", "rate_limit": 1_000_000, "acknowledge_reporter": False},
     }
 
 
 def deliveries(sink: HttpSink) -> dict[str, int]:
-    """Requests the sink got, by incident reference found in the message."""
-    import re
-
-    counted: dict[str, int] = {}
+    """How many times the sink got each message, by incident reference (each kind of message apart)."""
+    counted: dict[tuple[str, str], int] = {}
     for body in sink.json():
         found = re.search(r"INC-\d+", json.dumps(body))
         assert found, body
-        counted[found.group()] = counted.get(found.group(), 0) + 1
-    return counted
+        key = (found.group(), body.get("title", ""))
+        counted[key] = counted.get(key, 0) + 1
+    by_ref: dict[str, int] = {}
+    for (ref, _), n in counted.items():
+        by_ref[ref] = max(by_ref.get(ref, 0), n)  # the most any one message to this incident arrived
+    return by_ref
 
 
 def test_two_processes_share_one_database_and_one_takes_over(pg_store, sinks):
@@ -318,7 +321,6 @@ def test_two_processes_share_one_database_and_one_takes_over(pg_store, sinks):
         wait_for(lambda: set(deliveries(group_sink)) == refs, timeout=60, message="every group notification")
         wait_for(lambda: set(deliveries(escalation_sink)) == refs, timeout=60, message="every escalation")
         assert set(deliveries(group_sink).values()) == {1} and set(deliveries(escalation_sink).values()) == {1}
-        firers = {by.split(":")[1] for (by,) in in_db(lambda: Timer.select(Timer.fired_by).tuples()) if by}
         assert in_db(lambda: Timer.select().where(Timer.status == PENDING).count()) == 0
 
         # One process killed: the other does all the work, timers included.
@@ -335,7 +337,6 @@ def test_two_processes_share_one_database_and_one_takes_over(pg_store, sinks):
         late = in_db(lambda: list(Timer.select(Timer.fired_by).where(Timer.incident.in_(
             Incident.select(Incident.id).where(Incident.title.startswith("Survivor")))).tuples()))  # fmt: skip
         assert late and {by.split(":")[1] for (by,) in late} <= survivor_pids
-        assert len(firers) >= 1
         assert second.stop() == 0
 
 
