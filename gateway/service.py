@@ -161,7 +161,10 @@ class Service:
             self.components.append(self.pipeline_worker)
         self.timers = build_timer_worker(self.lifecycle)
         if "timers" in self.roles:
-            self.components.append(Worker("timers", self.timers.tick, interval=poll))
+            from gateway.retention import Retention
+
+            retention = Retention(config.retention, self.clock)
+            self.components.append(Worker("timers", lambda: self.timers.tick() + retention.tick(), interval=poll))
         self.app = None
         if "notify" in self.roles:
             from notifiers.delivery import Delivery
