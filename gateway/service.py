@@ -40,6 +40,7 @@ RESTART_SECTIONS = {
     "serve": "[serve]",
     "smtp": "[smtp]",
     "mailbox": "[[mailbox]]",
+    "retention": "[retention]",  # read once by the timers role
 }
 
 
