@@ -145,7 +145,7 @@ def running(store: Store, **sections):
 
 def test_sigkill_under_mixed_load_keeps_every_acknowledged_input_once(store):
     with running(store) as served:
-        with Load([served], "Crash") as load:
+        with Load([served], "Crash", pace=0.03) as load:
             for _ in range(3):
                 wait_for(lambda n=len(load.mail): len(load.mail) > n + 5, timeout=20, message="mail acknowledged")
                 wait_for(lambda n=len(load.hooks): len(load.hooks) > n + 5, timeout=20, message="hooks acknowledged")
