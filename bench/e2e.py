@@ -19,6 +19,7 @@ import smtplib
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,12 +70,16 @@ def start(folder: Path, sink: GroupSink, reporters: Sink) -> Inlet:
     )
 
 
-def offer(inlet: Inlet, rate: float, seconds: float, senders: int = 4, first: int = 0) -> dict[str, float]:
+def offer(
+    inlet: Inlet, rate: float, seconds: float, senders: int = 4, first: int = 0, walls: dict | None = None
+) -> dict[str, float]:
     """Offer ``rate`` inputs/s (half SMTP, half webhooks) on ``senders`` connections of each kind, open loop.
 
     Returns the monotonic time each input was acknowledged (250 or 202), by its token; tokens are
-    numbered from ``first`` (each input is new: a token is also the webhook's dedup key).
+    numbered from ``first`` (each input is new: a token is also the webhook's dedup key). ``walls``
+    gets the wall-clock time of each 250 by Message-ID (to compare with the incident's opened time).
     """
+    walls = {} if walls is None else walls
     acked: dict[str, float] = {}
     per_sender = rate / 2 / senders
     count = int(seconds * per_sender)
@@ -85,9 +90,10 @@ def offer(inlet: Inlet, rate: float, seconds: float, senders: int = 4, first: in
             for i in range(count):
                 time.sleep(max(0.0, began + i / per_sender - time.monotonic()))
                 token = f"bench-mail-{first + k * count + i}"
-                _mid, raw = message(first + k * count + i, token)
+                mid, raw = message(first + k * count + i, token)
                 client.sendmail("alice@customer.example", ["support@example.org"], raw)
                 acked[token] = time.monotonic()
+                walls[mid.strip("<>")] = datetime.now(UTC)
 
     def hook(k: int) -> None:
         session = requests.Session()
@@ -148,8 +154,10 @@ def steady(rate: float, seconds: float) -> None:
         inlet = start(Path(tmp), sink, reporters)
         try:
             warm(inlet, sink)
-            acked = offer(inlet, rate, seconds)
+            walls: dict[str, datetime] = {}
+            acked = offer(inlet, rate, seconds, walls=walls)
             settle(sink, acked)
+            opened = inlet.opened()
         finally:
             inlet.stop()
             reporters.stop()
@@ -161,6 +169,10 @@ def steady(rate: float, seconds: float) -> None:
         spans = [sink.arrived[t] - acked[t] for t in tokens if t in sink.arrived]
         p = [percentile(spans, q) * 1000 for q in (50, 95, 99)] if spans else [float("nan")] * 3
         print(f"{name:<30}{len(spans):>6}{len(tokens) - len(spans):>6}{p[0]:>9.1f}{p[1]:>9.1f}{p[2]:>9.1f}")
+    spans = [(opened[m] - at).total_seconds() for m, at in walls.items() if m in opened]
+    if spans:  # where the time goes: the pipeline's part of it
+        p = [percentile(spans, q) * 1000 for q in (50, 95, 99)]
+        print(f"{'  of which 250 -> incident':<30}{len(spans):>6}{'':>6}{p[0]:>9.1f}{p[1]:>9.1f}{p[2]:>9.1f}")
 
 
 def baseline(n: int = 300) -> None:
