@@ -1,13 +1,13 @@
 """End to end through `inlet serve` (every role in its own process, SQLite): from the SMTP 250 and from
 the webhook 202 to the group's notification arriving at a loopback HTTP sink.
 
-First a saturation run finds the maximum sustained rate (inputs that became delivered group
-notifications per second while senders offer more than Inlet can take); then two steady runs, at half
+First a ramp finds the maximum sustained rate (the highest offered rate, in steps, at which every
+input's group notification arrives within a second: no queue builds up); then two steady runs, at half
 that rate and at 50/s, each on a fresh database, half the inputs by SMTP and half by webhook. Prints
 p50 / p95 / p99 of 250 → delivered and 202 → delivered (target p99 < 250 ms), and the bare baseline of
 the same machine in the same run: a loopback HTTP round trip to the sink.
 
-Run: ``PYTHONPATH=. python bench/e2e.py [--seconds 15] [--rate R] [--saturate-seconds 10]``
+Run: ``PYTHONPATH=. python bench/e2e.py [--seconds 15] [--rate R | --ramp 25,50,75 --step-seconds 5]``
 """
 
 from __future__ import annotations
@@ -127,25 +127,32 @@ def warm(inlet: Inlet, sink: GroupSink) -> None:
     sink.arrived.clear()
 
 
-def saturate(seconds: float, offered: float) -> float:
-    """Inputs/s delivered end to end while more is offered than Inlet takes (the middle of the run)."""
+def sustained(step_seconds: float, rates: list[float]) -> float:
+    """The highest of ``rates`` Inlet keeps up with: offered in turn on one Inlet, each for ``step_seconds``;
+    a rate is kept up with when every input of its step was delivered within 1 s (no queue building up)."""
     sink, reporters = GroupSink(), Sink()
+    best, first = 0.0, 0
     with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp:
         inlet = start(Path(tmp), sink, reporters)
         try:
             warm(inlet, sink)
-            acked = offer(inlet, offered, seconds, senders=8)
-            settle(sink, acked)
+            for rate in rates:
+                acked = offer(inlet, rate, step_seconds, senders=8, first=first)
+                first += len(acked) + 10_000
+                settle(sink, acked)
+                spans = [sink.arrived[t] - acked[t] for t in acked if t in sink.arrived]
+                worst = max(spans) if len(spans) == len(acked) else float("inf")
+                print(f"ramp: {rate:g} inputs/s for {step_seconds:g} s: {len(spans)}/{len(acked)} delivered,"
+                      f" p50 {percentile(spans, 50) * 1000:.0f} ms, slowest {worst * 1000:.0f} ms")  # fmt: skip
+                if worst > 1.0:
+                    break
+                best = rate
         finally:
             inlet.stop()
             reporters.stop()
             sink.stop()
-    times = sorted(sink.arrived[t] for t in acked if t in sink.arrived)
-    first, last = times[len(times) // 10], times[-1]  # from the first tenth on: past the start of the queue
-    rate = (len(times) - len(times) // 10) / (last - first)
-    print(f"saturation: offered {offered:g}/s for {seconds:g} s, acknowledged {len(acked)}, delivered {len(times)}:"
-          f" {rate:.0f} inputs/s end to end")  # fmt: skip
-    return rate
+    print(f"maximum sustained rate: {best:g} inputs/s end to end")
+    return best
 
 
 def steady(rate: float, seconds: float) -> None:
@@ -194,12 +201,12 @@ def baseline(n: int = 300) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each steady run (default 15)")
-    parser.add_argument("--rate", type=float, help="skip the saturation run: this is the maximum sustained rate")
-    parser.add_argument("--saturate-seconds", type=float, default=8.0, help="length of the saturation run")
-    parser.add_argument("--offer", type=float, default=200.0, help="inputs/s offered in the saturation run")
+    parser.add_argument("--rate", type=float, help="skip the ramp: this is the maximum sustained rate")
+    parser.add_argument("--step-seconds", type=float, default=5.0, help="length of each step of the ramp (default 5)")
+    parser.add_argument("--ramp", default="25,50,75,100,125,150,200", help="rates of the ramp, inputs/s")
     args = parser.parse_args()
     baseline()
-    maximum = args.rate or saturate(args.saturate_seconds, args.offer)
+    maximum = args.rate or sustained(args.step_seconds, [float(r) for r in args.ramp.split(",")])
     steady(maximum / 2, args.seconds)
     steady(50, args.seconds)
 
