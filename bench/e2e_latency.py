@@ -49,7 +49,16 @@ ENV = {
 }
 
 
-def config(folder: Path, smtp_port: int, web_port: int, sink_port: int, extra: str = "") -> Path:
+def config(
+    folder: Path,
+    smtp_port: int,
+    web_port: int,
+    sink_port: int,
+    extra: str = "",
+    notifications: str = "",
+    group: str = "",
+) -> Path:
+    """``notifications`` and ``group``: more lines for [notifications] and the service-desk [[group]] (bench/e2e.py)."""
     path = folder / "bench.toml"
     path.write_text(
         f"""
@@ -68,8 +77,10 @@ throttle_count = 1000000
 [notifications]
 smtp_port = {sink_port}
 acknowledge_reporter = true
+{notifications}
 [[group]]
 name = "service-desk"
+{group}
 [[address]]
 address = "support@example.org"
 [[integration]]
@@ -111,9 +122,18 @@ class Sink:
 class Inlet:
     """`inlet serve` on a fresh SQLite database, as a subprocess."""
 
-    def __init__(self, folder: Path, sink_port: int, only: str | None = None, extra: str = "", env: dict | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        sink_port: int,
+        only: str | None = None,
+        extra: str = "",
+        env: dict | None = None,
+        **sections: str,
+    ):
+        """``sections``: ``notifications=`` and ``group=`` lines for :func:`config`."""
         self.folder, self.smtp_port, self.web_port = folder, free_port(), free_port()
-        path = config(folder, self.smtp_port, self.web_port, sink_port, extra)
+        path = config(folder, self.smtp_port, self.web_port, sink_port, extra, **sections)
         inlet = [sys.executable, "-m", "gateway.cli", "-c", str(path)]
         subprocess.run([*inlet, "db", "upgrade"], env=ENV, check=True, stdout=subprocess.DEVNULL)
         self.log = (folder / f"serve-{only or 'all'}.log").open("wb")

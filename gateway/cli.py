@@ -8,6 +8,7 @@ line on stderr and exits non-zero, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.required = True
     command("upgrade", "Create or upgrade the schema (idempotent).", db_commands).set_defaults(func=cmd_db_upgrade)
     command("status", "Print the schema version.", db_commands).set_defaults(func=cmd_db_status)
+    backup = command(
+        "backup", "Copy the SQLite database to PATH, safe while serving (PostgreSQL: pg_dump).", db_commands
+    )
+    backup.add_argument("path", metavar="PATH", help="the backup file to write (refused if it exists)")
+    backup.set_defaults(func=cmd_db_backup)
 
     user = command("user", "Users of the web UI and API.")
     user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", parser_class=_Parser)
@@ -354,6 +360,38 @@ def cmd_db_status(args) -> int:
     state = "up to date" if version == LATEST else f"needs 'inlet db upgrade' to {LATEST}"
     print(f"{describe(database)}: schema version {version} ({state})")
     return 0 if version == LATEST else EXIT_ERROR
+
+
+def cmd_db_backup(args) -> int:
+    """SQLite's online backup API: a consistent copy of the committed state while writers go on (WAL)."""
+    import sqlite3
+    from pathlib import Path
+
+    from gateway.private_files import create_private_file
+    from store.db import describe, is_postgres
+
+    database = _open_store(_load(args), require_schema=False)
+    if is_postgres(database):
+        raise InletError(f"{describe(database)}: back up PostgreSQL with pg_dump (README, Operations)")
+    target = Path(args.path)
+    if target.exists():
+        raise InletError(f"{target}: already exists; name a new file")
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    create_private_file(partial)  # 0600: the backup holds everything the database does
+    try:
+        source = contextlib.closing(sqlite3.connect(database.database, timeout=30))
+        with source as live, contextlib.closing(sqlite3.connect(partial)) as copy:
+            live.backup(copy)  # all pages in one step: one read snapshot, writers are not held up
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal to carry
+            (check,) = copy.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            raise InletError(f"{target}: the copy failed its integrity check: {check}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{describe(database)}: backed up to {target} ({target.stat().st_size} bytes)")
+    return 0
 
 
 def _password_from(args) -> tuple[str, bool]:

@@ -25,6 +25,7 @@ from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.private_files import write_private
 from gateway.procedures import ProceduresSection, check_procedures
+from gateway.retention import RetentionSection
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
@@ -196,6 +197,9 @@ class Config:
     mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
     address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
     mailbox: list[Mailbox] = setting(factory=list, help="IMAP mailboxes Inlet polls.")
+    retention: RetentionSection = setting(
+        factory=RetentionSection, help="Raw inputs and attachments of closed incidents."
+    )
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:

@@ -40,6 +40,7 @@ RESTART_SECTIONS = {
     "serve": "[serve]",
     "smtp": "[smtp]",
     "mailbox": "[[mailbox]]",
+    "retention": "[retention]",  # read once by the timers role
 }
 
 
@@ -161,7 +162,10 @@ class Service:
             self.components.append(self.pipeline_worker)
         self.timers = build_timer_worker(self.lifecycle)
         if "timers" in self.roles:
-            self.components.append(Worker("timers", self.timers.tick, interval=poll))
+            from gateway.retention import Retention
+
+            retention = Retention(config.retention, self.clock)
+            self.components.append(Worker("timers", lambda: self.timers.tick() + retention.tick(), interval=poll))
         self.app = None
         if "notify" in self.roles:
             from notifiers.delivery import Delivery

@@ -125,12 +125,29 @@ class Delivery:
             if is_postgres():
                 query = query.for_update(skip_locked=True)
             rows = list(query)
+            for row in rows:
+                if row.claimed_by:  # a lease that ran out: its worker died or hung mid-delivery
+                    self._interrupted(row, now)
             if rows:
                 until = now + self.settings.lease
                 Notification.update(claimed_by=self.worker_id, claimed_until=until).where(
                     Notification.id.in_([r.id for r in rows])
                 ).execute()
         return rows
+
+    def _interrupted(self, row: Notification, now: datetime) -> None:
+        """Record the lost round as a failed attempt: it may have sent, so the retry may be a duplicate."""
+        row.attempts += 1
+        NotificationAttempt.create(
+            notification=row,
+            at=now,
+            channel="",
+            url="",
+            ok=False,
+            detail=f"interrupted: the claim of {row.claimed_by} ran out; a retry may deliver a duplicate",
+            worker=self.worker_id,
+        )
+        Notification.update(attempts=row.attempts).where(Notification.id == row.id).execute()
 
     # ------------------------------------------------------------ steps
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
+import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 
 from gateway.config import config_from_dict
 from store.db import db, open_database
@@ -151,3 +159,135 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         _pause(interval)
+
+
+# ------------------------------------------------ `inlet serve` as a subprocess
+
+INLET = [sys.executable, "-m", "gateway.cli"]
+SUPPORT = "support@example.org"
+TOKEN = "t0ken-for-supervisor-tests"
+
+
+class Served:
+    """`inlet serve` as a subprocess: its output lines as they come, its role processes by name."""
+
+    def __init__(self, store, *, env: dict | None = None, **sections):
+        self.web_port, self.smtp_port = free_port(), free_port()
+        settings = {
+            "web": {"host": "127.0.0.1", "port": self.web_port},
+            "smtp": {"port": self.smtp_port},
+            "address": [{"address": SUPPORT}],
+            "integration": [{"name": "plain", "kind": "generic", "token_env": "SUPERVISOR_TEST_TOKEN"}],
+            **sections,
+        }
+        self.path = store.write_config(**settings)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERVISOR_TEST_TOKEN": TOKEN, **(env or {})}
+        self.lines: list[str] = []
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen([*INLET, "-c", str(self.path), "serve"], cwd=ROOT, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self.reader.start()
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor (a crash, the OOM killer); wait until its role processes are gone too."""
+        roles = self.pids().values()
+        self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=10)
+        self.proc.stdout.close()
+        wait_for(lambda: not any(alive(pid) for pid in roles), timeout=20, message="the role processes to die")
+
+    def restart(self) -> None:
+        """Start `inlet serve` again on the same configuration and ports; wait until it runs."""
+        self.lines.append("--- restarted\n")
+        self._spawn()
+        wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start again")
+
+    def wait_started(self) -> None:
+        wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start its roles")
+
+    @property
+    def since_start(self) -> str:
+        """The output of the latest start only."""
+        return self.output.rsplit("--- restarted\n", 1)[-1]
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        assert self.proc.poll() is None or text in self.since_start, self.output
+        return text in self.since_start
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def pids(self) -> dict[str, int]:
+        """The latest pid of each role process, from the supervisor's lines."""
+        found = {}
+        for match in re.finditer(r"inlet: (\S+) (?:\([^)]*\) started|running again) as pid (\d+)", self.output):
+            found[match.group(1)] = int(match.group(2))
+        return found
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"inlet serve did not stop within {timeout}s:\n{self.output}") from None
+        return self.proc.returncode
+
+    def send_mail(self, subject: str) -> float:
+        """Send one message; the time its 250 came back."""
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "alice@customer.example", SUPPORT, subject
+        msg["Message-ID"] = make_msgid(domain="customer.example")
+        msg.set_content("Details follow.")
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as client:
+            client.send_message(msg)
+        return time.monotonic()
+
+    def post_hook(self, title: str) -> requests.Response:
+        return requests.post(
+            f"http://127.0.0.1:{self.web_port}/hooks/plain",
+            json={"title": title, "dedup_key": title},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+
+
+@pytest.fixture
+def serve(store):
+    started = []
+
+    def start(**sections) -> Served:
+        started.append(Served(store, **sections))
+        started[-1].wait_started()
+        return started[-1]
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+        served.reader.join(timeout=10)
+        served.proc.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

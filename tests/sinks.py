@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -22,6 +23,7 @@ class HttpSink:
         self.port = port
         self.requests: list[dict] = []
         self.status = 200
+        self.delay = 0.0  # seconds between recording a request and answering it: a slow receiver
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -37,6 +39,8 @@ class HttpSink:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with sink.lock:
                     sink.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if sink.delay:
+                    time.sleep(sink.delay)
                 self.send_response(sink.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -10,132 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import smtplib
-import subprocess
-import sys
-import threading
 import time
-from email.message import EmailMessage
-from email.utils import make_msgid
-
-import pytest
-import requests
 
 from store.db import db
 from store.models import FAILED, PENDING, Inbound, Incident, Notification
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, alive, wait_for
 
-INLET = [sys.executable, "-m", "gateway.cli"]
-SUPPORT = "support@example.org"
-TOKEN = "t0ken-for-supervisor-tests"
 # Exponential on a backtracking engine: on "aaa…a!" it never finishes in the time of a test. Rules run
 # on RE2, so tests/pin/sitecustomize.py runs it in the rule step with Python's re (the fault a worker
 # must survive: a step pinned in C code, holding the interpreter lock).
 PIN = {"INLET_PIN_PATTERN": "^(a+)+$", "PYTHONPATH": f"{ROOT / 'tests' / 'pin'}{os.pathsep}{ROOT}"}
-
-
-class Served:
-    """`inlet serve` as a subprocess: its output lines as they come, its role processes by name."""
-
-    def __init__(self, store, *, env: dict | None = None, **sections):
-        self.web_port, self.smtp_port = free_port(), free_port()
-        settings = {
-            "web": {"host": "127.0.0.1", "port": self.web_port},
-            "smtp": {"port": self.smtp_port},
-            "address": [{"address": SUPPORT}],
-            "integration": [{"name": "plain", "kind": "generic", "token_env": "SUPERVISOR_TEST_TOKEN"}],
-            **sections,
-        }
-        self.path = store.write_config(**settings)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SUPERVISOR_TEST_TOKEN": TOKEN, **(env or {})}
-        self.proc = subprocess.Popen([*INLET, "-c", str(self.path), "serve"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def wait_started(self) -> None:
-        wait_for(lambda: self.said("inlet: running"), timeout=60, message="inlet serve to start its roles")
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def said(self, text: str) -> bool:
-        assert self.proc.poll() is None or text in self.output, self.output
-        return text in self.output
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def pids(self) -> dict[str, int]:
-        """The latest pid of each role process, from the supervisor's lines."""
-        found = {}
-        for match in re.finditer(r"inlet: (\S+) (?:\([^)]*\) started|running again) as pid (\d+)", self.output):
-            found[match.group(1)] = int(match.group(2))
-        return found
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"inlet serve did not stop within {timeout}s:\n{self.output}") from None
-        return self.proc.returncode
-
-    def send_mail(self, subject: str) -> float:
-        """Send one message; the time its 250 came back."""
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = "alice@customer.example", SUPPORT, subject
-        msg["Message-ID"] = make_msgid(domain="customer.example")
-        msg.set_content("Details follow.")
-        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as client:
-            client.send_message(msg)
-        return time.monotonic()
-
-    def post_hook(self, title: str) -> requests.Response:
-        return requests.post(
-            f"http://127.0.0.1:{self.web_port}/hooks/plain",
-            json={"title": title, "dedup_key": title},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-
-
-@pytest.fixture
-def serve(store):
-    started = []
-
-    def start(**sections) -> Served:
-        started.append(Served(store, **sections))
-        started[-1].wait_started()
-        return started[-1]
-
-    yield start
-    for served in started:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait()
-        served.reader.join(timeout=10)
-        served.proc.stdout.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def incident_titled(title: str):
