@@ -41,6 +41,7 @@ from datetime import datetime
 import peewee
 
 from gateway.clock import Clock
+from notifiers.audiences import expand_targets, record_paged
 from notifiers.outbox import enqueue
 from store.db import db, is_postgres
 from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
@@ -154,6 +155,8 @@ class Escalation:
             else:  # functional: the new group hears of it on its channels
                 targets = list(group.channels) if group else []
             template = "escalation"
+        targets, paged = expand_targets(config, targets, now)  # schedule:NAME -> who is on call now
+        record_paged(change.event, paged)
         if targets:
             enqueue(
                 audience="escalation",
