@@ -248,36 +248,56 @@ def may_act(config, user: User, incident) -> bool:
 
 def handle(ctx, incident, how: str, sender: str):
     """Apply the commands of the signal (a reply threaded to ``incident``): the Event recording them,
-    or None when the message has none.
+    or None when the message has none (or the incident is closed: a reply to it opens a new one).
 
     Called by gateway/mail.py's thread step before it treats the message as a reply; an Event means
-    the message is fully handled (applied, or refused with an answer).
+    the message is fully handled (applied, or refused with an answer). The event is written first,
+    so it precedes the changes on the timeline (and a #close can still be recorded).
     """
     commands, rest = parse(ctx.signal.text or "")
-    if not commands:
+    if not commands or incident.status in FINAL:
         return None
     reporter = Contact.get_by_id(incident.reporter_id).email.lower() if incident.reporter_id else ""
     as_reporter = bool(reporter) and sender == reporter and all(c.name in REPORTER_COMMANDS for c in commands)
-    results, proof, actor = [], "", sender or "email"
+    user, proof, why = None, "", ""
     try:
-        if incident.status in FINAL:
-            raise Refused(f"{incident.ref} is {incident.status}: it cannot change any more")
         if as_reporter:
             proof = f"the reporter's reply ({how})"
-            for c in commands:
-                results.append(_reporter_command(ctx, incident, c, actor))
         else:
             fields = header_fields(ctx.inbound.raw) if not ctx.signal.details.get("parse_limit") else []
             user, proof = prove(ctx.config, ctx.inbound, sender, fields)
-            actor = user.name
             if not may_act(ctx.config, user, incident):
                 raise Refused(f"{user.name} may not change {incident.ref} (not an agent of group {incident.group})")
-            for c in commands:
-                results.append(_agent_command(ctx, incident, c, user, rest))
-        why = ""
     except Refused as exc:
         why = str(exc)
-    return _record(ctx, incident, how, sender, actor, commands, proof, results, why)
+    asked = " ".join(f"#{c.name}" for c in commands)
+    actor = user.name if user is not None else (sender or "email")
+    if why:
+        body = f"Email commands from {sender or 'an unknown sender'} not applied ({asked}): {why}"
+    else:
+        body = f"Email commands from {sender} as {actor} ({proof}): {asked}"
+    event = ctx.lifecycle.note(incident.ref, actor, body, inbound=ctx.inbound)
+    results = []
+    if not why:
+        for c in commands:
+            if user is None:
+                results.append(_reporter_command(ctx, incident, c, actor))
+            else:
+                results.append(_agent_command(ctx, incident, c, user, rest))
+    record = {
+        "from": sender,
+        "actor": actor if not why else None,
+        "commands": [{"name": c.name, "args": c.args[:200]} for c in commands],
+        "proof": proof or None,
+        "refused": why or None,
+        "results": results,
+    }
+    Event.update(data={**(event.data or {}), "email_commands": record}).where(Event.id == event.id).execute()
+    ctx.decide("email-commands", incident=incident.ref, by=how, proof=proof, refused=why, results=results)
+    failed = [r for r in results if not r["applied"]]
+    if (why or failed) and sender:
+        _answer(ctx, incident, event, sender, why or "; ".join(f"{r['command']}: {r['error']}" for r in failed))
+    return event
 
 
 def _agent_command(ctx, incident, c: Command, user: User, rest: str) -> dict:
@@ -339,33 +359,6 @@ def _levels_for(ctx, incident, priority: str) -> tuple[str, str]:
             if keep(cell):
                 return cell
     return cells[0]
-
-
-def _record(ctx, incident, how, sender, actor, commands, proof, results, why):
-    """One internal event with what was asked, the proof and the outcome; an answer by mail if anything failed."""
-    failed = [r for r in results if not r["applied"]]
-    asked = " ".join(f"#{c.name}" for c in commands)
-    if why:
-        body = f"Email commands from {sender or 'an unknown sender'} not applied ({asked}): {why}"
-    else:
-        lines = [f"#{r['command'][1:]}: " + ("applied" if r["applied"] else f"failed: {r['error']}") for r in results]
-        body = f"Email commands from {sender} as {actor} ({proof}):\n" + "\n".join(lines)
-    event = ctx.lifecycle.note(incident.ref, actor if not why else (sender or "email"), body, inbound=ctx.inbound)
-    data = {
-        "email_commands": {
-            "from": sender,
-            "actor": actor if not why else None,
-            "commands": [{"name": c.name, "args": c.args[:200]} for c in commands],
-            "proof": proof or None,
-            "refused": why or None,
-            "results": results,
-        }
-    }
-    Event.update(data={**(event.data or {}), **data}).where(Event.id == event.id).execute()
-    ctx.decide("email-commands", incident=incident.ref, by=how, proof=proof, refused=why, results=results)
-    if (why or failed) and sender:
-        _answer(ctx, incident, event, sender, why or "; ".join(f"{r['command']}: {r['error']}" for r in failed))
-    return event
 
 
 def _answer(ctx, incident, event, sender: str, why: str) -> None:
