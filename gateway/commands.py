@@ -254,7 +254,10 @@ def handle(ctx, incident, how: str, sender: str):
     the message is fully handled (applied, or refused with an answer). The event is written first,
     so it precedes the changes on the timeline (and a #close can still be recorded).
     """
-    commands, rest = parse(ctx.signal.text or "")
+    text = ctx.signal.text or ""
+    if text.lstrip()[:1] != "#":  # most replies: nothing to parse
+        return None
+    commands, rest = parse(text)
     if not commands or incident.status in FINAL:
         return None
     reporter = Contact.get_by_id(incident.reporter_id).email.lower() if incident.reporter_id else ""

@@ -28,6 +28,8 @@ is rescheduled; else the step escalates through ``Lifecycle.escalate(kind=
 "automatic")`` — an Event, the escalated flag when ``flag = true`` — and this
 module's hook pages the step's targets with an outbox row (``audience=
 "escalation"``, template ``escalation`` / ``sla_warning`` / ``sla_breach``).
+A ``schedule:NAME`` target pages whoever is on call then (gateway/oncall.py);
+the escalated event records who (``data["paged"]``).
 """
 
 from __future__ import annotations

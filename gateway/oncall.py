@@ -32,7 +32,7 @@ from store.models import OnCallOverride, User
 PREFIX = "schedule:"
 ROTATIONS = {"daily": 1, "weekly": 7}
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
-_MAX_STEPS = 200  # boundaries examined when looking for the next person (a long run of the same user)
+_MAX_STEPS = 100  # boundaries examined when looking for the next person (a long run of the same user)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def on_call(config, name: str, at: datetime) -> OnCall | None:
 
 
 def next_on_call(config, name: str, at: datetime) -> tuple[datetime, OnCall | None] | None:
-    """When the on-call person next changes after ``at``, and to whom; None if never within ~200 turns."""
+    """When the on-call person next changes after ``at``, and to whom; None if not within 100 boundaries."""
     schedule = schedule_for(config, name)
     current = on_call(config, name, at)
     point = at
@@ -316,6 +316,8 @@ def parse_time(text: str, zone: ZoneInfo | None = None) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InletError(f"{text!r} is not a time: use ISO 8601, e.g. 2026-03-29T09:00 or 2026-03-29T07:00Z") from None
+    if not 1971 <= value.year <= 9000:  # keeps every turn and boundary computed from it representable
+        raise InletError(f"{text!r} is out of range: use a year between 1971 and 9000")
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone or UTC)
     return value.astimezone(UTC)

@@ -18,7 +18,8 @@ import socket
 import ssl
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -325,9 +326,12 @@ class Authenticator:
     proves the sender of email commands (gateway/commands.py). With agent_auth, AUTH is offered without
     TLS, so this refuses a password in clear text except from loopback."""
 
+    FAILURES, FAILURE_WINDOW = 5, 60.0  # per client address: then refused without a (costly) password check
+
     def __init__(self, users, *, agents: bool = False):
         self.users = {u.name: u.password_env for u in users}
         self.agents = agents
+        self._failures: dict[str, deque] = {}  # only the event loop's thread touches it
 
     def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
@@ -335,6 +339,13 @@ class Authenticator:
         if self.agents and not (server._tls_protocol or _loopback(session.peer)):
             return AuthResult(success=False, handled=False, message=AUTH_NEEDS_TLS)
         name = auth_data.login.decode("utf-8", "replace")
+        peer, now = _host(session.peer), time.monotonic()
+        failures = self._failures.get(peer)
+        while failures and failures[0] < now - self.FAILURE_WINDOW:
+            failures.popleft()
+        if failures is not None and len(failures) >= self.FAILURES:
+            log.warning("SMTP AUTH for %r from %s refused: %d failures within a minute", name, peer, len(failures))
+            return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         expected = secret(self.users.get(name, ""))
         good = expected is not None and hmac.compare_digest(expected.encode(), auth_data.password)
         login = None
@@ -346,6 +357,9 @@ class Authenticator:
             login = AgentLogin(user.name) if good else None
         if not good:
             log.warning("SMTP AUTH failed for %r", name)
+            if len(self._failures) > 10_000:  # bounded: a flood from many addresses forgets the oldest
+                self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(peer, deque()).append(now)
         return AuthResult(success=good, handled=False, message=None if good else AUTH_FAILED, auth_data=login)
 
 
@@ -363,8 +377,12 @@ def agent_login(session) -> dict:
     return {"smtp_auth": login.name} if isinstance(login, AgentLogin) else {}
 
 
+def _host(peer) -> str:
+    return peer[0] if isinstance(peer, tuple) else str(peer or "")
+
+
 def _loopback(peer) -> bool:
-    host = peer[0] if isinstance(peer, tuple) else str(peer or "")
+    host = _host(peer)
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

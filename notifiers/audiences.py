@@ -9,7 +9,8 @@ notification exists exactly when the change that caused it was committed.
   updates, resolution (reply if not fixed), closure.
 - **resolver group** (its ``channels``): new, reassigned, escalated, reopened,
   SLA warning and breach — unless the caller says ``page: False`` (flapping,
-  maintenance).
+  maintenance). A ``schedule:NAME`` channel is the on-call user's own channels
+  at that moment (:func:`expand_targets`); the event records who was paged.
 - **stakeholders** (``[[stakeholder]]`` subscriptions): major declaration,
   public updates, resolution; security incidents only to subscriptions with
   ``security = true``, and then in neutral words.

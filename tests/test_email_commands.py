@@ -185,6 +185,26 @@ def test_authentication_results_count_only_from_the_trusted_mta_on_top(service, 
     assert command_event(inbound)["proof"] == f"Authentication-Results from {MTA}: dkim=pass header.d=mail.example.org"
 
 
+def test_smtp_auth_takes_only_active_agents_and_stops_guessing(service):
+    accounts.create_user("vic", "viewer", PASSWORD, email="vic@example.org")
+
+    def login(name, password):
+        with smtplib.SMTP("127.0.0.1", service.smtp.port, timeout=30) as client:
+            client.ehlo("test.example")
+            client.login(name, password)
+
+    with pytest.raises(smtplib.SMTPAuthenticationError) as viewer:
+        login("vic", PASSWORD)  # a viewer cannot act, so cannot prove anything
+    assert viewer.value.smtp_code == 535
+    login("ann", PASSWORD)
+    for _ in range(5):
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            login("ann", "not her password")
+    with pytest.raises(smtplib.SMTPAuthenticationError) as locked:  # 5 failures a minute: refused unchecked
+        login("ann", PASSWORD)
+    assert locked.value.smtp_code == 535
+
+
 # --------------------------------------------------------------------------- reporters
 
 

@@ -48,9 +48,12 @@ def config_of(store, *schedules, **extra):
 
 @pytest.fixture
 def users(store):
+    """Users without a usable password (hashing one costs ~0.5 s here): the tests that sign in set one."""
     made = {}
     for name, role in (("ann", "agent"), ("bob", "agent"), ("carol", "agent"), ("dave", "agent"), ("vic", "viewer")):
-        made[name] = accounts.create_user(name, role, PASSWORD, email=f"{name}@example.org")
+        made[name] = User.create(
+            name=name, role=role, email=f"{name}@example.org", password_hash="!", created_at=utc(2026, 1, 1)
+        )
     return made
 
 
@@ -164,6 +167,14 @@ def test_group_channel_and_escalation_step_page_whoever_is_on_call(store, users)
     assert escalated.data["paged"][0]["user"] == "carol"
 
 
+def test_a_major_incident_pages_the_on_call_user_at_once(store, users):
+    lc = build_lifecycle(config_of(store), FixedClock(utc(2026, 3, 28, 9, 0)))  # bob's turn
+    incident = lc.create(actor="inlet", title="Whole site offline", group="network", major=True)
+    page = Notification.get((Notification.incident == incident.id) & (Notification.audience == "escalation"))
+    assert page.targets == ["email:bob@example.org", "json://127.0.0.1:9/bob"]
+    assert not Notification.select().where(Notification.targets.contains("schedule:")).exists()
+
+
 def test_nobody_on_call_pages_nobody_and_says_so(store, users):
     schedule = {**BERLIN_DAILY, "layer": [{**BERLIN_DAILY["layer"][0], "hours": "18:00-08:00"}]}
     lc = build_lifecycle(config_of(store, schedule), FixedClock(utc(2026, 3, 28, 11, 0)))  # 12:00 in Berlin
@@ -208,3 +219,43 @@ def test_inlet_oncall_prints_now_and_next(store, users, capsys):
     assert main(["-c", str(path), "oncall", "nowhere"]) == 1
     assert "no [[schedule]] named 'nowhere'" in capsys.readouterr().err
     assert User.select().count() == 5
+
+
+def test_group_page_shows_now_and_next_and_agents_of_the_group_add_overrides(store, users):
+    config = config_of(store)
+    app = create_app(config)
+    app.config["SERVICES"] = None
+    app.extensions["inlet_lifecycle"] = build_lifecycle(config, FixedClock(utc(2026, 3, 28, 9, 0)))  # bob's turn
+
+    def signed_in(name):
+        accounts.set_password(name, PASSWORD)
+        client = app.test_client()
+        page = client.get("/login")
+        token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        assert client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": token}).status_code == 302
+        return client
+
+    def csrf(client, path):
+        return client.get(path).text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+    ann = signed_in("ann")
+    page = ann.get("/oncall/network")
+    assert page.status_code == 200
+    assert "<strong>bob</strong> <small>(layer 1)</small>" in page.text
+    assert "carol from Sun 2026-03-29 09:00 CEST" in page.text  # next, in the schedule's zone
+    form = {"user": "dave", "starts": "2026-03-28T10:30", "ends": "2026-03-28T12:00", "reason": "<b>swap</b>"}
+    added = ann.post("/oncall/network/overrides", data={**form, "csrf_token": csrf(ann, "/oncall/network")})
+    assert added.status_code == 303
+    page = ann.get("/oncall/network")
+    assert "&lt;b&gt;swap&lt;/b&gt;" in page.text and "<b>swap</b>" not in page.text  # escaped
+    assert "dave from Sat 2026-03-28 10:30 CET" in page.text
+    assert ann.post("/oncall/network/overrides", data=form).status_code == 400  # no CSRF token: refused
+    # A viewer sees the page but no form, and a forged post is refused with a message.
+    vic = signed_in("vic")
+    page = vic.get("/oncall")
+    assert page.status_code == 200 and "Add override" not in page.text and ">net</a>" in page.text
+    refused = vic.post(
+        "/oncall/network/overrides", data={**form, "csrf_token": csrf(vic, "/oncall")}, follow_redirects=True
+    )
+    assert "vic may not change the schedule" in refused.text
+    assert vic.get("/oncall/nowhere").status_code == 404

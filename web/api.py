@@ -241,9 +241,11 @@ def add_override(name: str):
     return jsonify(_override_document(row)), 201
 
 
-@bp.delete("/oncall/<name>/overrides/<int:override_id>")
-def remove_override(name: str, override_id: int):
-    oncall.remove_override(current_app.config["INLET"], override_id, g.api_user.row, name)
+@bp.delete("/oncall/<name>/overrides/<override_id>")
+def remove_override(name: str, override_id: str):
+    if not (override_id.isascii() and override_id.isdigit() and len(override_id) <= 18):
+        raise NotFound(f"no override #{override_id}")
+    oncall.remove_override(current_app.config["INLET"], int(override_id), g.api_user.row, name)
     return "", 204
 
 
