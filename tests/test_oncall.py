@@ -16,7 +16,9 @@ from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError, Forbidden
 from gateway.service import build_lifecycle, build_timer_worker
-from store.models import Event, Notification, User
+from store.db import db
+from store.migrations import LATEST, current_version, upgrade
+from store.models import Event, Notification, SchemaVersion, User
 from web.app import create_app
 
 PASSWORD = "correct horse battery"
@@ -132,6 +134,18 @@ def test_overrides_win_latest_first_and_only_agents_of_the_group_add_them(store,
     assert oncall.summary(config, "network", now)["next"] == {"user": "carol", "from": "2026-03-28T11:00:00.000Z"}
     oncall.remove_override(config, first.id, users["ann"])
     assert who(config, now + timedelta(hours=1)) == "bob"
+
+
+def test_migration_3_adds_the_override_table_to_a_version_2_database(store, users):
+    with db.atomic():  # back to what version 2 had
+        db.execute_sql('DROP TABLE "oncall_override"')
+        SchemaVersion.delete().where(SchemaVersion.version == 3).execute()
+    assert current_version() == 2
+    assert upgrade() == [(3, "on-call overrides")] and current_version() == LATEST == 3
+    config = config_of(store)
+    at = utc(2026, 3, 28, 9, 0)
+    oncall.add_override(config, "net", users["ann"], "dave", at, at + timedelta(hours=1), at)
+    assert who(config, at) == "dave"
 
 
 def test_schedule_references_and_zones_are_checked_at_load(store):
