@@ -351,8 +351,8 @@ class Authenticator:
         login = None
         if not good and self.agents and name not in self.users:
             # A password hash check (tens of ms) in the loop: AUTH is rare, and a failure is logged.
-            with db.connection_context():
-                user = accounts.authenticate(name, auth_data.password.decode("utf-8", "replace"))
+            db.connect(reuse_if_open=True)  # the loop thread's connection, kept open as the writer keeps it
+            user = accounts.authenticate(name, auth_data.password.decode("utf-8", "replace"))
             good = user is not None and user.role in ("agent", "admin")
             login = AgentLogin(user.name) if good else None
         if not good:

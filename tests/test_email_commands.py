@@ -11,8 +11,10 @@ from __future__ import annotations
 import smtplib
 import time
 from email.message import EmailMessage
+from types import SimpleNamespace
 
 import pytest
+from aiosmtpd.smtp import LoginPassword, Session
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +28,7 @@ from gateway.commands import (
     trusted_results,
 )
 from gateway.service import Service
+from gateway.smtp import Authenticator
 from store.db import db
 from store.models import PENDING, Event, Inbound, Incident
 from tests.conftest import free_port, wait_for
@@ -203,6 +206,27 @@ def test_smtp_auth_takes_only_active_agents_and_stops_guessing(service):
     with pytest.raises(smtplib.SMTPAuthenticationError) as locked:  # 5 failures a minute: refused unchecked
         login("ann", PASSWORD)
     assert locked.value.smtp_code == 535
+
+
+def test_a_password_in_clear_text_is_taken_only_from_loopback(store):
+    """The rule itself, on aiosmtpd's own Session and LoginPassword: a client elsewhere must STARTTLS first."""
+    accounts.create_user("ann", "agent", PASSWORD, email=ANN)
+    check = Authenticator([], agents=True)
+    plain, tls = SimpleNamespace(_tls_protocol=None), SimpleNamespace(_tls_protocol=object())
+    login = LoginPassword(b"ann", PASSWORD.encode())
+
+    def session(host):
+        made = Session(loop=None)
+        made.peer = (host, 40000)
+        return made
+
+    refused = check(plain, session("192.0.2.7"), None, "PLAIN", login)
+    assert (refused.success, refused.message) == (
+        False,
+        "538 5.7.11 Encryption required for requested authentication mechanism",
+    )
+    assert check(tls, session("192.0.2.7"), None, "PLAIN", login).auth_data.name == "ann"  # after STARTTLS
+    assert check(plain, session("::1"), None, "PLAIN", login).success  # loopback
 
 
 # --------------------------------------------------------------------------- reporters
