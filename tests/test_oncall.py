@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import expect
 
 from gateway import accounts, oncall
 from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError, Forbidden
-from gateway.service import build_lifecycle, build_timer_worker
+from gateway.service import Service, build_lifecycle, build_timer_worker
 from store.db import db
 from store.migrations import LATEST, current_version, upgrade
 from store.models import Event, Notification, SchemaVersion, User
+from tests.conftest import free_port
+from tests.test_browser import browser, page, sign_in, sqlite_store  # noqa: F401 -- fixtures, with `running` below
 from web.app import create_app
 
 PASSWORD = "correct horse battery"
@@ -175,8 +179,8 @@ def test_group_channel_and_escalation_step_page_whoever_is_on_call(store, users)
 
     clock.advance(hours=23, minutes=1)  # carol's turn now; the step fires for whoever it is now
     assert build_timer_worker(lc).tick() == 1
-    page = Notification.get((Notification.incident == incident.id) & (Notification.audience == "escalation"))
-    assert page.targets == ["email:carol@example.org"]
+    paged = Notification.get((Notification.incident == incident.id) & (Notification.audience == "escalation"))
+    assert paged.targets == ["email:carol@example.org"]
     escalated = Event.get((Event.incident == incident.id) & (Event.type == "escalated"))
     assert escalated.data["paged"][0]["user"] == "carol"
 
@@ -184,8 +188,8 @@ def test_group_channel_and_escalation_step_page_whoever_is_on_call(store, users)
 def test_a_major_incident_pages_the_on_call_user_at_once(store, users):
     lc = build_lifecycle(config_of(store), FixedClock(utc(2026, 3, 28, 9, 0)))  # bob's turn
     incident = lc.create(actor="inlet", title="Whole site offline", group="network", major=True)
-    page = Notification.get((Notification.incident == incident.id) & (Notification.audience == "escalation"))
-    assert page.targets == ["email:bob@example.org", "json://127.0.0.1:9/bob"]
+    paged = Notification.get((Notification.incident == incident.id) & (Notification.audience == "escalation"))
+    assert paged.targets == ["email:bob@example.org", "json://127.0.0.1:9/bob"]
     assert not Notification.select().where(Notification.targets.contains("schedule:")).exists()
 
 
@@ -244,8 +248,8 @@ def test_group_page_shows_now_and_next_and_agents_of_the_group_add_overrides(sto
     def signed_in(name):
         accounts.set_password(name, PASSWORD)
         client = app.test_client()
-        page = client.get("/login")
-        token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        login = client.get("/login")
+        token = login.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
         assert client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": token}).status_code == 302
         return client
 
@@ -253,23 +257,62 @@ def test_group_page_shows_now_and_next_and_agents_of_the_group_add_overrides(sto
         return client.get(path).text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
 
     ann = signed_in("ann")
-    page = ann.get("/oncall/network")
-    assert page.status_code == 200
-    assert "<strong>bob</strong> <small>(layer 1)</small>" in page.text
-    assert "carol from Sun 2026-03-29 09:00 CEST" in page.text  # next, in the schedule's zone
+    html = ann.get("/oncall/network")
+    assert html.status_code == 200
+    assert "<strong>bob</strong> <small>(layer 1)</small>" in html.text
+    assert "carol from Sun 2026-03-29 09:00 CEST" in html.text  # next, in the schedule's zone
     form = {"user": "dave", "starts": "2026-03-28T10:30", "ends": "2026-03-28T12:00", "reason": "<b>swap</b>"}
     added = ann.post("/oncall/network/overrides", data={**form, "csrf_token": csrf(ann, "/oncall/network")})
     assert added.status_code == 303
-    page = ann.get("/oncall/network")
-    assert "&lt;b&gt;swap&lt;/b&gt;" in page.text and "<b>swap</b>" not in page.text  # escaped
-    assert "dave from Sat 2026-03-28 10:30 CET" in page.text
+    html = ann.get("/oncall/network")
+    assert "&lt;b&gt;swap&lt;/b&gt;" in html.text and "<b>swap</b>" not in html.text  # escaped
+    assert "dave from Sat 2026-03-28 10:30 CET" in html.text
     assert ann.post("/oncall/network/overrides", data=form).status_code == 400  # no CSRF token: refused
     # A viewer sees the page but no form, and a forged post is refused with a message.
     vic = signed_in("vic")
-    page = vic.get("/oncall")
-    assert page.status_code == 200 and "Add override" not in page.text and ">net</a>" in page.text
+    html = vic.get("/oncall")
+    assert html.status_code == 200 and "Add override" not in html.text and ">net</a>" in html.text
     refused = vic.post(
         "/oncall/network/overrides", data={**form, "csrf_token": csrf(vic, "/oncall")}, follow_redirects=True
     )
     assert "vic may not change the schedule" in refused.text
     assert vic.get("/oncall/nowhere").status_code == 404
+
+
+# --------------------------------------------------------------------------- the page in a real browser
+
+
+@pytest.fixture
+def running(sqlite_store):  # noqa: F811 -- the fixture of tests/test_browser.py
+    """``inlet serve``'s web role with a schedule, for the browser fixtures of tests/test_browser.py."""
+    config = sqlite_store.config(
+        web={"host": "127.0.0.1", "port": free_port()},
+        inlet={"data_dir": str(sqlite_store.tmp_path)},
+        group=GROUPS,
+        escalation=POLICIES,
+        schedule=[{**BERLIN_DAILY, "layer": [{**BERLIN_DAILY["layer"][0], "users": ["bob"]}]}],  # bob, always
+    )
+    accounts.create_user("ann", "agent", PASSWORD, email="ann@example.org")
+    service = Service(config, roles={"web"})
+    service.start()
+    service.base_url = f"http://127.0.0.1:{config.web.port}"
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_an_agent_adds_an_override_on_the_group_page_in_a_browser(running, page):  # noqa: F811 -- the fixture
+    sign_in(page, "ann", PASSWORD)
+    page.get_by_role("link", name="On call").click()
+    page.get_by_role("link", name="net", exact=True).click()
+    expect(page.get_by_role("heading", name="On call: group network")).to_be_visible()
+    expect(page.locator("td.oncall-now")).to_contain_text("bob (layer 1)")
+    starts = datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(days=1)
+    page.get_by_label("User who covers").fill("ann")
+    page.get_by_label("From (Europe/Berlin)").fill(f"{starts:%Y-%m-%dT%H:%M}")
+    page.get_by_label("Until").fill(f"{starts + timedelta(hours=2):%Y-%m-%dT%H:%M}")
+    page.get_by_label("Reason").fill("covering for a dentist appointment")
+    page.get_by_role("button", name="Add override").click()
+    expect(page.get_by_text("covering for a dentist appointment")).to_be_visible()
+    expect(page.locator("td.oncall-next")).to_contain_text(f"ann from {starts:%a %Y-%m-%d %H:%M}")
