@@ -26,7 +26,7 @@ Message-ID or the subject tag — and its From is the incident's reporter.
 
 Whatever happens, one internal event records the commands, who sent them, the
 proof used, and what each did; a refused or failed command is answered by mail
-saying why (at most a few per incident and sender in a window: no mail storm).
+saying why (at most 3 per incident in 15 minutes: forged mail cannot make a storm).
 """
 
 from __future__ import annotations

@@ -350,7 +350,7 @@ class Authenticator:
         good = expected is not None and hmac.compare_digest(expected.encode(), auth_data.password)
         login = None
         if not good and self.agents and name not in self.users:
-            # A password hash check (tens of ms) in the loop: AUTH is rare, and a failure is logged.
+            # A password hash check (~0.1 s) in the loop: AUTH is rare, and failures are limited above.
             db.connect(reuse_if_open=True)  # the loop thread's connection, kept open as the writer keeps it
             user = accounts.authenticate(name, auth_data.password.decode("utf-8", "replace"))
             good = user is not None and user.role in ("agent", "admin")
