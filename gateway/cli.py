@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print one JSON object per signal")
     classify.set_defaults(func=cmd_classify)
 
+    on_call = command("oncall", "Who is on call now and next, per schedule (or for one group or schedule).")
+    on_call.add_argument("group", nargs="?", metavar="GROUP", help="a group or schedule name (default: every schedule)")
+    on_call.add_argument("--at", metavar="TIME", help="ISO 8601 time (no offset: the schedule's zone; default: now)")
+    on_call.add_argument("--json", action="store_true", help="print a JSON list")
+    on_call.set_defaults(func=cmd_oncall)
+
     database = command("db", "Database schema.")
     db_commands = database.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     db_commands.required = True
@@ -334,6 +340,35 @@ def cmd_classify(args) -> int:
         _print_json(results if len(results) != 1 else results[0])
     else:
         print("\n\n".join(format_explanation(r) for r in results) or "no signals in the input")
+    return 0
+
+
+def cmd_oncall(args) -> int:
+    from datetime import UTC, datetime
+
+    from gateway import oncall
+
+    config = _load(args)
+    names = [args.group] if args.group else [s.name for s in config.schedule]
+    schedules = [oncall.schedule_for(config, name) for name in names]  # NotFound before the store opens
+    _open_store(config)
+    summaries = []
+    for schedule in schedules:
+        at = oncall.parse_time(args.at, schedule.zone) if args.at else datetime.now(UTC)
+        summaries.append(oncall.summary(config, schedule.name, at))
+    if args.json:
+        _print_json(summaries)
+        return 0
+    for schedule, entry in zip(schedules, summaries, strict=True):
+        now, upcoming = entry["now"], entry["next"]
+        group = f"group {schedule.group}, " if schedule.group else ""
+        print(f"{schedule.name} ({group}{schedule.timezone}) at {entry['at']}")
+        print(f"  now:  {now['user']} ({now['source']})" if now else "  now:  nobody")
+        if upcoming:
+            local = datetime.fromisoformat(upcoming["from"].replace("Z", "+00:00")).astimezone(schedule.zone)
+            print(f"  next: {upcoming['user'] or 'nobody'} from {local:%Y-%m-%d %H:%M %Z} ({upcoming['from']})")
+        else:
+            print("  next: no change in sight")
     return 0
 
 

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.explain import RuleTest
 from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
+from gateway.oncall import Schedule, check_schedules
 from gateway.private_files import write_private
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.retention import RetentionSection
@@ -138,7 +139,9 @@ class EscalationStep:
         help="Condition that must still hold when the step fires.",
         choices=("unacknowledged", "unresolved", "resolve_sla_warning", "resolve_sla_breach"),
     )
-    notify: list[str] = setting(factory=list, help="Apprise URLs or tags (contacts, group channels) to page.")
+    notify: list[str] = setting(
+        factory=list, help="Apprise URLs or tags (contacts, group channels) to page; 'schedule:NAME': who is on call."
+    )
     flag: bool = setting(False, help="Raise the escalated flag on the incident.")
     managers: bool = setting(False, help="Also page the group's managers (hierarchical escalation).")
 
@@ -182,6 +185,7 @@ class Config:
     fallback_group: str = setting("service-desk", help="Group that gets what no rule allocates.")
     group: list[Group] = setting(factory=list, help="Resolver groups.")
     escalation: list[EscalationPolicy] = setting(factory=list, help="Escalation policies.")
+    schedule: list[Schedule] = setting(factory=list, help="On-call schedules ('schedule:NAME' targets).")
     rule: list[Rule] = setting(factory=list, help="Classification rules, evaluated in file order.")
     sla: SlaSection = setting(factory=SlaSection, help="Priority matrix and SLA targets.")
     calendar: list[Calendar] = setting(factory=list, help="Business-hours calendars that groups refer to.")
@@ -353,4 +357,5 @@ def _check_references(config: Config) -> None:
     check_notifications(config)
     check_integrations(config)
     check_mail(config)
+    check_schedules(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -28,6 +28,8 @@ is rescheduled; else the step escalates through ``Lifecycle.escalate(kind=
 "automatic")`` — an Event, the escalated flag when ``flag = true`` — and this
 module's hook pages the step's targets with an outbox row (``audience=
 "escalation"``, template ``escalation`` / ``sla_warning`` / ``sla_breach``).
+A ``schedule:NAME`` target pages whoever is on call then (gateway/oncall.py);
+the escalated event records who (``data["paged"]``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from datetime import datetime
 import peewee
 
 from gateway.clock import Clock
+from notifiers.audiences import expand_targets, record_paged
 from notifiers.outbox import enqueue
 from store.db import db, is_postgres
 from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
@@ -154,6 +157,8 @@ class Escalation:
             else:  # functional: the new group hears of it on its channels
                 targets = list(group.channels) if group else []
             template = "escalation"
+        targets, paged = expand_targets(config, targets, now)  # schedule:NAME -> who is on call now
+        record_paged(change.event, paged)
         if targets:
             enqueue(
                 audience="escalation",

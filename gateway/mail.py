@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from gateway import steps
+from gateway import commands, steps
 from gateway.lifecycle import FINAL, add_key
 from gateway.mail_settings import match_address, message_id_secret
 from gateway.pipeline import Context, Discard, Step
@@ -281,6 +281,10 @@ def thread(ctx: Context) -> None:
     sender = _sender(s)
     incident, how, signed = find_thread(ctx)
     participant = incident is not None and is_participant(incident, sender)
+    if (signed or participant) and (event := commands.handle(ctx, incident, how, sender)) is not None:
+        _no_ack(ctx, "email commands")  # gateway/commands.py: applied or refused, and recorded on the incident
+        ctx.incident, ctx.match, ctx.outcome, ctx.extras["event"] = incident, how, "updated", event
+        return _done(ctx)
     if incident is not None and not signed and not participant:
         ctx.decide(
             "mail-thread",

@@ -38,6 +38,11 @@ class SmtpSection:
         False, help="Accept mail only from authenticated submitters (needs users and STARTTLS)."
     )
     users: list[SmtpUser] = setting(factory=list, help="Trusted submitters allowed to authenticate.")
+    agent_auth: bool = setting(
+        False,
+        help="Let Inlet users (agents, admins) authenticate with their own password (SMTP AUTH), proving "
+        "the sender of email commands; plain-text AUTH only from loopback or after STARTTLS.",
+    )
     max_sessions: int = setting(
         500, help="Most SMTP sessions open at once; over it a new one gets 421 4.7.0 and is closed.", minimum=1
     )
@@ -148,6 +153,11 @@ class MailSection:
     )
     max_mime_parts: int = setting(
         1000, help="Most MIME parts in one message; more: read as plain text (raw kept).", minimum=10
+    )
+    trusted_authserv_id: str = setting(
+        "",
+        help="authserv-id of the MTA in front of Inlet whose topmost Authentication-Results header proves a "
+        "sender (dmarc=pass, or dkim=pass aligned with From) for email commands; empty: only SMTP AUTH proves.",
     )
 
 

@@ -164,10 +164,13 @@ class Procedures:
         self._set_status_page(change, "investigating")
         targets = list(config.procedures.major_page)
         from gateway.escalation import policy_for
+        from notifiers.audiences import expand_targets, record_paged
 
         policy = policy_for(config, incident)
         for step in policy.steps if policy else ():
             targets += [t for t in step.notify if t not in targets]
+        targets, paged = expand_targets(config, targets, now)  # schedule:NAME -> who is on call now
+        record_paged(change.event, paged)
         if targets:
             enqueue(
                 audience="escalation",
@@ -260,10 +263,13 @@ class Procedures:
         if incident.status not in OPEN_STATUSES or not incident.major:
             return "cancelled"
         group = self.config.group_named(incident.group)
-        targets = list(group.channels) if group else []
+        from notifiers.audiences import expand_targets, record_paged  # as policy_for above: config imports us
+
         event = self.lifecycle.note(
             incident.ref, "escalation", f"Reminder {timer.step}: post an update on this major incident."
         )
+        targets, paged = expand_targets(self.config, list(group.channels) if group else [], now)
+        record_paged(event, paged)
         if targets:
             enqueue(
                 audience="group",

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import re
 import socket
 import ssl
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from gateway import accounts
 from gateway.config import secret
 from gateway.descriptors import listener_share
 from gateway.errors import StoreUnavailable
@@ -42,6 +45,7 @@ MESSAGE_TOO_BIG = "552 5.3.4 Message too big for system"
 STORE_FAILED = "451 4.3.0 Cannot store the message now, try again later"
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
 TOO_MANY_SESSIONS = "421 4.7.0 too many connections, try again later"
 TOO_MANY_FROM_CLIENT = "421 4.7.0 too many connections from your address, try again later"
 IDLE_TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing"
@@ -288,6 +292,7 @@ class IntakeHandler:
             envelope_from=(envelope.mail_from or "")[:320],
             envelope_to=tuple(a[:320] for a in envelope.rcpt_tos),
             peer=peer[:100],
+            headers=agent_login(session),
         )
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -316,20 +321,72 @@ class IntakeHandler:
 
 
 class Authenticator:
-    """SMTP AUTH against the configured trusted submitters (passwords from the environment)."""
+    """SMTP AUTH against the configured trusted submitters (passwords from the environment) and, with
+    ``[smtp] agent_auth``, against Inlet's users: an agent or admin who logs in with their own password
+    proves the sender of email commands (gateway/commands.py). With agent_auth, AUTH is offered without
+    TLS, so this refuses a password in clear text except from loopback."""
 
-    def __init__(self, users):
+    FAILURES, FAILURE_WINDOW = 5, 60.0  # per client address: then refused without a (costly) password check
+
+    def __init__(self, users, *, agents: bool = False):
         self.users = {u.name: u.password_env for u in users}
+        self.agents = agents
+        self._failures: dict[str, deque] = {}  # only the event loop's thread touches it
 
     def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
+        if self.agents and not (server._tls_protocol or _loopback(session.peer)):
+            return AuthResult(success=False, handled=False, message=AUTH_NEEDS_TLS)
         name = auth_data.login.decode("utf-8", "replace")
+        peer, now = _host(session.peer), time.monotonic()
+        failures = self._failures.get(peer)
+        while failures and failures[0] < now - self.FAILURE_WINDOW:
+            failures.popleft()
+        if failures is not None and len(failures) >= self.FAILURES:
+            log.warning("SMTP AUTH for %r from %s refused: %d failures within a minute", name, peer, len(failures))
+            return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         expected = secret(self.users.get(name, ""))
         good = expected is not None and hmac.compare_digest(expected.encode(), auth_data.password)
+        login = None
+        if not good and self.agents and name not in self.users:
+            # A password hash check (~0.1 s) in the loop: AUTH is rare, and failures are limited above.
+            db.connect(reuse_if_open=True)  # the loop thread's connection, kept open as the writer keeps it
+            user = accounts.authenticate(name, auth_data.password.decode("utf-8", "replace"))
+            good = user is not None and user.role in ("agent", "admin")
+            login = AgentLogin(user.name) if good else None
         if not good:
             log.warning("SMTP AUTH failed for %r", name)
-        return AuthResult(success=good, handled=False, message=None if good else AUTH_FAILED)
+            if len(self._failures) > 10_000:  # bounded: a flood from many addresses forgets the oldest
+                self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(peer, deque()).append(now)
+        return AuthResult(success=good, handled=False, message=None if good else AUTH_FAILED, auth_data=login)
+
+
+class AgentLogin:
+    """What a session authenticated as an Inlet user carries (``session.auth_data``)."""
+
+    def __init__(self, name: str):
+        self.name = self.login = name
+
+
+def agent_login(session) -> dict:
+    """The Inbound ``headers`` recording the Inlet user this session authenticated as (read by
+    gateway/commands.py): set by Inlet's own server, never from the message, so a sender cannot forge it."""
+    login = getattr(session, "auth_data", None)
+    return {"smtp_auth": login.name} if isinstance(login, AgentLogin) else {}
+
+
+def _host(peer) -> str:
+    return peer[0] if isinstance(peer, tuple) else str(peer or "")
+
+
+def _loopback(peer) -> bool:
+    host = _host(peer)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Gate(asyncio.Protocol):
@@ -387,8 +444,12 @@ class SmtpServer:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
             kwargs.update(tls_context=context, require_starttls=smtp.require_tls)
-        if smtp.users:
-            kwargs.update(authenticator=Authenticator(smtp.users), auth_required=smtp.auth_required)
+        if smtp.users or smtp.agent_auth:
+            kwargs.update(
+                authenticator=Authenticator(smtp.users, agents=smtp.agent_auth), auth_required=smtp.auth_required
+            )
+        if smtp.agent_auth:  # AUTH offered without TLS: the Authenticator allows clear text from loopback only
+            kwargs.update(auth_require_tls=False)
         # aiosmtpd logs every connection and command at INFO ("mail.log"): keep its warnings only.
         logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger("mail.log").level))
         self.handler = IntakeHandler(config, writer)

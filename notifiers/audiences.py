@@ -9,7 +9,8 @@ notification exists exactly when the change that caused it was committed.
   updates, resolution (reply if not fixed), closure.
 - **resolver group** (its ``channels``): new, reassigned, escalated, reopened,
   SLA warning and breach — unless the caller says ``page: False`` (flapping,
-  maintenance).
+  maintenance). A ``schedule:NAME`` channel is the on-call user's own channels
+  at that moment (:func:`expand_targets`); the event records who was paged.
 - **stakeholders** (``[[stakeholder]]`` subscriptions): major declaration,
   public updates, resolution; security incidents only to subscriptions with
   ``security = true``, and then in neutral words.
@@ -27,6 +28,7 @@ import secrets
 
 from peewee import Value
 
+from gateway import oncall
 from gateway.lifecycle import Change, add_key
 from gateway.mail import email_options
 from gateway.schema import format_duration
@@ -195,15 +197,53 @@ def enqueue_for_group(config, incident, template: str, *, now, event=None, conte
     group = config.group_named(incident.group) if incident.group else None
     if group is None or not group.channels:
         return None
+    targets = [group.name]
+    if any(c.startswith(oncall.PREFIX) for c in group.channels):  # who is on call now, not at delivery
+        targets, paged = expand_targets(config, group.channels, now)
+        record_paged(event, paged)
+        if not targets:
+            return None
     return enqueue(
         audience=GROUP,
         template=template,
-        targets=[group.name],
+        targets=targets,
         now=now,
         incident=incident,
         event=event,
         context=context,
     )
+
+
+def expand_targets(config, targets, at) -> tuple[list[str], list[dict]]:
+    """``targets`` with each ``schedule:NAME`` replaced by the channels of whoever is on call at ``at``
+    (their email address, then the schedule's Apprise URLs for them: gateway/oncall.py), and who was paged."""
+    out, paged = [], []
+    for target in targets:
+        channels = [target]
+        if target.startswith(oncall.PREFIX):
+            name = target[len(oncall.PREFIX) :]
+            who, address, urls = oncall.reach(config, name, at)
+            channels = ([mail.email_target(address)] if address else []) + urls
+            entry = {"schedule": name, "user": who.user if who else None, "channels": len(channels)}
+            if who is None:
+                entry["why"] = "nobody is on call"
+            elif not channels:
+                entry["why"] = f"{who.user} has no email address and no channels in the schedule"
+            else:
+                entry["source"] = who.source
+            paged.append(entry)
+        out.extend(c for c in channels if c not in out)
+    return out, paged
+
+
+def record_paged(event, paged: list[dict]) -> None:
+    """Keep on the event who the schedules paged (the incident's timeline shows it)."""
+    if event is None or not paged:
+        return
+    fresh = Event.get_or_none(Event.id == event.id)
+    data = {**((fresh.data if fresh is not None else None) or {}), "paged": paged}
+    Event.update(data=data).where(Event.id == event.id).execute()
+    event.data = data
 
 
 def _stakeholder_event(change: Change) -> str | None:

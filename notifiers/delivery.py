@@ -28,6 +28,7 @@ from email.utils import make_msgid
 
 import jinja2
 
+from gateway import oncall
 from gateway.clock import Clock, iso
 from gateway.errors import NotFound
 from gateway.worker import Worker
@@ -324,8 +325,8 @@ def expand(config, target: str) -> list[str] | None:
     if "://" in target or mail.is_email_target(target):
         return [target]
     group = config.group_named(target)
-    if group is not None:
-        return list(group.channels)
+    if group is not None:  # its schedule:NAME channels were resolved when the row was written (audiences)
+        return [c for c in group.channels if not c.startswith(oncall.PREFIX)]
     stakeholder = next((s for s in config.stakeholder if s.name == target), None)
     return list(stakeholder.notify) if stakeholder is not None else None
 

@@ -34,9 +34,30 @@ def _v2_session_version(database: peewee.Database) -> None:
     migrate(migrator.add_column(table, "session_version", peewee.IntegerField(default=0)))
 
 
+def _v3_oncall_overrides(database: peewee.Database) -> None:
+    """On-call overrides (gateway/oncall.py): a user covers a schedule for a span."""
+
+    class OnCallOverride(peewee.Model):  # the table as at version 3, not the live model
+        schedule = peewee.CharField(max_length=100)
+        user = peewee.CharField(max_length=100)
+        starts_at = peewee.DateTimeField()
+        ends_at = peewee.DateTimeField()
+        reason = peewee.CharField(max_length=500, default="")
+        created_by = peewee.CharField(max_length=100)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "oncall_override"
+            indexes = ((("schedule", "ends_at"), False),)
+
+    OnCallOverride._meta.set_database(database)
+    database.create_tables([OnCallOverride], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
+    (3, "on-call overrides", _v3_oncall_overrides),
 ]
 LATEST = MIGRATIONS[-1][0]
 

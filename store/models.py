@@ -317,6 +317,22 @@ class Timer(BaseModel):
         )
 
 
+class OnCallOverride(BaseModel):
+    """A user covers an on-call schedule for a span (gateway/oncall.py): wins over its rotations."""
+
+    schedule = peewee.CharField(max_length=100)
+    user = peewee.CharField(max_length=100)
+    starts_at = UTCDateTimeField()
+    ends_at = UTCDateTimeField()
+    reason = peewee.CharField(max_length=500, default="")
+    created_by = peewee.CharField(max_length=100)
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "oncall_override"
+        indexes = ((("schedule", "ends_at"), False),)
+
+
 class MailboxState(BaseModel):
     """The IMAP checkpoint of one configured mailbox: UIDVALIDITY and the last stored UID."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from gateway import accounts
+from gateway import accounts, oncall
+from gateway.clock import iso
 from gateway.errors import Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
 from notifiers.apprise_adapter import shown_urls
@@ -202,3 +203,60 @@ def act(ref: str, action: str):
     if isinstance(result, Event):
         return jsonify(event_document(result)), 201
     return jsonify(_document(Incident.get_by_id(incident.id)))
+
+
+# ------------------------------------------------------------ on call (gateway/oncall.py)
+
+
+@bp.get("/oncall/<name>")
+def oncall_now(name: str):
+    """Now and next on call for a group or schedule; ``?at=ISO-8601`` for another time."""
+    config = current_app.config["INLET"]
+    schedule = oncall.schedule_for(config, name)
+    at = request.args.get("at")
+    when = oncall.parse_time(at, schedule.zone) if at else _lifecycle().clock.now()
+    document = oncall.summary(config, name, when)
+    document["overrides"] = [_override_document(o) for o in oncall.overrides(schedule.name, when)]
+    return jsonify(document)
+
+
+@bp.post("/oncall/<name>/overrides")
+def add_override(name: str):
+    """``{"user", "starts", "ends", "reason"}``: the user covers the schedule (admins, agents of its group)."""
+    config = current_app.config["INLET"]
+    schedule = oncall.schedule_for(config, name)
+    data = _body()
+    starts = oncall.parse_time(actions.text_field(data, "starts", required=True, limit=64), schedule.zone)
+    ends = oncall.parse_time(actions.text_field(data, "ends", required=True, limit=64), schedule.zone)
+    row = oncall.add_override(
+        config,
+        schedule.name,
+        g.api_user.row,
+        actions.text_field(data, "user", required=True, limit=100),
+        starts,
+        ends,
+        _lifecycle().clock.now(),
+        actions.text_field(data, "reason", limit=500),
+    )
+    return jsonify(_override_document(row)), 201
+
+
+@bp.delete("/oncall/<name>/overrides/<override_id>")
+def remove_override(name: str, override_id: str):
+    if not (override_id.isascii() and override_id.isdigit() and len(override_id) <= 18):
+        raise NotFound(f"no override #{override_id}")
+    oncall.remove_override(current_app.config["INLET"], int(override_id), g.api_user.row, name)
+    return "", 204
+
+
+def _override_document(row) -> dict:
+    return {
+        "id": row.id,
+        "schedule": row.schedule,
+        "user": row.user,
+        "starts": iso(row.starts_at),
+        "ends": iso(row.ends_at),
+        "reason": row.reason,
+        "created_by": row.created_by,
+        "created_at": iso(row.created_at),
+    }

@@ -240,8 +240,91 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                 }
             },
             **action_paths,
+            **_ONCALL_PATHS,
         },
     }
+
+
+# On call (gateway/oncall.py): now/next per group or schedule, and overrides.
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": "network"}
+_OVERRIDE_SCHEMA = {
+    "type": "object",
+    "required": ["id", "schedule", "user", "starts", "ends", "reason", "created_by", "created_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "schedule": {"type": "string"},
+        "user": {"type": "string"},
+        "starts": {"type": "string", "format": "date-time"},
+        "ends": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string"},
+        "created_by": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_ONCALL_PATHS = {
+    "/api/v1/oncall/{name}": {
+        "get": {
+            "operationId": "getOnCall",
+            "parameters": [
+                _NAME_PARAM,
+                {"name": "at", "in": "query", "schema": {"type": "string"}, "description": "ISO 8601 (default: now)"},
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["schedule", "group", "timezone", "at", "now", "next", "overrides"],
+                        "properties": {
+                            "schedule": {"type": "string"},
+                            "group": {"type": "string"},
+                            "timezone": {"type": "string"},
+                            "at": {"type": "string", "format": "date-time"},
+                            "now": {"type": ["object", "null"]},
+                            "next": {"type": ["object", "null"]},
+                            "overrides": {"type": "array", "items": _OVERRIDE_SCHEMA},
+                        },
+                    },
+                    "Who is on call at `at`, who is next and from when, the overrides not yet over",
+                ),
+                **_errors(400, 401, 404),
+            },
+        }
+    },
+    "/api/v1/oncall/{name}/overrides": {
+        "post": {
+            "operationId": "addOnCallOverride",
+            "parameters": [_NAME_PARAM],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["user", "starts", "ends"],
+                            "properties": {
+                                "user": {"type": "string", "pattern": NOT_BLANK},
+                                "starts": {"type": "string", "pattern": NOT_BLANK},
+                                "ends": {"type": "string", "pattern": NOT_BLANK},
+                                "reason": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"201": _json(_OVERRIDE_SCHEMA, "The override"), **_errors(400, 401, 403, 404)},
+        }
+    },
+    "/api/v1/oncall/{name}/overrides/{override_id}": {
+        "delete": {
+            "operationId": "removeOnCallOverride",
+            "parameters": [
+                _NAME_PARAM,
+                {"name": "override_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+            ],
+            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404)},
+        }
+    },
+}
 
 
 # Field limits as web/actions.py applies them; text that must not be blank has a non-space character.
