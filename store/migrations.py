@@ -34,9 +34,17 @@ def _v2_session_version(database: peewee.Database) -> None:
     migrate(migrator.add_column(table, "session_version", peewee.IntegerField(default=0)))
 
 
+def _v3_problems(database: peewee.Database) -> None:
+    """Problem records: problems, their linked incidents and their timeline; a counter for PRB numbers."""
+    # create_tables builds these three from today's models; they must not change shape without a migration
+    database.create_tables([models.Problem, models.ProblemIncident, models.ProblemEvent], safe=True)
+    models.Counter.insert(name="problem", value=0).on_conflict_ignore().execute()
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
+    (3, "problem records", _v3_problems),
 ]
 LATEST = MIGRATIONS[-1][0]
 
