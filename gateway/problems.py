@@ -33,7 +33,7 @@ from typing import Protocol
 import peewee
 
 from gateway.clock import iso
-from gateway.errors import Forbidden, InletError, NotFound, TransitionError
+from gateway.errors import Forbidden, NotFound, TransitionError
 from gateway.lifecycle import Access, Lifecycle, normalise_ref
 from store.db import db, is_postgres
 from store.models import (
@@ -434,8 +434,8 @@ def _checked(fields: dict) -> dict:
 
 def _user(name: str) -> User:
     user = User.get_or_none(User.name == name.strip())
-    if user is None:  # a bad field value (400), not a missing resource
-        raise InletError(f"owner: no user {name!r}")
+    if user is None:
+        raise NotFound(f"owner: no user {name!r}")
     return user
 
 

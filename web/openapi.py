@@ -380,7 +380,9 @@ def _problem_paths() -> dict:
             "patch": {
                 "operationId": "updateProblem",
                 "parameters": [ref],
-                "requestBody": body({"type": "object", "properties": fields, "minProperties": 1}),
+                "requestBody": body(
+                    {"type": "object", "properties": fields, "anyOf": [{"required": [name]} for name in fields]}
+                ),
                 "responses": {"200": one, **_errors(400, 401, 403, 404, 409)},
             },
         },
@@ -482,8 +484,8 @@ def _action_operation(name: str, groups: list[str]) -> dict:
     if name in _ANY_OF:
         body["anyOf"] = [{"required": [f]} for f in _ANY_OF[name]]
     answer = (
-        {"201": _json(_ref("Event"), "The note or public update")}
-        if name in ("note", "update_public")
+        {"201": _json(_ref("Event"), "The note, reply or public update")}
+        if name in ("note", "update_public", "reply")  # the actions that answer with the Event they wrote
         else {"200": _json(_ref("Incident"), "The incident after the action")}
     )
     return {
