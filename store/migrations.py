@@ -35,10 +35,20 @@ def _v2_session_version(database: peewee.Database) -> None:
 
 
 def _v3_problems(database: peewee.Database) -> None:
-    """Problem records: problems, their linked incidents and their timeline; a counter for PRB numbers."""
+    """Problem records: problems, their linked incidents and their timeline; a counter for PRB numbers.
+    And the indexes that keep /metrics' counts range scans (web/metrics.py)."""
     # create_tables builds these three from today's models; they must not change shape without a migration
     database.create_tables([models.Problem, models.ProblemIncident, models.ProblemEvent], safe=True)
     models.Counter.insert(name="problem", value=0).on_conflict_ignore().execute()
+    for name, table, columns in METRICS_INDEXES:
+        database.execute_sql(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({columns})')
+
+
+METRICS_INDEXES = (
+    ("inbound_source_status", "inbound", '"source", "status"'),  # intake totals: an index-only count
+    ("event_type_at", "event", '"type", "at"'),  # escalations (and any count of one event type in a period)
+    ("notification_attempt_ok_at", "notification_attempt", '"ok", "at"'),  # delivery failures
+)
 
 
 MIGRATIONS = [
