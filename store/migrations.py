@@ -46,6 +46,7 @@ def _v3_problems(database: peewee.Database) -> None:
 
 METRICS_INDEXES = (
     ("inbound_source_status", "inbound", '"source", "status"'),  # intake totals: an index-only count
+    ("incident_status_priority_drill", "incident", '"status", "priority", "drill"'),  # incidents by status
     ("event_type_at", "event", '"type", "at"'),  # escalations (and any count of one event type in a period)
     ("notification_attempt_ok_at", "notification_attempt", '"ok", "at"'),  # delivery failures
 )

@@ -43,6 +43,7 @@ bp = Blueprint("metrics", __name__)
 
 OUTCOMES = {PROCESSED: "accepted", IGNORED: "ignored", FAILED: "failed"}  # Inbound status -> intake outcome
 LATENCY_WINDOW = timedelta(minutes=10)
+MEAN_WINDOW = timedelta(days=30)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -63,23 +64,19 @@ def collect(now: datetime | None = None) -> CollectorRegistry:
     now = now or datetime.now(UTC)
     registry = CollectorRegistry()
     incidents = Gauge("inlet_incidents", "Incidents by status and priority.", ["status", "priority"], registry=registry)
-    counted = Incident.select(Incident.status, Incident.priority, fn.COUNT(Incident.id).alias("n"))
-    for row in counted.where(Incident.drill == False).group_by(Incident.status, Incident.priority):  # noqa: E712
-        incidents.labels(row.status, row.priority).set(row.n)
-    inbound = Gauge("inlet_inbound", "Inbound inputs by status.", ["status"], registry=registry)
-    for row in Inbound.select(Inbound.status, fn.COUNT(Inbound.id).alias("n")).group_by(Inbound.status):
-        inbound.labels(row.status).set(row.n)
+    counted = Incident.select(Incident.status, Incident.priority, fn.COUNT(SQL("*")))
+    counted = counted.where(Incident.drill == False).group_by(Incident.status, Incident.priority)  # noqa: E712
+    for status, priority, n in counted.tuples():  # index-only on (status, priority, drill)
+        incidents.labels(status, priority).set(n)
     notifications = Gauge("inlet_notifications", "Outbox notifications by status.", ["status"], registry=registry)
-    for row in Notification.select(Notification.status, fn.COUNT(Notification.id).alias("n")).group_by(
-        Notification.status
-    ):
-        notifications.labels(row.status).set(row.n)
-    mtta = Gauge(
-        "inlet_mtta_seconds", "Mean time from opening to acknowledgement (cancelled excluded).", registry=registry
-    )
-    mttr = Gauge("inlet_mttr_seconds", "Mean time from opening to resolution (cancelled excluded).", registry=registry)
-    mtta.set(_mean_seconds(Incident.acknowledged_at))
-    mttr.set(_mean_seconds(Incident.resolved_at))
+    by_status = Notification.select(Notification.status, fn.COUNT(SQL("*"))).group_by(Notification.status)
+    for status, n in by_status.tuples():  # index-only on (status, next_attempt_at)
+        notifications.labels(status).set(n)
+    window = f"opened in the last {MEAN_WINDOW.days} days; cancelled and drills excluded"
+    mtta = Gauge("inlet_mtta_seconds", f"Mean time from opening to acknowledgement ({window}).", registry=registry)
+    mttr = Gauge("inlet_mttr_seconds", f"Mean time from opening to resolution ({window}).", registry=registry)
+    mtta.set(_mean_seconds(Incident.acknowledged_at, now - MEAN_WINDOW))
+    mttr.set(_mean_seconds(Incident.resolved_at, now - MEAN_WINDOW))
     registry.register(_StoreCollector(now))
     return registry
 
@@ -105,15 +102,20 @@ class _StoreCollector:
             labels=["source", "outcome"],
         )
         pending = GaugeMetricFamily("inlet_intake_pending", "Inputs stored but not processed yet.", labels=["source"])
-        rows = Inbound.select(Inbound.source, Inbound.status, fn.COUNT(SQL("*")).alias("n"))
-        for row in rows.group_by(Inbound.source, Inbound.status).tuples():  # index-only on (source, status)
-            source, status, n = row
+        inbound = GaugeMetricFamily("inlet_inbound", "Inbound inputs by status.", labels=["status"])
+        by_status: dict[str, int] = {}
+        rows = Inbound.select(Inbound.source, Inbound.status, fn.COUNT(SQL("*")))
+        for source, status, n in rows.group_by(Inbound.source, Inbound.status).tuples():  # index-only
+            by_status[status] = by_status.get(status, 0) + n
             if status in OUTCOMES:
                 total.add_metric([source, OUTCOMES[status]], n)
             elif status == PENDING:
                 pending.add_metric([source], n)
+        for status, n in sorted(by_status.items()):
+            inbound.add_metric([status], n)
         yield total
         yield pending
+        yield inbound
 
     def _lag(self):
         lag = GaugeMetricFamily(
@@ -228,12 +230,18 @@ def _seconds(start_field, end_field):
     return (fn.julianday(end_field) - fn.julianday(start_field)) * 86400
 
 
-def _mean_seconds(end_field) -> float:
-    """Mean of (end - opened_at) in seconds over incidents that reached ``end_field``, in SQL."""
+def _mean_seconds(end_field, since: datetime) -> float:
+    """Mean of (end - opened_at) in seconds over incidents opened since ``since`` that reached ``end_field``,
+    in SQL (a range of the opened_at index: bounded by the window, not by the whole history)."""
     span = _seconds(Incident.opened_at, end_field)
     value = (
         Incident.select(fn.AVG(span))
-        .where(end_field.is_null(False) & (Incident.status != CANCELLED) & (Incident.drill == False))  # noqa: E712
+        .where(
+            (Incident.opened_at >= since)
+            & end_field.is_null(False)
+            & (Incident.status != CANCELLED)
+            & (Incident.drill == False)  # noqa: E712
+        )
         .scalar()
     )
     return round(float(value or 0.0), 3)
