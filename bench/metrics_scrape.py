@@ -1,8 +1,8 @@
 """How long one /metrics scrape takes with a large store (SQLite), series by series.
 
-Seeds a fresh SQLite database with N incidents (bench/queue_page.py's mix: 3 % open) and N inbound
-inputs (1 % pending, the last hour's 2,000 processed), N/10 escalation events and N/10 delivery attempts
-(a fifth failed), then times the whole ``/metrics`` page through the Flask test client as an admin, and
+Seeds a fresh SQLite database with N incidents over a year (3 % open, as bench/queue_page.py), N inbound
+inputs (1 % pending, the newest 1,200 in the last hour), 1.1 N events (one in eleven an escalation) and
+N/10 delivery attempts (a fifth failed), then times the whole ``/metrics`` page through the Flask test client as an admin, and
 each part of it alone, side by side with a bare baseline measured in the same run: ``/healthz`` of the
 same app. Median of ROUNDS.
 
@@ -93,13 +93,18 @@ def seed(path: Path, count: int) -> None:
     for first in range(0, count, 50_000):
         conn.executemany(sql, inbound(first, min(first + 50_000, count)))
         conn.commit()
-    events = (
-        (rng.randint(1, count), now.isoformat(" "), rng.choice(["functional", "hierarchical", "automatic"]))
-        for _ in range(count // 10)
+    kinds = ["functional", "hierarchical", "automatic"]
+    events = (  # one escalation in eleven events; the rest stand for the notes, replies and changes
+        (
+            rng.randint(1, count),
+            now.isoformat(" "),
+            *(("escalated", rng.choice(kinds)) if n % 11 == 0 else ("note", None)),
+        )
+        for n in range(count + count // 10)
     )
     conn.executemany(
         "INSERT INTO event (incident_id, at, type, actor, visibility, field, new, body, data) "
-        "VALUES (?, ?, 'escalated', 'bench', 'internal', 'escalation', ?, '', '{}')",
+        "VALUES (?, ?, ?, 'bench', 'internal', '', ?, '', '{}')",
         events,
     )
     conn.execute(

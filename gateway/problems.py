@@ -331,11 +331,13 @@ class Problems:
             problem.save()
             body = (reason or "").strip()
             self._event(problem, "status", actor, field="status", old=old, new=status, body=body)
-            news = f"{problem.ref} ({problem.title}) is now {status.replace('_', ' ')}"
-            if status == KNOWN_ERROR:
-                news += f". Workaround: {problem.workaround}"
-            if status == RESOLVED:
-                news += f". Root cause: {problem.root_cause}"
+            news = f"{problem.ref} is now {status.replace('_', ' ')}"
+            if not problem.security:  # a restricted problem's text stays on its own page (see _link)
+                news = f"{problem.ref} ({problem.title}) is now {status.replace('_', ' ')}"
+                if status == KNOWN_ERROR:
+                    news += f". Workaround: {problem.workaround}"
+                if status == RESOLVED:
+                    news += f". Root cause: {problem.root_cause}"
             for incident in self.incidents(problem):  # at most MAX_LINKS
                 self.lifecycle.record(incident.ref, actor, "problem", field="problem", old=old, new=status, body=news)
         return problem
@@ -385,7 +387,8 @@ class Problems:
     def _link(self, problem: Problem, incident: Incident, actor: str, now) -> None:
         ProblemIncident.create(problem=problem, incident=incident, linked_by=actor, linked_at=now)
         self._event(problem, "linked", actor, field="incident", new=incident.ref, incident=incident)
-        body = f"linked to {problem.ref}: {problem.title}"
+        # A restricted (security) problem may hold an incident anyone sees: its timeline names the problem only.
+        body = f"linked to {problem.ref}" if problem.security else f"linked to {problem.ref}: {problem.title}"
         self.lifecycle.record(incident.ref, actor, "problem", field="problem", new=problem.ref, body=body)
         if incident.security and not problem.security:
             problem.security = True  # it names a security incident now: restricted from here on

@@ -47,7 +47,7 @@ def _v3_problems(database: peewee.Database) -> None:
 METRICS_INDEXES = (
     ("inbound_source_status", "inbound", '"source", "status"'),  # intake totals: an index-only count
     ("incident_status_priority_drill", "incident", '"status", "priority", "drill"'),  # incidents by status
-    ("event_type_at", "event", '"type", "at"'),  # escalations (and any count of one event type in a period)
+    ("event_type_new", "event", '"type", "new"'),  # escalations by kind: an index-only count
     ("notification_attempt_ok_at", "notification_attempt", '"ok", "at"'),  # delivery failures
 )
 

@@ -116,6 +116,15 @@ def test_security_problems_and_incidents_stay_hidden(api):
         assert api.call("GET", "/api/v1/problems/PRB-1/timeline", user).status_code == 404
         assert api.call("GET", "/api/v1/problems", user).get_json()["problems"] == []
     assert api.call("GET", "/api/v1/problems/PRB-1", "admin").status_code == 200
+    # it may hold an incident that anyone sees: that incident's timeline names the problem, never its text
+    assert api.call("POST", "/api/v1/problems/PRB-1/incidents", "admin", json={"incident": "INC-1"}).status_code == 201
+    api.call("PATCH", "/api/v1/problems/PRB-1", "sec", json={"workaround": "block the sender", "root_cause": "x"})
+    assert api.call("POST", "/api/v1/problems/PRB-1/status", "sec", json={"status": "known_error"}).status_code == 200
+    shown = api.call("GET", "/api/v1/incidents/INC-1/timeline", "desk").get_json()["events"]
+    assert [e["body"] for e in shown if e["type"] == "problem"] == ["linked to PRB-1", "PRB-1 is now known error"]
+    assert "Phishing" not in str(shown) and "block the sender" not in str(shown)
+    assert "PRB-1" not in api.web.client("desk").get("/incidents/INC-1").text.split("Timeline")[0]
+    api.call("DELETE", "/api/v1/problems/PRB-1/incidents/INC-1", "admin")
 
     # an incident that becomes a security incident after it was linked: named to no one who may not see it
     api.call("POST", "/api/v1/problems", "admin", json={"incident": "INC-1"})
