@@ -2,9 +2,9 @@
 
 Seeds a fresh SQLite database with N incidents over a year (3 % open, as bench/queue_page.py), N inbound
 inputs (1 % pending, the newest 1,200 in the last hour), 1.1 N events (one in eleven an escalation) and
-N/10 delivery attempts (a fifth failed), then times the whole ``/metrics`` page through the Flask test client as an admin, and
-each part of it alone, side by side with a bare baseline measured in the same run: ``/healthz`` of the
-same app. Median of ROUNDS.
+N/10 delivery attempts (a fifth failed), then times the whole ``/metrics`` page through the Flask test
+client as an admin, and each part of it alone, side by side with a bare baseline measured in the same run:
+``/healthz`` of the same app. Median of ROUNDS.
 
 Run: ``PYTHONPATH=. python bench/metrics_scrape.py [N]`` (default 1,000,000)
 """
