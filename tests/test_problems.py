@@ -237,3 +237,27 @@ def test_agent_makes_a_problem_of_recurring_incidents_in_the_browser(running, pa
     page.goto(f"/incidents/{second.ref}")
     expect(page.get_by_role("link", name="PRB-1")).to_be_visible()
     expect(page.locator(".timeline")).to_contain_text("Reconnect with the backup gateway")
+
+
+# ---------------------------------------------------------------- migration 3
+
+
+def test_migration_3_adds_problems_and_the_metrics_indexes_to_a_version_2_database(store):
+    from store.migrations import LATEST, METRICS_INDEXES, current_version, upgrade
+    from store.models import Counter, ProblemIncident, SchemaVersion
+
+    with db.atomic():  # back to what version 2 had
+        db.drop_tables([ProblemEvent, ProblemIncident, Problem])
+        for name, _table, _columns in METRICS_INDEXES:
+            db.execute_sql(f'DROP INDEX "{name}"')
+        Counter.delete().where(Counter.name == "problem").execute()
+        SchemaVersion.delete().where(SchemaVersion.version == 3).execute()
+    assert current_version() == 2 and not db.table_exists("problem")
+    assert [v for v, _ in upgrade()] == [3] and current_version() == LATEST
+    assert {"problem", "problem_incident", "problem_event"} <= set(db.get_tables())
+    indexes = {
+        i.name for table in ("inbound", "incident", "event", "notification_attempt") for i in db.get_indexes(table)
+    }
+    assert {name for name, _t, _c in METRICS_INDEXES} <= indexes
+    assert Counter.get(Counter.name == "problem").value == 0
+    assert upgrade() == []  # idempotent
