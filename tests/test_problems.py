@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from store.db import db
 from store.models import Event, Incident, Problem, ProblemEvent
 from tests.test_api import Api
-from tests.test_browser import browser, page, running, sign_in, sqlite_store  # noqa: F401  (fixtures)
+from tests.test_browser import browser, page, running, screenshot, sign_in, sqlite_store  # noqa: F401  (fixtures)
 from tests.test_web import Web, post
 
 
@@ -232,6 +232,7 @@ def test_agent_makes_a_problem_of_recurring_incidents_in_the_browser(running, pa
     page.get_by_role("button", name="Mark known error").click()
     expect(page.locator("#problem-status")).to_have_text("known error")
     expect(page.locator("#problem-workaround")).to_have_text("Reconnect with the backup gateway")
+    screenshot(page, "problem")
     page.get_by_role("link", name="Problems").first.click()
     expect(page.get_by_role("link", name="PRB-1")).to_be_visible()
     page.goto(f"/incidents/{second.ref}")
