@@ -160,6 +160,10 @@ class Lifecycle:
             raise NotFound(f"no incident {ref!r}")
         return incident
 
+    def find(self, ref: str, access: Access | None = None) -> Incident:
+        """The incident ``access`` may see and change, locked for this transaction (see :meth:`_find`)."""
+        return self._find(ref, access, lock=True)
+
     # ------------------------------------------------------------ creating
 
     def create(
@@ -486,6 +490,27 @@ class Lifecycle:
             event = self._event(incident, "reviewed", actor, INTERNAL, body=f"Cause: {cause}. Actions: {lines}")
             self._run_hooks(Change("review", incident, event, actor))
         return incident
+
+    def record(
+        self,
+        ref: str,
+        actor: str,
+        type_: str,
+        *,
+        field: str = "",
+        old=None,
+        new=None,
+        body: str = "",
+        access: Access | None = None,
+    ) -> Event:
+        """Write an internal Event about something outside the incident (e.g. the problem it is linked to).
+
+        No incident field changes and no hook runs (nobody is notified), so a closed or cancelled
+        incident takes it too: its timeline is the audit log. ``access`` must see and change the incident.
+        Call it inside the transaction that made the change it records.
+        """
+        incident = self._find(ref, access, lock=True)
+        return self._event(incident, type_, actor, INTERNAL, field=field, old=old, new=new, body=body)
 
     def add_signal(self, ref: str, actor: str, *, at: datetime | None = None) -> Incident:
         """Count one more signal of an open problem (no timeline entry: repeats are not news)."""

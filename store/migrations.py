@@ -54,10 +54,29 @@ def _v3_oncall_overrides(database: peewee.Database) -> None:
     database.create_tables([OnCallOverride], safe=True)
 
 
+def _v4_problems(database: peewee.Database) -> None:
+    """Problem records: problems, their linked incidents and their timeline; a counter for PRB numbers.
+    And the indexes that keep /metrics' counts range scans (web/metrics.py)."""
+    # create_tables builds these three from today's models; they must not change shape without a migration
+    database.create_tables([models.Problem, models.ProblemIncident, models.ProblemEvent], safe=True)
+    models.Counter.insert(name="problem", value=0).on_conflict_ignore().execute()
+    for name, table, columns in METRICS_INDEXES:
+        database.execute_sql(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({columns})')
+
+
+METRICS_INDEXES = (
+    ("inbound_source_status", "inbound", '"source", "status"'),  # intake totals: an index-only count
+    ("incident_status_priority_drill", "incident", '"status", "priority", "drill"'),  # incidents by status
+    ("event_type_new", "event", '"type", "new"'),  # escalations by kind: an index-only count
+    ("notification_attempt_ok_at", "notification_attempt", '"ok", "at"'),  # delivery failures
+)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
     (3, "on-call overrides", _v3_oncall_overrides),
+    (4, "problem records", _v4_problems),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -333,6 +333,68 @@ class OnCallOverride(BaseModel):
         indexes = ((("schedule", "ends_at"), False),)
 
 
+# Problem statuses (ITIL problem management): open -> known_error -> resolved -> closed.
+PROBLEM_OPEN = "open"
+KNOWN_ERROR = "known_error"
+PROBLEM_STATUSES = (PROBLEM_OPEN, KNOWN_ERROR, RESOLVED, CLOSED)
+
+
+class Problem(BaseModel):
+    """The cause behind one or more incidents, investigated so they do not recur (migration 4).
+
+    ``security`` problems (made from a security incident) are seen only by who sees security incidents.
+    """
+
+    number = peewee.IntegerField(unique=True)
+    ref = peewee.CharField(max_length=32, unique=True)
+    title = peewee.CharField(max_length=500)
+    description = peewee.TextField(default="")
+    status = peewee.CharField(max_length=16, default=PROBLEM_OPEN)
+    owner = peewee.ForeignKeyField(User, null=True, backref="problems", on_delete="SET NULL")
+    workaround = peewee.TextField(default="")
+    root_cause = peewee.TextField(default="")
+    cause_code = peewee.CharField(max_length=64, default="")
+    service = peewee.CharField(max_length=100, default="")
+    security = peewee.BooleanField(default=False)
+    created_by = peewee.CharField(max_length=320)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+    resolved_at = UTCDateTimeField(null=True)
+    closed_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "updated_at"), False),)
+
+
+class ProblemIncident(BaseModel):
+    """An incident linked to a problem (an incident may belong to several)."""
+
+    problem = peewee.ForeignKeyField(Problem, backref="links", on_delete="CASCADE")
+    incident = peewee.ForeignKeyField(Incident, backref="problem_links", on_delete="CASCADE")
+    linked_by = peewee.CharField(max_length=320)
+    linked_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("problem", "incident"), True), (("incident",), False))
+
+
+class ProblemEvent(BaseModel):
+    """One change of a problem: its timeline (``incident`` names the incident a link event is about)."""
+
+    problem = peewee.ForeignKeyField(Problem, backref="events", on_delete="CASCADE")
+    at = UTCDateTimeField()
+    type = peewee.CharField(max_length=32)
+    actor = peewee.CharField(max_length=320)
+    field = peewee.CharField(max_length=32, default="")
+    old = peewee.TextField(null=True)
+    new = peewee.TextField(null=True)
+    body = peewee.TextField(default="")
+    incident = peewee.ForeignKeyField(Incident, null=True, backref="problem_events", on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("problem", "at"), False),)
+
+
 class MailboxState(BaseModel):
     """The IMAP checkpoint of one configured mailbox: UIDVALIDITY and the last stored UID."""
 

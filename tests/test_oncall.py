@@ -143,9 +143,9 @@ def test_overrides_win_latest_first_and_only_agents_of_the_group_add_them(store,
 def test_migration_3_adds_the_override_table_to_a_version_2_database(store, users):
     with db.atomic():  # back to what version 2 had
         db.execute_sql('DROP TABLE "oncall_override"')
-        SchemaVersion.delete().where(SchemaVersion.version == 3).execute()
+        SchemaVersion.delete().where(SchemaVersion.version >= 3).execute()
     assert current_version() == 2
-    assert upgrade() == [(3, "on-call overrides")] and current_version() == LATEST == 3
+    assert upgrade()[0] == (3, "on-call overrides") and current_version() == LATEST
     config = config_of(store)
     at = utc(2026, 3, 28, 9, 0)
     oncall.add_override(config, "net", users["ann"], "dave", at, at + timedelta(hours=1), at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -98,6 +98,9 @@ PAGES = {
     "/status": (200, 200, 200, 200),
     "/login": (200, 302, 302, 302),
     "/healthz": (200, 200, 200, 200),
+    "/readyz": (200, 200, 200, 200),
+    "/problems": (302, 200, 200, 200),
+    "/problems?status=known_error": (302, 200, 200, 200),
     "/": (302, 302, 302, 302),
     "/incidents": (302, 200, 200, 200),
     "/incidents?view=mine&sort=newest&status=any": (302, 200, 200, 200),
@@ -130,7 +133,7 @@ def test_every_page_for_every_role(web, path):
 def test_anonymous_sees_only_status_and_login(web):
     client = web.client()
     rules = [r for r in web.app.url_map.iter_rules() if "GET" in r.methods and not r.arguments]
-    open_paths = {"/status", "/login", "/healthz", "/api/v1/openapi.json"}
+    open_paths = {"/status", "/login", "/healthz", "/readyz", "/api/v1/openapi.json"}
     for rule in rules:
         if rule.endpoint == "static":
             continue
@@ -532,7 +535,7 @@ def test_metrics_means(store):
     from gateway.clock import FixedClock
 
     web = Web(store)
-    clock = FixedClock()
+    clock = FixedClock(datetime.now(UTC) - timedelta(days=1))  # the means are over the last 30 days
     lifecycle = build_lifecycle(web.config, clock)
     for minutes in (10, 30):
         incident = lifecycle.create(title="t", actor="t")

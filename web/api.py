@@ -15,14 +15,19 @@ from gateway import accounts, oncall
 from gateway.clock import iso
 from gateway.errors import Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
+from gateway.problems import EDITABLE as PROBLEM_EDITABLE
+from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
+from gateway.problems import event_document as problem_event_document
+from gateway.problems import hidden_incident_refs, problem_document
 from notifiers.apprise_adapter import shown_urls
 from parsers.payload import decode_json
 from parsers.signal import plain_value
 from store.documents import event_document, incident_document
-from store.models import LEVELS, Event, Incident, User
+from store.models import LEVELS, PROBLEM_STATUSES, Event, Incident, ProblemEvent, User
 from web import actions, queue
 from web.auth import RESTRICTED, SessionUser, hidden_refs
 from web.openapi import openapi_document
+from web.problems import problem_rows, problems
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -260,3 +265,92 @@ def _override_document(row) -> dict:
         "created_by": row.created_by,
         "created_at": iso(row.created_at),
     }
+
+
+# ---------------------------------------------------------------- problems (gateway/problems.py)
+
+
+@bp.get("/problems")
+def listproblems():
+    status = request.args.get("status", "")
+    if status and status not in PROBLEM_STATUSES:
+        raise actions.BadInput(f"status must be one of {', '.join(PROBLEM_STATUSES)}")
+    limit = request.args.get("limit", "100")
+    if not queue.whole_number(limit) or not 1 <= int(limit) <= 500:
+        raise actions.BadInput("limit must be a whole number from 1 to 500")
+    rows = problem_rows(g.api_user, status=status, limit=int(limit))
+    return jsonify(problems=[dict(problem_document(p, g.api_user), incident_count=n) for p, n in rows])
+
+
+@bp.post("/problems")
+def create_problem():
+    data = _body()
+    problem = problems().create(
+        title=actions.text_field(data, "title", limit=500),
+        actor=g.api_user.name,
+        access=g.api_user,
+        incident_ref=actions.text_field(data, "incident", limit=32) or None,
+        description=actions.text_field(data, "description"),
+        owner=actions.text_field(data, "owner", limit=100) or None,
+        workaround=actions.text_field(data, "workaround"),
+        root_cause=actions.text_field(data, "root_cause"),
+        cause_code=actions.text_field(data, "cause_code", limit=64),
+        service=actions.text_field(data, "service", limit=100),
+    )
+    response = jsonify(_problem_document(problem))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_problem", ref=problem.ref)
+    return response
+
+
+def _problem_document(problem) -> dict:
+    return problem_document(problem, g.api_user, incidents=problems().incidents(problem))
+
+
+@bp.get("/problems/<ref>")
+def get_problem(ref: str):
+    return jsonify(_problem_document(problems().get(ref, g.api_user)))
+
+
+@bp.patch("/problems/<ref>")
+def update_problem(ref: str):
+    data = _body()
+    changes = {
+        name: actions.text_field(data, name, limit=20000) for name in (*PROBLEM_EDITABLE, "owner") if name in data
+    }
+    if not changes:
+        raise actions.BadInput(f"nothing to change: give {', '.join((*PROBLEM_EDITABLE, 'owner'))}")
+    problem = problems().update(ref, g.api_user.name, access=g.api_user, **changes)
+    return jsonify(_problem_document(problem))
+
+
+@bp.post("/problems/<ref>/status")
+def set_problem_status(ref: str):
+    data = _body()
+    status = actions.choice_field(data, "status", tuple(PROBLEM_TRANSITIONS))
+    problem = problems().set_status(
+        ref, g.api_user.name, status, reason=actions.text_field(data, "reason"), access=g.api_user
+    )
+    return jsonify(_problem_document(problem))
+
+
+@bp.post("/problems/<ref>/incidents")
+def link_problem_incident(ref: str):
+    data = _body()
+    other = actions.text_field(data, "incident", required=True, limit=32)
+    problem = problems().link(ref, g.api_user.name, other, access=g.api_user)
+    return jsonify(_problem_document(problem)), 201
+
+
+@bp.delete("/problems/<ref>/incidents/<incident>")
+def unlink_problem_incident(ref: str, incident: str):
+    problem = problems().unlink(ref, g.api_user.name, incident, access=g.api_user)
+    return jsonify(_problem_document(problem))
+
+
+@bp.get("/problems/<ref>/timeline")
+def problem_timeline(ref: str):
+    problem = problems().get(ref, g.api_user)
+    events = list(problem.events.order_by(ProblemEvent.at, ProblemEvent.id))
+    hidden = hidden_incident_refs(events, g.api_user)
+    return jsonify(ref=problem.ref, events=[problem_event_document(e, hidden) for e in events])

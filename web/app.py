@@ -8,14 +8,19 @@ blueprint (``hooks``) are exempt. Every response carries the security headers.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import peewee
 from flask import Flask, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from playhouse.pool import MaxConnectionsExceeded
 
 from gateway.config import Config, local_secret
+from gateway.errors import SchemaOutdated, StoreUnavailable
 from store.db import db
+from store.migrations import require_latest
 
 # No inline scripts or styles anywhere: every script and stylesheet is a static file.
 CSP = (
@@ -31,6 +36,7 @@ SECURITY_HEADERS = {
 }
 
 csrf = CSRFProtect()
+log = logging.getLogger("inlet.web")
 
 
 def create_app(config: Config, services=None) -> Flask:
@@ -57,7 +63,7 @@ def create_app(config: Config, services=None) -> Flask:
     @app.before_request
     def _connect():
         # Webhook intake stores through the writer thread: no connection (≈1 ms on SQLite) per request.
-        if request.blueprint != "hooks":
+        if request.blueprint != "hooks" and request.endpoint != "readyz":  # /readyz says itself what fails
             db.connect(reuse_if_open=True)
 
     @app.teardown_request
@@ -75,13 +81,46 @@ def create_app(config: Config, services=None) -> Flask:
         db.execute_sql("SELECT 1")
         return jsonify(status="ok")
 
-    from web import api, auth, configuration, incidents, metrics, notifications, oncall, quarantine, status, users
+    @app.get("/readyz")
+    def readyz():
+        """200 when the database answers and its schema is the one this Inlet needs; 503 saying what fails."""
+        checks = readiness()
+        ready = all(value == "ok" for value in checks.values())
+        response = jsonify(status="ready" if ready else "not ready", checks=checks)
+        response.status_code = 200 if ready else 503
+        return response
+
+    from web import (
+        api,
+        auth,
+        configuration,
+        incidents,
+        metrics,
+        notifications,
+        oncall,
+        problems,
+        quarantine,
+        status,
+        users,
+    )
     from web.render import init_app as init_render
 
     csrf.init_app(app)
     init_render(app)
     auth.init_app(app)
-    for module in (auth, incidents, quarantine, notifications, users, configuration, oncall, status, metrics, api):
+    for module in (
+        auth,
+        incidents,
+        problems,
+        quarantine,
+        notifications,
+        users,
+        configuration,
+        oncall,
+        status,
+        metrics,
+        api,
+    ):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)
     csrf.exempt(hooks.bp)  # the webhook blueprint authenticates each request itself
@@ -97,6 +136,21 @@ def create_app(config: Config, services=None) -> Flask:
     for code, message in errors:
         app.register_error_handler(code, _page_error(code, message))
     return app
+
+
+def readiness() -> dict[str, str]:
+    """``{"database": …, "schema": …}``, each "ok" or what is wrong (no host, user or password: the answer is
+    public; the log has the driver's message)."""
+    checks = {"database": "ok", "schema": "ok"}
+    try:
+        require_latest()
+    except SchemaOutdated as exc:
+        checks["schema"] = str(exc)
+    except (peewee.PeeweeException, MaxConnectionsExceeded, StoreUnavailable) as exc:
+        log.warning("readyz: database unreachable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+        checks["schema"] = "unknown: the database is unreachable"
+    return checks
 
 
 class SecurityHeaders:

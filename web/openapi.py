@@ -7,8 +7,10 @@ answer the API gives validates against the schema it declares.
 from __future__ import annotations
 
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS
+from gateway.problems import EDITABLE as PROBLEM_EDITABLE
+from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
 from store.documents import INCIDENT_KEYS
-from store.models import LEVELS
+from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue
 
 # Text fields that must not be blank: a character that is neither space nor NUL (which the API strips);
@@ -66,6 +68,79 @@ EVENT_SCHEMA = {
         "new": _NULLABLE_STRING,
     },
 }
+PROBLEM_KEYS = (
+    "ref", "title", "description", "status", "owner", "workaround", "root_cause", "cause_code", "service",
+    "security", "created_by", "created_at", "updated_at", "resolved_at", "closed_at",
+)  # fmt: skip
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": list(PROBLEM_KEYS),
+    "properties": {
+        "ref": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "status": {"type": "string", "enum": list(PROBLEM_STATUSES)},
+        "owner": _NULLABLE_STRING,
+        "workaround": {"type": "string"},
+        "root_cause": {"type": "string"},
+        "cause_code": _NULLABLE_STRING,
+        "service": _NULLABLE_STRING,
+        "security": {"type": "boolean"},
+        "created_by": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "resolved_at": _TIME,
+        "closed_at": _TIME,
+        "incident_count": {"type": "integer", "description": "Linked incidents you may see (lists only)"},
+        "incidents": {
+            "type": "array",
+            "description": "The linked incidents you may see, with their post-incident reviews",
+            "items": {
+                "type": "object",
+                "required": ["ref", "title", "status", "priority", "opened_at", "review"],
+                "properties": {
+                    "ref": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "string"},
+                    "priority": {"type": "string"},
+                    "service": _NULLABLE_STRING,
+                    "cause_code": _NULLABLE_STRING,
+                    "opened_at": {"type": "string", "format": "date-time"},
+                    "resolved_at": _TIME,
+                    "review": {"type": ["object", "null"]},
+                },
+            },
+        },
+        "restricted_incidents": {"type": "integer", "description": "Linked incidents you may not see"},
+        "actions": {
+            "type": "array",
+            "description": "The actions of those incidents' post-incident reviews",
+            "items": {
+                "type": "object",
+                "required": ["incident", "what", "owner"],
+                "properties": {
+                    "incident": {"type": "string"},
+                    "what": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "due": _NULLABLE_STRING,
+                },
+            },
+        },
+    },
+}
+PROBLEM_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["at", "type", "actor", "field", "old", "new", "body"],
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "type": {"type": "string"},
+        "actor": {"type": "string"},
+        "field": {"type": "string"},
+        "old": _NULLABLE_STRING,
+        "new": _NULLABLE_STRING,
+        "body": {"type": "string"},
+    },
+}
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -92,7 +167,7 @@ def _errors(*codes: int) -> dict:
         400: "Invalid input",
         401: "Missing or wrong API token",
         403: "Your role may not do this",
-        404: "No such incident (or not visible to you)",
+        404: "No such incident or problem (or not visible to you)",
         409: "Not allowed from the incident's current state",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -130,7 +205,13 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
         "info": {"title": "Inlet API", "version": "1"},
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Incident": INCIDENT_SCHEMA, "Event": EVENT_SCHEMA, "Error": ERROR_SCHEMA},
+            "schemas": {
+                "Incident": INCIDENT_SCHEMA,
+                "Event": EVENT_SCHEMA,
+                "Problem": PROBLEM_SCHEMA,
+                "ProblemEvent": PROBLEM_EVENT_SCHEMA,
+                "Error": ERROR_SCHEMA,
+            },
         },
         "security": [{"token": []}],
         "paths": {
@@ -241,6 +322,130 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
             },
             **action_paths,
             **_ONCALL_PATHS,
+            **_problem_paths(),
+        },
+    }
+
+
+def _problem_paths() -> dict:
+    """The problem records of gateway/problems.py."""
+    ref = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}, "example": "PRB-1"}
+    incident = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}, "example": "INC-1"}
+    text = {"type": "string"}
+    fields = {name: {"type": "string", "maxLength": {"title": 500, "cause_code": 64, "service": 100}.get(name, 20000)}
+              for name in PROBLEM_EDITABLE}  # fmt: skip
+    fields["owner"] = {"type": "string", "description": "A user name, or empty for none"}
+
+    def body(schema: dict) -> dict:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    one = _json(_ref("Problem"), "The problem")
+    return {
+        "/api/v1/problems": {
+            "get": {
+                "operationId": "listProblems",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(PROBLEM_STATUSES)}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["problems"],
+                            "properties": {"problems": {"type": "array", "items": _ref("Problem")}},
+                        },
+                        "The problems you may see, most recently changed first",
+                    ),
+                    **_errors(400, 401),
+                },
+            },
+            "post": {
+                "operationId": "createProblem",
+                "summary": "Create a problem, or with `incident` make one from that incident (and link it)",
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "properties": {**fields, "incident": {"type": "string", "maxLength": 32}},
+                        "anyOf": [
+                            {"required": ["title"], "properties": {"title": {"pattern": NOT_BLANK}}},
+                            {"required": ["incident"]},
+                        ],
+                    }
+                ),
+                "responses": {"201": _json(_ref("Problem"), "The new problem"), **_errors(400, 401, 403, 404, 409)},
+            },
+        },
+        "/api/v1/problems/{ref}": {
+            "get": {"operationId": "getProblem", "parameters": [ref], "responses": {"200": one, **_errors(401, 404)}},
+            "patch": {
+                "operationId": "updateProblem",
+                "parameters": [ref],
+                "requestBody": body(
+                    {"type": "object", "properties": fields, "anyOf": [{"required": [name]} for name in fields]}
+                ),
+                "responses": {"200": one, **_errors(400, 401, 403, 404, 409)},
+            },
+        },
+        "/api/v1/problems/{ref}/status": {
+            "post": {
+                "operationId": "setProblemStatus",
+                "summary": "open -> known_error (needs root cause and workaround) -> resolved (needs root cause) "
+                "-> closed; back to open with a reason",
+                "parameters": [ref],
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {"status": {"type": "string", "enum": list(PROBLEM_TRANSITIONS)}, "reason": text},
+                    }
+                ),
+                "responses": {"200": one, **_errors(400, 401, 403, 404, 409)},
+            }
+        },
+        "/api/v1/problems/{ref}/incidents": {
+            "post": {
+                "operationId": "linkProblemIncident",
+                "parameters": [ref],
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "required": ["incident"],
+                        "properties": {"incident": {"type": "string", "maxLength": 32, "pattern": NOT_BLANK}},
+                    }
+                ),
+                "responses": {
+                    "201": _json(_ref("Problem"), "The problem with the incident linked"),
+                    **_errors(400, 401, 403, 404, 409),
+                },
+            }
+        },
+        "/api/v1/problems/{ref}/incidents/{incident}": {
+            "delete": {
+                "operationId": "unlinkProblemIncident",
+                "parameters": [ref, incident],
+                "responses": {"200": one, **_errors(401, 403, 404, 409)},
+            }
+        },
+        "/api/v1/problems/{ref}/timeline": {
+            "get": {
+                "operationId": "getProblemTimeline",
+                "parameters": [ref],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["ref", "events"],
+                            "properties": {
+                                "ref": {"type": "string"},
+                                "events": {"type": "array", "items": _ref("ProblemEvent")},
+                            },
+                        },
+                        "Every change of the problem, oldest first",
+                    ),
+                    **_errors(401, 404),
+                },
+            }
         },
     }
 
