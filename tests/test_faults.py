@@ -223,9 +223,9 @@ def opened(store: Store):
         db.obj.close_all()
 
 
-def healthz(served: Served) -> int:
+def probe(served: Served, path: str) -> int:
     try:
-        return requests.get(f"http://127.0.0.1:{served.web_port}/healthz", timeout=5).status_code
+        return requests.get(f"http://127.0.0.1:{served.web_port}{path}", timeout=5).status_code
     except requests.RequestException:
         return 0
 
@@ -239,7 +239,7 @@ def test_postgresql_outage_refuses_with_retry_and_recovers_without_restart(clust
             cluster.stop()
             wait_for(lambda: {"smtp", "http"} <= {kind for kind, *_ in load.refused}, timeout=30,
                      message="refusals from both listeners while the database is away")  # fmt: skip
-            assert healthz(served) != 200  # the health check touches the database ([web] /readyz: see README)
+            assert probe(served, "/readyz") == 503  # not ready: the database is away
             mail_before, hooks_before = len(load.mail), len(load.hooks)
             cluster.start()
             wait_for(lambda: len(load.mail) > mail_before + 5, timeout=40, message="mail acknowledged again")
@@ -249,7 +249,7 @@ def test_postgresql_outage_refuses_with_retry_and_recovers_without_restart(clust
         assert smtp_codes and smtp_codes <= {421, 451}, load.refused
         http = [(code, retry) for kind, code, retry in load.refused if kind == "http"]
         assert http and all(code == 503 and retry and int(retry) > 0 for code, retry in http), http
-        assert healthz(served) == 200
+        assert probe(served, "/readyz") == 200 and probe(served, "/healthz") == 200
         wait_for(nothing_pending, timeout=60, message="everything acknowledged processed after the outage")
         assert_each_once(load)
         # Normal speed after the outage: a new input becomes an incident at once, not after a backoff.
