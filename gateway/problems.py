@@ -445,7 +445,7 @@ def _user(name: str) -> User:
 def _next_number() -> int:
     query = Counter.update(value=Counter.value + 1).where(Counter.name == "problem").returning(Counter.value).execute()
     row = next(iter(query), None)
-    if row is None:  # created by migration 3; recreated if someone removed it
+    if row is None:  # created by migration 4; recreated if someone removed it
         Counter.insert(name="problem", value=1).execute()
         return 1
     return row.value

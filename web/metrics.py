@@ -3,7 +3,7 @@
 Every role of ``inlet serve`` runs in its own process and the database is the only
 thing they share (DESIGN.md §2.5), so every series is read from the store: nothing
 is kept between scrapes, and the counters survive restarts because the rows do.
-Each query is a range over an index (migration 3 adds the ones it needs) or is
+Each query is a range over an index (migration 4 adds the ones it needs) or is
 bounded by the open incidents, the pending rows or a time window; README
 "Metrics" lists every series.
 
