@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from gateway import accounts
-from gateway.errors import Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
+from gateway.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
 from notifiers.apprise_adapter import shown_urls
 from parsers.payload import decode_json
@@ -22,6 +22,7 @@ from store.models import LEVELS, Event, Incident, User
 from web import actions, queue
 from web.auth import RESTRICTED, SessionUser, hidden_refs
 from web.openapi import openapi_document
+from web.reports import for_viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -202,3 +203,14 @@ def act(ref: str, action: str):
     if isinstance(result, Event):
         return jsonify(event_document(result)), 201
     return jsonify(_document(Incident.get_by_id(incident.id)))
+
+
+@bp.get("/reports")
+def reports():
+    """The metrics of a period (gateway/reports.py) as the caller may see them: agents and admins."""
+    if g.api_user.role not in ("agent", "admin"):
+        return error(403, "forbidden", "reports are for agents and admins")
+    try:
+        return jsonify(for_viewer(request.args, current_app.config["INLET"], g.api_user))
+    except ConfigError as exc:
+        return error(400, "invalid", str(exc))

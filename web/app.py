@@ -75,13 +75,13 @@ def create_app(config: Config, services=None) -> Flask:
         db.execute_sql("SELECT 1")
         return jsonify(status="ok")
 
-    from web import api, auth, configuration, incidents, metrics, notifications, quarantine, status, users
+    from web import api, auth, configuration, incidents, metrics, notifications, quarantine, reports, status, users
     from web.render import init_app as init_render
 
     csrf.init_app(app)
     init_render(app)
     auth.init_app(app)
-    for module in (auth, incidents, quarantine, notifications, users, configuration, status, metrics, api):
+    for module in (auth, incidents, quarantine, notifications, users, configuration, status, metrics, api, reports):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)
     csrf.exempt(hooks.bp)  # the webhook blueprint authenticates each request itself
