@@ -226,10 +226,14 @@ def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelt
     due_until = min(scope.until, now)
     with db.connection_context():
         result = {
-            "period": {"since": scope.since.isoformat(), "until": scope.until.isoformat(), "tz": scope.tz},
+            "period": {
+                "since": scope.since.isoformat(timespec="seconds"),
+                "until": scope.until.isoformat(timespec="seconds"),
+                "tz": scope.tz,
+            },
             "filters": scope.filters(),
             "security_included": scope.security,
-            "generated_at": now.isoformat(),
+            "generated_at": now.isoformat(timespec="seconds"),
             "definitions": {
                 "percentiles": "nearest rank",
                 "mtta": "acknowledged − opened, incidents acknowledged in the period",
