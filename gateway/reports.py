@@ -539,3 +539,33 @@ def to_csv(rows: list[dict]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
+
+
+def to_text(result: dict) -> str:
+    """The report as readable tables for a terminal."""
+    period = result["period"]
+    lines = [f"Inlet report {period['since']} … {period['until']} ({period['tz']})"]
+    if result["filters"]:
+        lines.append("filters: " + ", ".join(f"{k}={v}" for k, v in result["filters"].items()))
+    lines.append("drills and cancelled incidents excluded; durations in seconds; percentiles nearest-rank")
+    for name, rows in csv_tables(result).items():
+        lines += ["", name.replace("_", " ").upper(), *_aligned(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _aligned(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    return [line.rstrip()] + ["  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -29,10 +29,12 @@ L  P5 db   database db  alertmanager  opened 03-26 23:30 (03-27 00:30 local), ac
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError
 from gateway.lifecycle import Lifecycle
@@ -253,3 +255,43 @@ def test_parse_moment_and_bad_scopes():
         Scope(since=SINCE, until=UNTIL, tz="Mars/Olympus")
     with pytest.raises(ConfigError, match="longer"):
         Scope(since=now - timedelta(days=2000), until=now)
+
+
+def test_cli_report_in_every_format(store, capsys, tmp_path):
+    build(FixedClock())
+    path = store.write_config()
+    period = ["--since", "2026-03-27", "--until", "2026-03-31", "--tz", "Europe/Berlin"]
+
+    def run(*args):
+        code = main(["-c", str(path), "report", *period, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["totals"]["opened"] == 8 and document["mttr"]["median"] == 14400
+    assert document["period"] == {"since": "2026-03-26T23:00:00+00:00", "until": "2026-03-30T22:00:00+00:00",
+                                  "tz": "Europe/Berlin"}  # fmt: skip
+
+    code, out, _ = run("--group", "db", "--service", "db")
+    assert code == 0
+    assert "filters: group=db, service=db" in out
+    lines = out.splitlines()
+    totals = lines[lines.index("TOTALS") + 2].split()
+    assert totals[:3] == ["2", "1", "1"]  # J and L opened; L resolved and closed
+
+    code, out, _ = run("--format", "csv", "--table", "daily")
+    assert code == 0
+    assert out.splitlines()[:2] == ["day,opened,resolved,mtta_mean,mttr_mean", "2026-03-27,3,2,1800.0,16200.0"]
+    code, out, _ = run("--format", "csv")
+    assert out.startswith("# totals\nopened,resolved,closed,") and "\n# by_service\n" in out
+
+    target = tmp_path / "report.html"
+    assert run("--format", "html", "-o", str(target))[0] == 0
+    assert "new Chart(" in target.read_text() and "2026-03-28" in target.read_text()
+
+    code, _, err = run("--format", "csv", "--table", "nope")
+    assert code == 1 and "no table 'nope'" in err
+    code = main(["-c", str(path), "report", "--since", "last week"])
+    assert code == 1 and "is not a time" in capsys.readouterr().err
