@@ -25,6 +25,7 @@ from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.private_files import write_private
 from gateway.procedures import ProceduresSection, check_procedures
+from gateway.report_schedule import ScheduledReport, check_reports
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
 from gateway.sla import Calendar, SlaSection, check_sla
@@ -190,6 +191,7 @@ class Config:
     mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
     address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
     mailbox: list[Mailbox] = setting(factory=list, help="IMAP mailboxes Inlet polls.")
+    report: list[ScheduledReport] = setting(factory=list, help="Scheduled reports, sent by the timers role.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -343,4 +345,5 @@ def _check_references(config: Config) -> None:
     check_notifications(config)
     check_integrations(config)
     check_mail(config)
+    check_reports(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

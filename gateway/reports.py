@@ -224,33 +224,32 @@ def _per_bucket(q: _Sql, buckets, column: str, scope: Scope, select: str) -> str
 def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelta(minutes=30)) -> dict:
     """Every metric of ``scope`` as of ``now``: a JSON-ready dict (durations in seconds, rates 0..1)."""
     due_until = min(scope.until, now)
-    with db.connection_context():
-        result = {
-            "period": {
-                "since": scope.since.isoformat(timespec="seconds"),
-                "until": scope.until.isoformat(timespec="seconds"),
-                "tz": scope.tz,
-            },
-            "filters": scope.filters(),
-            "security_included": scope.security,
-            "generated_at": now.isoformat(timespec="seconds"),
-            "definitions": {
-                "percentiles": "nearest rank",
-                "mtta": "acknowledged − opened, incidents acknowledged in the period",
-                "mttr": "resolved − opened − time on hold, incidents resolved in the period",
-            },
-        }
-        result["totals"] = _totals(scope)
-        result["by"] = {name: _by(scope, name) for name in DIMENSIONS}
-        result["mtta"] = _mtta(scope)
-        result["mttr"] = _mttr(scope)
-        result["sla"] = _sla(scope, due_until)
-        result["backlog"] = _backlog(scope, now)
-        result["daily"] = _daily(scope)
-        result["weekly"] = _weekly(scope)
-        result["rates"] = _rates(scope)
-        result["recurring"] = _recurring(scope)
-        result["major_updates"] = _major_updates(scope, now, update_interval)
+    result = {
+        "period": {
+            "since": scope.since.isoformat(timespec="seconds"),
+            "until": scope.until.isoformat(timespec="seconds"),
+            "tz": scope.tz,
+        },
+        "filters": scope.filters(),
+        "security_included": scope.security,
+        "generated_at": now.isoformat(timespec="seconds"),
+        "definitions": {
+            "percentiles": "nearest rank",
+            "mtta": "acknowledged − opened, incidents acknowledged in the period",
+            "mttr": "resolved − opened − time on hold, incidents resolved in the period",
+        },
+    }
+    result["totals"] = _totals(scope)
+    result["by"] = {name: _by(scope, name) for name in DIMENSIONS}
+    result["mtta"] = _mtta(scope)
+    result["mttr"] = _mttr(scope)
+    result["sla"] = _sla(scope, due_until)
+    result["backlog"] = _backlog(scope, now)
+    result["daily"] = _daily(scope)
+    result["weekly"] = _weekly(scope)
+    result["rates"] = _rates(scope)
+    result["recurring"] = _recurring(scope)
+    result["major_updates"] = _major_updates(scope, now, update_interval)
     return result
 
 

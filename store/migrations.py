@@ -34,9 +34,28 @@ def _v2_session_version(database: peewee.Database) -> None:
     migrate(migrator.add_column(table, "session_version", peewee.IntegerField(default=0)))
 
 
+def _v3_report_runs(database: peewee.Database) -> None:
+    """Scheduled reports: one row per report and period sent (created from the model as it was at version 3)."""
+
+    class ReportRun(peewee.Model):
+        name = peewee.CharField(max_length=100)
+        period_start = models.UTCDateTimeField()
+        period_end = models.UTCDateTimeField()
+        claimed_by = peewee.CharField(max_length=64)
+        created_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "report_run"
+            indexes = ((("name", "period_start"), True),)
+
+    with database.bind_ctx([ReportRun]):
+        database.create_tables([ReportRun], safe=True)  # a database created at version 1 by today's models has it
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
+    (3, "scheduled report runs", _v3_report_runs),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -333,6 +333,19 @@ class Counter(BaseModel):
     value = peewee.BigIntegerField(default=0)
 
 
+class ReportRun(BaseModel):
+    """One scheduled report sent for one period (gateway/report_schedule.py): unique, so it is sent once."""
+
+    name = peewee.CharField(max_length=100)
+    period_start = UTCDateTimeField()
+    period_end = UTCDateTimeField()
+    claimed_by = peewee.CharField(max_length=64)  # the process that won the insert
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("name", "period_start"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = peewee.IntegerField(primary_key=True)
     description = peewee.CharField(max_length=200)
@@ -352,4 +365,5 @@ MODELS = (
     Timer,
     Counter,
     MailboxState,
+    ReportRun,
 )

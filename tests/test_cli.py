@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from gateway.cli import build_parser, main
+from store.migrations import LATEST
 from tests.conftest import ROOT, free_port, wait_for
 
 INLET = [sys.executable, "-m", "gateway.cli"]
@@ -150,7 +151,7 @@ def test_db_upgrade_is_idempotent_and_status(empty_store, capsys):
 def test_outdated_schema_is_refused(empty_store, capsys):
     path = empty_store.write_config()
     assert main(["-c", str(path), "incident", "list"]) == 1
-    assert "schema is at version 0, this Inlet needs 2: run 'inlet db upgrade'" in capsys.readouterr().err
+    assert f"schema is at version 0, this Inlet needs {LATEST}: run 'inlet db upgrade'" in capsys.readouterr().err
     assert main(["-c", str(path), "serve"]) == 1
     assert "run 'inlet db upgrade'" in capsys.readouterr().err
 
