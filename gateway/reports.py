@@ -205,16 +205,63 @@ def _buckets(scope: Scope, unit: str) -> list[tuple[str, datetime, datetime]]:
     return result
 
 
-def _per_bucket(q: _Sql, buckets, column: str, scope: Scope, select: str) -> str:
-    """One row per bucket: ``select`` aggregated over the incidents whose ``column`` falls in the bucket."""
-    values = ", ".join(f"({q.p(k)}, {q.p(lo)}, {q.p(hi)})" for k, lo, hi in buckets)
-    cast = "CAST({} AS TIMESTAMP)" if q.pg else "{}"
-    lo, hi = cast.format("b.lo"), cast.format("b.hi")
+def _offsets(scope: Scope) -> list[tuple[datetime, int]]:
+    """The time zone's UTC offset over the period: (from when, seconds east of UTC), first from ``since``.
+
+    Walks the period a day at a time and bisects each change to the second (DST moves twice a year).
+    """
+    tz = zone(scope.tz)
+
+    def offset(moment: datetime) -> int:
+        return int(moment.astimezone(tz).utcoffset().total_seconds())
+
+    segments = [(scope.since, offset(scope.since))]
+    moment = scope.since
+    while moment < scope.until:
+        following = min(moment + timedelta(days=1), scope.until)
+        if offset(following) != segments[-1][1]:
+            lo, hi = moment, following
+            while hi - lo > timedelta(seconds=1):
+                middle = lo + (hi - lo) / 2
+                lo, hi = (middle, hi) if offset(middle) == segments[-1][1] else (lo, middle)
+            segments.append((hi, offset(hi)))
+        moment = following
+    return segments
+
+
+def _local(q: _Sql, scope: Scope, column: str, unit: str) -> str:
+    """SQL for the local day (or the Monday of the local week) of ``column``, as text YYYY-MM-DD.
+
+    The offset comes from a CASE over the period's DST segments, so no time zone database is needed in
+    SQL and both databases give the same key; SQLite's date modifiers shift whole seconds exactly.
+    """
+    segments = _offsets(scope)
+    sign = "" if q.pg else "+"  # SQLite's modifier needs the sign, PostgreSQL's interval takes either
+
+    def unit_of(seconds: int) -> str:
+        return f"{seconds:{sign}d} seconds"
+
+    if len(segments) == 1:
+        shift = q.p(unit_of(segments[0][1]))
+    else:
+        cases = " ".join(
+            f"WHEN {column} < {q.p(start)} THEN {q.p(unit_of(before))}"
+            for (start, _), (_, before) in zip(segments[1:], segments[:-1], strict=True)
+        )
+        shift = f"CASE {cases} ELSE {q.p(unit_of(segments[-1][1]))} END"
+    if q.pg:
+        shifted = f"({column} + CAST({shift} AS INTERVAL))"
+        day = f"date_trunc('week', {shifted})" if unit == "week" else shifted
+        return f"TO_CHAR({day}, 'YYYY-MM-DD')"
+    return f"date({column}, {shift}, 'weekday 0', '-6 days')" if unit == "week" else f"date({column}, {shift})"
+
+
+def _per_bucket(q: _Sql, scope: Scope, column: str, unit: str, select: str) -> str:
+    """One row per local day or week that has incidents whose ``column`` falls in the period."""
+    key = _local(q, scope, f"i.{column}", unit)
     return (
-        f"WITH b(k, lo, hi) AS (VALUES {values}) "
-        f"SELECT b.k, {select} FROM b LEFT JOIN incident i "
-        f"ON i.{column} >= {lo} AND i.{column} < {hi} AND {q.base(scope)} "
-        "GROUP BY b.k ORDER BY b.k"
+        f"SELECT {key} AS k, {select} FROM incident i WHERE {q.within(f'i.{column}', scope.since, scope.until)} "
+        f"AND {q.base(scope)} GROUP BY k"
     )
 
 
@@ -397,15 +444,15 @@ def _daily(scope: Scope) -> list[dict]:
     buckets = _buckets(scope, "day")
     days = {k: {"day": k, "opened": 0, "resolved": 0, "mtta_mean": None, "mttr_mean": None} for k, _, _ in buckets}
     q = _Sql()
-    for k, n in _rows(_per_bucket(q, buckets, "opened_at", scope, "COUNT(i.id)"), q.params):
+    for k, n in _rows(_per_bucket(q, scope, "opened_at", "day", "COUNT(i.id)"), q.params):
         days[k]["opened"] = int(n)
     q = _Sql()
     mtta = f"AVG({q.seconds('i.acknowledged_at', 'i.opened_at')})"
-    for k, mean in _rows(_per_bucket(q, buckets, "acknowledged_at", scope, mtta), q.params):
+    for k, mean in _rows(_per_bucket(q, scope, "acknowledged_at", "day", mtta), q.params):
         days[k]["mtta_mean"] = None if mean is None else round(float(mean), 1)
     q = _Sql()
     mttr = f"COUNT(i.id), AVG({q.seconds('i.resolved_at', 'i.opened_at')} - i.paused_seconds)"
-    for k, n, mean in _rows(_per_bucket(q, buckets, "resolved_at", scope, mttr), q.params):
+    for k, n, mean in _rows(_per_bucket(q, scope, "resolved_at", "day", mttr), q.params):
         days[k]["resolved"] = int(n)
         days[k]["mttr_mean"] = None if mean is None else round(float(mean), 1)
     return list(days.values())
@@ -416,7 +463,7 @@ def _weekly(scope: Scope) -> list[dict]:
     weeks = {k: {"week": k, "opened": 0, "closed": 0, "ratio": None} for k, _, _ in buckets}
     for column, name in (("opened_at", "opened"), ("closed_at", "closed")):
         q = _Sql()
-        for k, n in _rows(_per_bucket(q, buckets, column, scope, "COUNT(i.id)"), q.params):
+        for k, n in _rows(_per_bucket(q, scope, column, "week", "COUNT(i.id)"), q.params):
             weeks[k][name] = int(n)
     for week in weeks.values():
         week["ratio"] = round(week["opened"] / week["closed"], 4) if week["closed"] else None
