@@ -52,10 +52,21 @@ def _v3_report_runs(database: peewee.Database) -> None:
         database.create_tables([ReportRun], safe=True)  # a database created at version 1 by today's models has it
 
 
+REPORT_INDEXES = ("acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by")
+
+
+def _v4_report_indexes(database: peewee.Database) -> None:
+    """Reports select incidents by when they were acknowledged, resolved, closed or fell due (gateway/reports.py)."""
+    migrator = SchemaMigrator.from_database(database)
+    existing = {tuple(index.columns) for index in database.get_indexes("incident")}
+    migrate(*(migrator.add_index("incident", (c,)) for c in REPORT_INDEXES if (c,) not in existing))
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
     (3, "scheduled report runs", _v3_report_runs),
+    (4, "report indexes", _v4_report_indexes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -180,6 +180,12 @@ class Incident(BaseModel):
             (("status", "security", "priority", "assignee"), False),  # the web queue's covering index
             (("group", "status"), False),
             (("opened_at",), False),
+            # reports (gateway/reports.py): what was acknowledged, resolved, closed or fell due in a period
+            (("acknowledged_at",), False),
+            (("resolved_at",), False),
+            (("closed_at",), False),
+            (("respond_by",), False),
+            (("resolve_by",), False),
         )
 
 

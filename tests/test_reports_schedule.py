@@ -18,7 +18,7 @@ from gateway.report_schedule import ScheduledReport, last_period
 from gateway.scheduled_reports import ReportScheduler
 from notifiers.delivery import Delivery
 from store.db import db
-from store.migrations import LATEST, current_version, upgrade
+from store.migrations import LATEST, REPORT_INDEXES, current_version, upgrade
 from store.models import Notification, ReportRun, SchemaVersion
 from tests.conftest import ROOT, base_config_dict, free_port, wait_for
 from tests.sinks import HttpSink, SmtpSink
@@ -174,12 +174,16 @@ def test_two_processes_send_each_period_once(pg_store, tmp_path):
     assert Notification.select().where(Notification.template == "report").count() == 5
 
 
-def test_migration_3_adds_report_runs_to_an_older_database(store):
+def test_migrations_3_and_4_add_report_runs_and_indexes_to_an_older_database(store):
     with db.atomic():  # back to what version 2 had
         db.execute_sql('DROP TABLE "report_run"')
-        SchemaVersion.delete().where(SchemaVersion.version == 3).execute()
+        SchemaVersion.delete().where(SchemaVersion.version >= 3).execute()
+        for column in REPORT_INDEXES:
+            db.execute_sql(f'DROP INDEX "incident_{column}"')
     assert current_version() == 2
-    assert [v for v, _ in upgrade()] == [3] and current_version() == LATEST
+    assert [v for v, _ in upgrade()] == [3, 4] and current_version() == LATEST
+    indexed = {tuple(index.columns) for index in db.get_indexes("incident")}
+    assert {(column,) for column in REPORT_INDEXES} <= indexed
     ReportRun.create(name="r", period_start=utc(2026, 1, 1), period_end=utc(2026, 1, 2), claimed_by="x",
                      created_at=utc(2026, 1, 2))  # fmt: skip
     with pytest.raises(peewee.IntegrityError), db.atomic():
