@@ -286,8 +286,7 @@ def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelt
             "mttr": "resolved − opened − time on hold, incidents resolved in the period",
         },
     }
-    result["totals"] = _totals(scope)
-    result["by"] = {name: _by(scope, name) for name in DIMENSIONS}
+    result["totals"], result["by"] = _counts(scope)
     result["mtta"] = _mtta(scope)
     result["mttr"] = _mttr(scope)
     result["sla"] = _sla(scope, due_until)
@@ -300,50 +299,50 @@ def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelt
     return result
 
 
-def _totals(scope: Scope) -> dict:
+def _counts(scope: Scope) -> tuple[dict, dict]:
+    """Totals and the counts by each dimension, from one read of the period's incidents (a materialised CTE)."""
     q = _Sql()
-    sql = (
-        f"SELECT SUM(CASE WHEN {q.within('i.opened_at', scope.since, scope.until)} THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {q.within('i.opened_at', scope.since, scope.until)} AND i.major = {q.p(True)} "
-        "THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {q.within('i.opened_at', scope.since, scope.until)} AND i.security = {q.p(True)} "
-        "THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {q.within('i.resolved_at', scope.since, scope.until)} THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {q.within('i.closed_at', scope.since, scope.until)} THEN 1 ELSE 0 END) "
+
+    def flag(column: str, also: str = "") -> str:
+        """1 when ``column`` is in the period (and the boolean column ``also`` is true); parameters in text order."""
+        within = q.within(column, scope.since, scope.until)
+        extra = f" AND i.{also} = {q.p(True)}" if also else ""
+        return f"CASE WHEN {within}{extra} THEN 1 ELSE 0 END"
+
+    dims = ", ".join(f'i."{d}" AS d_{d}' for d in DIMENSIONS)
+    period = (
+        f"SELECT {dims}, {flag('i.opened_at')} AS o, {flag('i.resolved_at')} AS r, {flag('i.closed_at')} AS c, "
+        f"{flag('i.opened_at', 'major')} AS om, {flag('i.opened_at', 'security')} AS os "
         f"FROM incident i WHERE {q.base(scope)} AND ({_touched(q, scope)})"
     )
-    n_opened, major, security, resolved, closed = (int(v or 0) for v in _rows(sql, q.params)[0])
-    return {
-        "opened": n_opened,
-        "resolved": resolved,
-        "closed": closed,
-        "major": major,
-        "security": security,
-        "major_share": _rate(major, n_opened),
-        "security_share": _rate(security, n_opened),
-    }
+    parts = [
+        f"SELECT '{d}' AS d, d_{d} AS k, SUM(o) AS o, SUM(r), SUM(c), 0, 0 FROM p GROUP BY d_{d}" for d in DIMENSIONS
+    ]
+    parts.append("SELECT '' AS d, '' AS k, SUM(o) AS o, SUM(r), SUM(c), SUM(om), SUM(os) FROM p")
+    sql = f"WITH p AS MATERIALIZED ({period}) SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY d, o DESC, k"
+    by: dict[str, list[dict]] = {d: [] for d in DIMENSIONS}
+    totals: dict = {}
+    for d, key, o, r, c, major, security in _rows(sql, q.params):
+        o, r, c = int(o or 0), int(r or 0), int(c or 0)
+        if d:
+            by[d].append({"key": key, "opened": o, "resolved": r, "closed": c})
+            continue
+        major, security = int(major or 0), int(security or 0)
+        totals = {
+            "opened": o,
+            "resolved": r,
+            "closed": c,
+            "major": major,
+            "security": security,
+            "major_share": _rate(major, o),
+            "security_share": _rate(security, o),
+        }
+    return totals, by
 
 
 def _touched(q: _Sql, scope: Scope) -> str:
     """Opened, resolved or closed in the period."""
     return " OR ".join(q.within(f"i.{c}", scope.since, scope.until) for c in ("opened_at", "resolved_at", "closed_at"))
-
-
-def _by(scope: Scope, dimension: str) -> list[dict]:
-    q = _Sql()
-    column = f'i."{dimension}"'
-    opened = q.within("i.opened_at", scope.since, scope.until)
-    resolved = q.within("i.resolved_at", scope.since, scope.until)
-    closed = q.within("i.closed_at", scope.since, scope.until)
-    sql = (
-        f"SELECT {column}, SUM(CASE WHEN {opened} THEN 1 ELSE 0 END) AS o, "
-        f"SUM(CASE WHEN {resolved} THEN 1 ELSE 0 END), SUM(CASE WHEN {closed} THEN 1 ELSE 0 END) "
-        f"FROM incident i WHERE {q.base(scope)} AND ({_touched(q, scope)}) "
-        f"GROUP BY {column} ORDER BY o DESC, {column}"
-    )
-    return [
-        {"key": key, "opened": int(o), "resolved": int(r), "closed": int(c)} for key, o, r, c in _rows(sql, q.params)
-    ]
 
 
 def _mtta(scope: Scope) -> dict:
@@ -544,8 +543,10 @@ def _major_updates(scope: Scope, now: datetime, interval: timedelta) -> dict:
     sql = (
         f"WITH m AS (SELECT i.id, i.opened_at, {q.seconds(end, 'i.opened_at')} / {step} AS due FROM incident i "
         f"WHERE {q.base(scope)} AND i.major = {q.p(True)} AND {q.within('i.opened_at', scope.since, scope.until)}), "
+        # CROSS JOIN: SQLite reads the few major incidents first, then their events by index (never every event)
         f"u AS (SELECT DISTINCT m.id, {q.seconds('e.at', 'm.opened_at')} / {step} AS slot, m.due FROM m "
-        f"JOIN event e ON e.incident_id = m.id WHERE e.type = {q.p('update')} AND e.visibility = {q.p('public')}) "
+        f"CROSS JOIN event e WHERE e.incident_id = m.id AND e.type = {q.p('update')} "
+        f"AND e.visibility = {q.p('public')}) "
         "SELECT (SELECT SUM(CASE WHEN due > 0 THEN due ELSE 0 END) FROM m), "
         "(SELECT COUNT(*) FROM u WHERE slot >= 0 AND slot < due)"
     )
