@@ -364,51 +364,47 @@ def _mttr(scope: Scope) -> dict:
 
 
 def _sla(scope: Scope, due_until: datetime) -> dict:
-    """Response and resolution breaches, overall, by group and by priority."""
-    result = {}
+    """Response and resolution breaches, overall, by group and by priority: one read of the targets due."""
     if due_until <= scope.since:
         due_until = scope.since  # nothing can have fallen due: every window below is empty
-    for dimension in ("", "group", "priority"):
-        q = _Sql()
-        responded = "COALESCE(i.acknowledged_at, i.resolved_at)"
-        flags = (
-            f"SELECT {f'i.{_quoted(dimension)}' if dimension else chr(39) * 2} AS k, "
-            f"CASE WHEN {q.within('i.respond_by', scope.since, due_until)} THEN 1 ELSE 0 END AS rd, "
-            f"CASE WHEN {responded} IS NULL OR {responded} > i.respond_by THEN 1 ELSE 0 END AS rb, "
-            # a clock stopped (on hold) before its target is not due yet
-            f"CASE WHEN {q.within('i.resolve_by', scope.since, due_until)} AND NOT (i.status = {q.p(ON_HOLD)} "
-            "AND i.on_hold_since < i.resolve_by) THEN 1 ELSE 0 END AS sd, "
-            "CASE WHEN i.resolved_at IS NULL OR i.resolved_at > i.resolve_by THEN 1 ELSE 0 END AS sb "
-            f"FROM incident i WHERE {q.base(scope)} AND ({q.within('i.respond_by', scope.since, due_until)} "
-            f"OR {q.within('i.resolve_by', scope.since, due_until)})"
-        )
-        grouping = " GROUP BY k ORDER BY k" if dimension else ""
-        sql = f"SELECT MAX(k), SUM(rd), SUM(rd * rb), SUM(sd), SUM(sd * sb) FROM ({flags}) s{grouping}"
-        rows = []
-        for k, r_due, r_breached, s_due, s_breached in _rows(sql, q.params):
-            r_due, r_breached, s_due, s_breached = (int(v or 0) for v in (r_due, r_breached, s_due, s_breached))
-            rows.append(
-                {
-                    "key": k or "",
-                    "response_due": r_due,
-                    "response_breached": r_breached,
-                    "response_rate": _rate(r_breached, r_due),
-                    "resolution_due": s_due,
-                    "resolution_breached": s_breached,
-                    "resolution_rate": _rate(s_breached, s_due),
-                }
-            )
-        if dimension:
-            result[f"by_{dimension}"] = [row for row in rows if row["response_due"] or row["resolution_due"]]
-        else:
-            overall = rows[0]
-            overall.pop("key")
-            result.update(overall)
+    q = _Sql()
+    responded = "COALESCE(i.acknowledged_at, i.resolved_at)"
+    flags = (
+        f'SELECT i."group" AS g, i.priority AS pr, '
+        f"CASE WHEN {q.within('i.respond_by', scope.since, due_until)} THEN 1 ELSE 0 END AS rd, "
+        f"CASE WHEN {responded} IS NULL OR {responded} > i.respond_by THEN 1 ELSE 0 END AS rb, "
+        # a clock stopped (on hold) before its target is not due yet
+        f"CASE WHEN {q.within('i.resolve_by', scope.since, due_until)} AND NOT (i.status = {q.p(ON_HOLD)} "
+        "AND i.on_hold_since < i.resolve_by) THEN 1 ELSE 0 END AS sd, "
+        "CASE WHEN i.resolved_at IS NULL OR i.resolved_at > i.resolve_by THEN 1 ELSE 0 END AS sb "
+        f"FROM incident i WHERE {q.base(scope)} AND ({q.within('i.respond_by', scope.since, due_until)} "
+        f"OR {q.within('i.resolve_by', scope.since, due_until)})"
+    )
+    sums = "SUM(rd), SUM(rd * rb), SUM(sd), SUM(sd * sb)"
+    parts = [
+        f"SELECT '' AS d, '' AS k, {sums} FROM s",
+        f"SELECT 'group' AS d, g AS k, {sums} FROM s GROUP BY g",
+        f"SELECT 'priority' AS d, pr AS k, {sums} FROM s GROUP BY pr",
+    ]
+    sql = f"WITH s AS MATERIALIZED ({flags}) SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY d, k"
+    result: dict = {"by_group": [], "by_priority": []}
+    for d, k, r_due, r_breached, s_due, s_breached in _rows(sql, q.params):
+        r_due, r_breached, s_due, s_breached = (int(v or 0) for v in (r_due, r_breached, s_due, s_breached))
+        row = {
+            "key": k or "",
+            "response_due": r_due,
+            "response_breached": r_breached,
+            "response_rate": _rate(r_breached, r_due),
+            "resolution_due": s_due,
+            "resolution_breached": s_breached,
+            "resolution_rate": _rate(s_breached, s_due),
+        }
+        if not d:
+            row.pop("key")
+            result.update(row)
+        elif r_due or s_due:
+            result[f"by_{d}"].append(row)
     return result
-
-
-def _quoted(column: str) -> str:
-    return f'"{column}"'
 
 
 def _backlog(scope: Scope, now: datetime) -> dict:
