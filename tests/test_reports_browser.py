@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from playwright.sync_api import expect
 
 from gateway import accounts
+from gateway.reports import Scope, report
 from tests.test_browser import AGENT, browser, page, running, screenshot, sign_in, sqlite_store  # noqa: F401
+from web.reports import standalone_html
 
 
 def test_reports_page_draws_charts_and_matches_the_api(running, page):  # noqa: F811
@@ -50,3 +54,19 @@ def test_reports_page_draws_charts_and_matches_the_api(running, page):  # noqa: 
         page.locator("#table-daily").locator("xpath=following::a[1]").click()
     assert download.value.suggested_filename == "inlet-daily.csv"
     screenshot(page, "reports")
+
+
+def test_html_report_file_draws_its_charts_offline(sqlite_store, browser, tmp_path):  # noqa: F811
+    now = datetime.now(UTC)
+    result = report(Scope(since=now - timedelta(days=7), until=now), now=now)
+    path = tmp_path / "report.html"
+    path.write_text(standalone_html(result, title="Weekly report"), encoding="utf-8")
+    context = browser.new_context(offline=True)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.goto(path.as_uri())
+    expect(tab.locator("html[data-charts='5']")).to_be_attached()
+    assert tab.eval_on_selector_all("canvas[data-chart]", "cs => cs.every(c => !!c.chart)")
+    context.close()
+    assert errors == []
