@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     inbound_show.add_argument("id", type=int)
     inbound_show.add_argument("--json", action="store_true", help="print one JSON object")
     inbound_show.set_defaults(func=cmd_inbound_show)
+    _report_command(command)
     return parser
 
 
@@ -619,6 +620,53 @@ def cmd_inbound_show(args) -> int:
         _print_json(doc)
     else:
         print_inbound(doc)
+    return 0
+
+
+# ------------------------------------------------------------ report (gateway/reports.py)
+
+
+def _report_command(command) -> None:
+    report = command("report", "How incident management performed in a period: counts, MTTA/MTTR, SLA, backlog.")
+    report.add_argument("--since", default="30d", help="30d, 12h, 2w, a date or an ISO time (default 30d)")
+    report.add_argument("--until", default="now", help="as --since (default now)")
+    report.add_argument("--tz", help="time zone of days and weeks (default inlet.timezone)")
+    for name in ("group", "service", "category", "priority", "source", "procedure"):
+        report.add_argument(f"--{name}", default="", help=f"only incidents of this {name}")
+    report.add_argument("--format", choices=("text", "csv", "json", "html"), default="text")
+    report.add_argument("--table", help="with --format csv: only this table")
+    report.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from gateway.clock import Clock
+    from gateway.reports import csv_tables, report, scope_from, to_csv, to_text
+
+    config = _load(args)
+    _open_store(config)
+    now = Clock().now()
+    scope = scope_from(vars(args), now=now, tz=config.inlet.timezone, security=True)
+    result = report(scope, now=now, update_interval=config.procedures.major_reminder_interval)
+    if args.format == "json":
+        text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "csv":
+        tables = csv_tables(result)
+        if args.table and args.table not in tables:
+            raise InletError(f"no table {args.table!r}: one of {', '.join(tables)}")
+        chosen = [args.table] if args.table else list(tables)
+        text = "\n".join((f"# {name}\n" if not args.table else "") + to_csv(tables[name]) for name in chosen)
+    elif args.format == "html":
+        from web.reports import standalone_html
+
+        text = standalone_html(result, title=f"{config.inlet.name} report")
+    else:
+        text = to_text(result)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -26,6 +26,7 @@ from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, ch
 from gateway.oncall import Schedule, check_schedules
 from gateway.private_files import write_private
 from gateway.procedures import ProceduresSection, check_procedures
+from gateway.report_schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
@@ -204,6 +205,7 @@ class Config:
     retention: RetentionSection = setting(
         factory=RetentionSection, help="Raw inputs and attachments of closed incidents."
     )
+    report: list[ScheduledReport] = setting(factory=list, help="Scheduled reports, sent by the timers role.")
     path: str = field(default="", metadata={"internal": True})
 
     def group_named(self, name: str) -> Group | None:
@@ -358,4 +360,5 @@ def _check_references(config: Config) -> None:
     check_integrations(config)
     check_mail(config)
     check_schedules(config)
+    check_reports(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -23,6 +23,7 @@ from gateway.lifecycle import Lifecycle, Policy
 from gateway.mail_settings import message_id_secret
 from gateway.pipeline import Pipeline
 from gateway.private_files import write_private
+from gateway.scheduled_reports import ReportScheduler
 from gateway.worker import Worker, pipeline_tick
 from store import wakeup
 from store.db import open_database
@@ -161,11 +162,13 @@ class Service:
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
         self.timers = build_timer_worker(self.lifecycle)
+        self.scheduled_reports = ReportScheduler(lambda: self.config, self.clock)  # follows a reload
         if "timers" in self.roles:
             from gateway.retention import Retention
 
             retention = Retention(config.retention, self.clock)
-            self.components.append(Worker("timers", lambda: self.timers.tick() + retention.tick(), interval=poll))
+            timers = lambda: self.timers.tick() + self.scheduled_reports.tick() + retention.tick()  # noqa: E731
+            self.components.append(Worker("timers", timers, interval=poll))
         self.app = None
         if "notify" in self.roles:
             from notifiers.delivery import Delivery

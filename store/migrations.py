@@ -72,11 +72,41 @@ METRICS_INDEXES = (
 )
 
 
+def _v5_report_runs(database: peewee.Database) -> None:
+    """Scheduled reports: one row per report and period sent (created from the model as it was at version 5)."""
+
+    class ReportRun(peewee.Model):
+        name = peewee.CharField(max_length=100)
+        period_start = models.UTCDateTimeField()
+        period_end = models.UTCDateTimeField()
+        claimed_by = peewee.CharField(max_length=64)
+        created_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "report_run"
+            indexes = ((("name", "period_start"), True),)
+
+    with database.bind_ctx([ReportRun]):
+        database.create_tables([ReportRun], safe=True)  # a database created at version 1 by today's models has it
+
+
+REPORT_INDEXES = ("acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by")
+
+
+def _v6_report_indexes(database: peewee.Database) -> None:
+    """Reports select incidents by when they were acknowledged, resolved, closed or fell due (gateway/reports.py)."""
+    migrator = SchemaMigrator.from_database(database)
+    existing = {tuple(index.columns) for index in database.get_indexes("incident")}
+    migrate(*(migrator.add_index("incident", (c,)) for c in REPORT_INDEXES if (c,) not in existing))
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
     (3, "on-call overrides", _v3_oncall_overrides),
     (4, "problem records", _v4_problems),
+    (5, "scheduled report runs", _v5_report_runs),
+    (6, "report indexes", _v6_report_indexes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -180,6 +180,12 @@ class Incident(BaseModel):
             (("status", "security", "priority", "assignee"), False),  # the web queue's covering index
             (("group", "status"), False),
             (("opened_at",), False),
+            # reports (gateway/reports.py): what was acknowledged, resolved, closed or fell due in a period
+            (("acknowledged_at",), False),
+            (("resolved_at",), False),
+            (("closed_at",), False),
+            (("respond_by",), False),
+            (("resolve_by",), False),
         )
 
 
@@ -411,6 +417,19 @@ class Counter(BaseModel):
     value = peewee.BigIntegerField(default=0)
 
 
+class ReportRun(BaseModel):
+    """One scheduled report sent for one period (gateway/report_schedule.py): unique, so it is sent once."""
+
+    name = peewee.CharField(max_length=100)
+    period_start = UTCDateTimeField()
+    period_end = UTCDateTimeField()
+    claimed_by = peewee.CharField(max_length=64)  # the process that won the insert
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("name", "period_start"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = peewee.IntegerField(primary_key=True)
     description = peewee.CharField(max_length=200)
@@ -430,4 +449,5 @@ MODELS = (
     Timer,
     Counter,
     MailboxState,
+    ReportRun,
 )

@@ -187,14 +187,20 @@ def test_api_matches_its_openapi_document(api):
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 5 + len(actions.available(api.web.lifecycle)), [o.label for o in operations]
+    # A report's period is valid only as a whole (until after since, at most MAX_DAYS long, a real date):
+    # OpenAPI cannot say so, so a schema-valid period may rightly get its 400.
+    excluded = {"GET /api/v1/reports": [schemathesis.checks.positive_data_acceptance]}
     for operation in operations:
+        _exercise(operation, headers, excluded.get(operation.label))
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def check(case):
-            case.call_and_validate(headers=headers)
 
-        check()
+def _exercise(operation, headers: dict, excluded_checks) -> None:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        case.call_and_validate(headers=headers, excluded_checks=excluded_checks)
+
+    check()
 
 
 def test_bodies_no_store_can_keep_are_400_or_made_storable(api):

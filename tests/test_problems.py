@@ -252,9 +252,9 @@ def test_migration_4_adds_problems_and_the_metrics_indexes_to_a_version_3_databa
         for name, _table, _columns in METRICS_INDEXES:
             db.execute_sql(f'DROP INDEX "{name}"')
         Counter.delete().where(Counter.name == "problem").execute()
-        SchemaVersion.delete().where(SchemaVersion.version == 4).execute()
+        SchemaVersion.delete().where(SchemaVersion.version >= 4).execute()
     assert current_version() == 3 and not db.table_exists("problem")
-    assert [v for v, _ in upgrade()] == [4] and current_version() == LATEST
+    assert [v for v, _ in upgrade()][0] == 4 and current_version() == LATEST
     assert {"problem", "problem_incident", "problem_event"} <= set(db.get_tables())
     indexes = {
         i.name for table in ("inbound", "incident", "event", "notification_attempt") for i in db.get_indexes(table)

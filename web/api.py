@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from gateway import accounts, oncall
 from gateway.clock import iso
-from gateway.errors import Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
+from gateway.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
 from gateway.problems import EDITABLE as PROBLEM_EDITABLE
 from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
@@ -28,6 +28,7 @@ from web import actions, queue
 from web.auth import RESTRICTED, SessionUser, hidden_refs
 from web.openapi import openapi_document
 from web.problems import problem_rows, problems
+from web.reports import for_viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -354,3 +355,14 @@ def problem_timeline(ref: str):
     events = list(problem.events.order_by(ProblemEvent.at, ProblemEvent.id))
     hidden = hidden_incident_refs(events, g.api_user)
     return jsonify(ref=problem.ref, events=[problem_event_document(e, hidden) for e in events])
+
+
+@bp.get("/reports")
+def reports():
+    """The metrics of a period (gateway/reports.py) as the caller may see them: agents and admins."""
+    if g.api_user.role not in ("agent", "admin"):
+        return error(403, "forbidden", "reports are for agents and admins")
+    try:
+        return jsonify(for_viewer(request.args, current_app.config["INLET"], g.api_user))
+    except ConfigError as exc:
+        return error(400, "invalid", str(exc))

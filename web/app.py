@@ -100,6 +100,7 @@ def create_app(config: Config, services=None) -> Flask:
         oncall,
         problems,
         quarantine,
+        reports,
         status,
         users,
     )
@@ -120,6 +121,7 @@ def create_app(config: Config, services=None) -> Flask:
         status,
         metrics,
         api,
+        reports,
     ):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS
 from gateway.problems import EDITABLE as PROBLEM_EDITABLE
 from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
+from gateway.reports import FILTERS as REPORT_FILTERS
 from store.documents import INCIDENT_KEYS
 from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue
@@ -141,6 +142,77 @@ PROBLEM_EVENT_SCHEMA = {
         "body": {"type": "string"},
     },
 }
+
+_COUNT = {"type": "integer", "minimum": 0}
+_MOMENT = r"^(now|[0-9]{1,4}[hdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+([+-][0-9:]+|Z)?)?)$"
+_RATE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_SECONDS = {"type": ["number", "null"]}
+_ROWS = {"type": "array", "items": {"type": "object"}}
+_STATS = {
+    "type": "object",
+    "required": ["count", "mean", "median", "p90"],
+    "properties": {"count": _COUNT, "mean": _SECONDS, "median": _SECONDS, "p90": _SECONDS},
+}
+REPORT_SCHEMA = {
+    "type": "object",
+    "description": "Durations in seconds, rates from 0 to 1 (null when nothing was due); see gateway/reports.py",
+    "required": [
+        "period", "filters", "totals", "by", "mtta", "mttr", "sla", "backlog", "daily", "weekly", "rates",
+        "recurring", "major_updates",
+    ],
+    "properties": {
+        "period": {
+            "type": "object",
+            "required": ["since", "until", "tz"],
+            "properties": {
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "tz": {"type": "string"},
+            },
+        },
+        "filters": {"type": "object", "additionalProperties": {"type": "string"}},
+        "security_included": {"type": "boolean"},
+        "totals": {
+            "type": "object",
+            "required": ["opened", "resolved", "closed", "major", "security", "major_share", "security_share"],
+            "properties": {
+                "opened": _COUNT, "resolved": _COUNT, "closed": _COUNT, "major": _COUNT, "security": _COUNT,
+                "major_share": _RATE, "security_share": _RATE,
+            },
+        },
+        "by": {"type": "object", "additionalProperties": _ROWS},
+        "mtta": _STATS,
+        "mttr": _STATS,
+        "sla": {
+            "type": "object",
+            "required": ["response_due", "response_breached", "response_rate", "resolution_due",
+                         "resolution_breached", "resolution_rate", "by_group", "by_priority"],
+            "properties": {
+                "response_due": _COUNT, "response_breached": _COUNT, "response_rate": _RATE,
+                "resolution_due": _COUNT, "resolution_breached": _COUNT, "resolution_rate": _RATE,
+                "by_group": _ROWS, "by_priority": _ROWS,
+            },
+        },
+        "backlog": {
+            "type": "object",
+            "required": ["open", "age_median", "age_p90", "buckets"],
+            "properties": {"open": _COUNT, "age_median": _SECONDS, "age_p90": _SECONDS, "buckets": _ROWS},
+        },
+        "daily": _ROWS,
+        "weekly": _ROWS,
+        "rates": {"type": "object"},
+        "recurring": {
+            "type": "object",
+            "required": ["causes", "fingerprints", "senders", "services"],
+            "properties": {"causes": _ROWS, "fingerprints": _ROWS, "senders": _ROWS, "services": _ROWS},
+        },
+        "major_updates": {
+            "type": "object",
+            "required": ["interval", "due", "on_time", "compliance"],
+            "properties": {"interval": _COUNT, "due": _COUNT, "on_time": _COUNT, "compliance": _RATE},
+        },
+    },
+}  # fmt: skip
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -211,6 +283,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                 "Problem": PROBLEM_SCHEMA,
                 "ProblemEvent": PROBLEM_EVENT_SCHEMA,
                 "Error": ERROR_SCHEMA,
+                "Report": REPORT_SCHEMA,
             },
         },
         "security": [{"token": []}],
@@ -318,6 +391,29 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                         },
                     },
                     "responses": {"201": _json(_ref("Event"), "The note"), **_errors(400, 401, 403, 404, 409)},
+                }
+            },
+            "/api/v1/reports": {
+                "get": {
+                    "operationId": "getReport",
+                    "summary": "Metrics of a period (agents and admins; security incidents only for who may see them)",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": _MOMENT},
+                            "description": "30d, 12h, 2w, a date or an ISO time (default 30d)",
+                        },
+                        {
+                            "name": "until",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": _MOMENT},
+                            "description": "As since; default now",
+                        },
+                        {"name": "tz", "in": "query", "schema": {"type": "string"}, "description": "Days and weeks"},
+                        *({"name": name, "in": "query", "schema": {"type": "string"}} for name in REPORT_FILTERS),
+                    ],
+                    "responses": {"200": _json(_ref("Report"), "The report"), **_errors(400, 401, 403)},
                 }
             },
             **action_paths,

@@ -1,0 +1,616 @@
+"""How incident management performs: the metrics of a period, computed in SQL (DESIGN.md §1 "the process is measured").
+
+All the SQL of the reports lives in this module. Every figure is an aggregate or a
+window function in the database — no Python loop over incident rows — and the same
+statements run on SQLite and PostgreSQL (durations are whole seconds, percentiles
+are nearest-rank, so both give identical numbers).
+
+What counts (the definitions the UI, the API and the CLI show):
+
+- Drills and cancelled incidents never count. Filters (group, category, service,
+  priority, source, procedure) are equalities on the incident as it is now; security
+  incidents count only when the scope says so (who may see them).
+- *opened / resolved / closed*: incidents whose opened_at / resolved_at / closed_at
+  falls in [since, until). A reopened incident counts as resolved when it was last resolved.
+- *MTTA*: acknowledged_at − opened_at over incidents acknowledged in the period.
+  *MTTR*: resolved_at − opened_at − time on hold (paused_seconds) over incidents
+  resolved in the period. Each as mean, median and p90 (nearest rank: the smallest
+  value with at least 50 % / 90 % of the values at or below it), in seconds.
+- *SLA breach rate*: breached ÷ targets that fell due in [since, min(until, now)).
+  Response: respond_by fell due; breached when neither acknowledged nor resolved by then.
+  Resolution: resolve_by fell due (an incident on hold whose clock stopped before its
+  target is not due); breached when not resolved by then.
+- *backlog*: incidents open at ``now`` (period ignored), with age median / p90 and
+  buckets < 1 d, 1–3 d, 3–7 d, ≥ 7 d.
+- *per day / per week*: local days and weeks (Monday) of the report's time zone,
+  clipped to the period; DST days are 23 or 25 hours long.
+- *rates* are over the incidents resolved in the period: reopened at least once,
+  escalated, reassigned at least once, and first-time fix (none of the three).
+- *recurring*: cause codes of incidents resolved in the period; fingerprints and
+  senders shared by two or more incidents opened in the period; per service the
+  incidents opened and the MTBF (mean time between the openings: (last − first) ÷ (n − 1)).
+- *major-incident updates*: each major incident opened in the period owes one public
+  update per ``interval`` of its life (until resolved, or the end of the period); a due
+  update is on time when at least one public update was posted in its interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.errors import ConfigError
+from store.db import db, is_postgres
+from store.models import CANCELLED, ON_HOLD, OPEN_STATUSES
+
+FILTERS = ("group", "category", "service", "priority", "source", "procedure")
+DIMENSIONS = ("category", "group", "priority", "source", "service")
+AGE_BUCKETS = (
+    ("< 1 d", 0, 86400),
+    ("1–3 d", 86400, 3 * 86400),
+    ("3–7 d", 3 * 86400, 7 * 86400),
+    ("≥ 7 d", 7 * 86400, None),
+)
+TOP = 10
+MAX_DAYS = 800  # a report spans at most a little over two years (one bucket per day)
+_RELATIVE = re.compile(r"^(\d{1,4})([hdw])$")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report covers: the period [since, until), optional filters, and visibility."""
+
+    since: datetime
+    until: datetime
+    tz: str = "UTC"
+    group: str = ""
+    category: str = ""
+    service: str = ""
+    priority: str = ""
+    source: str = ""
+    procedure: str = ""
+    security: bool = True  # count security incidents (only for who may see them)
+
+    def __post_init__(self):
+        if self.until <= self.since:
+            raise ConfigError("the report period is empty: until must be after since")
+        if self.until - self.since > timedelta(days=MAX_DAYS):
+            raise ConfigError(f"the report period is longer than {MAX_DAYS} days")
+        zone(self.tz)
+
+    def filters(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in FILTERS if getattr(self, name)}
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {name!r}") from None
+
+
+def parse_moment(text: str, now: datetime, tz: str = "UTC") -> datetime:
+    """``30d``, ``12h``, ``2w`` (before ``now``), ``now``, a date (local midnight) or an ISO datetime → aware UTC."""
+    text = (text or "").strip()
+    if text == "now":
+        return now
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return now - {"h": timedelta(hours=amount), "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time(0))
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a time: use e.g. 30d, 12h, 2w, 2026-11-01 or 2026-11-01T08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(tz))
+    return moment.astimezone(UTC)
+
+
+def scope_from(args: dict, *, now: datetime, tz: str, security: bool, default_since: str = "30d") -> Scope:
+    """A Scope from request or command-line values (``since``, ``until``, the filters); ConfigError when bad."""
+    tz = args.get("tz") or tz
+    since = parse_moment(args.get("since") or default_since, now, tz)
+    until = parse_moment(args.get("until") or "now", now, tz)
+    values = {name: (args.get(name) or "").strip() for name in FILTERS}
+    return Scope(since=since, until=until, tz=tz, security=security, **values)
+
+
+# ---------------------------------------------------------------- SQL building
+
+
+class _Sql:
+    """Collects parameters in the order their placeholders appear."""
+
+    def __init__(self):
+        self.params: list = []
+        self.pg = is_postgres()
+
+    def p(self, value) -> str:
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        self.params.append(value)
+        return db.param
+
+    def seconds(self, end: str, start: str) -> str:
+        """Whole seconds from ``start`` to ``end`` (SQL expressions of naive UTC timestamps)."""
+        if self.pg:
+            return f"CAST(ROUND(EXTRACT(EPOCH FROM ({end} - {start}))) AS BIGINT)"
+        return f"CAST(ROUND((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
+
+    def within(self, column: str, since: datetime, until: datetime) -> str:
+        return f"({column} >= {self.p(since)} AND {column} < {self.p(until)})"
+
+    def base(self, scope: Scope, alias: str = "i") -> str:
+        """Drills and cancelled out; the scope's filters and visibility in."""
+        parts = [f"{alias}.drill = {self.p(False)}", f"{alias}.status <> {self.p(CANCELLED)}"]
+        for name, value in scope.filters().items():
+            parts.append(f'{alias}."{name}" = {self.p(value)}')
+        if not scope.security:
+            parts.append(f"{alias}.security = {self.p(False)}")
+        return " AND ".join(parts)
+
+
+def _rows(sql: str, params: list) -> list[tuple]:
+    return list(db.execute_sql(sql, params).fetchall())
+
+
+def _stats(q: _Sql, values_sql: str) -> str:
+    """count, mean, median and p90 of the column ``x`` of ``values_sql`` (nearest rank)."""
+    return (
+        f"WITH v AS ({values_sql}), "
+        "r AS (SELECT x, ROW_NUMBER() OVER (ORDER BY x) AS rn, COUNT(*) OVER () AS n FROM v WHERE x IS NOT NULL) "
+        "SELECT COUNT(*), AVG(x), MAX(CASE WHEN rn = (n + 1) / 2 THEN x END), "
+        "MAX(CASE WHEN rn = (9 * n + 9) / 10 THEN x END) FROM r"
+    )
+
+
+def _stats_dict(row) -> dict:
+    count, mean, median, p90 = row
+    return {
+        "count": int(count or 0),
+        "mean": None if mean is None else round(float(mean), 1),
+        "median": None if median is None else int(median),
+        "p90": None if p90 is None else int(p90),
+    }
+
+
+def _rate(part, whole) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _buckets(scope: Scope, unit: str) -> list[tuple[str, datetime, datetime]]:
+    """Local days or weeks (from Monday) of the scope's time zone, clipped to the period, as UTC instants."""
+    tz = zone(scope.tz)
+    day = scope.since.astimezone(tz).date()
+    if unit == "week":
+        day -= timedelta(days=day.weekday())
+    step = timedelta(days=7 if unit == "week" else 1)
+    result = []
+    while True:
+        lo = datetime.combine(day, time(0), tz).astimezone(UTC)
+        if lo >= scope.until:
+            break
+        hi = datetime.combine(day + step, time(0), tz).astimezone(UTC)
+        if hi > scope.since:
+            result.append((day.isoformat(), max(lo, scope.since), min(hi, scope.until)))
+        day += step
+    return result
+
+
+def _offsets(scope: Scope) -> list[tuple[datetime, int]]:
+    """The time zone's UTC offset over the period: (from when, seconds east of UTC), first from ``since``.
+
+    Walks the period a day at a time and bisects each change to the second (DST moves twice a year).
+    """
+    tz = zone(scope.tz)
+
+    def offset(moment: datetime) -> int:
+        return int(moment.astimezone(tz).utcoffset().total_seconds())
+
+    segments = [(scope.since, offset(scope.since))]
+    moment = scope.since
+    while moment < scope.until:
+        following = min(moment + timedelta(days=1), scope.until)
+        if offset(following) != segments[-1][1]:
+            lo, hi = moment, following
+            while hi - lo > timedelta(seconds=1):
+                middle = lo + (hi - lo) / 2
+                lo, hi = (middle, hi) if offset(middle) == segments[-1][1] else (lo, middle)
+            segments.append((hi, offset(hi)))
+        moment = following
+    return segments
+
+
+def _local(q: _Sql, scope: Scope, column: str, unit: str) -> str:
+    """SQL for the local day (or the Monday of the local week) of ``column``, as text YYYY-MM-DD.
+
+    The offset comes from a CASE over the period's DST segments, so no time zone database is needed in
+    SQL and both databases give the same key; SQLite's date modifiers shift whole seconds exactly.
+    """
+    segments = _offsets(scope)
+    sign = "" if q.pg else "+"  # SQLite's modifier needs the sign, PostgreSQL's interval takes either
+
+    def unit_of(seconds: int) -> str:
+        return f"{seconds:{sign}d} seconds"
+
+    if len(segments) == 1:
+        shift = q.p(unit_of(segments[0][1]))
+    else:
+        cases = " ".join(
+            f"WHEN {column} < {q.p(start)} THEN {q.p(unit_of(before))}"
+            for (start, _), (_, before) in zip(segments[1:], segments[:-1], strict=True)
+        )
+        shift = f"CASE {cases} ELSE {q.p(unit_of(segments[-1][1]))} END"
+    if q.pg:
+        shifted = f"({column} + CAST({shift} AS INTERVAL))"
+        day = f"date_trunc('week', {shifted})" if unit == "week" else shifted
+        return f"TO_CHAR({day}, 'YYYY-MM-DD')"
+    return f"date({column}, {shift}, 'weekday 0', '-6 days')" if unit == "week" else f"date({column}, {shift})"
+
+
+def _per_bucket(q: _Sql, scope: Scope, column: str, unit: str, select: str) -> str:
+    """One row per local day or week that has incidents whose ``column`` falls in the period."""
+    key = _local(q, scope, f"i.{column}", unit)
+    return (
+        f"SELECT {key} AS k, {select} FROM incident i WHERE {q.within(f'i.{column}', scope.since, scope.until)} "
+        f"AND {q.base(scope)} GROUP BY k"
+    )
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelta(minutes=30)) -> dict:
+    """Every metric of ``scope`` as of ``now``: a JSON-ready dict (durations in seconds, rates 0..1)."""
+    due_until = min(scope.until, now)
+    result = {
+        "period": {
+            "since": scope.since.isoformat(timespec="seconds"),
+            "until": scope.until.isoformat(timespec="seconds"),
+            "tz": scope.tz,
+        },
+        "filters": scope.filters(),
+        "security_included": scope.security,
+        "generated_at": now.isoformat(timespec="seconds"),
+        "definitions": {
+            "percentiles": "nearest rank",
+            "mtta": "acknowledged − opened, incidents acknowledged in the period",
+            "mttr": "resolved − opened − time on hold, incidents resolved in the period",
+        },
+    }
+    result["totals"], result["by"] = _counts(scope)
+    result["mtta"] = _mtta(scope)
+    result["mttr"] = _mttr(scope)
+    result["sla"] = _sla(scope, due_until)
+    result["backlog"] = _backlog(scope, now)
+    result["daily"] = _daily(scope)
+    result["weekly"] = _weekly(scope)
+    result["rates"] = _rates(scope)
+    result["recurring"] = _recurring(scope)
+    result["major_updates"] = _major_updates(scope, now, update_interval)
+    return result
+
+
+def _counts(scope: Scope) -> tuple[dict, dict]:
+    """Totals and the counts by each dimension, from one read of the period's incidents (a materialised CTE)."""
+    q = _Sql()
+
+    def flag(column: str, also: str = "") -> str:
+        """1 when ``column`` is in the period (and the boolean column ``also`` is true); parameters in text order."""
+        within = q.within(column, scope.since, scope.until)
+        extra = f" AND i.{also} = {q.p(True)}" if also else ""
+        return f"CASE WHEN {within}{extra} THEN 1 ELSE 0 END"
+
+    dims = ", ".join(f'i."{d}" AS d_{d}' for d in DIMENSIONS)
+    period = (
+        f"SELECT {dims}, {flag('i.opened_at')} AS o, {flag('i.resolved_at')} AS r, {flag('i.closed_at')} AS c, "
+        f"{flag('i.opened_at', 'major')} AS om, {flag('i.opened_at', 'security')} AS os "
+        f"FROM incident i WHERE {q.base(scope)} AND ({_touched(q, scope)})"
+    )
+    parts = [
+        f"SELECT '{d}' AS d, d_{d} AS k, SUM(o) AS o, SUM(r), SUM(c), 0, 0 FROM p GROUP BY d_{d}" for d in DIMENSIONS
+    ]
+    parts.append("SELECT '' AS d, '' AS k, SUM(o) AS o, SUM(r), SUM(c), SUM(om), SUM(os) FROM p")
+    sql = f"WITH p AS MATERIALIZED ({period}) SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY d, o DESC, k"
+    by: dict[str, list[dict]] = {d: [] for d in DIMENSIONS}
+    totals: dict = {}
+    for d, key, o, r, c, major, security in _rows(sql, q.params):
+        o, r, c = int(o or 0), int(r or 0), int(c or 0)
+        if d:
+            by[d].append({"key": key, "opened": o, "resolved": r, "closed": c})
+            continue
+        major, security = int(major or 0), int(security or 0)
+        totals = {
+            "opened": o,
+            "resolved": r,
+            "closed": c,
+            "major": major,
+            "security": security,
+            "major_share": _rate(major, o),
+            "security_share": _rate(security, o),
+        }
+    return totals, by
+
+
+def _touched(q: _Sql, scope: Scope) -> str:
+    """Opened, resolved or closed in the period."""
+    return " OR ".join(q.within(f"i.{c}", scope.since, scope.until) for c in ("opened_at", "resolved_at", "closed_at"))
+
+
+def _mtta(scope: Scope) -> dict:
+    q = _Sql()
+    values = (
+        f"SELECT {q.seconds('i.acknowledged_at', 'i.opened_at')} AS x FROM incident i "
+        f"WHERE {q.base(scope)} AND {q.within('i.acknowledged_at', scope.since, scope.until)}"
+    )
+    return _stats_dict(_rows(_stats(q, values), q.params)[0])
+
+
+def _mttr(scope: Scope) -> dict:
+    q = _Sql()
+    values = (
+        f"SELECT {q.seconds('i.resolved_at', 'i.opened_at')} - i.paused_seconds AS x FROM incident i "
+        f"WHERE {q.base(scope)} AND {q.within('i.resolved_at', scope.since, scope.until)}"
+    )
+    return _stats_dict(_rows(_stats(q, values), q.params)[0])
+
+
+def _sla(scope: Scope, due_until: datetime) -> dict:
+    """Response and resolution breaches, overall, by group and by priority: one read of the targets due."""
+    if due_until <= scope.since:
+        due_until = scope.since  # nothing can have fallen due: every window below is empty
+    q = _Sql()
+    responded = "COALESCE(i.acknowledged_at, i.resolved_at)"
+    flags = (
+        f'SELECT i."group" AS g, i.priority AS pr, '
+        f"CASE WHEN {q.within('i.respond_by', scope.since, due_until)} THEN 1 ELSE 0 END AS rd, "
+        f"CASE WHEN {responded} IS NULL OR {responded} > i.respond_by THEN 1 ELSE 0 END AS rb, "
+        # a clock stopped (on hold) before its target is not due yet
+        f"CASE WHEN {q.within('i.resolve_by', scope.since, due_until)} AND NOT (i.status = {q.p(ON_HOLD)} "
+        "AND i.on_hold_since < i.resolve_by) THEN 1 ELSE 0 END AS sd, "
+        "CASE WHEN i.resolved_at IS NULL OR i.resolved_at > i.resolve_by THEN 1 ELSE 0 END AS sb "
+        f"FROM incident i WHERE {q.base(scope)} AND ({q.within('i.respond_by', scope.since, due_until)} "
+        f"OR {q.within('i.resolve_by', scope.since, due_until)})"
+    )
+    sums = "SUM(rd), SUM(rd * rb), SUM(sd), SUM(sd * sb)"
+    parts = [
+        f"SELECT '' AS d, '' AS k, {sums} FROM s",
+        f"SELECT 'group' AS d, g AS k, {sums} FROM s GROUP BY g",
+        f"SELECT 'priority' AS d, pr AS k, {sums} FROM s GROUP BY pr",
+    ]
+    sql = f"WITH s AS MATERIALIZED ({flags}) SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY d, k"
+    result: dict = {"by_group": [], "by_priority": []}
+    for d, k, r_due, r_breached, s_due, s_breached in _rows(sql, q.params):
+        r_due, r_breached, s_due, s_breached = (int(v or 0) for v in (r_due, r_breached, s_due, s_breached))
+        row = {
+            "key": k or "",
+            "response_due": r_due,
+            "response_breached": r_breached,
+            "response_rate": _rate(r_breached, r_due),
+            "resolution_due": s_due,
+            "resolution_breached": s_breached,
+            "resolution_rate": _rate(s_breached, s_due),
+        }
+        if not d:
+            row.pop("key")
+            result.update(row)
+        elif r_due or s_due:
+            result[f"by_{d}"].append(row)
+    return result
+
+
+def _backlog(scope: Scope, now: datetime) -> dict:
+    q = _Sql()
+    values = (
+        f"SELECT {q.seconds(q.p(now), 'i.opened_at')} AS x FROM incident i "
+        f"WHERE {q.base(scope)} AND i.status IN ({', '.join(q.p(s) for s in OPEN_STATUSES)})"
+    )
+    buckets = ", ".join(
+        f"SUM(CASE WHEN x >= {lo}{f' AND x < {hi}' if hi is not None else ''} THEN 1 ELSE 0 END)"
+        for _, lo, hi in AGE_BUCKETS
+    )
+    sql = (
+        f"WITH v AS ({values}), "
+        "r AS (SELECT x, ROW_NUMBER() OVER (ORDER BY x) AS rn, COUNT(*) OVER () AS n FROM v) "
+        "SELECT COUNT(*), MAX(CASE WHEN rn = (n + 1) / 2 THEN x END), "
+        f"MAX(CASE WHEN rn = (9 * n + 9) / 10 THEN x END), {buckets} FROM r"
+    )
+    row = _rows(sql, q.params)[0]
+    return {
+        "open": int(row[0] or 0),
+        "age_median": None if row[1] is None else int(row[1]),
+        "age_p90": None if row[2] is None else int(row[2]),
+        "buckets": [
+            {"age": label, "count": int(n or 0)} for (label, _, _), n in zip(AGE_BUCKETS, row[3:], strict=True)
+        ],
+    }
+
+
+def _daily(scope: Scope) -> list[dict]:
+    """Per local day: opened, resolved, and mean MTTA / MTTR of what was acknowledged / resolved that day."""
+    buckets = _buckets(scope, "day")
+    days = {k: {"day": k, "opened": 0, "resolved": 0, "mtta_mean": None, "mttr_mean": None} for k, _, _ in buckets}
+    q = _Sql()
+    for k, n in _rows(_per_bucket(q, scope, "opened_at", "day", "COUNT(i.id)"), q.params):
+        days[k]["opened"] = int(n)
+    q = _Sql()
+    mtta = f"AVG({q.seconds('i.acknowledged_at', 'i.opened_at')})"
+    for k, mean in _rows(_per_bucket(q, scope, "acknowledged_at", "day", mtta), q.params):
+        days[k]["mtta_mean"] = None if mean is None else round(float(mean), 1)
+    q = _Sql()
+    mttr = f"COUNT(i.id), AVG({q.seconds('i.resolved_at', 'i.opened_at')} - i.paused_seconds)"
+    for k, n, mean in _rows(_per_bucket(q, scope, "resolved_at", "day", mttr), q.params):
+        days[k]["resolved"] = int(n)
+        days[k]["mttr_mean"] = None if mean is None else round(float(mean), 1)
+    return list(days.values())
+
+
+def _weekly(scope: Scope) -> list[dict]:
+    buckets = _buckets(scope, "week")
+    weeks = {k: {"week": k, "opened": 0, "closed": 0, "ratio": None} for k, _, _ in buckets}
+    for column, name in (("opened_at", "opened"), ("closed_at", "closed")):
+        q = _Sql()
+        for k, n in _rows(_per_bucket(q, scope, column, "week", "COUNT(i.id)"), q.params):
+            weeks[k][name] = int(n)
+    for week in weeks.values():
+        week["ratio"] = round(week["opened"] / week["closed"], 4) if week["closed"] else None
+    return list(weeks.values())
+
+
+def _rates(scope: Scope) -> dict:
+    q = _Sql()
+    sql = (
+        "SELECT COUNT(*), SUM(CASE WHEN i.reopen_count > 0 THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN i.escalated = {q.p(True)} THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN i.reassignment_count > 0 THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN i.reopen_count = 0 AND i.reassignment_count = 0 AND i.escalated = {q.p(False)} "
+        "THEN 1 ELSE 0 END) "
+        f"FROM incident i WHERE {q.base(scope)} AND {q.within('i.resolved_at', scope.since, scope.until)}"
+    )
+    n, reopened, escalated, reassigned, first_time = (int(v or 0) for v in _rows(sql, q.params)[0])
+    return {
+        "resolved": n,
+        "reopened": reopened,
+        "escalated": escalated,
+        "reassigned": reassigned,
+        "first_time_fix": first_time,
+        "reopen_rate": _rate(reopened, n),
+        "escalation_rate": _rate(escalated, n),
+        "reassignment_rate": _rate(reassigned, n),
+        "first_time_fix_rate": _rate(first_time, n),
+    }
+
+
+def _recurring(scope: Scope) -> dict:
+    q = _Sql()
+    causes = _rows(
+        f"SELECT i.cause_code, COUNT(*) AS n FROM incident i WHERE {q.base(scope)} "
+        f"AND {q.within('i.resolved_at', scope.since, scope.until)} AND i.cause_code <> '' "
+        f"GROUP BY i.cause_code ORDER BY n DESC, i.cause_code LIMIT {TOP}",
+        q.params,
+    )
+    q = _Sql()
+    fingerprints = _rows(
+        "SELECT k.value, COUNT(DISTINCT i.id) AS n, SUM(i.signal_count) FROM correlation_key k "
+        f"JOIN incident i ON i.id = k.incident_id WHERE k.kind = {q.p('fingerprint')} AND {q.base(scope)} "
+        f"AND {q.within('i.opened_at', scope.since, scope.until)} "
+        f"GROUP BY k.value HAVING COUNT(DISTINCT i.id) > 1 ORDER BY n DESC, k.value LIMIT {TOP}",
+        q.params,
+    )
+    q = _Sql()
+    senders = _rows(
+        f"SELECT c.email, COUNT(*) AS n FROM incident i JOIN contact c ON c.id = i.reporter_id WHERE {q.base(scope)} "
+        f"AND {q.within('i.opened_at', scope.since, scope.until)} "
+        f"GROUP BY c.email HAVING COUNT(*) > 1 ORDER BY n DESC, c.email LIMIT {TOP}",
+        q.params,
+    )
+    q = _Sql()
+    span = q.seconds("MAX(i.opened_at)", "MIN(i.opened_at)")
+    services = _rows(
+        f"SELECT i.service, COUNT(*) AS n, CASE WHEN COUNT(*) > 1 THEN {span} / (COUNT(*) - 1) END "
+        f"FROM incident i WHERE {q.base(scope)} AND {q.within('i.opened_at', scope.since, scope.until)} "
+        f"AND i.service <> '' GROUP BY i.service ORDER BY n DESC, i.service",
+        q.params,
+    )
+    return {
+        "causes": [{"cause": c, "incidents": int(n)} for c, n in causes],
+        "fingerprints": [{"fingerprint": f, "incidents": int(n), "signals": int(s or 0)} for f, n, s in fingerprints],
+        "senders": [{"sender": s, "incidents": int(n)} for s, n in senders],
+        "services": [
+            {"service": s, "incidents": int(n), "mtbf": None if m is None else int(m)} for s, n, m in services
+        ],
+    }
+
+
+def _major_updates(scope: Scope, now: datetime, interval: timedelta) -> dict:
+    step = max(int(interval.total_seconds()), 1)
+    q = _Sql()
+    horizon = min(scope.until, now)
+    end = f"CASE WHEN i.resolved_at IS NOT NULL AND i.resolved_at < {q.p(horizon)} THEN i.resolved_at ELSE "
+    end += f"{q.p(horizon)} END"
+    sql = (
+        f"WITH m AS (SELECT i.id, i.opened_at, {q.seconds(end, 'i.opened_at')} / {step} AS due FROM incident i "
+        f"WHERE {q.base(scope)} AND i.major = {q.p(True)} AND {q.within('i.opened_at', scope.since, scope.until)}), "
+        # CROSS JOIN: SQLite reads the few major incidents first, then their events by index (never every event)
+        f"u AS (SELECT DISTINCT m.id, {q.seconds('e.at', 'm.opened_at')} / {step} AS slot, m.due FROM m "
+        f"CROSS JOIN event e WHERE e.incident_id = m.id AND e.type = {q.p('update')} "
+        f"AND e.visibility = {q.p('public')}) "
+        "SELECT (SELECT SUM(CASE WHEN due > 0 THEN due ELSE 0 END) FROM m), "
+        "(SELECT COUNT(*) FROM u WHERE slot >= 0 AND slot < due)"
+    )
+    due, on_time = (int(v or 0) for v in _rows(sql, q.params)[0])
+    return {"interval": step, "due": due, "on_time": on_time, "compliance": _rate(on_time, due)}
+
+
+# ---------------------------------------------------------------- output
+
+
+def csv_tables(result: dict) -> dict[str, list[dict]]:
+    """The report as named tables (rows of flat dicts): what the CSV downloads and ``--format csv`` write."""
+    tables = {
+        "totals": [result["totals"]],
+        "mtta_mttr": [{"metric": name, **result[name]} for name in ("mtta", "mttr")],
+        "daily": result["daily"],
+        "weekly": result["weekly"],
+        "sla": [{k: v for k, v in result["sla"].items() if not k.startswith("by_")}],
+        "sla_by_group": result["sla"]["by_group"],
+        "sla_by_priority": result["sla"]["by_priority"],
+        "backlog": [{k: v for k, v in result["backlog"].items() if k != "buckets"}],
+        "backlog_age": result["backlog"]["buckets"],
+        "rates": [result["rates"]],
+        "top_causes": result["recurring"]["causes"],
+        "fingerprints": result["recurring"]["fingerprints"],
+        "senders": result["recurring"]["senders"],
+        "services": result["recurring"]["services"],
+        "major_updates": [result["major_updates"]],
+    }
+    for name in DIMENSIONS:
+        tables[f"by_{name}"] = result["by"][name]
+    return tables
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_text(result: dict) -> str:
+    """The report as readable tables for a terminal."""
+    period = result["period"]
+    lines = [f"Inlet report {period['since']} … {period['until']} ({period['tz']})"]
+    if result["filters"]:
+        lines.append("filters: " + ", ".join(f"{k}={v}" for k, v in result["filters"].items()))
+    lines.append("drills and cancelled incidents excluded; durations in seconds; percentiles nearest-rank")
+    for name, rows in csv_tables(result).items():
+        lines += ["", name.replace("_", " ").upper(), *_aligned(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _aligned(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    return [line.rstrip()] + ["  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
