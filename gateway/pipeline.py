@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,10 @@ from store.db import db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
+
+# How long one transaction of a batch may run before it commits and the next begins: on SQLite it holds
+# the write turn all along, and every SMTP acknowledgement and webhook answer of every process needs it.
+TURN_BUDGET = 0.010
 
 
 class Discard(Exception):  # noqa: N818 -- a control signal, not an error
@@ -166,11 +171,12 @@ class Pipeline:
                 ctx = Context(inbound, self.config, self.lifecycle, self.clock)
                 contexts.append((ctx, self._parse(ctx)))
             try:
-                results.update(self._apply_batch(contexts, alone, report))
-            except Exception as exc:  # the batch's transaction is rolled back: each runs again, alone
-                log.warning("a batch of %s inbounds was rolled back (%r); running each alone", len(taken), exc)
-                results.clear()
-                alone = list(taken)
+                while contexts:  # one transaction per TURN_BUDGET of work: intake never waits for long
+                    done, contexts = self._apply_batch(contexts, alone, report)
+                    results.update(done)
+            except Exception as exc:  # this transaction is rolled back: each of its Inbounds runs again, alone
+                log.warning("a batch of %s inbounds was rolled back (%r); running each alone", len(contexts), exc)
+                alone.extend(ctx.inbound for ctx, _ in contexts)
             finally:
                 if report is not None:
                     report(None)
@@ -206,13 +212,15 @@ class Pipeline:
             row.attempts += 1
         return taken
 
-    def _apply_batch(self, contexts: list, alone: list, report) -> dict:
+    def _apply_batch(self, contexts: list, alone: list, report) -> tuple[dict, list]:
         """Apply parsed Inbounds in one transaction, a savepoint each; those that fail go to ``alone``.
+        Returns the results and the contexts left for the next transaction (over ``TURN_BUDGET``).
 
         On SQLite the transaction is deferred (see _process): if another writer committed first, the
         first write fails at once and the batch runs again; the last try holds the turn from the start.
         """
         saved = [(len(ctx.decisions), dict(ctx.extras)) for ctx, _ in contexts]
+        failed_before = len(alone)
         for last in (False, False, True):
             try:
                 return self._apply_all(contexts, alone, report, deferred=not last and not is_postgres())
@@ -220,21 +228,26 @@ class Pipeline:
                 if last or is_postgres() or "locked" not in str(exc):
                     raise
                 log.debug("another writer committed first; applying the batch again")
-                alone.clear()
+                del alone[failed_before:]
                 for (ctx, _), (parsed, extras) in zip(contexts, saved, strict=True):
                     del ctx.decisions[parsed:]
                     ctx.extras = dict(extras)
                     ctx.step = ""
-        return {}
+        return {}, []
 
-    def _apply_all(self, contexts: list, alone: list, report, *, deferred: bool) -> dict:
+    def _apply_all(self, contexts: list, alone: list, report, *, deferred: bool) -> tuple[dict, list]:
         results: dict[int, str | None] = {}
+        rest: list = []
+        started = time.monotonic()
         with contextlib.ExitStack() as turn:
             if not deferred:
                 turn.enter_context(local_write_turn())
             turn.enter_context(db.atomic(lock_type="DEFERRED") if deferred else db.atomic())
             mine = _lock_pending([ctx.inbound.id for ctx, _ in contexts])
-            for ctx, refused in contexts:
+            for position, (ctx, refused) in enumerate(contexts):
+                if position and time.monotonic() - started > TURN_BUDGET:
+                    rest = contexts[position:]  # commit now: the write turn is held briefly, every time
+                    break
                 inbound_id = ctx.inbound.id
                 if inbound_id not in mine:
                     results[inbound_id] = None  # another process applied it meanwhile
@@ -252,7 +265,7 @@ class Pipeline:
                 except Exception as exc:
                     log.info("inbound %s failed in a batch (%r): running it again alone", inbound_id, exc)
                     alone.append(ctx.inbound)
-        return results
+        return results, rest
 
     @property
     def max_attempts(self) -> int:

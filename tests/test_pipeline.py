@@ -8,6 +8,7 @@ import threading
 import peewee
 import pytest
 
+from gateway import pipeline as pipeline_module
 from gateway.clock import FixedClock
 from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
@@ -295,7 +296,13 @@ def applied() -> dict[str, int]:
     return counts
 
 
-def test_a_batch_that_fails_halfway_commits_the_others_and_retries_the_failing_one_alone(store):
+@pytest.fixture
+def one_transaction(monkeypatch):
+    """Every batch in one transaction, however slow the machine (TURN_BUDGET cuts it otherwise)."""
+    monkeypatch.setattr(pipeline_module, "TURN_BUDGET", 600.0)
+
+
+def test_a_batch_that_fails_halfway_commits_the_others_and_retries_the_failing_one_alone(store, one_transaction):
     pipeline = batch_pipeline(store)
     calls = []
 
@@ -319,7 +326,7 @@ def test_a_batch_that_fails_halfway_commits_the_others_and_retries_the_failing_o
     assert applied() == {f"m{i}": (1, 1) for i in range(10) if i != 5}
 
 
-def test_a_batch_whose_transaction_breaks_runs_each_alone_and_applies_each_once(store):
+def test_a_batch_whose_transaction_breaks_runs_each_alone_and_applies_each_once(store, one_transaction):
     """A database error (not one input's fault) rolls the whole batch back: each runs again alone."""
     pipeline = batch_pipeline(store)
     broken = []
@@ -336,7 +343,7 @@ def test_a_batch_whose_transaction_breaks_runs_each_alone_and_applies_each_once(
     assert [row.attempts for row in Inbound.select()] == [1] * 6
 
 
-def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_each_runs_alone(store):
+def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_each_runs_alone(store, one_transaction):
     pipeline = batch_pipeline(store)
 
     def killed(ctx):
@@ -361,7 +368,10 @@ def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_eac
     assert (poisoned.status, poisoned.attempts) == (FAILED, 3) and "did not finish" in poisoned.reason
 
 
-def test_the_worker_tick_applies_every_inbound_once_in_batches(store):
+@pytest.mark.parametrize("budget", [0.0, 600.0])
+def test_the_worker_tick_applies_every_inbound_once_in_batches(store, monkeypatch, budget):
+    """Batches cut into transactions as the budget says (0: one Inbound each) apply each Inbound once."""
+    monkeypatch.setattr(pipeline_module, "TURN_BUDGET", budget)
     pipeline = batch_pipeline(store)
     ids = [stored(f"m{i}".encode()) for i in range(120)]
     tick = pipeline_tick(pipeline, batch=200)
