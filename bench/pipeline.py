@@ -300,7 +300,7 @@ def main() -> None:
                             profile.enable()
                             result = run_pipeline(config, items)
                             profile.disable()
-                            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+                            pstats.Stats(profile).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(40)
                         else:
                             result = run_pipeline(config, items)
                         floor = run_floor(args.n, batch)

@@ -392,14 +392,15 @@ class Pipeline:
 
     def _finish(self, ctx: Context, status: str, reason: str) -> str:
         incident = ctx.incident if status == PROCESSED else None
-        Inbound.update(
-            status=status,
-            reason=reason[:2000],
-            mail_class=ctx.inbound.mail_class,  # what a mail parser found, even when it failed later
-            decisions=ctx.decisions,
-            incident=incident,
-            processed_at=self.clock.now(),
-        ).where(Inbound.id == ctx.inbound.id).execute()
+        values = {
+            "status": status,
+            "reason": reason[:2000],
+            "mail_class": ctx.inbound.mail_class,  # what a mail parser found, even when it failed later
+            "decisions": ctx.decisions,
+            "incident": incident.id if incident is not None else None,
+            "processed_at": self.clock.now(),
+        }
+        Inbound.update_by_id(ctx.inbound.id, **values)
         return status
 
 
