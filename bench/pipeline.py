@@ -42,7 +42,7 @@ from gateway.service import build_lifecycle, build_pipeline  # noqa: E402
 from gateway.worker import pipeline_tick  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
-from store.models import PENDING, Inbound  # noqa: E402
+from store.models import PENDING, Inbound, Incident  # noqa: E402
 
 PG = os.environ.get("INLET_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BODY = (
@@ -57,12 +57,13 @@ def emails(n: int, run: str) -> list[tuple[str, bytes, str]]:
     out = []
     for i in range(n):
         msg = EmailMessage()
-        name = f"User {i % 97}"
-        msg["From"] = f"{name} <user{i % 97}@customer.example>"
+        parent = i - 5 if i % 10 == 9 else None
+        user = (parent if parent is not None else i) % 97  # a reply comes from the one who asked
+        name = f"User {user}"
+        msg["From"] = f"{name} <user{user}@customer.example>"
         msg["To"] = "support@example.org"
         msg["Message-ID"] = f"<{run}.{i}.request@customer.example>"
-        if i % 10 == 9:
-            parent = i - 5
+        if parent is not None:
             msg["Subject"] = f"Re: Payroll export fails ({run} #{parent})"
             msg["In-Reply-To"] = f"<{run}.{parent}.request@customer.example>"
             msg["References"] = msg["In-Reply-To"]
@@ -208,6 +209,7 @@ def run_pipeline(config, items) -> dict:
         seconds = time.perf_counter() - started
     left = Inbound.select().where(Inbound.status == PENDING).count()
     statuses = dict(Inbound.select(Inbound.status, peewee.fn.COUNT(Inbound.id)).group_by(Inbound.status).tuples())
+    statuses["incidents"] = Incident.select().count()  # fewer than processed: replies and repeats thread
     # Parse alone, the same rows again (parsers/ is measured apart from the rest of processing)
     parse_started = time.perf_counter()
     for row in Inbound.select():
