@@ -20,8 +20,8 @@ with :func:`record_failure`; after ``[serve] max_attempts`` attempts the Inbound
 is quarantined (``failed`` with the error) and the worker goes on with the next.
 
 The worker takes Inbounds in batches (:meth:`Pipeline.run_batch`): their first attempts are
-counted in one commit, and their work is applied in one transaction, a savepoint per Inbound,
-so a batch costs two commits instead of two per Inbound. An Inbound that fails inside a batch is
+counted in one commit, and their work is applied in one transaction per ``TURN_BUDGET`` of work,
+a savepoint per Inbound, instead of two commits per Inbound. An Inbound that fails inside a batch is
 rolled back to its savepoint and run again alone once the others are committed; an Inbound
 tried before (its attempt count above zero) always runs alone, so a batch that never finished
 (a worker stopped over its time limit) costs each of its other Inbounds one attempt, never more.
@@ -140,8 +140,9 @@ class Pipeline:
         """Process these Inbounds (those still pending), several per transaction; {id: new status or None}.
 
         First attempts go together: counted in one commit, parsed outside any write turn, applied in
-        one transaction with a savepoint per Inbound (one that fails is rolled back alone and run
-        again by itself after the others are committed). Inbounds tried before run alone (:meth:`run`).
+        transactions of at most ``TURN_BUDGET`` of work with a savepoint per Inbound (one that fails is
+        rolled back alone and run again by itself after the others are committed). Inbounds tried
+        before run alone (:meth:`run`).
         ``report(id)`` names the Inbound in hand, ``report(None)`` says none is (for the supervisor).
         Never raises for a fault of an input, as :meth:`run`.
         """
