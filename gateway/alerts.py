@@ -27,6 +27,7 @@ webhook signals (other sources go straight through):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from gateway import steps
 from gateway.errors import ParseError
@@ -36,7 +37,7 @@ from gateway.pipeline import Context, Discard
 from parsers.payload import decode_json
 from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
 from parsers.webhooks import parse_webhook
-from store.db import NEW_PROBLEM, is_postgres, wait_for_key
+from store.db import NEW_PROBLEM, db, is_postgres, wait_for_key
 from store.models import NEW, OPEN_STATUSES, CorrelationKey, Event, Incident
 from store.models import RESOLVED as INCIDENT_RESOLVED
 
@@ -126,13 +127,17 @@ def _correlate(keys: list[tuple[str, str]], reopen_window, now) -> tuple[Inciden
 
 
 def _find_open(kind: str, value: str) -> Incident | None:
-    """Like steps.find_by_key for one key, in one indexed query (the hot path of a storm)."""
+    """Like steps.find_by_key for one key, in one indexed query (the hot path of a storm; its SQL built once)."""
+    row = db.execute_sql(_find_open_sql(db.param), [kind, value[:512], True]).fetchone()
+    return None if row is None else Incident.from_row(row)
+
+
+@functools.cache
+def _find_open_sql(param: str) -> str:
     return (
-        Incident.select()
-        .join(CorrelationKey, on=(CorrelationKey.incident == Incident.id))
-        .where((CorrelationKey.kind == kind) & (CorrelationKey.value == value[:512]) & (CorrelationKey.open == True))  # noqa: E712
-        .order_by(CorrelationKey.id.desc())
-        .first()
+        f'SELECT {Incident.column_list("i")} FROM "incident" AS "i" '
+        'JOIN "correlation_key" AS "k" ON ("k"."incident_id" = "i"."id") '
+        f'WHERE "k"."kind" = {param} AND "k"."value" = {param} AND "k"."open" = {param} ORDER BY "k"."id" DESC LIMIT 1'
     )
 
 
@@ -250,15 +255,7 @@ def _set_state(incident, s: Signal, now) -> str | None:
     if not s.fingerprint:
         return FIRING_STATE if s.status != RESOLVED else None
     state = RESOLVED_STATE if s.status == RESOLVED else FIRING_STATE
-    key = (
-        CorrelationKey.select()
-        .where(
-            (CorrelationKey.incident == incident)
-            & (CorrelationKey.kind == steps.FINGERPRINT)
-            & (CorrelationKey.value == s.fingerprint[:512])
-        )
-        .first()
-    )
+    key = CorrelationKey.first_where(incident=incident.id, kind=steps.FINGERPRINT, value=s.fingerprint[:512])
     if key is None:
         add_key(incident, steps.FINGERPRINT, s.fingerprint, now, state=state)
         return None

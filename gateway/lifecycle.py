@@ -30,6 +30,7 @@ change. ``access=None`` is Inlet itself (pipeline, timers, CLI): everything.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,7 +40,7 @@ from gateway import sla
 from gateway.clock import Clock
 from gateway.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.sla import SlaSection
-from store.db import db, is_postgres
+from store.db import db
 from store.models import (
     ACKNOWLEDGED,
     CANCELLED,
@@ -155,7 +156,7 @@ class Lifecycle:
 
     def get(self, ref: str) -> Incident:
         """The incident with this reference (case-insensitive), or NotFound."""
-        incident = Incident.get_or_none(Incident.ref == normalise_ref(ref))
+        incident = Incident.first_where(ref=normalise_ref(ref))
         if incident is None:
             raise NotFound(f"no incident {ref!r}")
         return incident
@@ -618,10 +619,7 @@ class Lifecycle:
     def _find(self, ref: str, access: Access | None, *, lock: bool = False) -> Incident:
         """The incident ``access`` may see and change; NotFound when it is missing *or hidden* (one
         answer for both: no existence oracle), Forbidden when it is visible but not the actor's to change."""
-        query = Incident.select().where(Incident.ref == normalise_ref(ref))
-        if lock and is_postgres():
-            query = query.for_update()
-        incident = query.get_or_none()
+        incident = Incident.first_where(ref=normalise_ref(ref), for_update=lock)
         if incident is None or (access is not None and not access.can_see(incident)):
             raise NoSuchIncident(f"no incident {ref!r}")
         if access is not None and not access.can_act(incident):
@@ -672,7 +670,7 @@ def normalise_ref(ref: str) -> str:
 def contact_for(email: str, name: str, now: datetime) -> Contact:
     """The Contact for an address, created once even when two threads race."""
     email = email.strip().lower()
-    known = Contact.get_or_none(Contact.email == email)  # most reporters write more than once
+    known = Contact.first_where(email=email)  # most reporters write more than once
     if known is not None:
         return known
     Contact.insert(email=email, name=name or "", created_at=now).on_conflict_ignore().execute()
@@ -690,12 +688,16 @@ def set_keys_open(incident: Incident, is_open: bool) -> None:
 
 def _next_number() -> int:
     """The next incident number, from a counter row locked by the creating transaction."""
-    query = Counter.update(value=Counter.value + 1).where(Counter.name == "incident").returning(Counter.value).execute()
-    row = next(iter(query), None)
+    row = db.execute_sql(_next_number_sql(db.param), ["incident"]).fetchone()  # SQL built once
     if row is None:  # the row is created by the first migration; recreate if someone removed it
         Counter.insert(name="incident", value=1).execute()
         return 1
-    return row.value
+    return row[0]
+
+
+@functools.cache
+def _next_number_sql(param: str) -> str:
+    return f'UPDATE "counter" SET "value" = "value" + 1 WHERE "name" = {param} RETURNING "value"'
 
 
 def _required(ref: str, action: str, value: str, what: str) -> str:

@@ -15,6 +15,7 @@ generic steps skip it. Every choice is recorded with ``ctx.decide``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 
@@ -33,6 +34,7 @@ from parsers.email import (
     verify_message_id,
 )
 from parsers.signal import Signal
+from store.db import db
 from store.models import RESOLVED, Attachment, Contact, CorrelationKey, Event, Incident, User
 
 log = logging.getLogger("inlet.mail")
@@ -164,7 +166,7 @@ def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
     for value in references:
         ref = verify_message_id(value, options)
         if ref:
-            incident = Incident.get_or_none(Incident.ref == ref)
+            incident = Incident.first_where(ref=ref)
             if incident is not None:
                 return incident, "references: a message Inlet sent", True
     if references:
@@ -172,7 +174,7 @@ def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
         if incident is not None:
             return incident, "references: a message Inlet stored", False
     if s.subject_ref:
-        incident = Incident.get_or_none(Incident.ref == s.subject_ref)
+        incident = Incident.first_where(ref=s.subject_ref)
         if incident is not None:
             return incident, f"subject tag [{s.subject_ref}]", False
     return None, "", False
@@ -330,7 +332,7 @@ def _apply_reply(ctx: Context, incident: Incident, how: str, sender: str) -> Non
     ctx.extras["event"] = lc.reply(incident.ref, actor, words, inbound=ctx.inbound, context=_context(ctx))
     lc.add_signal(incident.ref, actor)
     results.append("reply")
-    ctx.incident, ctx.match = Incident.get_by_id(incident.id), how
+    ctx.incident, ctx.match = Incident.first_where(id=incident.id), how
     ctx.outcome = "updated"
     ctx.decide("mail-thread", result=" + ".join(results), incident=incident.ref, by=how)
     _done(ctx)
@@ -341,18 +343,21 @@ def _throttle(ctx: Context, sender: str, now) -> None:
     mail = ctx.config.mail
     if not sender:
         return
-    since = now - mail.throttle_window
-    recent = (
-        Incident.select()
-        .join(Contact, on=(Incident.reporter == Contact.id))
-        .where((Contact.email == sender) & (Incident.opened_at >= since))
-        .count()
-    )
+    since = Incident.opened_at.db_value(now - mail.throttle_window)
+    (recent,) = db.execute_sql(_throttle_sql(db.param), [sender, since]).fetchone()
     if recent >= mail.throttle_count:
         raise Discard(
             f"throttled: {recent} new incidents from {sender} within {_human(mail.throttle_window)} "
             f"(limit {mail.throttle_count})"
         )
+
+
+@functools.cache
+def _throttle_sql(param: str) -> str:  # built once: the pipeline runs it for every new email
+    return (
+        'SELECT COUNT(*) FROM "incident" AS "i" JOIN "contact" AS "c" ON ("i"."reporter_id" = "c"."id") '
+        f'WHERE "c"."email" = {param} AND "i"."opened_at" >= {param}'
+    )
 
 
 def record(ctx: Context) -> None:

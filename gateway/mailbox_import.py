@@ -50,38 +50,50 @@ def messages(path: Path) -> Iterator[tuple[str, bytes]]:
         box.close()
 
 
-def import_path(path: Path, pipeline, *, progress=None) -> Counter:
+def import_path(path: Path, pipeline, *, progress=None, chunk: int = 50) -> Counter:
     """Store and process every message at ``path``; return counts by outcome.
 
     Outcomes: ``created`` (new incident), ``updated`` (update of an incident),
     ``ignored``, ``failed``, ``duplicate`` (imported or received before).
+    Messages are stored ``chunk`` at a time (one commit) and processed as the worker does
+    (:meth:`~gateway.pipeline.Pipeline.run_batch`), in order.
     """
     items = list(messages(path))
     counts: Counter = Counter()
     writer = InboundWriter()
     writer.start()
     try:
-        for done, (_where, raw) in enumerate(items, 1):
-            record = InboundRecord(source="import", raw=raw, dedup_key=dedup_key(raw), integration="import")
-            accepted = writer.store(record)
-            if accepted.duplicate:
-                counts["duplicate"] += 1
-            else:
-                counts[_outcome(pipeline, accepted.inbound_id)] += 1
+        for start in range(0, len(items), chunk):
+            tickets = [
+                writer.submit(InboundRecord(source="import", raw=raw, dedup_key=dedup_key(raw), integration="import"))
+                for _where, raw in items[start : start + chunk]
+            ]
+            fresh = []
+            for ticket in tickets:
+                accepted = ticket.result(30.0)
+                if accepted.duplicate:
+                    counts["duplicate"] += 1
+                else:
+                    fresh.append(accepted.inbound_id)
+            counts.update(_outcomes(pipeline, fresh))
             if progress:
-                progress(done, len(items))
+                progress(start + len(tickets), len(items))
     finally:
         writer.stop()
     return counts
 
 
-def _outcome(pipeline, inbound_id: int) -> str:
-    pipeline.run(inbound_id)
-    row = Inbound.get_by_id(inbound_id)
-    if row.status == PROCESSED:
-        created = any(d.get("result") == "created" for d in row.decisions or ())
-        return "created" if created else "updated"
-    return {IGNORED: "ignored", FAILED: "failed"}.get(row.status, "pending")
+def _outcomes(pipeline, inbound_ids: list[int]) -> Counter:
+    pipeline.run_batch(inbound_ids)
+    outcomes: Counter = Counter()
+    rows = Inbound.select(Inbound.status, Inbound.decisions).where(Inbound.id.in_(inbound_ids))
+    for row in rows:
+        if row.status == PROCESSED:
+            created = any(d.get("result") == "created" for d in row.decisions or ())
+            outcomes["created" if created else "updated"] += 1
+        else:
+            outcomes[{IGNORED: "ignored", FAILED: "failed"}.get(row.status, "pending")] += 1
+    return outcomes
 
 
 def progress_bar(stream=None):

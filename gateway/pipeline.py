@@ -18,12 +18,20 @@ finishes (the worker crashed, was killed, or overran its time limit) counts too;
 any exception while processing it rolls its transaction back and is recorded
 with :func:`record_failure`; after ``[serve] max_attempts`` attempts the Inbound
 is quarantined (``failed`` with the error) and the worker goes on with the next.
+
+The worker takes Inbounds in batches (:meth:`Pipeline.run_batch`): their first attempts are
+counted in one commit, and their work is applied in one transaction per ``TURN_BUDGET`` of work,
+a savepoint per Inbound, instead of two commits per Inbound. An Inbound that fails inside a batch is
+rolled back to its savepoint and run again alone once the others are committed; an Inbound
+tried before (its attempt count above zero) always runs alone, so a batch that never finished
+(a worker stopped over its time limit) costs each of its other Inbounds one attempt, never more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +46,10 @@ from store.db import CLAIM_INBOUND, claimed, db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
+
+# How long one transaction of a batch may run before it commits and the next begins: on SQLite it holds
+# the write turn all along, and every SMTP acknowledgement and webhook answer of every process needs it.
+TURN_BUDGET = 0.010
 
 
 class Discard(Exception):  # noqa: N818 -- a control signal, not an error
@@ -116,6 +128,11 @@ class Pipeline:
             return None
         if not self._count_attempt(inbound):
             return FAILED if inbound.status == FAILED else None
+        return self._run_counted(inbound)
+
+    def _run_counted(self, inbound: Inbound) -> str | None:
+        """Process an Inbound whose attempt is counted, in a transaction of its own; as :meth:`run`."""
+        inbound_id = inbound.id
         ctx = Context(inbound, self.config, self.lifecycle, self.clock)
         try:
             return self._process(ctx)
@@ -124,6 +141,138 @@ class Pipeline:
             log.exception("inbound %s: %sprocessing failed (attempt %s)", inbound_id, where, inbound.attempts)
             ctx.decide("pipeline", result="failed", error=f"{where}{exc!r}"[:2000])
             return self.record_failure(inbound_id, f"{where}{type(exc).__name__}: {exc}", ctx.decisions)
+
+    def run_batch(self, inbound_ids: list[int], report: Callable[[int | None], None] | None = None) -> dict:
+        """Process these Inbounds (those still pending), several per transaction; {id: new status or None}.
+
+        First attempts go together: counted in one commit, parsed outside any write turn, applied in
+        transactions of at most ``TURN_BUDGET`` of work with a savepoint per Inbound (one that fails is
+        rolled back alone and run again by itself after the others are committed). Inbounds tried
+        before run alone (:meth:`run`).
+        ``report(id)`` names the Inbound in hand, ``report(None)`` says none is (for the supervisor).
+        Never raises for a fault of an input, as :meth:`run`.
+        """
+        results: dict[int, str | None] = {}
+        rows = Inbound.select().where(Inbound.id.in_(inbound_ids) & (Inbound.status == PENDING)).order_by(Inbound.id)
+        fresh: list[Inbound] = []
+        for row in rows:  # in order: a later input may depend on an earlier one (threading, throttling)
+            if not row.attempts:
+                fresh.append(row)
+                continue
+            results.update(self._run_together(fresh, report))
+            fresh = []
+            results[row.id] = self._attempt(row, report, count=True)
+        results.update(self._run_together(fresh, report))
+        return results
+
+    def _run_together(self, rows: list[Inbound], report) -> dict:
+        """First attempts of several Inbounds: counted in one commit, applied in one transaction."""
+        results: dict[int, str | None] = {}
+        taken = self._count_first_attempts(rows)
+        alone: list[Inbound] = []
+        if taken:
+            contexts = []
+            for inbound in taken:
+                if report is not None:
+                    report(inbound.id)
+                ctx = Context(inbound, self.config, self.lifecycle, self.clock)
+                contexts.append((ctx, self._parse(ctx)))
+            try:
+                while contexts:  # one transaction per TURN_BUDGET of work: intake never waits for long
+                    done, contexts = self._apply_batch(contexts, alone, report)
+                    results.update(done)
+            except Exception as exc:  # this transaction is rolled back: each of its Inbounds runs again, alone
+                log.warning("a batch of %s inbounds was rolled back (%r); running each alone", len(contexts), exc)
+                alone.extend(ctx.inbound for ctx, _ in contexts)
+            finally:
+                if report is not None:
+                    report(None)
+        for inbound in alone:  # their attempt is counted already: this is the same attempt, alone
+            results[inbound.id] = self._attempt(inbound, report)
+        return results
+
+    def _attempt(self, inbound: Inbound, report, *, count: bool = False) -> str | None:
+        if report is not None:
+            report(inbound.id)
+        try:
+            return self.run(inbound.id) if count else self._run_counted(inbound)
+        finally:
+            if report is not None:
+                report(None)
+
+    def _count_first_attempts(self, rows: list[Inbound]) -> list[Inbound]:
+        """Count the first attempt of these never-tried Inbounds in one commit; those taken."""
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        with local_write_turn(), db.atomic():
+            query = Inbound.select(Inbound.id).where(
+                Inbound.id.in_(ids) & (Inbound.status == PENDING) & (Inbound.attempts == 0)
+            )
+            if is_postgres():  # another worker process counting them now: leave them to it
+                query = query.for_update(skip_locked=True)
+            claimed = {row.id for row in query}
+            if claimed:
+                Inbound.update(attempts=Inbound.attempts + 1).where(Inbound.id.in_(list(claimed))).execute()
+        taken = [row for row in rows if row.id in claimed]
+        for row in taken:
+            row.attempts += 1
+        return taken
+
+    def _apply_batch(self, contexts: list, alone: list, report) -> tuple[dict, list]:
+        """Apply parsed Inbounds in one transaction, a savepoint each; those that fail go to ``alone``.
+        Returns the results and the contexts left for the next transaction (over ``TURN_BUDGET``).
+
+        On SQLite the transaction is deferred (see _process): if another writer committed first, the
+        first write fails at once and the batch runs again; the last try holds the turn from the start.
+        """
+        saved = [(len(ctx.decisions), dict(ctx.extras)) for ctx, _ in contexts]
+        failed_before = len(alone)
+        for last in (False, False, True):
+            try:
+                return self._apply_all(contexts, alone, report, deferred=not last and not is_postgres())
+            except peewee.OperationalError as exc:
+                if last or is_postgres() or "locked" not in str(exc):
+                    raise
+                log.debug("another writer committed first; applying the batch again")
+                del alone[failed_before:]
+                for (ctx, _), (parsed, extras) in zip(contexts, saved, strict=True):
+                    del ctx.decisions[parsed:]
+                    ctx.extras = dict(extras)
+                    ctx.step = ""
+        return {}, []
+
+    def _apply_all(self, contexts: list, alone: list, report, *, deferred: bool) -> tuple[dict, list]:
+        results: dict[int, str | None] = {}
+        rest: list = []
+        started = time.monotonic()
+        with contextlib.ExitStack() as turn:
+            if not deferred:
+                turn.enter_context(local_write_turn())
+            turn.enter_context(db.atomic(lock_type="DEFERRED") if deferred else db.atomic())
+            mine = _lock_pending([ctx.inbound.id for ctx, _ in contexts])
+            for position, (ctx, refused) in enumerate(contexts):
+                if position and time.monotonic() - started > TURN_BUDGET:
+                    rest = contexts[position:]  # commit now: the write turn is held briefly, every time
+                    break
+                inbound_id = ctx.inbound.id
+                if inbound_id not in mine:
+                    results[inbound_id] = None  # another process applied it meanwhile
+                    continue
+                if report is not None:
+                    report(inbound_id)
+                try:
+                    with db.atomic():  # a savepoint: a failing Inbound undoes only its own writes
+                        if refused is not None:
+                            results[inbound_id] = self._finish(ctx, *refused)
+                        else:
+                            results[inbound_id] = self._apply_steps(ctx)
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    raise  # the database, not this input: the whole batch runs again (alone)
+                except Exception as exc:
+                    log.info("inbound %s failed in a batch (%r): running it again alone", inbound_id, exc)
+                    alone.append(ctx.inbound)
+        return results, rest
 
     @property
     def max_attempts(self) -> int:
@@ -215,30 +364,33 @@ class Pipeline:
             if not deferred:
                 turn.enter_context(local_write_turn())
             turn.enter_context(db.atomic(lock_type="DEFERRED") if deferred else db.atomic())
-            if not _lock_pending(inbound_id):
+            if not _lock_pending([inbound_id]):
                 return None  # another process applied it meanwhile
-            outcomes = []
-            for index, signal in enumerate(ctx.signals):
-                self._reset(ctx, index, signal)
-                with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
-                    try:
-                        for name, step in self.signal_steps:
-                            ctx.step = name
-                            step(ctx)
-                    except Discard as stop:
-                        ctx.decide("pipeline", result="ignored", reason=stop.reason)
-                        ctx.outcome = "ignored"
-                        ctx.extras["reason"] = stop.reason
-                ctx.step = ""
-                outcomes.append(ctx.outcome or "ignored")
-                log.info(
-                    "inbound %s signal %s: %s %s", inbound_id, index, ctx.outcome, ctx.incident and ctx.incident.ref
-                )
-            if outcomes and all(o == "ignored" for o in outcomes):
-                return self._finish(ctx, IGNORED, ctx.extras.get("reason", "nothing to apply"))
-            if not outcomes:
-                return self._finish(ctx, IGNORED, "no signals in the input")
-            return self._finish(ctx, PROCESSED, "")
+            return self._apply_steps(ctx)
+
+    def _apply_steps(self, ctx: Context) -> str:
+        """Run the signal steps of a taken Inbound and record its outcome (inside the caller's transaction)."""
+        inbound_id = ctx.inbound.id
+        outcomes = []
+        for index, signal in enumerate(ctx.signals):
+            self._reset(ctx, index, signal)
+            with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
+                try:
+                    for name, step in self.signal_steps:
+                        ctx.step = name
+                        step(ctx)
+                except Discard as stop:
+                    ctx.decide("pipeline", result="ignored", reason=stop.reason)
+                    ctx.outcome = "ignored"
+                    ctx.extras["reason"] = stop.reason
+            ctx.step = ""
+            outcomes.append(ctx.outcome or "ignored")
+            log.info("inbound %s signal %s: %s %s", inbound_id, index, ctx.outcome, ctx.incident and ctx.incident.ref)
+        if outcomes and all(o == "ignored" for o in outcomes):
+            return self._finish(ctx, IGNORED, ctx.extras.get("reason", "nothing to apply"))
+        if not outcomes:
+            return self._finish(ctx, IGNORED, "no signals in the input")
+        return self._finish(ctx, PROCESSED, "")
 
     def _reset(self, ctx: Context, index: int, signal: Signal) -> None:
         ctx.signal, ctx.index = signal, index
@@ -247,14 +399,15 @@ class Pipeline:
 
     def _finish(self, ctx: Context, status: str, reason: str) -> str:
         incident = ctx.incident if status == PROCESSED else None
-        Inbound.update(
-            status=status,
-            reason=reason[:2000],
-            mail_class=ctx.inbound.mail_class,  # what a mail parser found, even when it failed later
-            decisions=ctx.decisions,
-            incident=incident,
-            processed_at=self.clock.now(),
-        ).where(Inbound.id == ctx.inbound.id).execute()
+        values = {
+            "status": status,
+            "reason": reason[:2000],
+            "mail_class": ctx.inbound.mail_class,  # what a mail parser found, even when it failed later
+            "decisions": ctx.decisions,
+            "incident": incident.id if incident is not None else None,
+            "processed_at": self.clock.now(),
+        }
+        Inbound.update_by_id(ctx.inbound.id, **values)
         return status
 
 
@@ -285,11 +438,13 @@ def record_failure(
     return status
 
 
-def _lock_pending(inbound_id: int) -> bool:
-    query = Inbound.select(Inbound.id).where((Inbound.id == inbound_id) & (Inbound.status == PENDING))
+def _lock_pending(inbound_ids: list[int]) -> set[int]:
+    """Those of these Inbounds still pending, locked for this transaction (PostgreSQL: rows another
+    process has locked are skipped; SQLite: the write turn keeps everyone else out)."""
+    query = Inbound.select(Inbound.id).where(Inbound.id.in_(inbound_ids) & (Inbound.status == PENDING))
     if is_postgres():
         query = query.for_update(skip_locked=True)
-    return query.first() is not None
+    return {row.id for row in query}
 
 
 def pending_ids(limit: int = 100, after: int = 0) -> list[int]:

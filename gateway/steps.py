@@ -27,7 +27,7 @@ def find_by_key(kind: str, values, *, open_only: bool = True) -> Incident | None
     if open_only:
         query = query.where(CorrelationKey.open == True)  # noqa: E712
     key = query.order_by(CorrelationKey.id.desc()).first()
-    return Incident.get_by_id(key.incident_id) if key else None
+    return Incident.first_where(id=key.incident_id) if key else None
 
 
 def correlate(ctx: Context) -> None:

@@ -79,36 +79,35 @@ class Worker:
                 self._wake.wait(delay)
 
 
+TRANSACTION_BATCH = 50  # Inbounds applied per transaction: the write turn is held for one batch at most
+
+
 def pipeline_tick(
     pipeline,
     batch: int = 200,
     before_each: Callable[[float], None] | None = None,
     report: Callable[[int | None], None] | None = None,
 ) -> Callable[[], int]:
-    """A tick that runs the pipeline over pending Inbound rows, oldest first.
+    """A tick that runs the pipeline over pending Inbound rows, oldest first, in transactions of
+    up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.Pipeline.run_batch`).
 
-    ``before_each(seconds the previous run took)`` is called before each run (e.g. to yield to intake),
-    the first of a tick included. ``report(inbound id)`` before a run and ``report(None)`` after it
-    tell the supervisor what is in hand, so it can stop a run that overruns its time limit.
+    ``before_each(seconds the previous Inbound took)`` is called before each transaction (e.g. to
+    yield to intake), the first of a tick included. ``report(inbound id)`` names the Inbound in hand
+    and ``report(None)`` says none is, so the supervisor can stop a run that overruns its time limit.
     """
     from gateway.pipeline import pending_ids
 
-    spent = [0.0]  # the last run's time, across ticks: at a burst's start each tick finds only a row or two
+    spent = [0.0]  # the last Inbound's time, across ticks: at a burst's start each tick finds only a row or two
 
     def tick() -> int:
         ids = pending_ids(batch)
-        for inbound_id in ids:
+        for start in range(0, len(ids), TRANSACTION_BATCH):
+            chunk = ids[start : start + TRANSACTION_BATCH]
             if before_each is not None:
                 before_each(spent[0])
             started = time.monotonic()
-            if report is not None:
-                report(inbound_id)
-            try:
-                pipeline.run(inbound_id)  # takes this process's SQLite write turn for its writes only
-            finally:
-                if report is not None:
-                    report(None)
-            spent[0] = time.monotonic() - started
+            pipeline.run_batch(chunk, report)  # takes this process's SQLite write turn for its writes only
+            spent[0] = (time.monotonic() - started) / len(chunk)
         return len(ids)
 
     return tick

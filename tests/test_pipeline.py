@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import peewee
 import pytest
 
+from gateway import pipeline as pipeline_module
 from gateway.clock import FixedClock
 from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
@@ -275,3 +278,105 @@ def test_text_no_store_can_keep_is_replaced(store):
     assert pipeline.run(inbound_id) == PROCESSED
     incident = Incident.get()
     assert incident.title == "Disk \ufffd full\ufffd" and "line \ufffd one" in incident.description
+
+
+def batch_pipeline(store):
+    """Each Inbound's raw text is its signal's title and fingerprint: one incident per Inbound."""
+    return make_pipeline(
+        store, lambda ctx: [Signal(source="generic", title=ctx.inbound.raw.decode(), fingerprint=ctx.inbound.raw)]
+    )
+
+
+def applied() -> dict[str, int]:
+    """How many incidents and creation events each title has (1 and 1 when applied exactly once)."""
+    counts = {}
+    for incident in Incident.select():
+        created = Event.select().where((Event.incident == incident) & (Event.type == "created")).count()
+        counts[incident.title] = (counts.get(incident.title, (0, 0))[0] + 1, created)
+    return counts
+
+
+@pytest.fixture
+def one_transaction(monkeypatch):
+    """Every batch in one transaction, however slow the machine (TURN_BUDGET cuts it otherwise)."""
+    monkeypatch.setattr(pipeline_module, "TURN_BUDGET", 600.0)
+
+
+def test_a_batch_that_fails_halfway_commits_the_others_and_retries_the_failing_one_alone(store, one_transaction):
+    pipeline = batch_pipeline(store)
+    calls = []
+
+    def explode(ctx):
+        calls.append(ctx.inbound.raw)
+        if ctx.inbound.raw == b"m5":
+            raise RuntimeError("boom")
+
+    pipeline.signal_steps.append(("explode", explode))
+    ids = [stored(f"m{i}".encode()) for i in range(10)]
+    results = pipeline.run_batch(ids)
+    assert results == {i: (PENDING if i == ids[5] else PROCESSED) for i in ids}
+    assert applied() == {f"m{i}": (1, 1) for i in range(10) if i != 5}  # the others once each, none twice
+    assert calls.count(b"m5") == 2  # in the batch, then alone (the same attempt: counted once)
+    failing = Inbound.get_by_id(ids[5])
+    assert (failing.status, failing.attempts) == (PENDING, 1)
+    assert failing.reason == "attempt 1 of 3 failed: step 'explode' of signal 0: RuntimeError: boom"
+    assert [row.attempts for row in Inbound.select().where(Inbound.id != ids[5])] == [1] * 9
+    assert pipeline.run_batch(ids) == {ids[5]: PENDING}  # tried before: alone, the others are done
+    assert pipeline.run_batch(ids) == {ids[5]: FAILED}  # the poison rules hold: quarantined at the third
+    assert applied() == {f"m{i}": (1, 1) for i in range(10) if i != 5}
+
+
+def test_a_batch_whose_transaction_breaks_runs_each_alone_and_applies_each_once(store, one_transaction):
+    """A database error (not one input's fault) rolls the whole batch back: each runs again alone."""
+    pipeline = batch_pipeline(store)
+    broken = []
+
+    def database_gone(ctx):
+        if ctx.inbound.raw == b"m3" and not broken:
+            broken.append(1)
+            raise peewee.InterfaceError("connection lost")
+
+    pipeline.signal_steps.append(("database", database_gone))
+    ids = [stored(f"m{i}".encode()) for i in range(6)]
+    assert pipeline.run_batch(ids) == dict.fromkeys(ids, PROCESSED)
+    assert applied() == {f"m{i}": (1, 1) for i in range(6)}
+    assert [row.attempts for row in Inbound.select()] == [1] * 6
+
+
+def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_each_runs_alone(store, one_transaction):
+    pipeline = batch_pipeline(store)
+
+    def killed(ctx):
+        if ctx.inbound.raw == b"m2":
+            raise KeyboardInterrupt  # stands for SIGKILL or the time limit: the batch is never committed
+
+    pipeline.signal_steps.insert(0, ("killed", killed))
+    ids = [stored(f"m{i}".encode()) for i in range(5)]
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_batch(ids)
+    assert applied() == {}
+    assert [row.attempts for row in Inbound.select()] == [1] * 5
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_batch(ids)  # each alone now: the two before m2 are applied, m2 stops the run again
+    assert applied() == {"m0": (1, 1), "m1": (1, 1)}
+    for _ in range(3):
+        with contextlib.suppress(KeyboardInterrupt):
+            pipeline.run_batch(ids)
+    assert applied() == {f"m{i}": (1, 1) for i in range(5) if i != 2}  # the innocent ones: used 2 attempts
+    assert [row.attempts for row in Inbound.select().where(Inbound.id != ids[2])] == [2] * 4
+    poisoned = Inbound.get_by_id(ids[2])
+    assert (poisoned.status, poisoned.attempts) == (FAILED, 3) and "did not finish" in poisoned.reason
+
+
+@pytest.mark.parametrize("budget", [0.0, 600.0])
+def test_the_worker_tick_applies_every_inbound_once_in_batches(store, monkeypatch, budget):
+    """Batches cut into transactions as the budget says (0: one Inbound each) apply each Inbound once."""
+    monkeypatch.setattr(pipeline_module, "TURN_BUDGET", budget)
+    pipeline = batch_pipeline(store)
+    ids = [stored(f"m{i}".encode()) for i in range(120)]
+    tick = pipeline_tick(pipeline, batch=200)
+    assert tick() == 120
+    assert tick() == 0
+    assert applied() == {f"m{i}": (1, 1) for i in range(120)}
+    assert set(Inbound.select(Inbound.status).tuples()) == {(PROCESSED,)}
+    assert max(row.attempts for row in Inbound.select()) == 1 and len(ids) == 120
