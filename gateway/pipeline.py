@@ -42,7 +42,7 @@ from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
 from parsers.signal import Signal, plain_signal
-from store.db import CLAIM_INBOUND, claimed, db, is_postgres, local_write_turn
+from store.db import CLAIM_INBOUND, claimed, claimed_all, db, is_postgres, local_write_turn
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
@@ -166,7 +166,13 @@ class Pipeline:
         return results
 
     def _run_together(self, rows: list[Inbound], report) -> dict:
-        """First attempts of several Inbounds: counted in one commit, applied in one transaction."""
+        """First attempts of several Inbounds: claimed (as :meth:`run` claims one) for the whole batch, so
+        another process does not take one of them as a retry while this one works on it; counted in one
+        commit, applied in transactions of ``TURN_BUDGET``."""
+        with claimed_all(CLAIM_INBOUND, [row.id for row in rows]) as mine:
+            return self._run_claimed([row for row in rows if row.id in mine], report)
+
+    def _run_claimed(self, rows: list[Inbound], report) -> dict:
         results: dict[int, str | None] = {}
         taken = self._count_first_attempts(rows)
         alone: list[Inbound] = []

@@ -245,31 +245,51 @@ NEW_PROBLEM = 2  # the hash of a correlation key no open incident has (yet)
 
 @contextlib.contextmanager
 def claimed(kind: int, key: int):
-    """Yield whether this process holds ``(kind, key)`` for the block, taken without waiting (False:
-    another process holds it) and given back at the end, or by the system when the process dies: on
-    PostgreSQL a session advisory lock; on SQLite a lock on byte ``key`` of ``<database>-claim<kind>``
-    (a POSIX record lock: per process, so the threads of one process share it)."""
+    """Yield whether this process holds ``(kind, key)`` for the block (see :func:`claimed_all`)."""
+    with claimed_all(kind, [key]) as taken:
+        yield key in taken
+
+
+@contextlib.contextmanager
+def claimed_all(kind: int, keys: list[int]):
+    """Yield the set of ``keys`` of class ``kind`` this process holds for the block, each taken without
+    waiting (one another process holds is left out) and given back at the end, or by the system when the
+    process dies: on PostgreSQL session advisory locks (taken in one statement); on SQLite a lock on byte
+    ``key`` of ``<database>-claim<kind>`` (POSIX record locks: per process, so the threads of one process
+    share them)."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        yield set()
+        return
     if not is_postgres():
         fd = _claim_fd(db.obj, kind)
         if fd is None:
-            yield True
+            yield set(keys)
             return
+        taken: set[int] = set()
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
+            for key in keys:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+                except OSError:
+                    continue
+                taken.add(key)
+            yield taken
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+            for key in taken:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
         return
-    taken = db.execute_sql(f"SELECT pg_try_advisory_lock({_PG_CLASS}, %s)", (str(kind), key)).fetchone()[0]
+    rows = db.execute_sql(
+        f"SELECT k FROM unnest(%s::int[]) AS k WHERE pg_try_advisory_lock({_PG_CLASS}, k)", (keys, str(kind))
+    )
+    taken = {row[0] for row in rows.fetchall()}
     try:
         yield taken
     finally:
         if taken:
-            db.execute_sql(f"SELECT pg_advisory_unlock({_PG_CLASS}, %s)", (str(kind), key))
+            db.execute_sql(
+                f"SELECT pg_advisory_unlock({_PG_CLASS}, k) FROM unnest(%s::int[]) AS k", (str(kind), sorted(taken))
+            )
 
 
 _claim_files: dict[tuple[str, int], int] = {}  # never closed: closing any descriptor of a file drops its locks
