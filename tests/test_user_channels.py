@@ -12,6 +12,7 @@ import re
 
 import pytest
 from playhouse.migrate import SchemaMigrator, migrate
+from playwright.sync_api import expect
 
 from gateway import accounts
 from gateway.cli import main
@@ -24,7 +25,8 @@ from store.migrations import LATEST, current_version, upgrade
 from store.models import Event, Notification, SchemaVersion, User
 from tests.conftest import free_port
 from tests.sinks import HttpSink, SmtpSink
-from tests.test_oncall import BERLIN_DAILY, GROUPS, PASSWORD, POLICIES, utc
+from tests.test_browser import browser, page, sign_in, sqlite_store  # noqa: F401 -- fixtures
+from tests.test_oncall import BERLIN_DAILY, GROUPS, PASSWORD, POLICIES, running, utc  # noqa: F401 -- running
 from web.app import create_app
 
 SECRET = "s3cr3t-t0ken-9f8e"  # in every channel URL: must never show up masked-out places or in logs
@@ -163,8 +165,8 @@ def test_a_user_sets_their_own_channels_on_the_account_page(store, users):
     saved = bob.post("/account/channels", data={"channels": f"{url}\r\n\r\n", "csrf_token": _csrf(bob, "/password")})
     assert saved.status_code == 303
     assert User.get(User.name == "bob").channels == [url]
-    page = bob.get("/password").text
-    assert "Your paging channels are saved." in page and url in page  # the owner sees their own URL
+    account = bob.get("/password").text
+    assert "Your paging channels are saved." in account and url in account  # the owner sees their own URL
     assert bob.get("/users").status_code == 403 and bob.get(f"/users/{users['ann'].id}/channels").status_code == 403
     forged = bob.post(
         f"/users/{users['ann'].id}/channels", data={"channels": url, "csrf_token": _csrf(bob, "/password")}
@@ -213,3 +215,17 @@ def test_inlet_user_channels_sets_shows_masked_and_clears(store, users, capsys, 
     assert main(["-c", str(path), "user", "channels", "nobody"]) == 1
     assert "no user 'nobody'" in capsys.readouterr().err
     assert "bogus" not in caplog.text  # Apprise does not log the refused URL, not even partly hidden
+
+
+# --------------------------------------------------------------------------- the account page in a real browser
+
+
+def test_a_user_saves_their_channels_on_the_account_page_in_a_browser(running, page):  # noqa: F811 -- the fixtures
+    sign_in(page, "ann", PASSWORD)
+    page.get_by_role("link", name="Account").click()
+    # (an invalid URL answers 400 with the message: the test-client test above; here it would be a console error)
+    page.get_by_label("Channels").fill("ntfy://ntfy.sh/ann-pager\n\njson://hooks.example.org/ann")
+    page.get_by_role("button", name="Save channels").click()
+    expect(page.get_by_text("Your paging channels are saved.")).to_be_visible()
+    expect(page.get_by_label("Channels")).to_have_value("ntfy://ntfy.sh/ann-pager\njson://hooks.example.org/ann")
+    assert User.get(User.name == "ann").channels == ["ntfy://ntfy.sh/ann-pager", "json://hooks.example.org/ann"]
