@@ -1,4 +1,5 @@
-"""Users of the web UI and API: creation, the password rule, password and API-token checks, sessions.
+"""Users of the web UI and API: creation, the password rule, password and API-token checks, sessions,
+and each user's own paging channels.
 
 Every surface that creates a user or sets a password (CLI, web UI, API)
 calls :func:`create_user` or :func:`set_password`; the password rule lives in
@@ -15,11 +16,14 @@ import peewee
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.errors import Conflict, InletError, NotFound
+from notifiers.apprise_adapter import masked, sendable
 from store.db import db
 from store.models import ROLES, User
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1000  # hashing cost grows with the length
+MAX_CHANNELS = 10  # a user's own paging channels
+MAX_CHANNEL_LENGTH = 2000
 # The most common passwords of breach lists that are long enough to pass the length rule, and the
 # patterns people build them from; compared case-insensitively and without spaces, digits and marks.
 _COMMON = frozenset(
@@ -122,6 +126,36 @@ def set_password(name: str, password: str) -> User:
         User.update(password_hash=generate_password_hash(password), session_version=User.session_version + 1).where(
             User.id == user.id
         ).execute()
+    return User.get_by_id(user.id)
+
+
+def check_channels(urls) -> list[str]:
+    """A user's paging channels as they are stored: stripped, blanks and repeats dropped; InletError when one is
+    not an Apprise URL this Inlet can send to. The message shows an URL only masked (it may hold a token)."""
+    cleaned = []
+    for position, url in enumerate((u.strip() for u in urls), 1):
+        if not url or url in cleaned:
+            continue
+        if len(url) > MAX_CHANNEL_LENGTH or not sendable(url):
+            shown = masked(url) if "://" in url else "(no scheme://)"
+            raise InletError(
+                f"channel {position} ({shown}) is not an Apprise URL Inlet can send to, "
+                "e.g. ntfy://ntfy.sh/TOPIC or json://host/path"
+            )
+        cleaned.append(url)
+    if len(cleaned) > MAX_CHANNELS:
+        raise InletError(f"a user has at most {MAX_CHANNELS} channels")
+    return cleaned
+
+
+def set_channels(name: str, urls) -> User:
+    """Replace the user's own paging channels (an empty list clears them); see :func:`check_channels`."""
+    user = User.get_or_none(User.name == name)
+    if user is None:
+        raise NotFound(f"no user {name!r}")
+    channels = check_channels(urls)
+    with db.atomic():
+        User.update(channels=channels).where(User.id == user.id).execute()
     return User.get_by_id(user.id)
 
 

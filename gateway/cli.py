@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     token = command("token", "Issue a new API token for a user (replaces the old one; printed once).", user_commands)
     token.add_argument("name")
     token.set_defaults(func=cmd_user_token)
+    chan = command(
+        "channels",
+        "Show (masked) or set a user's own paging channels: Apprise URLs paged besides their email when on call.",
+        user_commands,
+    )
+    chan.add_argument("name")
+    chan.add_argument("urls", nargs="*", metavar="URL", help="the new channels (they replace the old ones)")
+    chan.add_argument("--clear", action="store_true", help="remove all of the user's channels")
+    chan.set_defaults(func=cmd_user_channels)
 
     incident = command("incident", "Incidents.")
     incident_commands = incident.add_subparsers(dest="incident_command", metavar="ACTION", parser_class=_Parser)
@@ -497,6 +506,24 @@ def cmd_user_token(args) -> int:
 
     _open_store(_load(args))
     print(issue_api_token(args.name))
+    return 0
+
+
+def cmd_user_channels(args) -> int:
+    from gateway.accounts import set_channels
+    from notifiers.apprise_adapter import masked
+    from store.models import User
+
+    _open_store(_load(args))
+    if args.clear and args.urls:
+        raise InletError("give URLs or --clear, not both")
+    if args.clear or args.urls:
+        user = set_channels(args.name, args.urls)
+    else:
+        user = User.get_or_none(User.name == args.name)
+        if user is None:
+            raise NotFound(f"no user {args.name!r}")
+    print(f"{user.name}: {len(user.channels)} channel(s)" + "".join(f"\n  {masked(c)}" for c in user.channels))
     return 0
 
 

@@ -11,8 +11,9 @@ X (or schedule X) at time T"; everything else (paging, the group page,
 
 Escalation steps and group channels name a schedule as ``schedule:NAME``:
 ``notifiers.audiences.expand_targets`` turns that, through :func:`reach`, into
-the on-call user's own channels (their email address and the Apprise URLs the
-schedule lists for them) at the moment of paging, and says who was paged so
+the on-call user's own channels (their email address and the Apprise URLs on
+their user: ``User.channels``, set by themselves on their account page, by an
+admin, or with ``inlet user channels``) at the moment of paging, and says who was paged so
 the incident's event can record it.
 """
 
@@ -71,7 +72,8 @@ class Schedule:
     layer: list[Layer] = setting(factory=list, help="Rotations; a later layer wins where it has someone.")
     channels: dict[str, list[str]] = setting(
         factory=dict,
-        help="User name -> Apprise URLs paged besides the user's email address when they are on call.",
+        help="Deprecated fallback: user name -> Apprise URLs, used only for a user with no channels of their own "
+        "(set them on the user: account page, Users page, `inlet user channels`).",
     )
 
     @property
@@ -244,14 +246,16 @@ def _next_boundary(schedule: Schedule, at: datetime) -> datetime:
 
 
 def reach(config, name: str, at: datetime) -> tuple[OnCall | None, str, list[str]]:
-    """Who schedule ``name`` pages at ``at``: (who, their email address or "", the schedule's Apprise
-    URLs for them). ``notifiers.audiences.expand_targets`` turns ``schedule:NAME`` targets into these."""
+    """Who schedule ``name`` pages at ``at``: (who, their email address or "", their own Apprise URLs —
+    else, for a user with none, the schedule's deprecated ``channels`` entry for them). A disabled or
+    unknown user is paged nowhere. ``notifiers.audiences.expand_targets`` turns ``schedule:NAME`` into these."""
     who = on_call(config, name, at)
     if who is None:
         return None, "", []
     user = User.get_or_none((User.name == who.user) & (User.active == True))  # noqa: E712
-    email = user.email if user is not None else ""
-    return who, email, list(schedule_for(config, name).channels.get(who.user, []))
+    if user is None:
+        return who, "", []
+    return who, user.email, list(user.channels or schedule_for(config, name).channels.get(who.user, []))
 
 
 # ---------------------------------------------------------------- overrides

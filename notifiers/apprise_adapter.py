@@ -13,8 +13,11 @@ caller's thread, not in Apprise's shared pool (see :func:`send`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -57,11 +60,41 @@ def masked(target: str) -> str:
     scheme = target.split("://", 1)[0].lower()
     if not scheme.isascii() or not scheme.replace("+", "").replace("-", "").isalnum():
         return "(invalid)"
-    plugin = apprise.Apprise.instantiate(target)
+    with _quiet():
+        plugin = apprise.Apprise.instantiate(target)
     host = _host(target)
     if plugin is None or not host or host != _host(plugin.url(privacy=True)):
         return f"{scheme}://…"
     return f"{scheme}://{host}"
+
+
+def sendable(target: str) -> bool:
+    """True when ``target`` is an Apprise URL that a plugin of this Apprise takes (what :func:`send` needs)."""
+    if "://" not in target or any(c.isspace() for c in target):
+        return False
+    with _quiet():
+        return apprise.Apprise.instantiate(target) is not None
+
+
+_silenced = threading.local()
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_silenced, "on", False)
+
+
+logging.getLogger("apprise").addFilter(_Quiet())
+
+
+@contextmanager
+def _quiet():
+    """Apprise logs a URL it cannot load (only partly hidden): not while this thread checks or masks one."""
+    _silenced.on = True
+    try:
+        yield
+    finally:
+        _silenced.on = False
 
 
 def _host(url: str) -> str:

@@ -208,7 +208,7 @@ def enqueue_for_group(config, incident, template: str, *, now, event=None, conte
 
 def expand_targets(config, targets, at) -> tuple[list[str], list[dict]]:
     """``targets`` with each ``schedule:NAME`` replaced by the channels of whoever is on call at ``at``
-    (their email address, then the schedule's Apprise URLs for them: gateway/oncall.py), and who was paged."""
+    (their email address, then their own Apprise URLs: gateway/oncall.py), and who was paged."""
     out, paged = [], []
     for target in targets:
         channels = [target]
@@ -220,7 +220,7 @@ def expand_targets(config, targets, at) -> tuple[list[str], list[dict]]:
             if who is None:
                 entry["why"] = "nobody is on call"
             elif not channels:
-                entry["why"] = f"{who.user} has no email address and no channels in the schedule"
+                entry["why"] = f"{who.user} has no email address and no channels (or is disabled)"
             else:
                 entry["source"] = who.source
             paged.append(entry)

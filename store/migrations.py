@@ -100,6 +100,15 @@ def _v6_report_indexes(database: peewee.Database) -> None:
     migrate(*(migrator.add_index("incident", (c,)) for c in REPORT_INDEXES if (c,) not in existing))
 
 
+def _v7_user_channels(database: peewee.Database) -> None:
+    """Users get their own paging channels (Apprise URLs, a JSON list): schedules page them when on call."""
+    table = models.User._meta.table_name
+    if "channels" in {c.name for c in database.get_columns(table)}:
+        return  # a database created at version 1 by today's models has it already
+    migrator = SchemaMigrator.from_database(database)
+    migrate(migrator.add_column(table, "channels", peewee.TextField(default="[]")))
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -107,6 +116,7 @@ MIGRATIONS = [
     (4, "problem records", _v4_problems),
     (5, "scheduled report runs", _v5_report_runs),
     (6, "report indexes", _v6_report_indexes),
+    (7, "user channels", _v7_user_channels),
 ]
 LATEST = MIGRATIONS[-1][0]
 

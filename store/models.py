@@ -173,6 +173,10 @@ class User(BaseModel):
     active = peewee.BooleanField(default=True)
     created_at = UTCDateTimeField()
     session_version = peewee.IntegerField(default=0)  # bumped by logout and a new password: old sessions end
+    # The user's own Apprise URLs, paged besides their email when a schedule they are on call for is paged
+    # (gateway/oncall.py). Secrets: shown unmasked only to the user and to admins editing them; set through
+    # gateway.accounts.set_channels, which validates them.
+    channels = JSONTextField(default=list)
 
 
 class Contact(BaseModel):

@@ -1,14 +1,20 @@
-"""Users (admin): add, change role, disable or enable, issue an API token (shown once)."""
+"""Users (admin): add, change role, disable or enable, issue an API token (shown once), set a user's paging
+channels; and every signed-in user's own paging channels (on their account page, web/templates/password.html).
+
+Channels are Apprise URLs, which may hold tokens: the Users page shows them only masked
+(:func:`notifiers.apprise_adapter.masked`); unmasked only to their owner and to an admin on the form editing them.
+"""
 
 from __future__ import annotations
 
 import secrets
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user
+from flask_login import current_user, login_required
 
 from gateway import accounts
 from gateway.errors import InletError
+from notifiers.apprise_adapter import masked
 from store.db import db
 from store.models import ROLES, User
 from web.auth import role_required
@@ -25,7 +31,7 @@ def index():
         for member in g.members:
             groups.setdefault(member, []).append(g.name)
     users = list(User.select().order_by(User.name))
-    return render_template("users.html", users=users, roles=ROLES, groups=groups, token=None)
+    return render_template("users.html", users=users, roles=ROLES, groups=groups, token=None, masked=masked)
 
 
 @bp.post("/users")
@@ -117,4 +123,43 @@ def token(user_id: int):
         for member in g.members:
             groups.setdefault(member, []).append(g.name)
     users = list(User.select().order_by(User.name))
-    return render_template("users.html", users=users, roles=ROLES, groups=groups, token=(user.name, value))
+    return render_template(
+        "users.html", users=users, roles=ROLES, groups=groups, token=(user.name, value), masked=masked
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@bp.route("/users/<int:user_id>/channels", methods=["GET", "POST"])
+@role_required("admin")
+def channels(user_id: int):
+    """An admin edits a user's paging channels (the form shows them unmasked, to the admin editing them)."""
+    user = _user(user_id)
+    text, status = "\n".join(user.channels or []), 200
+    if request.method == "POST":
+        text = request.form.get("channels", "")
+        try:
+            accounts.set_channels(user.name, _lines(text))
+        except InletError as exc:
+            flash(str(exc), "error")
+            status = 400
+        else:
+            flash(f"Channels of {user.name} saved.", "ok")
+            return redirect(url_for("users.index"), 303)
+    return render_template("user_channels.html", user=user, text=text), status
+
+
+@bp.post("/account/channels")
+@login_required
+def own_channels():
+    """Every signed-in user sets their own paging channels (account page); an invalid URL is refused with why."""
+    text = request.form.get("channels", "")
+    try:
+        accounts.set_channels(current_user.name, _lines(text))
+    except InletError as exc:
+        flash(str(exc), "error")
+        return render_template("password.html", channels_text=text), 400
+    flash("Your paging channels are saved.", "ok")
+    return redirect(url_for("auth.password"), 303)
