@@ -40,6 +40,7 @@ def base_config_dict(database_url: str, **sections) -> dict:
         "fallback_group": "service-desk",
         "database": {"url": database_url},
         "web": {"host": "127.0.0.1", "port": 0},
+        "smtp": {"host": "127.0.0.1", "port": 0},  # any free port: tests run side by side (pytest -n)
         "group": [
             {"name": "service-desk", "escalation": "default"},
             {"name": "network", "escalation": "default"},
