@@ -100,6 +100,23 @@ def _v6_report_indexes(database: peewee.Database) -> None:
     migrate(*(migrator.add_index("incident", (c,)) for c in REPORT_INDEXES if (c,) not in existing))
 
 
+def _v7_refusal_counts(database: peewee.Database) -> None:
+    """Counts of refused inputs by source and reason (gateway/refusals.py; created as the table was at version 7)."""
+
+    class RefusalCount(peewee.Model):
+        source = peewee.CharField(max_length=32)
+        reason = peewee.CharField(max_length=32)
+        count = peewee.BigIntegerField(default=0)
+        updated_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "refusal_count"
+            indexes = ((("source", "reason"), True),)
+
+    with database.bind_ctx([RefusalCount]):
+        database.create_tables([RefusalCount], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -107,6 +124,7 @@ MIGRATIONS = [
     (4, "problem records", _v4_problems),
     (5, "scheduled report runs", _v5_report_runs),
     (6, "report indexes", _v6_report_indexes),
+    (7, "refusal counts", _v7_refusal_counts),
 ]
 LATEST = MIGRATIONS[-1][0]
 
