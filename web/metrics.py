@@ -3,6 +3,8 @@
 Every role of ``inlet serve`` runs in its own process and the database is the only
 thing they share (DESIGN.md §2.5), so every series is read from the store: nothing
 is kept between scrapes, and the counters survive restarts because the rows do.
+Refused inputs are never stored: each listener counts them and writes the counts
+(``refusal_count``, gateway/refusals.py), which is what is read here.
 Each query is a range over an index (migration 4 adds the ones it needs) or is
 bounded by the open incidents, the pending rows or a time window; README
 "Metrics" lists every series.
