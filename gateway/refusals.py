@@ -91,7 +91,10 @@ class Refusals:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a bug must not end the counting: the counts stay for the next flush
+                log.exception("flushing the refusal counts failed")
 
     def flush(self) -> int:
         """Add the counts since the last write to the store in one transaction; return how many refusals
