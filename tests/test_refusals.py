@@ -160,7 +160,35 @@ def test_a_refusal_while_the_store_is_away_is_counted_once_it_is_back(inlet):
     wait_for(counted, timeout=15, message="the refusals of the outage, counted once the store is back")
 
 
-def test_a_thousand_refusals_cost_a_bounded_number_of_writes(inlet):
+def count_row_writes(store) -> None:
+    """A trigger counts every row the database writes into refusal_count: a count of writes that does not
+    rely on the code under test."""
+    db.execute_sql("CREATE TABLE refusal_writes (n INTEGER NOT NULL)")
+    db.execute_sql("INSERT INTO refusal_writes VALUES (0)")
+    if store.kind == "sqlite":
+        for event in ("INSERT", "UPDATE"):
+            db.execute_sql(
+                f"CREATE TRIGGER refusal_{event.lower()} AFTER {event} ON refusal_count "
+                "BEGIN UPDATE refusal_writes SET n = n + 1; END"
+            )
+    else:
+        db.execute_sql(
+            "CREATE FUNCTION count_refusal_write() RETURNS trigger AS $$ "
+            "BEGIN UPDATE refusal_writes SET n = n + 1; RETURN NULL; END $$ LANGUAGE plpgsql"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER refusal_write AFTER INSERT OR UPDATE ON refusal_count "
+            "FOR EACH ROW EXECUTE FUNCTION count_refusal_write()"
+        )
+
+
+def row_writes() -> int:
+    with db.connection_context():
+        return db.execute_sql("SELECT n FROM refusal_writes").fetchone()[0]
+
+
+def test_a_thousand_refusals_cost_a_bounded_number_of_writes(inlet, store):
+    count_row_writes(store)
     refusals = inlet.service.refusals
     writes_before = refusals.writes
     started = time.monotonic()
@@ -184,7 +212,10 @@ def test_a_thousand_refusals_cost_a_bounded_number_of_writes(inlet):
     wait_for(counted, timeout=15, message="the 1,000 refusals in /metrics")
     writes = refusals.writes - writes_before
     # One write per flush interval at most (and one more for the flush that caught the tail): never one per refusal.
+    # Each write adds to one row per (source, reason): two here, as the database's own count of rows shows.
     assert 1 <= writes <= elapsed / refusals.interval + 2, (writes, elapsed)
+    rows = row_writes()
+    assert 2 <= rows <= 2 * writes and rows <= 2 * (elapsed / refusals.interval + 2), (rows, writes, elapsed)
     assert refusals.flush() == 0 and refusals.writes - writes_before == writes  # nothing new: no write
 
 
