@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import time
 
 import pytest
@@ -31,12 +32,12 @@ RAW = b"From: rita@customer.example\r\nTo: support@example.org\r\nSubject: Print
 class Inlet:
     """SMTP and web listeners of one Service (no pipeline worker: nothing here needs processing)."""
 
-    def __init__(self, store, tmp_path, flush: str):
+    def __init__(self, store, tmp_path, flush: str, **smtp):
         self.smtp_port, self.web_port = free_port(), free_port()
         self.config = store.config(
             inlet={"data_dir": str(tmp_path / "data")},
             serve={"refusals_flush_interval": flush},
-            smtp={"port": self.smtp_port, "max_recipients": 2, "max_message_size": 2000},
+            smtp={"port": self.smtp_port, "max_recipients": 2, "max_message_size": 2000, **smtp},
             web={"host": "127.0.0.1", "port": self.web_port, "max_body_size": 2000},
             address=[{"address": SUPPORT}],
             integration=[
@@ -132,6 +133,28 @@ def test_every_refusal_is_counted_by_source_and_reason(inlet):
     sources = re.findall(r'inlet_intake_total\{[^}]*outcome="rejected"[^}]*source="([^"]*)"', page)
     assert reasons and all(reason in REASONS[source] for reason, source in zip(reasons, sources, strict=True))
     assert "evil" not in page and "nobody@" not in page  # nothing a client sent becomes a label
+
+
+def test_refused_and_timed_out_connections_are_counted(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN)
+    inlet = Inlet(store, tmp_path, "1s", max_sessions_per_client=1, idle_timeout="1s").start()
+    try:
+        with socket.create_connection(("127.0.0.1", inlet.smtp_port), timeout=10) as first:
+            lines = first.makefile("rb")
+            assert lines.readline().startswith(b"220")
+            with socket.create_connection(("127.0.0.1", inlet.smtp_port), timeout=10) as second:
+                assert second.makefile("rb").readline().startswith(b"421 4.7.0")  # one session per client here
+            assert lines.readline().startswith(b"421 4.4.2")  # the first one, left idle, is closed
+
+        def counted():
+            page = inlet.metrics()
+            refused = value(page, "inlet_intake_total", source="smtp", outcome="rejected", reason="connections")
+            idle = value(page, "inlet_intake_total", source="smtp", outcome="rejected", reason="timeout")
+            return (refused, idle) == (1, 1)
+
+        wait_for(counted, timeout=15, message="a refused and a timed-out connection in /metrics")
+    finally:
+        inlet.stop()
 
 
 def test_a_refusal_while_the_store_is_away_is_counted_once_it_is_back(inlet):
