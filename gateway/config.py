@@ -130,6 +130,11 @@ class ServeSection:
     poll_interval: timedelta = setting(
         timedelta(seconds=1), help="How often idle roles look for work when no wakeup came (the fallback)."
     )
+    refusals_flush_interval: timedelta = setting(
+        timedelta(seconds=5),
+        help="How often a listener process adds the inputs it refused to the store's counts (one short write, "
+        "none when nothing was refused).",
+    )
 
 
 @dataclass(frozen=True)

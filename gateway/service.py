@@ -23,6 +23,7 @@ from gateway.lifecycle import Lifecycle, Policy
 from gateway.mail_settings import message_id_secret
 from gateway.pipeline import Pipeline
 from gateway.private_files import write_private
+from gateway.refusals import Refusals
 from gateway.scheduled_reports import ReportScheduler
 from gateway.worker import Worker, pipeline_tick
 from store import wakeup
@@ -175,10 +176,14 @@ class Service:
 
             self.delivery = Delivery(config, clock=self.clock, interval=poll)
             self.components.append(self.delivery)
+        # What the listeners refuse is counted in memory and flushed now and then (gateway/refusals.py).
+        self.refusals = Refusals(config.serve.refusals_flush_interval.total_seconds())
+        if self.roles & {"smtp", "web"}:
+            self.components.append(self.refusals)  # stopped after the listeners: their last refusals are written
         if "smtp" in self.roles and config.smtp.enabled:
             from gateway.smtp import SmtpServer
 
-            self.smtp = SmtpServer(config, self.writer)
+            self.smtp = SmtpServer(config, self.writer, self.refusals)
             self.components.append(self.smtp)
         if "imap" in self.roles and config.mailbox:
             from gateway.imap import MailboxPoller
@@ -190,7 +195,7 @@ class Service:
             self.app = create_app(config, self)
             from gateway.web_server import WebServer
 
-            self.components.append(WebServer(config, self.app))
+            self.components.append(WebServer(config, self.app, self.refusals))
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
         self._reload_requested = False

@@ -30,6 +30,8 @@ from gateway.descriptors import listener_share
 from gateway.errors import StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter
 from gateway.mail_settings import match_address
+from gateway.refusals import SMTP as SOURCE
+from gateway.refusals import Refusals
 from parsers.email import dedup_key as message_dedup_key
 from store.db import db
 
@@ -57,6 +59,32 @@ REFUSALS_LOG_INTERVAL = 10.0  # seconds
 # before any of them is answered: part of the descriptor reserve (gateway/descriptors.py), so kept small.
 LISTEN_BACKLOG = 100
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, try again later"
+# What each refusal of Inlet's counts as (gateway/refusals.py); any other 4xx/5xx reply is aiosmtpd's own
+# (syntax, bad sequence, line too long, a command sent too often): "protocol".
+REFUSAL_REASONS = {
+    TOO_MANY_SESSIONS: "connections",
+    TOO_MANY_FROM_CLIENT: "connections",
+    SHUTTING_DOWN: "shutting_down",
+    IDLE_TIMEOUT: "timeout",
+    SESSION_TOO_LONG: "timeout",
+    EVICTED: "timeout",
+    TOO_MANY_RECIPIENTS: "too_many_recipients",
+    MESSAGE_TOO_BIG: "too_large",
+    STORE_FAILED: "store_unavailable",
+    LOCAL_ERROR: "local_error",
+    AUTH_FAILED: "auth",
+    AUTH_NEEDS_TLS: "auth",
+}
+_NO_SUCH_USER_CODE = NO_SUCH_USER.partition("<")[0]
+
+
+def refusal_reason(reply: str) -> str | None:
+    """The reason a reply (or its template) counts under, or None when it is not a refusal (2xx, 3xx)."""
+    if reply[:1] not in ("4", "5"):
+        return None
+    if reply.startswith(_NO_SUCH_USER_CODE):
+        return "recipient_unknown"
+    return REFUSAL_REASONS.get(reply, "protocol")
 
 
 def dedup_key(raw: bytes) -> str:
@@ -77,8 +105,9 @@ _PLAIN_PATH = re.compile(rf"\s*<((?:{_ATOM}(?:\.{_ATOM})*)@(?:{_ATOM}(?:\.{_ATOM
 class Sessions:
     """The open sessions of one SMTP server and its connection limits (used in its event loop only)."""
 
-    def __init__(self, max_sessions: int, per_client: int):
+    def __init__(self, max_sessions: int, per_client: int, refusals: Refusals | None = None):
         self.max_sessions, self.per_client = max_sessions, per_client
+        self.refusals = refusals
         self.open: set[InletSMTP] = set()
         self._per_peer: Counter[str] = Counter()
         self.draining = False
@@ -112,7 +141,14 @@ class Sessions:
         self.open.add(session)
         self._per_peer[peer] += 1
 
-    def refused(self, peer: str, now: float) -> None:
+    def refusal(self, reply: str) -> None:
+        """Count ``reply`` (or its template) if it is a refusal: every SMTP refusal comes through here."""
+        reason = refusal_reason(reply)
+        if reason is not None and self.refusals is not None:
+            self.refusals.count(SOURCE, reason)
+
+    def refused(self, peer: str, now: float, reply: str) -> None:
+        self.refusal(reply)
         self._refused[peer] += 1
         if now - self._refusals_logged >= REFUSALS_LOG_INTERVAL:
             top = ", ".join(f"{host} ({count})" for host, count in self._refused.most_common(3))
@@ -200,6 +236,7 @@ class InletSMTP(SMTP):
         """Send ``reply`` (a 421) unasked and close the connection (RFC 5321 §3.8)."""
         if self.transport is None or self.transport.is_closing():
             return
+        self.sessions.refusal(reply)
         self.transport.write(reply.format(host=self.hostname).encode() + b"\r\n")
         self.transport.close()
 
@@ -236,6 +273,7 @@ class InletSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
             status = MESSAGE_TOO_BIG
+        self.sessions.refusal(status if isinstance(status, str) else status[:3].decode("ascii", "replace"))
         await super().push(status)
 
     def _getaddr(self, arg: str):
@@ -404,7 +442,7 @@ class _Gate(asyncio.Protocol):
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
         refusal = sessions.admit(peer_host, loop.time())
         if refusal is not None:
-            sessions.refused(peer_host, loop.time())
+            sessions.refused(peer_host, loop.time(), refusal)
             transport.write(refusal.format(host=controller.SMTP_kwargs.get("hostname", "")).encode() + b"\r\n")
             transport.close()  # once the reply is written
             return
@@ -430,7 +468,7 @@ class SmtpServer:
 
     name = "smtp"
 
-    def __init__(self, config, writer: InboundWriter):
+    def __init__(self, config, writer: InboundWriter, refusals: Refusals | None = None):
         smtp = config.smtp
         port = smtp.port or _free_port(smtp.host)
         kwargs = dict(
@@ -453,7 +491,9 @@ class SmtpServer:
         # aiosmtpd logs every connection and command at INFO ("mail.log"): keep its warnings only.
         logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger("mail.log").level))
         self.handler = IntakeHandler(config, writer)
-        self.sessions = Sessions(listener_share(smtp.max_sessions, "[smtp] max_sessions"), smtp.max_sessions_per_client)
+        self.sessions = Sessions(
+            listener_share(smtp.max_sessions, "[smtp] max_sessions"), smtp.max_sessions_per_client, refusals
+        )
         self.drain_timeout = smtp.drain_timeout.total_seconds()
         self.controller = _Controller(
             self.handler,

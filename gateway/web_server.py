@@ -27,6 +27,7 @@ from waitress.task import ErrorTask
 
 from gateway.config import Config
 from gateway.descriptors import listener_share
+from gateway.refusals import WEBHOOK
 
 log = logging.getLogger("inlet.web")
 
@@ -48,6 +49,9 @@ class _JsonErrorTask(ErrorTask):
 
     def execute(self):
         error = self.request.error
+        refusals = getattr(self.channel.server, "refusals", None)
+        if refusals is not None and (getattr(self.request, "path", "") or "").startswith("/hooks/"):  # intake refused
+            refusals.count(WEBHOOK, "too_large" if error.code == 413 else "bad_request")
         if error.code == 413:
             message = f"request body larger than {self.channel.server.adj.max_request_body_size - 1} bytes"
         else:
@@ -109,7 +113,7 @@ class WebServer:
 
     name = "web"
 
-    def __init__(self, config: Config, app):
+    def __init__(self, config: Config, app, refusals=None):
         web = config.web
         # waitress warns "Task queue depth is N" for every request queued behind busy threads: a burst
         # of webhooks would write thousands of lines. Requests waiting is normal; errors still show.
@@ -129,6 +133,7 @@ class WebServer:
         )
         self.server = _Server(app, map={}, adj=adjustments, reuse_port=web.processes > 1)
         self.server.request_timeout = web.request_timeout.total_seconds()
+        self.server.refusals = refusals  # waitress's own refusals of webhook requests count too
         self.drain_timeout = web.drain_timeout.total_seconds()
         self._stopping = False
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)

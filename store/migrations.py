@@ -109,6 +109,23 @@ def _v7_user_channels(database: peewee.Database) -> None:
     migrate(migrator.add_column(table, "channels", peewee.TextField(default="[]")))
 
 
+def _v8_refusal_counts(database: peewee.Database) -> None:
+    """Counts of refused inputs by source and reason (gateway/refusals.py; created as the table was at version 8)."""
+
+    class RefusalCount(peewee.Model):
+        source = peewee.CharField(max_length=32)
+        reason = peewee.CharField(max_length=32)
+        count = peewee.BigIntegerField(default=0)
+        updated_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "refusal_count"
+            indexes = ((("source", "reason"), True),)
+
+    with database.bind_ctx([RefusalCount]):
+        database.create_tables([RefusalCount], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -117,6 +134,7 @@ MIGRATIONS = [
     (5, "scheduled report runs", _v5_report_runs),
     (6, "report indexes", _v6_report_indexes),
     (7, "user channels", _v7_user_channels),
+    (8, "refusal counts", _v8_refusal_counts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -481,6 +481,20 @@ class Counter(BaseModel):
     value = peewee.BigIntegerField(default=0)
 
 
+class RefusalCount(BaseModel):
+    """Inputs the intake refused before storing them, by source and reason (gateway/refusals.py): each
+    listener process adds its in-memory counts here periodically, so a flood of refusals is not a write each."""
+
+    source = peewee.CharField(max_length=32)
+    reason = peewee.CharField(max_length=32)
+    count = peewee.BigIntegerField(default=0)
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "refusal_count"
+        indexes = ((("source", "reason"), True),)
+
+
 class ReportRun(BaseModel):
     """One scheduled report sent for one period (gateway/report_schedule.py): unique, so it is sent once."""
 

@@ -40,6 +40,7 @@ from gateway.integrations import (
     authenticate_routing_key,
     integration_named,
 )
+from gateway.refusals import WEBHOOK
 from parsers.payload import decode_json, require_plain_text
 
 log = logging.getLogger("inlet.hooks")
@@ -79,23 +80,27 @@ def _json(status: int, body: dict, headers: dict | None = None) -> Response:
     return response
 
 
-def _error(status: int, message: str, headers: dict | None = None, **extra) -> Response:
+def _error(status: int, reason: str, message: str, headers: dict | None = None, **extra) -> Response:
+    """A refusal: counted under ``reason`` (a name of gateway.refusals.REASONS) and answered in JSON."""
+    refusals = getattr(current_app.config.get("SERVICES"), "refusals", None)
+    if refusals is not None:
+        refusals.count(WEBHOOK, reason)
     return _json(status, {"error": message, **extra}, headers)
 
 
 def _bad_request(exc: ParseError) -> Response:
     match = _FIELD.search(str(exc))
-    return _error(400, str(exc), field=match.group(1) if match else "")
+    return _error(400, "bad_request", str(exc), field=match.group(1) if match else "")
 
 
 def _denied(name: str, denied: Denied) -> Response:
     if denied.status == 401:
         log.info("hooks/%s: unauthenticated request from %s", name, request.remote_addr)
-        return _error(401, denied.error, {"WWW-Authenticate": 'Bearer realm="inlet"'})
+        return _error(401, "unauthenticated", denied.error, {"WWW-Authenticate": 'Bearer realm="inlet"'})
     if denied.status == 503:
-        return _error(503, denied.error, {"Retry-After": "60"})
+        return _error(503, "auth_unconfigured", denied.error, {"Retry-After": "60"})
     log.warning("hooks/%s: refused request from %s: %s", name, request.remote_addr, denied.error)
-    return _error(denied.status, denied.error)
+    return _error(denied.status, "forbidden", denied.error)
 
 
 def _accepted(integration, inbound_id: int, dedup_key: str | None) -> Response:
@@ -111,20 +116,20 @@ def receive(name: str):
     state = current_app.extensions["inlet_hooks"]
     integration = integration_named(config, name)
     if integration is None:
-        return _error(404, f"no integration named '{name}'")
+        return _error(404, "unknown_integration", f"no integration named '{name}'")
 
     limit = config.web.max_body_size
     if request.content_length is not None and request.content_length > limit:
-        return _error(413, f"request body larger than {limit} bytes")
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        return _error(415, f"Content-Type must be application/json, got '{mimetype or 'none'}'")
+        return _error(415, "content_type", f"Content-Type must be application/json, got '{mimetype or 'none'}'")
     try:
         body = request.get_data(cache=False)
     except RequestEntityTooLarge:  # a chunked body without Content-Length, cut at the limit
-        return _error(413, f"request body larger than {limit} bytes")
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
     if len(body) > limit:
-        return _error(413, f"request body larger than {limit} bytes")
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
 
     # Authenticate, decode, authenticate what the body carries: each step refuses on its own, and
     # neither check lets an exception through as "no denial" (gateway.integrations fails closed).
@@ -150,6 +155,7 @@ def receive(name: str):
         seconds = max(1, math.ceil(wait))
         return _error(
             429,
+            "rate_limited",
             f"integration '{name}' is over its rate limit of {integration.rate_limit} requests per "
             f"{int(integration.rate_window.total_seconds())}s",
             {"Retry-After": str(seconds)},
@@ -189,7 +195,9 @@ def receive(name: str):
         accepted = services.writer.store(record)
     except StoreUnavailable as exc:
         log.warning("hooks/%s: store unavailable: %s", name, exc)
-        return _error(503, f"cannot store the event now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)})
+        return _error(
+            503, "store_unavailable", f"cannot store the event now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)}
+        )
     if accepted.duplicate and generated:
         answered_key = _stored_dedup_key(accepted.inbound_id) or generated
     recent.remember(key, accepted.inbound_id, answered_key)

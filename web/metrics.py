@@ -3,6 +3,8 @@
 Every role of ``inlet serve`` runs in its own process and the database is the only
 thing they share (DESIGN.md §2.5), so every series is read from the store: nothing
 is kept between scrapes, and the counters survive restarts because the rows do.
+Refused inputs are never stored: each listener counts them and writes the counts
+(``refusal_count``, gateway/refusals.py), which is what is read here.
 Each query is a range over an index (migration 4 adds the ones it needs) or is
 bounded by the open incidents, the pending rows or a time window; README
 "Metrics" lists every series.
@@ -21,6 +23,7 @@ from peewee import SQL, Case, fn
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.samples import Sample
 
 from store.db import is_postgres
 from store.models import (
@@ -36,6 +39,7 @@ from store.models import (
     Incident,
     Notification,
     NotificationAttempt,
+    RefusalCount,
 )
 from web.api import token_user
 
@@ -97,8 +101,10 @@ class _StoreCollector:
     def _intake(self):
         total = CounterMetricFamily(
             "inlet_intake",
-            "Inputs stored by the intake, by source and by what became of them (accepted: processed into an "
-            "incident or update; ignored: loop, auto-reply, duplicate, out of scope; failed: quarantined).",
+            "Inputs by source and by what became of them: stored and then accepted (processed into an "
+            "incident or update), ignored (loop, auto-reply, duplicate, out of scope) or failed (quarantined); "
+            "or rejected, refused before storing, by reason (counted by each listener process, written every "
+            "[serve] refusals_flush_interval).",
             labels=["source", "outcome"],
         )
         pending = GaugeMetricFamily("inlet_intake_pending", "Inputs stored but not processed yet.", labels=["source"])
@@ -113,6 +119,11 @@ class _StoreCollector:
                 pending.add_metric([source], n)
         for status, n in sorted(by_status.items()):
             inbound.add_metric([status], n)
+        # Rejected inputs have a third label, the reason: one of gateway.refusals.REASONS, never client text.
+        refused = RefusalCount.select(RefusalCount.source, RefusalCount.reason, RefusalCount.count)
+        for source, reason, n in refused.order_by(RefusalCount.source, RefusalCount.reason).tuples():
+            labels = {"source": source, "outcome": "rejected", "reason": reason}
+            total.samples.append(Sample("inlet_intake_total", labels, n))
         yield total
         yield pending
         yield inbound
