@@ -181,7 +181,7 @@ def test_migrations_5_and_6_add_report_runs_and_indexes_to_an_older_database(sto
         for column in REPORT_INDEXES:
             db.execute_sql(f'DROP INDEX "incident_{column}"')
     assert current_version() == 4
-    assert [v for v, _ in upgrade()] == [5, 6] and current_version() == LATEST
+    assert [v for v, _ in upgrade()][:2] == [5, 6] and current_version() == LATEST
     indexed = {tuple(index.columns) for index in db.get_indexes("incident")}
     assert {(column,) for column in REPORT_INDEXES} <= indexed
     ReportRun.create(name="r", period_start=utc(2026, 1, 1), period_end=utc(2026, 1, 2), claimed_by="x",
