@@ -42,7 +42,7 @@ from gateway.clock import Clock
 from gateway.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
 from parsers.signal import Signal, plain_signal
-from store.db import CLAIM_INBOUND, claimed, claimed_all, db, is_postgres, local_write_turn
+from store.db import CLAIM_INBOUND, claimed, claimed_all, db, is_postgres, local_write_turn, turn_wanted
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
@@ -258,7 +258,7 @@ class Pipeline:
             turn.enter_context(db.atomic(lock_type="DEFERRED") if deferred else db.atomic())
             mine = _lock_pending([ctx.inbound.id for ctx, _ in contexts])
             for position, (ctx, refused) in enumerate(contexts):
-                if position and time.monotonic() - started > TURN_BUDGET:
+                if position and (time.monotonic() - started > TURN_BUDGET or turn_wanted()):
                     rest = contexts[position:]  # commit now: the write turn is held briefly, every time
                     break
                 inbound_id = ctx.inbound.id

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import select
@@ -252,7 +253,7 @@ class Supervisor:
                 command,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(status_w,),
-                preexec_fn=_die_with_supervisor if listener else _background,
+                preexec_fn=functools.partial(_die_with_supervisor if listener else _background, os.getpid()),
             )
         except OSError as exc:
             os.close(status_r)
@@ -371,8 +372,10 @@ class Supervisor:
         print(f"inlet: reloaded configuration ({len(new.rule)} rules, {len(new.group)} groups)", flush=True)
 
 
-def _die_with_supervisor() -> None:
-    """In the new process, before it runs Inlet: the kernel kills it when the supervisor dies.
+def _die_with_supervisor(supervisor: int) -> None:
+    """In the new process, before it runs Inlet: the kernel kills it when the supervisor (pid
+    ``supervisor``) dies; if it died already, between the fork and here, the process ends at once
+    (the death signal is only for a parent that dies later): no orphan holds the database's locks.
 
     A role process also stops when it sees its parent gone, but a pinned one (a pattern holding its
     interpreter lock) never looks. The supervisor runs no threads, so a preexec function is safe here.
@@ -382,13 +385,15 @@ def _die_with_supervisor() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the parent check in the role process is what remains
         pass
+    if os.getppid() != supervisor:
+        os._exit(1)
 
 
-def _background() -> None:
+def _background(supervisor: int) -> None:
     """A role that works behind intake (pipeline, outbox, timers): the kernel gives intake the CPU first.
 
     What the in-process worker did by waiting while intake had work in hand, the scheduler now does
     across processes: a burst is acknowledged first and applied right after; idle CPU is used in full.
     """
-    _die_with_supervisor()
+    _die_with_supervisor(supervisor)
     os.nice(BACKGROUND_NICE)

@@ -75,13 +75,14 @@ def make_database(url: str, *, password: str | None = None, pool_size: int = 10,
 
 
 def sqlite_files(url: str) -> list[Path]:
-    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm, -turn, -claim1); none for PostgreSQL."""
+    """The files of a ``sqlite://`` database (its folder, the file, -wal, -shm, -turn, -want, -claim1); none for
+    PostgreSQL."""
     parts = urlsplit(url)
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if parts.scheme != "sqlite" or not path or path == ":memory:":
         return []
     folder = [Path(path).parent] if Path(path).parent != Path(".") else []  # the working folder is not ours
-    suffixes = ("", "-wal", "-shm", "-turn", f"-claim{CLAIM_INBOUND}")
+    suffixes = ("", "-wal", "-shm", "-turn", "-want", f"-claim{CLAIM_INBOUND}")
     return [*folder, *(Path(path + suffix) for suffix in suffixes)]
 
 
@@ -131,18 +132,18 @@ def open_database(config) -> peewee.Database:
 # holds for every writer without each remembering it.
 _sqlite_writes = threading.Lock()
 _turn = threading.local()  # depth: how many nested holds this thread has; txn: begin() took one
-_turn_files: dict[str, int] = {}  # database path -> the open lock file of this process
+_turn_files: dict[str, int] = {}  # lock file path (<database>-turn, -want) -> its open descriptor in this process
 _WRITE = re.compile(r"\s*(?:INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
 
 
-def _turn_fd(database) -> int | None:
+def _turn_fd(database, suffix: str = "-turn") -> int | None:
     path = getattr(database, "database", None)
     if not path or path == ":memory:":
         return None
-    fd = _turn_files.get(path)
+    fd = _turn_files.get(path + suffix)
     if fd is None:
-        fd = os.open(f"{path}-turn", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        _turn_files[path] = fd
+        fd = os.open(f"{path}{suffix}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _turn_files[path + suffix] = fd
     return fd
 
 
@@ -153,12 +154,46 @@ def _take_turn(database) -> None:
         try:
             fd = _turn_fd(database)
             if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _flock_turn(database, fd)
         except BaseException:
             _sqlite_writes.release()
             raise
         _turn.fd = fd
     _turn.depth = depth + 1
+
+
+def _flock_turn(database, fd: int) -> None:
+    """Take the turn file; while waiting for it, say so on ``<database>-want`` (a shared lock that
+    :func:`turn_wanted` sees), so a holder that can stop early (the pipeline's batches) gives it back."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    want = _turn_fd(database, "-want")
+    fcntl.flock(want, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        fcntl.flock(want, fcntl.LOCK_UN)
+
+
+def turn_wanted() -> bool:
+    """Whether a writer of another process waits for the SQLite write turn (False on PostgreSQL): the
+    holder of a long turn gives it back at the next point where it can. Only the thread of a process that
+    takes the turn file waits on it (the others queue on the process's lock), so a shared lock on the want
+    file held by any open file description but ours is another process's writer."""
+    if is_postgres():
+        return False
+    want = _turn_fd(db.obj, "-want")
+    if want is None:
+        return False
+    try:
+        fcntl.flock(want, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(want, fcntl.LOCK_UN)
+    return False
 
 
 def _give_turn() -> None:

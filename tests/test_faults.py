@@ -154,7 +154,15 @@ def test_sigkill_under_mixed_load_keeps_every_acknowledged_input_once(store):
             wait_for(lambda n=len(load.mail): len(load.mail) > n + 5, timeout=20, message="mail after the restarts")
         assert load.mail and load.hooks
         assert {code for _, code, _ in load.refused} <= {421, 451, 503}, load.refused
-        wait_for(nothing_pending, timeout=60, message="every stored input processed")
+        try:
+            wait_for(nothing_pending, timeout=60, message="every stored input processed")
+        except AssertionError as timeout:
+            with db.connection_context():
+                pending = list(Inbound.select(Inbound.id, Inbound.attempts, Inbound.reason)
+                               .where(Inbound.status == PENDING).tuples())  # fmt: skip
+            raise AssertionError(
+                f"still pending (id, attempts, reason): {pending}\n{''.join(served.lines)[-6000:]}"
+            ) from timeout
         assert_each_once(load)
         assert served.stop() == 0
 
