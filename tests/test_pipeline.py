@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 
 import peewee
@@ -16,9 +18,9 @@ from gateway.pipeline import Discard
 from gateway.service import build_lifecycle, build_pipeline
 from gateway.worker import pipeline_tick
 from parsers.signal import RESOLVED, Signal
-from store.db import db
+from store.db import db, local_write_turn, make_database, turn_wanted
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident, Notification
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 
 @pytest.fixture
@@ -380,3 +382,35 @@ def test_the_worker_tick_applies_every_inbound_once_in_batches(store, monkeypatc
     assert applied() == {f"m{i}": (1, 1) for i in range(120)}
     assert set(Inbound.select(Inbound.status).tuples()) == {(PROCESSED,)}
     assert max(row.attempts for row in Inbound.select()) == 1 and len(ids) == 120
+
+
+WAIT_FOR_TURN = """
+import sys
+from store.db import db, local_write_turn, make_database
+db.initialize(make_database(sys.argv[1]))
+print("waiting", flush=True)
+with local_write_turn():
+    print("took", flush=True)
+"""
+
+
+def test_a_writer_waiting_for_the_sqlite_turn_is_seen_by_its_holder(tmp_path):
+    """A process waiting for the write turn says so (store.db.turn_wanted): the pipeline's batch, which holds
+    the turn, commits at the next Inbound instead of after its whole time budget."""
+    url = f"sqlite:///{tmp_path / 'turn.db'}"
+    db.initialize(make_database(url))
+    with local_write_turn():
+        assert not turn_wanted()
+        other = subprocess.Popen(
+            [sys.executable, "-c", WAIT_FOR_TURN, url], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert other.stdout.readline().strip() == "waiting"
+            wait_for(turn_wanted, timeout=10, message="the waiting writer to be seen")
+        except BaseException:
+            other.kill()
+            other.communicate()
+            raise
+    out, _ = other.communicate(timeout=10)
+    assert out.strip() == "took" and other.returncode == 0
+    assert not turn_wanted()
