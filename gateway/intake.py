@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import mmap
+import os
 import queue
+import struct
 import threading
 import time
 import uuid
@@ -24,11 +27,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import peewee
 
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
+from gateway.private_files import create_private_file
 from parsers.signal import plain_text, plain_value
 from store import wakeup
 from store.db import db, local_write_turn
@@ -92,12 +97,47 @@ class Ticket:
         return self._value
 
 
+class IntakeActivity:
+    """When an intake edge of any process of this machine last took or let go of work in hand: a
+    monotonic time (system-wide on Linux) in an 8-byte file shared by memory, ``<data_dir>/intake-busy``.
+
+    The roles of ``inlet serve`` run in separate processes, so the pipeline worker cannot see the
+    listeners' work in hand; it sees this stamp instead and waits while it is fresh, as it waits for
+    work in hand in its own process. A stamp is one store into shared memory: no lock, no system call.
+    """
+
+    FRESH = 0.005  # seconds: a session sending message after message stamps more often than this
+
+    def __init__(self, folder: str | os.PathLike):
+        path = Path(folder) / "intake-busy"
+        create_private_file(path)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._map = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+
+    def stamp(self) -> None:
+        struct.pack_into("d", self._map, 0, time.monotonic())
+
+    def fresh(self) -> bool:
+        return time.monotonic() - struct.unpack_from("d", self._map, 0)[0] < self.FRESH
+
+
 class InboundWriter:
     """A single writer thread that commits queued Inbound rows in batches."""
 
     def __init__(
-        self, *, clock: Clock | None = None, max_batch: int = 500, on_commit: Callable[[], None] | None = None
+        self,
+        *,
+        clock: Clock | None = None,
+        max_batch: int = 500,
+        on_commit: Callable[[], None] | None = None,
+        activity: IntakeActivity | None = None,
     ):
+        self.activity = activity  # shared with the other processes of this machine, see IntakeActivity
         self.clock = clock or Clock()
         self.max_batch = max_batch
         self.on_commit = on_commit
@@ -129,9 +169,13 @@ class InboundWriter:
         Held weakly: a session that disconnects or a request that ends lets go of it by itself.
         """
         self._in_hand.add(token)
+        if self.activity is not None:
+            self.activity.stamp()
 
     def out_of_hand(self, token: object) -> None:
         self._in_hand.discard(token)
+        if self.activity is not None:
+            self.activity.stamp()
 
     def in_hand_count(self) -> int:
         """How many sessions and requests have work in hand now."""
@@ -140,15 +184,16 @@ class InboundWriter:
     def wait_while_busy(self, at_most: float) -> None:
         """Wait while an intake edge has work in hand, at most ``at_most`` seconds.
 
-        Background work in this process (the pipeline worker) calls it before each unit: within a
-        burst some session or request is always in hand and the unit waits (at most ``at_most``, so
-        it never starves), so intake is acknowledged first and applied right after; steady traffic
-        leaves gaps and is applied as it comes. Work in hand is what intake has to do, however slow
-        the worker makes it; rates and gaps between commits were fooled by that.
+        Background work (the pipeline worker) calls it before each unit: within a burst some session
+        or request is always in hand and the unit waits (at most ``at_most``, so it never starves), so
+        intake is acknowledged first and applied right after; steady traffic leaves gaps and is applied
+        as it comes. Work in hand is what intake has to do, however slow the worker makes it; rates and
+        gaps between commits were fooled by that. The listeners of other processes count through
+        their fresh :class:`IntakeActivity` stamp.
         """
         deadline = time.monotonic() + at_most
         pause = 0.001
-        while self._in_hand:
+        while self._in_hand or (self.activity is not None and self.activity.fresh()):
             now = time.monotonic()
             if now >= deadline:
                 return

@@ -18,11 +18,11 @@ from gateway import alerts, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.intake import InboundWriter
+from gateway.intake import InboundWriter, IntakeActivity
 from gateway.lifecycle import Lifecycle, Policy
 from gateway.mail_settings import message_id_secret
 from gateway.pipeline import Pipeline
-from gateway.private_files import write_private
+from gateway.private_files import private_dir, write_private
 from gateway.refusals import Refusals
 from gateway.scheduled_reports import ReportScheduler
 from gateway.worker import Worker, pipeline_tick
@@ -31,6 +31,7 @@ from store.db import open_database
 from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
+DELIVERY_YIELD = 0.05  # seconds a delivery round waits at most while intake has work in hand
 PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
 ROLES = ("web", "worker", "timers", "notify", "smtp", "imap")
@@ -158,7 +159,10 @@ class Service:
             report=self._report_step if status_fd is not None else None,
         )
         self.pipeline_worker = Worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
-        self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake)
+        activity = (
+            IntakeActivity(private_dir(config.inlet.data_dir)) if self.roles & {"smtp", "web", "worker"} else None
+        )
+        self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake, activity=activity)
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
@@ -174,7 +178,13 @@ class Service:
         if "notify" in self.roles:
             from notifiers.delivery import Delivery
 
-            self.delivery = Delivery(config, clock=self.clock, interval=poll)
+            # Behind intake too: a round waits while a listener has work in hand, at most DELIVERY_YIELD.
+            self.delivery = Delivery(
+                config,
+                clock=self.clock,
+                interval=poll,
+                before_round=lambda: self.writer.wait_while_busy(DELIVERY_YIELD),
+            )
             self.components.append(self.delivery)
         # What the listeners refuse is counted in memory and flushed now and then (gateway/refusals.py).
         self.refusals = Refusals(config.serve.refusals_flush_interval.total_seconds())

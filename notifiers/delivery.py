@@ -21,6 +21,7 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,8 +62,17 @@ class Delivery:
 
     name = "notify"
 
-    def __init__(self, config, *, clock: Clock | None = None, worker_id: str | None = None, interval: float = 1.0):
+    def __init__(
+        self,
+        config,
+        *,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        interval: float = 1.0,
+        before_round: Callable[[], None] | None = None,
+    ):
         self.config, self.settings = config, config.notifications
+        self.before_round = before_round  # e.g. wait (briefly) while intake has work in hand
         self.clock = clock or Clock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 100000}"
         self.renderer = Renderer(self.settings.templates_dir)
@@ -88,6 +98,8 @@ class Delivery:
 
     def tick(self) -> int:
         """Deliver the rows due now; return how many rows were handled."""
+        if self.before_round is not None:
+            self.before_round()
         rows = self.claim()
         if not rows:
             return 0

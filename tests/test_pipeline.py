@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 
 import peewee
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from gateway import pipeline as pipeline_module
 from gateway.clock import FixedClock
 from gateway.errors import ParseError, StoreUnavailable
-from gateway.intake import InboundRecord, InboundWriter
+from gateway.intake import InboundRecord, InboundWriter, IntakeActivity
 from gateway.pipeline import Discard
 from gateway.service import build_lifecycle, build_pipeline
 from gateway.worker import pipeline_tick
@@ -414,3 +415,39 @@ def test_a_writer_waiting_for_the_sqlite_turn_is_seen_by_its_holder(tmp_path):
     out, _ = other.communicate(timeout=10)
     assert out.strip() == "took" and other.returncode == 0
     assert not turn_wanted()
+
+
+STAMPING = """
+import sys, time
+from gateway.intake import IntakeActivity
+activity = IntakeActivity(sys.argv[1])
+print("stamping", flush=True)
+while sys.stdin.readline() == "more\\n":  # a stamp per line, as a session stamps per message
+    activity.stamp()
+    print("stamped", flush=True)
+"""
+
+
+def test_the_worker_of_another_process_sees_the_listeners_work_in_hand(tmp_path):
+    """The roles run in separate processes: a listener's work in hand reaches the pipeline worker's
+    wait through the shared IntakeActivity stamp, and a quiet listener makes it wait not at all."""
+    writer = InboundWriter(activity=IntakeActivity(tmp_path))
+    assert not writer.activity.fresh()
+    listener = subprocess.Popen([sys.executable, "-c", STAMPING, str(tmp_path)], cwd=ROOT, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert listener.stdout.readline().strip() == "stamping"
+
+        def stamped_and_seen() -> bool:
+            listener.stdin.write("more\n")
+            listener.stdin.flush()
+            assert listener.stdout.readline().strip() == "stamped"
+            return writer.activity.fresh()
+
+        wait_for(stamped_and_seen, timeout=10, message="the other process's stamp to be seen")
+    finally:
+        listener.communicate("stop\n", timeout=10)
+    wait_for(lambda: not writer.activity.fresh(), timeout=10, message="the stamp to go stale")
+    began = time.monotonic()
+    writer.wait_while_busy(30)  # nothing in hand here or there: no wait
+    assert time.monotonic() - began < 10
