@@ -181,6 +181,10 @@ class InboundWriter:
         """How many sessions and requests have work in hand now."""
         return len(self._in_hand)
 
+    def busy(self) -> bool:
+        """Whether an intake edge of this process has work in hand, or one of another process had a moment ago."""
+        return bool(self._in_hand) or (self.activity is not None and self.activity.fresh())
+
     def wait_while_busy(self, at_most: float) -> None:
         """Wait while an intake edge has work in hand, at most ``at_most`` seconds.
 
@@ -193,7 +197,7 @@ class InboundWriter:
         """
         deadline = time.monotonic() + at_most
         pause = 0.001
-        while self._in_hand or (self.activity is not None and self.activity.fresh()):
+        while self.busy():
             now = time.monotonic()
             if now >= deadline:
                 return

@@ -157,6 +157,7 @@ class Service:
             self.pipeline,
             before_each=lambda spent: self.writer.wait_while_busy(20 * spent),
             report=self._report_step if status_fd is not None else None,
+            busy=lambda: self.writer.busy(),
         )
         self.pipeline_worker = Worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
         activity = (

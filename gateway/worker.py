@@ -79,7 +79,10 @@ class Worker:
                 self._wake.wait(delay)
 
 
-TRANSACTION_BATCH = 50  # Inbounds applied per transaction: the write turn is held for one batch at most
+TRANSACTION_BATCH = 50  # Inbounds taken together (counted in one commit, applied in turns of TURN_BUDGET)
+BUSY_BATCH = (
+    5  # while intake has work in hand: short units between the waits for it (bench/e2e_latency.py --one-session)
+)
 
 
 def pipeline_tick(
@@ -87,6 +90,7 @@ def pipeline_tick(
     batch: int = 200,
     before_each: Callable[[float], None] | None = None,
     report: Callable[[int | None], None] | None = None,
+    busy: Callable[[], bool] | None = None,
 ) -> Callable[[], int]:
     """A tick that runs the pipeline over pending Inbound rows, oldest first, in transactions of
     up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.Pipeline.run_batch`).
@@ -94,6 +98,7 @@ def pipeline_tick(
     ``before_each(seconds the previous Inbound took)`` is called before each transaction (e.g. to
     yield to intake), the first of a tick included. ``report(inbound id)`` names the Inbound in hand
     and ``report(None)`` says none is, so the supervisor can stop a run that overruns its time limit.
+    While ``busy()`` (intake has work in hand) the units are ``BUSY_BATCH`` Inbounds, else ``TRANSACTION_BATCH``.
     """
     from gateway.pipeline import pending_ids
 
@@ -101,10 +106,12 @@ def pipeline_tick(
 
     def tick() -> int:
         ids = pending_ids(batch)
-        for start in range(0, len(ids), TRANSACTION_BATCH):
-            chunk = ids[start : start + TRANSACTION_BATCH]
+        start = 0
+        while start < len(ids):
             if before_each is not None:
                 before_each(spent[0])
+            size = BUSY_BATCH if busy is not None and busy() else TRANSACTION_BATCH
+            chunk, start = ids[start : start + size], start + size
             started = time.monotonic()
             pipeline.run_batch(chunk, report)  # takes this process's SQLite write turn for its writes only
             spent[0] = (time.monotonic() - started) / len(chunk)

@@ -17,7 +17,7 @@ from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord, InboundWriter, IntakeActivity
 from gateway.pipeline import Discard
 from gateway.service import build_lifecycle, build_pipeline
-from gateway.worker import pipeline_tick
+from gateway.worker import BUSY_BATCH, TRANSACTION_BATCH, pipeline_tick
 from parsers.signal import RESOLVED, Signal
 from store.db import db, local_write_turn, make_database, turn_wanted
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident, Notification
@@ -383,6 +383,21 @@ def test_the_worker_tick_applies_every_inbound_once_in_batches(store, monkeypatc
     assert applied() == {f"m{i}": (1, 1) for i in range(120)}
     assert set(Inbound.select(Inbound.status).tuples()) == {(PROCESSED,)}
     assert max(row.attempts for row in Inbound.select()) == 1 and len(ids) == 120
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_while_intake_is_busy_the_worker_takes_short_units_between_its_waits(store, busy):
+    """Intake with work in hand (here or in a listener process) makes the worker wait before each unit and
+    keep its units short (BUSY_BATCH): one SMTP session keeps its pace while every role runs."""
+    pipeline = batch_pipeline(store)
+    for i in range(120):
+        stored(f"m{i}".encode())
+    waits: list[float] = []
+    tick = pipeline_tick(pipeline, batch=200, before_each=waits.append, busy=lambda: busy)
+    assert tick() == 120
+    assert applied() == {f"m{i}": (1, 1) for i in range(120)}
+    unit = BUSY_BATCH if busy else TRANSACTION_BATCH
+    assert len(waits) == -(-120 // unit)  # a wait before each unit
 
 
 WAIT_FOR_TURN = """
