@@ -40,7 +40,7 @@ class HttpSink:
                 with sink.lock:
                     sink.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 if sink.delay:
-                    time.sleep(sink.delay)
+                    time.sleep(sink.delay)  # the receiver's pace (a slow channel under test), not a wait for Inlet
                 self.send_response(sink.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -129,9 +129,8 @@ def test_sent_once_per_period_with_the_figures_and_the_link(store, tmp_path):
 
 SENDER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from datetime import datetime
-    from pathlib import Path
     from gateway.clock import FixedClock
     from gateway.config import load_config
     from gateway.scheduled_reports import ReportScheduler
@@ -140,9 +139,8 @@ SENDER = textwrap.dedent(
     config = load_config(sys.argv[1])
     open_database(config)
     scheduler = ReportScheduler(config, FixedClock(datetime.fromisoformat(sys.argv[2])))
-    go = Path(sys.argv[3])
-    while not go.exists():
-        time.sleep(0.005)
+    print("ready", flush=True)
+    sys.stdin.readline()  # both processes start their rounds together
     sent = 0
     for _ in range(20):
         scheduler._sent.clear()  # as if each round were a fresh process
@@ -152,21 +150,24 @@ SENDER = textwrap.dedent(
 )
 
 
-def test_two_processes_send_each_period_once(pg_store, tmp_path):
+def test_two_processes_send_each_period_once(pg_store):
     path = pg_store.write_config(
         report=[{"name": f"r{i}", "every": "daily", "at": "00:00", "emails": ["owner@example.org"]} for i in range(5)]
     )
-    go = tmp_path / "go"
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", SENDER, str(path), "2026-03-10T12:00:00+00:00", str(go)],
+            [sys.executable, "-c", SENDER, str(path), "2026-03-10T12:00:00+00:00"],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
-    go.touch()
+    assert [p.stdout.readline().strip() for p in processes] == ["ready", "ready"]
+    for p in processes:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     sent = [int(p.communicate(timeout=60)[0].strip()) for p in processes]
     assert all(p.returncode == 0 for p in processes)
     assert sum(sent) == 5, sent
