@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from gateway.config import config_from_dict
+from gateway.service import Service
 from store.db import db, open_database
 from store.migrations import upgrade
 
@@ -148,6 +149,25 @@ def free_port() -> int:
 
 
 _pause = threading.Event().wait  # a poll interval inside a deadline, not a sleep-and-hope
+
+
+@contextlib.contextmanager
+def service_running(config, roles: set[str]):
+    """An in-process ``Service`` with ``roles`` started for the block and stopped after it (the test's own
+    database connection opened again, since the service's threads close theirs)."""
+    running = Service(config, roles=roles)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        db.connect(reuse_if_open=True)
+
+
+def in_db(query):
+    """Run a query on a fresh connection (the service's threads commit on their own)."""
+    with db.connection_context():
+        return query()
 
 
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):

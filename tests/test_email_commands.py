@@ -27,11 +27,9 @@ from gateway.commands import (
     proves_from,
     trusted_results,
 )
-from gateway.service import Service
 from gateway.smtp import Authenticator
-from store.db import db
 from store.models import PENDING, Event, Inbound, Incident
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, in_db, service_running, wait_for
 
 DESK = "desk@inlet.example.org"
 RITA, ANN, CAROL = "rita@example.org", "ann@example.org", "carol@example.org"
@@ -55,18 +53,8 @@ def service(store, reporter_mailbox):
     )
     accounts.create_user("ann", "agent", PASSWORD, email=ANN)
     accounts.create_user("carol", "agent", PASSWORD, email=CAROL)
-    running = Service(config, roles={"smtp", "worker", "notify"})
-    running.start()
-    try:
+    with service_running(config, {"smtp", "worker", "notify"}) as running:
         yield running
-    finally:
-        running.stop()
-        db.connect(reuse_if_open=True)
-
-
-def in_db(query):
-    with db.connection_context():
-        return query()
 
 
 def send(service, msg: EmailMessage, sender: str, login: str | None = None) -> Inbound:

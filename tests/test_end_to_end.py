@@ -12,10 +12,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.service import Service
-from store.db import db
 from store.models import IGNORED, Event, Inbound, Incident, Notification
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, in_db, service_running, wait_for
 
 DESK = "desk@inlet.example.org"
 
@@ -28,13 +26,8 @@ def service(store, reporter_mailbox):
         notifications={"from_address": DESK, "smtp_port": reporter_mailbox.port, "apprise_throttle": "0s"},
         mail={"loop_token": DESK, "message_id_domain": "inlet.example.org"},
     )
-    running = Service(config, roles={"smtp", "worker", "timers", "notify"})
-    running.start()
-    try:
+    with service_running(config, {"smtp", "worker", "timers", "notify"}) as running:
         yield running
-    finally:
-        running.stop()
-        db.connect(reuse_if_open=True)
 
 
 def send(service, message: EmailMessage | bytes, sender: str = "ann@example.org") -> None:
@@ -43,12 +36,6 @@ def send(service, message: EmailMessage | bytes, sender: str = "ann@example.org"
             client.sendmail(sender, [DESK], message)
         else:
             client.send_message(message, from_addr=sender, to_addrs=[DESK])
-
-
-def in_db(query):
-    """Run a query on a fresh connection (the service's threads commit on their own)."""
-    with db.connection_context():
-        return query()
 
 
 def test_reply_to_the_acknowledgement_threads_back(service, reporter_mailbox):

@@ -33,7 +33,7 @@ import requests
 
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, NotificationAttempt, Timer
-from tests.conftest import INLET, ROOT, SUPPORT, Served, Store, alive, free_port, wait_for
+from tests.conftest import INLET, ROOT, SUPPORT, Served, Store, alive, free_port, in_db, wait_for
 from tests.sinks import HttpSink
 
 _pause = threading.Event().wait  # a pace between sends, not a wait for a result
@@ -98,11 +98,6 @@ class Load:
             _pause(self.pace)
 
 
-def in_db(query):
-    with db.connection_context():
-        return query()
-
-
 def nothing_pending() -> bool:
     return in_db(lambda: Inbound.select().where(Inbound.status == PENDING).count()) == 0
 
@@ -111,7 +106,10 @@ def assert_each_once(load: Load) -> None:
     """Every acknowledged input has exactly one Inbound row and exactly one incident of its own."""
     with db.connection_context():
         stored: dict[str, int] = {}
-        for source, raw in Inbound.select(Inbound.source, Inbound.raw).tuples():
+        outcome: dict[str, tuple] = {}
+        for source, raw, *what in Inbound.select(
+            Inbound.source, Inbound.raw, Inbound.status, Inbound.attempts, Inbound.reason, Inbound.decisions
+        ).tuples():
             raw = bytes(raw)
             if source == "webhook":
                 title = json.loads(raw)["title"]
@@ -119,12 +117,13 @@ def assert_each_once(load: Load) -> None:
                 head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
                 title = next(line[9:].decode() for line in head.split(b"\n") if line.startswith(b"Subject: "))
             stored[title] = stored.get(title, 0) + 1
+            outcome[title] = tuple(what)
         titles: dict[str, int] = {}
         for (title,) in Incident.select(Incident.title).tuples():
             titles[title] = titles.get(title, 0) + 1
     for title in load.mail + load.hooks:
         assert stored.get(title) == 1, f"{title!r} stored {stored.get(title, 0)} times"
-        assert titles.get(title) == 1, f"{title!r} made {titles.get(title, 0)} incidents"
+        assert titles.get(title) == 1, f"{title!r} made {titles.get(title, 0)} incidents: {outcome.get(title)}"
     assert all(n == 1 for n in stored.values()) and all(n == 1 for n in titles.values())
 
 
@@ -144,7 +143,10 @@ def running(store: Store, **sections):
 
 
 def test_sigkill_under_mixed_load_keeps_every_acknowledged_input_once(store):
-    with running(store) as served:
+    # Each kill costs the Inbounds in hand an attempt (the poison rule: an attempt that never finishes counts),
+    # and the worker has up to a batch in hand: with three kills an input could be quarantined by that rule,
+    # which test_poison covers. Here more attempts than kills, so what is asserted is crash safety alone.
+    with running(store, serve={"max_attempts": 10}) as served:
         with Load([served], "Crash", pace=0.03) as load:
             for _ in range(3):
                 wait_for(lambda n=len(load.mail): len(load.mail) > n + 5, timeout=20, message="mail acknowledged")

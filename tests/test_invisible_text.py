@@ -15,10 +15,9 @@ from email.message import EmailMessage
 import pytest
 
 from gateway import accounts
-from gateway.service import Service
 from store.db import db
 from store.models import Incident
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, service_running, wait_for
 from tests.sinks import HttpSink
 
 DESK = "desk@inlet.example.org"
@@ -49,13 +48,8 @@ def service(store, reporter_mailbox, http):
     )
     with db.connection_context():
         accounts.create_user("admin", "admin", PASSWORD)
-    running = Service(config, roles={"smtp", "worker", "notify", "web"})
-    running.start()
-    try:
+    with service_running(config, {"smtp", "worker", "notify", "web"}) as running:
         yield running
-    finally:
-        running.stop()
-        db.connect(reuse_if_open=True)
 
 
 def logged_in(app):

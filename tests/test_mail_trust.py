@@ -17,11 +17,10 @@ from email.message import EmailMessage
 import pytest
 
 from gateway import accounts
-from gateway.service import Service
 from parsers.email import EmailOptions, parse_email
 from store.db import db
 from store.models import PENDING, PROCESSED, CorrelationKey, Event, Inbound, Incident, Notification
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, in_db, service_running, wait_for
 from tests.crafted_mail import CRAFTED
 from web.app import create_app
 
@@ -48,19 +47,8 @@ def service(store, reporter_mailbox):
         },
         mail={"loop_token": DESK, "message_id_domain": "inlet.example.org"},
     )
-    running = Service(config, roles={"smtp", "worker", "notify"})
-    running.start()
-    try:
+    with service_running(config, {"smtp", "worker", "notify"}) as running:
         yield running
-    finally:
-        running.stop()
-        db.connect(reuse_if_open=True)
-
-
-def in_db(query):
-    """Run a query on a fresh connection (the service's threads commit on their own)."""
-    with db.connection_context():
-        return query()
 
 
 def send(service, raw: bytes | EmailMessage, sender: str) -> int:

@@ -16,10 +16,9 @@ from email.message import EmailMessage
 import pytest
 import tomli_w
 
-from gateway.service import Service
 from store.db import db
 from store.models import Incident
-from tests.conftest import base_config_dict, free_port, wait_for
+from tests.conftest import base_config_dict, free_port, service_running, wait_for
 
 DESK = "desk@inlet.example.org"
 # Nested quantifiers: Python's backtracking `re` doubles its work with each character of a sender that
@@ -40,13 +39,8 @@ def service(store):
         mail={"loop_token": DESK, "message_id_domain": "inlet.example.org"},
         rule=[partner_rule()],
     )
-    running = Service(config, roles={"smtp", "worker"})
-    running.start()
-    try:
+    with service_running(config, {"smtp", "worker"}) as running:
         yield running
-    finally:
-        running.stop()
-        db.connect(reuse_if_open=True)
 
 
 def send(service, sender: str, subject: str) -> None:
