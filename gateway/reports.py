@@ -119,8 +119,17 @@ def scope_from(args: dict, *, now: datetime, tz: str, security: bool, default_si
     tz = args.get("tz") or tz
     since = parse_moment(args.get("since") or default_since, now, tz)
     until = parse_moment(args.get("until") or "now", now, tz)
-    values = {name: (args.get(name) or "").strip() for name in FILTERS}
+    values = {name: _filter_value(name, args.get(name) or "") for name in FILTERS}
     return Scope(since=since, until=until, tz=tz, security=security, **values)
+
+
+def _filter_value(name: str, value: str) -> str:
+    """A filter as given, stripped; ConfigError for what no name in the store can hold (NUL, which PostgreSQL
+    text refuses, a lone surrogate, or over 200 characters)."""
+    value = value.strip()
+    if len(value) > 200 or "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise ConfigError(f"{name}: not a {name} name (NUL, a lone surrogate or over 200 characters)")
+    return value
 
 
 # ---------------------------------------------------------------- SQL building

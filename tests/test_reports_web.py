@@ -79,3 +79,10 @@ def test_standalone_html_has_its_charts_inline(api):
     assert "Chart.js v4" in html and "new Chart(" in html
     assert "<title>Weekly &lt;report&gt;</title>" in html
     assert "src=" not in html and "href=" not in html  # nothing to fetch: one file
+
+
+@pytest.mark.parametrize("value", ["%00", "a%00b", "x" * 201])
+def test_a_filter_no_store_can_hold_is_a_400_not_a_500(api, value):
+    """Found by schemathesis: a NUL in a filter reached PostgreSQL, which refuses it in text (500)."""
+    response = api.call("GET", f"/api/v1/reports?category={value}", "admin")
+    assert response.status_code == 400 and "category" in response.json["error"]["message"]
