@@ -29,7 +29,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(INLET) db upgrade
 	$(INLET) user bootstrap
-	@[ -s var/webhook.token ] || $(BIN)/python -c "from gateway.private_files import write_private as w; \
+	@[ -s var/webhook.token ] || $(BIN)/python -c "from gateway.core.private_files import write_private as w; \
 		import secrets; w('var/webhook.token', (secrets.token_urlsafe(24) + '\\n').encode(), exclusive=True)"
 	@echo "inlet: in another terminal, 'make demo' fills the queue with a few emails and alerts"
 	$(TOKEN) exec $(INLET) serve

@@ -134,7 +134,7 @@ class Inlet:
         """``sections``: ``notifications=`` and ``group=`` lines for :func:`config`."""
         self.folder, self.smtp_port, self.web_port = folder, free_port(), free_port()
         path = config(folder, self.smtp_port, self.web_port, sink_port, extra, **sections)
-        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(path)]
+        inlet = [sys.executable, "-m", "gateway.cli.main", "-c", str(path)]
         subprocess.run([*inlet, "db", "upgrade"], env=ENV, check=True, stdout=subprocess.DEVNULL)
         self.log = (folder / f"serve-{only or 'all'}.log").open("wb")
         command = [*inlet, "serve"] + (["--only", only] if only else [])

@@ -33,7 +33,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.descriptors import raise_open_files_limit  # noqa: E402
+from gateway.core.descriptors import raise_open_files_limit  # noqa: E402
 
 TOKEN = "bench-token"
 MESSAGE = (
@@ -132,10 +132,12 @@ def main() -> None:
         folder = Path(tmp)
         path = config(folder, SMTP_PORT, web_port)
         env = {**os.environ, "BENCH_TOKEN": TOKEN, "INLET_MESSAGE_ID_SECRET": "bench-message-id-key"}
-        subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(path), "db", "upgrade"], check=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli.main", "-c", str(path), "db", "upgrade"], check=True, env=env
+        )
         log = (folder / "serve.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "-c", str(path), "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "gateway.cli.main", "-c", str(path), "serve"], env=env, stdout=log, stderr=log
         )
         try:
             wait_until(lambda: up(SMTP_PORT, web_port), 30)

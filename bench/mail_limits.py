@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import nh3  # noqa: E402
 
 from gateway import accounts  # noqa: E402
-from gateway.config import config_from_dict  # noqa: E402
+from gateway.config.loader import config_from_dict  # noqa: E402
 from gateway.service import Service  # noqa: E402
 from parsers.email import EmailOptions, parse_email  # noqa: E402
 from store.db import db, open_database  # noqa: E402

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import apprise  # noqa: E402
 
-from gateway.config import config_from_dict  # noqa: E402
+from gateway.config.loader import config_from_dict  # noqa: E402
 from notifiers import apprise_adapter  # noqa: E402
 from notifiers.delivery import Delivery  # noqa: E402
 from notifiers.outbox import counts_by_status, enqueue  # noqa: E402
@@ -113,7 +113,7 @@ def main() -> None:
 
 
 def _now():
-    from gateway.clock import Clock
+    from gateway.core.clock import Clock
 
     return Clock().now()
 

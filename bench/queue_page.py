@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import accounts  # noqa: E402
-from gateway.config import config_from_dict  # noqa: E402
+from gateway.config.loader import config_from_dict  # noqa: E402
 from store.db import db, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from web.app import create_app  # noqa: E402

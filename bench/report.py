@@ -7,7 +7,7 @@ Seeds a fresh database with N incidents (default 1,000,000) opened over the last
 partly open — plus 20,000 reporters and a fingerprint for each alert. Seeding
 uses bulk inserts (sqlite3 ``executemany``, PostgreSQL ``COPY``), never the models.
 
-Then times, each the median of ``--rounds``: gateway/reports.py's ``report()`` for
+Then times, each the median of ``--rounds``: gateway/reports/figures.py's ``report()`` for
 the last 30 and 365 days, and the Reports page (``GET /reports``, full stack:
 session, report, template) for both periods; beside a bare baseline measured in
 the same run: ``SELECT COUNT(*)`` of the incidents opened in the period (an index
@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg2  # noqa: E402
 
-from gateway import accounts, reports  # noqa: E402
-from gateway.config import config_from_dict  # noqa: E402
+from gateway import accounts  # noqa: E402
+from gateway.config.loader import config_from_dict  # noqa: E402
+from gateway.reports.figures import figures as reports
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from web.app import create_app  # noqa: E402

@@ -124,7 +124,7 @@ def bare_server(port: int, smtp_class: str = "stock") -> None:
 
     class InletClass(Controller):
         def factory(self):
-            from gateway.smtp import InletSMTP
+            from gateway.intake.smtp import InletSMTP
 
             return InletSMTP(self.handler, **self.SMTP_kwargs)
 
@@ -196,7 +196,7 @@ def main() -> None:
         folder = Path(tmp)
         ports = {name: free_port() for name in names}
         config = inlet_config(folder, ports["inlet serve"])
-        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
+        inlet = [sys.executable, "-m", "gateway.cli.main", "-c", str(config)]
         subprocess.run([*inlet, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
         log = (folder / "serve.log").open("wb")  # a file, not a pipe: an unread pipe would block the server
         servers = {
@@ -250,7 +250,7 @@ def steady(rate: float, seconds: float) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "INLET_MESSAGE_ID_SECRET": "bench-message-id-key"}
     with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp:
         folder, port = Path(tmp), free_port()
-        inlet = [sys.executable, "-m", "gateway.cli", "-c", str(inlet_config(folder, port))]
+        inlet = [sys.executable, "-m", "gateway.cli.main", "-c", str(inlet_config(folder, port))]
         subprocess.run([*inlet, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
         log = (folder / "serve.log").open("wb")
         serve = subprocess.Popen([*inlet, "serve", "--only", "smtp,worker"], env=env, stdout=log, stderr=log)

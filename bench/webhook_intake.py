@@ -325,7 +325,7 @@ def start_bare(port: int, threads: int, processes: int) -> list[subprocess.Popen
 
 
 def start_inlet(config: Path, port: int, only: list[str]) -> subprocess.Popen:
-    inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
+    inlet = [sys.executable, "-m", "gateway.cli.main", "-c", str(config)]
     subprocess.run([*inlet, "db", "upgrade"], env=ENV, cwd=ROOT, check=True, capture_output=True)
     server = subprocess.Popen(
         [*inlet, "serve", *only], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.test_scaleout import alert  # noqa: E402 -- the storm the scale-out test applies
 
-INLET = [sys.executable, "-m", "gateway.cli"]
+INLET = [sys.executable, "-m", "gateway.cli.main"]
 SUPPORT = "support@example.org"
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import peewee
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.errors import Conflict, InletError, NotFound
+from gateway.core.errors import Conflict, InletError, NotFound
 from notifiers.apprise_adapter import masked, sendable
 from store.db import db
 from store.models import ROLES, User

@@ -30,8 +30,8 @@ import dataclasses
 import functools
 
 from gateway import steps
-from gateway.errors import ParseError
-from gateway.integrations import Integration, integration_named, maintenance_for
+from gateway.config.integrations import Integration, integration_named, maintenance_for
+from gateway.core.errors import ParseError
 from gateway.lifecycle import add_key
 from gateway.pipeline import Context, Discard
 from parsers.payload import decode_json
@@ -85,7 +85,7 @@ def parse_webhook_inbound(ctx: Context) -> list[Signal]:
     ctx.extras["defaults"] = integration.defaults()
     signals = webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
     if integration.kind == "drill":  # the drill asks for its procedure and group
-        from gateway.drill import drill_defaults
+        from gateway.cli.run_drill import drill_defaults
 
         ctx.extras["defaults"].update(drill_defaults(signals))
     return signals

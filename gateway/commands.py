@@ -11,7 +11,7 @@ sender (:func:`prove`):
 
 - **SMTP AUTH** on Inlet's own server as that user (``[smtp] agent_auth``):
   the server records the login on the Inbound (``headers["smtp_auth"]``, set by
-  gateway/smtp.py, never read from the message);
+  gateway/intake/smtp.py, never read from the message);
 - **Authentication-Results** added by the MTA named in ``[mail]
   trusted_authserv_id``: ``dmarc=pass`` for the From domain, or ``dkim=pass``
   with a signing domain aligned with it. Only the topmost Authentication-Results
@@ -37,9 +37,9 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway.errors import InletError
+from gateway.core.errors import InletError
 from gateway.lifecycle import FINAL
-from notifiers.mail import email_target
+from notifiers.mailer import email_target
 from notifiers.outbox import enqueue
 from store.models import RESOLVED, Contact, Event, Notification, User
 

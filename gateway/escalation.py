@@ -28,7 +28,7 @@ is rescheduled; else the step escalates through ``Lifecycle.escalate(kind=
 "automatic")`` — an Event, the escalated flag when ``flag = true`` — and this
 module's hook pages the step's targets with an outbox row (``audience=
 "escalation"``, template ``escalation`` / ``sla_warning`` / ``sla_breach``).
-A ``schedule:NAME`` target pages whoever is on call then (gateway/oncall.py);
+A ``schedule:NAME`` target pages whoever is on call then (gateway/schedules.py);
 the escalated event records who (``data["paged"]``).
 """
 
@@ -42,8 +42,8 @@ from datetime import datetime
 
 import peewee
 
-from gateway.clock import Clock
-from notifiers.audiences import expand_targets, record_paged
+from gateway.audiences import expand_targets, record_paged
+from gateway.core.clock import Clock
 from notifiers.outbox import enqueue
 from store.db import db, is_postgres
 from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
@@ -181,7 +181,7 @@ class Escalation:
         if not may_hold(incident, step):
             return "cancelled"
         due = trigger_at(self.lifecycle.policy, incident, step, now)
-        if due > now and not incident.drill:  # a drill compresses the delays (gateway/drill.py)
+        if due > now and not incident.drill:  # a drill compresses the delays (gateway/cli/run_drill.py)
             return due
         after = int(step.after.total_seconds())
         reason = {

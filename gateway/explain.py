@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import InletError, ParseError
-from gateway.schema import format_duration, setting
+from gateway.config.schema import format_duration, setting
+from gateway.core.errors import InletError, ParseError
 
 EXPECTED = ("category", "service", "impact", "urgency", "priority", "group", "procedure")
 

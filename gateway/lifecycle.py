@@ -37,8 +37,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway import sla
-from gateway.clock import Clock
-from gateway.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
+from gateway.core.clock import Clock
+from gateway.core.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.sla import SlaSection
 from store.db import db
 from store.models import (

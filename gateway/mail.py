@@ -20,8 +20,8 @@ import logging
 from datetime import timedelta
 
 from gateway import commands, steps
+from gateway.config.mail_settings import match_address, message_id_secret
 from gateway.lifecycle import FINAL, add_key
-from gateway.mail_settings import match_address, message_id_secret
 from gateway.pipeline import Context, Discard, Step
 from parsers.email import (
     AUTO_REPLY,
@@ -447,7 +447,7 @@ def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
 
 
 def _human(delta: timedelta) -> str:
-    from gateway.schema import format_duration
+    from gateway.config.schema import format_duration
 
     return format_duration(delta)
 

@@ -38,8 +38,8 @@ from datetime import datetime
 
 import peewee
 
-from gateway.clock import Clock
-from gateway.errors import InletError, ParseError
+from gateway.core.clock import Clock
+from gateway.core.errors import InletError, ParseError
 from gateway.lifecycle import Lifecycle
 from parsers.signal import Signal, plain_signal
 from store.db import CLAIM_INBOUND, claimed, claimed_all, db, is_postgres, local_write_turn, turn_wanted

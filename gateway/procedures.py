@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from gateway.schema import setting
+from gateway.config.schema import setting
 from notifiers.outbox import enqueue
 from store.models import OPEN_STATUSES, PENDING, RESOLVED, Counter, Incident, Timer, User
 
@@ -82,7 +82,7 @@ def procedure_for(config, *, category: str, major: bool, security: bool) -> tupl
 
 def check_procedures(config) -> None:
     """Cross-references: categories named by rules and lists must be known (when categories are given)."""
-    from gateway.schema import KeyProblem
+    from gateway.config.schema import KeyProblem
 
     p = config.procedures
     if not p.categories:
@@ -163,8 +163,8 @@ class Procedures:
         # The stakeholder broadcast is the notifications hook's ([[stakeholder]] subscriptions).
         self._set_status_page(change, "investigating")
         targets = list(config.procedures.major_page)
+        from gateway.audiences import expand_targets, record_paged
         from gateway.escalation import policy_for
-        from notifiers.audiences import expand_targets, record_paged
 
         policy = policy_for(config, incident)
         for step in policy.steps if policy else ():
@@ -263,7 +263,7 @@ class Procedures:
         if incident.status not in OPEN_STATUSES or not incident.major:
             return "cancelled"
         group = self.config.group_named(incident.group)
-        from notifiers.audiences import expand_targets, record_paged  # as policy_for above: config imports us
+        from gateway.audiences import expand_targets, record_paged  # as policy_for above: config imports us
 
         event = self.lifecycle.note(
             incident.ref, "escalation", f"Reminder {timer.step}: post an update on this major incident."

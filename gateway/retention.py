@@ -17,8 +17,8 @@ from datetime import timedelta
 
 from peewee import fn
 
-from gateway.clock import Clock
-from gateway.schema import setting
+from gateway.config.schema import setting
+from gateway.core.clock import Clock
 from store.db import db
 from store.models import CLOSED, Attachment, Inbound, Incident
 

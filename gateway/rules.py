@@ -57,7 +57,7 @@ from types import MappingProxyType
 
 import re2
 
-from gateway.schema import KeyProblem, setting
+from gateway.config.schema import KeyProblem, setting
 from parsers.signal import Signal
 
 LEVELS = ("high", "medium", "low")

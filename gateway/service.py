@@ -15,16 +15,16 @@ import threading
 from pathlib import Path
 
 from gateway import alerts, steps
-from gateway.clock import Clock
-from gateway.config import Config, load_config
-from gateway.errors import ConfigError
-from gateway.intake import InboundWriter, IntakeActivity
+from gateway.config.loader import Config, load_config
+from gateway.config.mail_settings import message_id_secret
+from gateway.core.clock import Clock
+from gateway.core.errors import ConfigError
+from gateway.core.private_files import private_dir, write_private
+from gateway.intake.refusals import Refusals
+from gateway.intake.writer import InboundWriter, IntakeActivity
 from gateway.lifecycle import Lifecycle, Policy
-from gateway.mail_settings import message_id_secret
 from gateway.pipeline import Pipeline
-from gateway.private_files import private_dir, write_private
-from gateway.refusals import Refusals
-from gateway.scheduled_reports import ReportScheduler
+from gateway.reports.mailing import ReportScheduler
 from gateway.worker import Worker, pipeline_tick
 from store import wakeup
 from store.db import open_database
@@ -58,9 +58,9 @@ def reloadable(running: Config) -> Config:
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
     """The lifecycle with its hooks: procedures, escalation timers, who gets told what."""
+    from gateway.audiences import Audiences
     from gateway.escalation import Escalation
     from gateway.procedures import Procedures
-    from notifiers.audiences import Audiences
 
     lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
     lifecycle.procedures = Procedures(lifecycle)
@@ -187,17 +187,17 @@ class Service:
                 before_round=lambda: self.writer.wait_while_busy(DELIVERY_YIELD),
             )
             self.components.append(self.delivery)
-        # What the listeners refuse is counted in memory and flushed now and then (gateway/refusals.py).
+        # What the listeners refuse is counted in memory and flushed now and then (gateway/intake/refusals.py).
         self.refusals = Refusals(config.serve.refusals_flush_interval.total_seconds())
         if self.roles & {"smtp", "web"}:
             self.components.append(self.refusals)  # stopped after the listeners: their last refusals are written
         if "smtp" in self.roles and config.smtp.enabled:
-            from gateway.smtp import SmtpServer
+            from gateway.intake.smtp import SmtpServer
 
             self.smtp = SmtpServer(config, self.writer, self.refusals)
             self.components.append(self.smtp)
         if "imap" in self.roles and config.mailbox:
-            from gateway.imap import MailboxPoller
+            from gateway.intake.imap import MailboxPoller
 
             self.components.extend(MailboxPoller(config, box, self.writer, clock=self.clock) for box in config.mailbox)
         if "web" in self.roles:
@@ -220,7 +220,7 @@ class Service:
         running configuration stays.
         """
         new = reloadable(self.config)
-        from notifiers.audiences import Audiences
+        from gateway.audiences import Audiences
 
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config
         with self._reload_lock:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.config.schema import KeyProblem, setting
 from gateway.rules import LEVELS
-from gateway.schema import KeyProblem, setting
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import Config
-from gateway.errors import ConfigError, InletError
-from gateway.private_files import write_private
+from gateway.config.loader import Config
+from gateway.core.errors import ConfigError, InletError
+from gateway.core.private_files import write_private
 from gateway.service import PID_FILE, reloadable
 
 log = logging.getLogger("inlet.supervisor")
@@ -238,7 +238,7 @@ class Supervisor:
         command = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.cli.main",
             "-c",
             str(self.config.path),
             "serve",

@@ -25,9 +25,9 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 
-from gateway.config import Config
-from gateway.descriptors import listener_share
-from gateway.refusals import WEBHOOK
+from gateway.config.loader import Config
+from gateway.core.descriptors import listener_share
+from gateway.intake.refusals import WEBHOOK
 
 log = logging.getLogger("inlet.web")
 

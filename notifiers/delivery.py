@@ -29,11 +29,12 @@ from email.utils import make_msgid
 
 import jinja2
 
-from gateway import oncall
-from gateway.clock import Clock, iso
-from gateway.errors import NotFound
+from gateway import schedules as oncall
+from gateway.core.clock import Clock, iso
+from gateway.core.errors import NotFound
 from gateway.worker import Worker
-from notifiers import apprise_adapter, digest, mail
+from notifiers import apprise_adapter, digest
+from notifiers import mailer as mail
 from notifiers.apprise_adapter import Outcome, channel_key
 from notifiers.render import Rendered, Renderer, Trusted, incident_values
 from store import wakeup

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import ParseError
+from gateway.core.errors import ParseError
 from parsers.signal import Signal
 
 PROCEDURES = ("major", "security", "standard")

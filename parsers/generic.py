@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import ConfigError, ParseError
+from gateway.core.errors import ConfigError, ParseError
 from parsers.payload import describe, http_links, invalid, require_body, shown
 from parsers.signal import FIRING, RESOLVED, Signal
 

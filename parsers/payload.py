@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.errors import ParseError
+from gateway.core.errors import ParseError
 from parsers.signal import is_plain_text
 
 _MAX_SHOWN = 40  # characters of a bad value quoted back in an error

@@ -7,7 +7,7 @@ that hint into impact and urgency; this is the pure part of that step.
 
 from __future__ import annotations
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 LEVELS = ("high", "medium", "low")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import ParseError
+from gateway.core.errors import ParseError
 from parsers import alertmanager, drill, generic, grafana, pagerduty
 from parsers.payload import require_body
 from parsers.signal import Signal

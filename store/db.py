@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from gateway.errors import ConfigError, StoreUnavailable
-from gateway.private_files import create_private_file
+from gateway.core.errors import ConfigError, StoreUnavailable
+from gateway.core.private_files import create_private_file
 
 db = peewee.DatabaseProxy()
 opened = {"data_dir": None}  # the [inlet] data_dir of the configuration the database was opened with

@@ -6,7 +6,7 @@ Times are ISO 8601 UTC strings ending in ``Z``; unset values are ``null``.
 
 from __future__ import annotations
 
-from gateway.clock import iso
+from gateway.core.clock import iso
 from store.models import Event, Incident
 
 INCIDENT_KEYS = (

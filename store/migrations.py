@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from gateway.errors import SchemaOutdated
+from gateway.core.errors import SchemaOutdated
 from store import models
 from store.db import db
 
@@ -35,7 +35,7 @@ def _v2_session_version(database: peewee.Database) -> None:
 
 
 def _v3_oncall_overrides(database: peewee.Database) -> None:
-    """On-call overrides (gateway/oncall.py): a user covers a schedule for a span."""
+    """On-call overrides (gateway/schedules.py): a user covers a schedule for a span."""
 
     class OnCallOverride(peewee.Model):  # the table as at version 3, not the live model
         schedule = peewee.CharField(max_length=100)
@@ -94,7 +94,7 @@ REPORT_INDEXES = ("acknowledged_at", "resolved_at", "closed_at", "respond_by", "
 
 
 def _v6_report_indexes(database: peewee.Database) -> None:
-    """Reports select incidents by when they were acknowledged, resolved, closed or fell due (gateway/reports.py)."""
+    """Reports select incidents by when they were acknowledged, resolved, closed or fell due (gateway/reports/)."""
     migrator = SchemaMigrator.from_database(database)
     existing = {tuple(index.columns) for index in database.get_indexes("incident")}
     migrate(*(migrator.add_index("incident", (c,)) for c in REPORT_INDEXES if (c,) not in existing))
@@ -110,7 +110,7 @@ def _v7_user_channels(database: peewee.Database) -> None:
 
 
 def _v8_refusal_counts(database: peewee.Database) -> None:
-    """Counts of refused inputs by source and reason (gateway/refusals.py; created as the table was at version 8)."""
+    """Counts of refused inputs by source and reason (gateway/intake/; created as the table was at version 8)."""
 
     class RefusalCount(peewee.Model):
         source = peewee.CharField(max_length=32)

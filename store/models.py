@@ -174,7 +174,7 @@ class User(BaseModel):
     created_at = UTCDateTimeField()
     session_version = peewee.IntegerField(default=0)  # bumped by logout and a new password: old sessions end
     # The user's own Apprise URLs, paged besides their email when a schedule they are on call for is paged
-    # (gateway/oncall.py). Secrets: shown unmasked only to the user and to admins editing them; set through
+    # (gateway/schedules.py). Secrets: shown unmasked only to the user and to admins editing them; set through
     # gateway.accounts.set_channels, which validates them.
     channels = JSONTextField(default=list)
 
@@ -244,7 +244,7 @@ class Incident(BaseModel):
             (("status", "security", "priority", "assignee"), False),  # the web queue's covering index
             (("group", "status"), False),
             (("opened_at",), False),
-            # reports (gateway/reports.py): what was acknowledged, resolved, closed or fell due in a period
+            # reports (gateway/reports/figures.py): what was acknowledged, resolved, closed or fell due in a period
             (("acknowledged_at",), False),
             (("resolved_at",), False),
             (("closed_at",), False),
@@ -388,7 +388,7 @@ class Timer(BaseModel):
 
 
 class OnCallOverride(BaseModel):
-    """A user covers an on-call schedule for a span (gateway/oncall.py): wins over its rotations."""
+    """A user covers an on-call schedule for a span (gateway/schedules.py): wins over its rotations."""
 
     schedule = peewee.CharField(max_length=100)
     user = peewee.CharField(max_length=100)
@@ -482,7 +482,7 @@ class Counter(BaseModel):
 
 
 class RefusalCount(BaseModel):
-    """Inputs the intake refused before storing them, by source and reason (gateway/refusals.py): each
+    """Inputs the intake refused before storing them, by source and reason (gateway/intake/refusals.py): each
     listener process adds its in-memory counts here periodically, so a flood of refusals is not a write each."""
 
     source = peewee.CharField(max_length=32)
@@ -496,7 +496,7 @@ class RefusalCount(BaseModel):
 
 
 class ReportRun(BaseModel):
-    """One scheduled report sent for one period (gateway/report_schedule.py): unique, so it is sent once."""
+    """One scheduled report sent for one period (gateway/reports/schedule.py): unique, so it is sent once."""
 
     name = peewee.CharField(max_length=100)
     period_start = UTCDateTimeField()

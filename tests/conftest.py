@@ -26,7 +26,7 @@ import psycopg2
 import pytest
 import requests
 
-from gateway.config import config_from_dict
+from gateway.config.loader import config_from_dict
 from gateway.service import Service
 from store.db import db, open_database
 from store.migrations import upgrade
@@ -184,7 +184,7 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: 
 
 # ------------------------------------------------ `inlet serve` as a subprocess
 
-INLET = [sys.executable, "-m", "gateway.cli"]
+INLET = [sys.executable, "-m", "gateway.cli.main"]
 SUPPORT = "support@example.org"
 TOKEN = "t0ken-for-supervisor-tests"
 

@@ -18,8 +18,8 @@ import requests
 from playhouse.migrate import SchemaMigrator, migrate
 
 from gateway import accounts
-from gateway.cli import main
-from gateway.errors import InletError
+from gateway.cli.main import main
+from gateway.core.errors import InletError
 from gateway.web_server import WebServer
 from notifiers.apprise_adapter import masked
 from notifiers.delivery import Delivery

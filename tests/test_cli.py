@@ -11,11 +11,11 @@ import urllib.request
 
 import pytest
 
-from gateway.cli import build_parser, main
+from gateway.cli.main import build_parser, main
 from store.migrations import LATEST
 from tests.conftest import ROOT, free_port, wait_for
 
-INLET = [sys.executable, "-m", "gateway.cli"]
+INLET = [sys.executable, "-m", "gateway.cli.main"]
 INCIDENT_KEYS = {
     "ref", "title", "status", "priority", "impact", "urgency", "category", "service", "group", "assignee",
     "reporter", "source", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "signal_count",

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 import tomli_w
 
-from gateway.config import Config, load_config
-from gateway.errors import ConfigError
-from gateway.schema import format_duration, iter_settings, parse_duration
+from gateway.config.loader import Config, load_config
+from gateway.config.schema import format_duration, iter_settings, parse_duration
+from gateway.core.errors import ConfigError
 from tests.conftest import ROOT, base_config_dict
 
 EXAMPLE = ROOT / "config.example.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.service import Service
 from store.db import db
 from store.models import Incident

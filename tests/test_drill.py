@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.drill import run_drill
+from gateway.cli.run_drill import run_drill
 from gateway.service import Service
 from store.db import db
 from store.models import Inbound, Incident, Notification, Timer
@@ -99,7 +99,7 @@ def test_drill_fails_when_nothing_processes_the_report(store):
 
 
 def test_inlet_drill_command_exit_code(store, capsys, monkeypatch):
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     port = free_port()  # nothing listens there
     path = store.write_config(group=GROUPS, escalation=POLICY, integration=DRILL, web={"port": port})

@@ -27,7 +27,7 @@ from gateway.commands import (
     proves_from,
     trusted_results,
 )
-from gateway.smtp import Authenticator
+from gateway.intake.smtp import Authenticator
 from store.models import PENDING, Event, Inbound, Incident
 from tests.conftest import free_port, in_db, service_running, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ParseError
+from gateway.core.errors import ParseError
 from parsers import email as email_parser
 from parsers.email import (
     EmailOptions,

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.clock import FixedClock
-from gateway.errors import NotFound, TransitionError
+from gateway.core.clock import FixedClock
+from gateway.core.errors import NotFound, TransitionError
 from gateway.escalation import ESCALATION
 from gateway.service import build_lifecycle, build_timer_worker
 from store.db import db
@@ -278,8 +278,8 @@ def test_two_threads_fire_each_step_once(store, clock):
 CHILD = """
 import sys
 from datetime import datetime
-from gateway.clock import FixedClock
-from gateway.config import load_config
+from gateway.core.clock import FixedClock
+from gateway.config.loader import load_config
 from gateway.service import build_lifecycle, build_timer_worker
 from store.db import db, open_database
 from store.models import PENDING, Timer

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import load_config
+from gateway.cli.main import main
+from gateway.config.loader import load_config
 from gateway.explain import explain, read_signals, run_rule_tests
 from parsers.signal import Signal
 from tests.conftest import ROOT

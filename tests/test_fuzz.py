@@ -21,7 +21,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.clock import FixedClock
+from gateway.core.clock import FixedClock
 from gateway.service import Service
 from store.db import db
 from store.models import Incident

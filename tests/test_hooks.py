@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.clock import FixedClock
+from gateway.core.clock import FixedClock
 from gateway.service import Service
 from store.db import db
 from store.models import PENDING, CorrelationKey, Event, Inbound, Incident
@@ -432,8 +432,8 @@ def test_maintenance_window_records_without_paging(inlet):
     ],
 )
 def test_integration_config_errors(tmp_path, entry, message):
-    from gateway.config import config_from_dict
-    from gateway.errors import ConfigError
+    from gateway.config.loader import config_from_dict
+    from gateway.core.errors import ConfigError
     from tests.conftest import base_config_dict
 
     with pytest.raises(ConfigError) as caught:
@@ -450,8 +450,8 @@ def test_integration_config_errors(tmp_path, entry, message):
     ],
 )
 def test_maintenance_config_errors(window, message):
-    from gateway.config import config_from_dict
-    from gateway.errors import ConfigError
+    from gateway.config.loader import config_from_dict
+    from gateway.core.errors import ConfigError
     from tests.conftest import base_config_dict
 
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -459,7 +459,7 @@ def test_maintenance_config_errors(window, message):
 
 
 def test_example_config_loads_without_its_secrets(monkeypatch):
-    from gateway.config import load_config
+    from gateway.config.loader import load_config
     from tests.conftest import ROOT
 
     monkeypatch.delenv("INLET_ALERTMANAGER_TOKEN", raising=False)
@@ -468,7 +468,7 @@ def test_example_config_loads_without_its_secrets(monkeypatch):
 
 
 def test_missing_secret_is_logged_once(inlet, caplog):
-    from gateway import integrations
+    from gateway.config.loader import integrations
 
     integrations._warned.clear()  # other tests of this process may have warned already
     with caplog.at_level("WARNING", logger="inlet.hooks"):

@@ -15,8 +15,8 @@ from pathlib import Path
 import imapclient
 import pytest
 
-from gateway.imap import MailboxPoller
-from gateway.intake import InboundWriter
+from gateway.intake.imap import MailboxPoller
+from gateway.intake.writer import InboundWriter
 from gateway.service import Service
 from store.models import PENDING, Inbound, Incident, MailboxState
 from tests.conftest import free_port, wait_for

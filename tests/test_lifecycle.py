@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from gateway.accounts import create_user
-from gateway.clock import FixedClock
-from gateway.errors import NotFound, TransitionError
+from gateway.core.clock import FixedClock
+from gateway.core.errors import NotFound, TransitionError
 from gateway.lifecycle import TRANSITIONS, Lifecycle
 from store.models import (
     ACKNOWLEDGED,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.descriptors import raise_open_files_limit
+from gateway.core.descriptors import raise_open_files_limit
 from gateway.service import Service
 from store.db import db
 from store.models import Inbound
@@ -372,7 +372,7 @@ class Served:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "-c", str(path), "serve"],
+            [sys.executable, "-m", "gateway.cli.main", "-c", str(path), "serve"],
             cwd=ROOT,
             env=env,
             stdout=self._log_file,

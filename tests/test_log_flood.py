@@ -47,7 +47,7 @@ def test_a_flood_of_store_failures_grows_the_log_by_a_bounded_amount(tmp_path):
     web_port, smtp_port = free_port(), free_port()
     config = write_config(tmp_path, web_port, smtp_port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLOOD_TOKEN": TOKEN}
-    inlet = [sys.executable, "-m", "gateway.cli", "-c", str(config)]
+    inlet = [sys.executable, "-m", "gateway.cli.main", "-c", str(config)]
     assert subprocess.run([*inlet, "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, timeout=60).returncode == 0
     log_path = tmp_path / "inlet.log"
     with open(log_path, "wb") as log:
@@ -120,7 +120,7 @@ def test_one_traceback_per_window_then_a_count_without_one():
     import io
     import logging
 
-    from gateway.log_repeats import RepeatFilter
+    from gateway.cli.log_repeats import RepeatFilter
 
     now = [0.0]
     stream = io.StringIO()

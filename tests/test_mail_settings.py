@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import config_from_dict
-from gateway.errors import ConfigError
-from gateway.mail_settings import match_address, message_id_secret
+from gateway.config.loader import config_from_dict
+from gateway.config.mail_settings import match_address, message_id_secret
+from gateway.core.errors import ConfigError
 from tests.conftest import base_config_dict
 
 

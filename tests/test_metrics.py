@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from gateway import accounts
-from gateway.clock import FixedClock
+from gateway.core.clock import FixedClock
 from gateway.service import Service, build_lifecycle
 from store.db import db, make_database
 from store.migrations import LATEST

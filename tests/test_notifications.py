@@ -14,14 +14,14 @@ from datetime import timedelta
 import pytest
 
 from gateway.accounts import create_user
-from gateway.clock import Clock, FixedClock
+from gateway.config.mail_settings import message_id_secret
+from gateway.core.clock import Clock, FixedClock
 from gateway.mail import email_options
-from gateway.mail_settings import message_id_secret
 from gateway.service import build_lifecycle
 from notifiers import digest
 from notifiers.apprise_adapter import channel_key
 from notifiers.delivery import Delivery
-from notifiers.mail import build_message
+from notifiers.mailer import build_message
 from notifiers.outbox import counts_by_status, enqueue
 from notifiers.render import Rendered, Renderer
 from parsers.email import verify_message_id
@@ -516,7 +516,7 @@ def test_a_reply_to_the_acknowledgement_finds_its_incident_and_our_own_mail_is_a
 
 
 def test_notify_test_command(store, smtp, http, tmp_path, capsys):
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     path = store.write_config(
         inlet={"data_dir": str(tmp_path / "data")},
@@ -597,8 +597,8 @@ def test_a_failing_channel_is_tried_once_per_round(setup, http, clock):
     ],
 )
 def test_notification_settings_are_checked(tmp_path, sections, message):
-    from gateway.config import config_from_dict
-    from gateway.errors import ConfigError
+    from gateway.config.loader import config_from_dict
+    from gateway.core.errors import ConfigError
     from tests.conftest import base_config_dict
 
     with pytest.raises(ConfigError) as err:
@@ -697,7 +697,7 @@ def test_group_mailto_channel_goes_through_apprise_with_loop_headers(setup, smtp
 
 
 def test_timers_tell_the_group_about_sla_warning_and_breach(setup, http, clock):
-    from notifiers.audiences import enqueue_for_group
+    from gateway.audiences import enqueue_for_group
 
     config, lc, delivery = setup()
     incident = create(lc, reporter_email=None)

@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gateway import accounts, oncall
-from gateway.cli import main
-from gateway.clock import FixedClock
-from gateway.errors import ConfigError, Forbidden
+from gateway import accounts
+from gateway import schedules as oncall
+from gateway.cli.main import main
+from gateway.core.clock import FixedClock
+from gateway.core.errors import ConfigError, Forbidden
 from gateway.service import Service, build_lifecycle, build_timer_worker
 from store.db import db
 from store.migrations import LATEST, current_version, upgrade

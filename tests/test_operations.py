@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 from gateway.service import Service
 from store.db import db
 from store.models import Inbound

@@ -12,9 +12,9 @@ import peewee
 import pytest
 
 from gateway import pipeline as pipeline_module
-from gateway.clock import FixedClock
-from gateway.errors import ParseError, StoreUnavailable
-from gateway.intake import InboundRecord, InboundWriter, IntakeActivity
+from gateway.core.clock import FixedClock
+from gateway.core.errors import ParseError, StoreUnavailable
+from gateway.intake.writer import InboundRecord, InboundWriter, IntakeActivity
 from gateway.pipeline import Discard
 from gateway.service import build_lifecycle, build_pipeline
 from gateway.worker import BUSY_BATCH, TRANSACTION_BATCH, pipeline_tick
@@ -434,7 +434,7 @@ def test_a_writer_waiting_for_the_sqlite_turn_is_seen_by_its_holder(tmp_path):
 
 STAMPING = """
 import sys, time
-from gateway.intake import IntakeActivity
+from gateway.intake.writer import IntakeActivity
 activity = IntakeActivity(sys.argv[1])
 print("stamping", flush=True)
 while sys.stdin.readline() == "more\\n":  # a stamp per line, as a session stamps per message

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from gateway import accounts
-from gateway.clock import FixedClock
-from gateway.intake import InboundRecord
+from gateway.core.clock import FixedClock
+from gateway.intake.writer import InboundRecord
 from gateway.service import Service
 from store.db import db
 from store.models import FAILED, PENDING, PROCESSED, Event, Inbound, Incident, User

@@ -33,7 +33,7 @@ def environment() -> dict:
 
 def inlet_command(config: Path, *args: str) -> list[str]:
     """`inlet -c CONFIG ARGS…` started from a shell whose umask is the common 022."""
-    command = " ".join(f"'{a}'" for a in (sys.executable, "-m", "gateway.cli", "-c", str(config), *args))
+    command = " ".join(f"'{a}'" for a in (sys.executable, "-m", "gateway.cli.main", "-c", str(config), *args))
     return ["sh", "-c", f"umask 022 && exec {command}"]
 
 
@@ -161,7 +161,7 @@ def test_an_empty_or_short_key_file_is_refused_with_a_clear_error(setup, name, c
 RACE = textwrap.dedent(
     """
     import sys, time
-    from gateway.config import config_from_dict, local_secret
+    from gateway.config.loader import config_from_dict, local_secret
     config = config_from_dict({"inlet": {"data_dir": sys.argv[1]}, "fallback_group": "g", "group": [{"name": "g"}]})
     start = float(sys.argv[2])
     while time.time() < start:

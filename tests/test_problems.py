@@ -149,7 +149,7 @@ def test_incidents_sharing_a_cause_fingerprint_or_service_are_candidates(api):
     drill = lc.create(title="[DRILL] mail", actor="t", service="mail", drill=True)
     lc.create(title="Unrelated", actor="t", service="web")
 
-    from gateway.problems import Problems
+    from gateway.problem_records import Problems
 
     problems = Problems(lc)
     problem = problems.create(title="Spooler", actor="admin", incident_ref="INC-1")

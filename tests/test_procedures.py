@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from gateway.accounts import create_user
-from gateway.clock import FixedClock
-from gateway.errors import ConfigError, TransitionError
+from gateway.core.clock import FixedClock
+from gateway.core.errors import ConfigError, TransitionError
 from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
 from gateway.rules import Decision
 from gateway.service import build_lifecycle, build_timer_worker

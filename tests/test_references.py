@@ -12,7 +12,7 @@ from store.models import Incident
 
 def _create_many(url: str, threads: int, per_thread: int) -> list[str]:
     """Open the database like a separate `inlet` process and create incidents from several threads."""
-    from gateway.config import config_from_dict
+    from gateway.config.loader import config_from_dict
     from tests.conftest import base_config_dict
 
     open_database(config_from_dict(base_config_dict(url)))

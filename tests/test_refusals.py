@@ -2,7 +2,7 @@
 
 Inlet's SMTP server refuses through smtplib, the webhook endpoint over HTTP, then /metrics is read over
 HTTP with an admin's token; on both databases. Each listener process counts refusals in memory and adds
-them to the store once per ``[serve] refusals_flush_interval`` (gateway/refusals.py): a flood of refusals
+them to the store once per ``[serve] refusals_flush_interval`` (gateway/intake/refusals.py): a flood of refusals
 costs a bounded number of writes, a refusal answered while the store was away is counted once it is back,
 and a clean stop writes what is still counted, so the counts survive a restart.
 """
@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from gateway import accounts
-from gateway.refusals import REASONS
+from gateway.intake.refusals import REASONS
 from gateway.service import Service
 from store.db import db
 from tests.conftest import free_port, wait_for

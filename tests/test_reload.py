@@ -10,13 +10,13 @@ import sys
 
 import tomli_w
 
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.cli.main import main
+from gateway.config.loader import load_config
+from gateway.core.errors import ConfigError
 from gateway.service import Service
 from tests.conftest import ROOT, base_config_dict, free_port, wait_for
 
-INLET = [sys.executable, "-m", "gateway.cli"]
+INLET = [sys.executable, "-m", "gateway.cli.main"]
 VPN = {"name": "vpn", "subject": {"any": ["vpn"]}, "group": "network"}
 MAILBOX = {"name": "desk", "host": "127.0.0.1", "user": "desk", "password_env": "DESK_IMAP_PASSWORD"}
 
@@ -26,7 +26,7 @@ def write(path, url, **sections):
 
 
 def test_service_reload_swaps_the_config_everywhere_and_keeps_it_on_error(store):
-    from notifiers.audiences import Audiences
+    from gateway.audiences import Audiences
 
     path = store.tmp_path / "config.toml"
     smtp = {"host": "127.0.0.1", "port": free_port()}

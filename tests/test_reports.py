@@ -1,4 +1,4 @@
-"""gateway/reports.py: every metric against a hand-computed data set, on SQLite and PostgreSQL.
+"""gateway/reports/figures.py: every metric against a hand-computed data set, on SQLite and PostgreSQL.
 
 The period is four local days of Europe/Berlin around the switch to summer time
 (2026-03-29 is 23 hours long): since 2026-03-27 00:00 CET = 03-26 23:00 UTC,
@@ -34,11 +34,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.cli import main
-from gateway.clock import FixedClock
-from gateway.errors import ConfigError
+from gateway.cli.main import main
+from gateway.core.clock import FixedClock
+from gateway.core.errors import ConfigError
 from gateway.lifecycle import Lifecycle
-from gateway.reports import Scope, csv_tables, parse_moment, report, to_csv
+from gateway.reports.figures import Scope, csv_tables, parse_moment, report, to_csv
 from store.models import User
 
 SINCE = datetime(2026, 3, 26, 23, 0, tzinfo=UTC)

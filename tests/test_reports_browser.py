@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from playwright.sync_api import expect
 
 from gateway import accounts
-from gateway.reports import Scope, report
+from gateway.reports.figures import Scope, report
 from tests.test_browser import AGENT, browser, page, running, screenshot, sign_in, sqlite_store  # noqa: F401
 from web.reports import standalone_html
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import peewee
 import pytest
 
-from gateway.clock import FixedClock
-from gateway.config import config_from_dict
-from gateway.errors import ConfigError
+from gateway.config.loader import config_from_dict
+from gateway.core.clock import FixedClock
+from gateway.core.errors import ConfigError
 from gateway.lifecycle import Lifecycle
-from gateway.report_schedule import ScheduledReport, last_period
-from gateway.scheduled_reports import ReportScheduler
+from gateway.reports.mailing import ReportScheduler
+from gateway.reports.schedule import ScheduledReport, last_period
 from notifiers.delivery import Delivery
 from store.db import db
 from store.migrations import LATEST, REPORT_INDEXES, current_version, upgrade
@@ -131,9 +131,9 @@ SENDER = textwrap.dedent(
     """
     import sys
     from datetime import datetime
-    from gateway.clock import FixedClock
-    from gateway.config import load_config
-    from gateway.scheduled_reports import ReportScheduler
+    from gateway.core.clock import FixedClock
+    from gateway.config.loader import load_config
+    from gateway.reports.mailing import ReportScheduler
     from store.db import open_database
 
     config = load_config(sys.argv[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.clock import FixedClock
+from gateway.core.clock import FixedClock
 from gateway.retention import DROPPED, Retention
 from gateway.service import Service
 from store.db import db

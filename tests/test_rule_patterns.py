@@ -86,7 +86,7 @@ def test_inlet_check_refuses_a_pattern_the_linear_engine_cannot_run(tmp_path, pa
     path = tmp_path / "config.toml"
     path.write_text(tomli_w.dumps(base_config_dict(f"sqlite:///{tmp_path / 'inlet.db'}", rule=[rule])))
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "gateway.cli.main", "check", str(path)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
     assert "[[rule]] 'bad' → subject → regex: invalid regular expression" in done.stderr

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import config_from_dict
-from gateway.errors import ConfigError
+from gateway.config.loader import config_from_dict
+from gateway.core.errors import ConfigError
 from gateway.rules import Keywords, Rule, compile_rules, words
 from parsers.signal import Signal
 

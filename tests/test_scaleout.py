@@ -28,7 +28,7 @@ from store.db import CLAIM_INBOUND, claimed, db
 from store.models import PENDING, PROCESSED, Event, Inbound, Incident
 from tests.conftest import ROOT, _fresh_database, base_config_dict, free_port, wait_for
 
-INLET = [sys.executable, "-m", "gateway.cli"]
+INLET = [sys.executable, "-m", "gateway.cli.main"]
 TOKEN = "t0ken-for-scale-out-tests"
 INBOUNDS, FINGERPRINTS = 1000, 50
 
@@ -135,7 +135,7 @@ def test_two_worker_processes_apply_each_inbound_exactly_once(serve_any, store):
     wait_for(lambda: all(m.running() for m in machines), timeout=60, message="both worker processes to start")
 
     # The storm arrives while both are idle: one commit, whose NOTIFY wakes both.
-    from gateway.clock import Clock
+    from gateway.core.clock import Clock
 
     now = Clock().now()
     rows = [

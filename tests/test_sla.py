@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import config_from_dict
-from gateway.errors import ConfigError
+from gateway.config.loader import config_from_dict
+from gateway.core.errors import ConfigError
 from gateway.sla import (
     WEEKDAYS,
     Calendar,

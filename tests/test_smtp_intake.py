@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.clock import FixedClock
+from gateway.core.clock import FixedClock
 from gateway.mail import email_options
 from gateway.service import Service
 from parsers.email import make_message_id, parse_email
@@ -526,7 +526,7 @@ _PATHS = st.builds(
 def test_address_fast_path_answers_as_aiosmtpd_does(arg):
     from aiosmtpd.smtp import SMTP
 
-    from gateway.smtp import InletSMTP
+    from gateway.intake.smtp import InletSMTP
 
     fast, reference = InletSMTP(object()), SMTP(object())
     try:

@@ -15,9 +15,9 @@ from playhouse.migrate import SchemaMigrator, migrate
 from playwright.sync_api import expect
 
 from gateway import accounts
-from gateway.cli import main
-from gateway.clock import FixedClock
-from gateway.errors import InletError, NotFound
+from gateway.cli.main import main
+from gateway.core.clock import FixedClock
+from gateway.core.errors import InletError, NotFound
 from gateway.service import build_lifecycle
 from notifiers.delivery import Delivery
 from store.db import db

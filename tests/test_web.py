@@ -532,7 +532,7 @@ def test_metrics_in_prometheus_format(web):
 
 
 def test_metrics_means(store):
-    from gateway.clock import FixedClock
+    from gateway.core.clock import FixedClock
 
     web = Web(store)
     clock = FixedClock(datetime.now(UTC) - timedelta(days=1))  # the means are over the last 30 days

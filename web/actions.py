@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.errors import InletError
+from gateway.core.errors import InletError
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS
 from store.models import LEVELS
 

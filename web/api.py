@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from gateway import accounts, oncall
-from gateway.clock import iso
-from gateway.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
+from gateway import accounts
+from gateway import schedules as oncall
+from gateway.core.clock import iso
+from gateway.core.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
 from gateway.lifecycle import normalise_ref
-from gateway.problems import EDITABLE as PROBLEM_EDITABLE
-from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
-from gateway.problems import event_document as problem_event_document
-from gateway.problems import hidden_incident_refs, problem_document
+from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
+from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
+from gateway.problem_records import event_document as problem_event_document
+from gateway.problem_records import hidden_incident_refs, problem_document
 from notifiers.apprise_adapter import shown_urls
 from parsers.payload import decode_json
 from parsers.signal import plain_value
@@ -211,7 +212,7 @@ def act(ref: str, action: str):
     return jsonify(_document(Incident.get_by_id(incident.id)))
 
 
-# ------------------------------------------------------------ on call (gateway/oncall.py)
+# ------------------------------------------------------------ on call (gateway/schedules.py)
 
 
 @bp.get("/oncall/<name>")
@@ -268,7 +269,7 @@ def _override_document(row) -> dict:
     }
 
 
-# ---------------------------------------------------------------- problems (gateway/problems.py)
+# ---------------------------------------------------------------- problems (gateway/problem_records.py)
 
 
 @bp.get("/problems")
@@ -359,7 +360,7 @@ def problem_timeline(ref: str):
 
 @bp.get("/reports")
 def reports():
-    """The metrics of a period (gateway/reports.py) as the caller may see them: agents and admins."""
+    """The metrics of a period (gateway/reports/figures.py) as the caller may see them: agents and admins."""
     if g.api_user.role not in ("agent", "admin"):
         return error(403, "forbidden", "reports are for agents and admins")
     try:

@@ -17,8 +17,8 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from playhouse.pool import MaxConnectionsExceeded
 
-from gateway.config import Config, local_secret
-from gateway.errors import SchemaOutdated, StoreUnavailable
+from gateway.config.loader import Config, local_secret
+from gateway.core.errors import SchemaOutdated, StoreUnavailable
 from store.db import db
 from store.migrations import require_latest
 
@@ -104,7 +104,7 @@ def create_app(config: Config, services=None) -> Flask:
         status,
         users,
     )
-    from web.render import init_app as init_render
+    from web.filters import init_app as init_render
 
     csrf.init_app(app)
     init_render(app)

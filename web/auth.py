@@ -24,7 +24,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_user, logout_user
 
 from gateway import accounts
-from gateway.errors import InletError
+from gateway.core.errors import InletError
 from store.models import Incident, User
 
 bp = Blueprint("auth", __name__)

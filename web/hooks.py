@@ -30,9 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
-from gateway.errors import ParseError, StoreUnavailable
-from gateway.intake import InboundRecord
-from gateway.integrations import (
+from gateway.config.integrations import (
     Denied,
     RateLimiter,
     RecentRequests,
@@ -40,7 +38,9 @@ from gateway.integrations import (
     authenticate_routing_key,
     integration_named,
 )
-from gateway.refusals import WEBHOOK
+from gateway.core.errors import ParseError, StoreUnavailable
+from gateway.intake.refusals import WEBHOOK
+from gateway.intake.writer import InboundRecord
 from parsers.payload import decode_json, require_plain_text
 
 log = logging.getLogger("inlet.hooks")
@@ -57,7 +57,7 @@ def init_app(app, services) -> None:
     """Register the blueprint; its rate limiter and idempotency memory live with the app."""
     clock = getattr(services, "clock", None)
     if clock is None:
-        from gateway.clock import Clock
+        from gateway.core.clock import Clock
 
         clock = Clock()
     app.extensions["inlet_hooks"] = {"limiter": RateLimiter(clock), "recent": RecentRequests(clock), "clock": clock}
@@ -81,7 +81,7 @@ def _json(status: int, body: dict, headers: dict | None = None) -> Response:
 
 
 def _error(status: int, reason: str, message: str, headers: dict | None = None, **extra) -> Response:
-    """A refusal: counted under ``reason`` (a name of gateway.refusals.REASONS) and answered in JSON."""
+    """A refusal: counted under ``reason`` (a name of gateway.intake.refusals.REASONS) and answered in JSON."""
     refusals = getattr(current_app.config.get("SERVICES"), "refusals", None)
     if refusals is not None:
         refusals.count(WEBHOOK, reason)
@@ -132,7 +132,7 @@ def receive(name: str):
         return _error(413, "too_large", f"request body larger than {limit} bytes")
 
     # Authenticate, decode, authenticate what the body carries: each step refuses on its own, and
-    # neither check lets an exception through as "no denial" (gateway.integrations fails closed).
+    # neither check lets an exception through as "no denial" (gateway.config.integrations fails closed).
     denied = authenticate(integration, request.headers, body, state["clock"].now())
     if denied is not None:
         return _denied(name, denied)

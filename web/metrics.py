@@ -4,7 +4,7 @@ Every role of ``inlet serve`` runs in its own process and the database is the on
 thing they share (DESIGN.md §2.5), so every series is read from the store: nothing
 is kept between scrapes, and the counters survive restarts because the rows do.
 Refused inputs are never stored: each listener counts them and writes the counts
-(``refusal_count``, gateway/refusals.py), which is what is read here.
+(``refusal_count``, gateway/intake/refusals.py), which is what is read here.
 Each query is a range over an index (migration 4 adds the ones it needs) or is
 bounded by the open incidents, the pending rows or a time window; README
 "Metrics" lists every series.
@@ -119,7 +119,7 @@ class _StoreCollector:
                 pending.add_metric([source], n)
         for status, n in sorted(by_status.items()):
             inbound.add_metric([status], n)
-        # Rejected inputs have a third label, the reason: one of gateway.refusals.REASONS, never client text.
+        # Rejected inputs have a third label, the reason: one of gateway.intake.refusals.REASONS, never client text.
         refused = RefusalCount.select(RefusalCount.source, RefusalCount.reason, RefusalCount.count)
         for source, reason, n in refused.order_by(RefusalCount.source, RefusalCount.reason).tuples():
             labels = {"source": source, "outcome": "rejected", "reason": reason}

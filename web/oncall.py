@@ -1,4 +1,4 @@
-"""On call (gateway/oncall.py): per group or schedule, who is on call now and next, and the overrides;
+"""On call (gateway/schedules.py): per group or schedule, who is on call now and next, and the overrides;
 admins and the group's agents add and remove overrides here (forms with CSRF, like every form)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from datetime import datetime
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from gateway import oncall
-from gateway.errors import InletError, NotFound
+from gateway import schedules as oncall
+from gateway.core.errors import InletError, NotFound
 from web.incidents import lifecycle
 
 bp = Blueprint("oncall", __name__)

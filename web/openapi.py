@@ -7,9 +7,9 @@ answer the API gives validates against the schema it declares.
 from __future__ import annotations
 
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS
-from gateway.problems import EDITABLE as PROBLEM_EDITABLE
-from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
-from gateway.reports import FILTERS as REPORT_FILTERS
+from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
+from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
+from gateway.reports.figures import FILTERS as REPORT_FILTERS
 from store.documents import INCIDENT_KEYS
 from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue
@@ -155,7 +155,7 @@ _STATS = {
 }
 REPORT_SCHEMA = {
     "type": "object",
-    "description": "Durations in seconds, rates from 0 to 1 (null when nothing was due); see gateway/reports.py",
+    "description": "Durations in seconds, rates from 0 to 1 (null when nothing was due); see gateway/reports/",
     "required": [
         "period", "filters", "totals", "by", "mtta", "mttr", "sla", "backlog", "daily", "weekly", "rates",
         "recurring", "major_updates",
@@ -424,7 +424,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
 
 
 def _problem_paths() -> dict:
-    """The problem records of gateway/problems.py."""
+    """The problem records of gateway/problem_records.py."""
     ref = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}, "example": "PRB-1"}
     incident = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}, "example": "INC-1"}
     text = {"type": "string"}
@@ -546,7 +546,7 @@ def _problem_paths() -> dict:
     }
 
 
-# On call (gateway/oncall.py): now/next per group or schedule, and overrides.
+# On call (gateway/schedules.py): now/next per group or schedule, and overrides.
 _NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": "network"}
 _OVERRIDE_SCHEMA = {
     "type": "object",

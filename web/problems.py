@@ -1,5 +1,5 @@
 """Problem pages: the list with recurring causes, one problem with its incidents, reviews, candidates and
-timeline, and the forms that create, change and link problems (gateway/problems.py does every change).
+timeline, and the forms that create, change and link problems (gateway/problem_records.py does every change).
 
 Everyone signed in reads the problems they may see; admins and agents change them. Linking, unlinking and
 "create problem from this incident" also need the right to change that incident (checked by the Problems
@@ -12,8 +12,8 @@ import peewee
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from gateway.errors import Forbidden, InletError, NotFound
-from gateway.problems import (
+from gateway.core.errors import Forbidden, InletError, NotFound
+from gateway.problem_records import (
     EDITABLE,
     TRANSITIONS,
     Problems,

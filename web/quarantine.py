@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from gateway.inbound_view import masked_body
+from gateway.intake.inbound_view import masked_body
 from gateway.mail import MAIL_SOURCES
 from store import wakeup
 from store.db import db

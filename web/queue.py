@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from peewee import JOIN, fn
 
-from gateway.errors import InletError
+from gateway.core.errors import InletError
 from store.models import OPEN_STATUSES, STATUSES, Contact, Incident, User
 from web.auth import visible
 

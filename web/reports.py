@@ -1,6 +1,6 @@
 """The Reports page (agents and admins), its CSV downloads, and the self-contained HTML report.
 
-The figures are gateway/reports.py's; this module only scopes them to the viewer (security
+The figures are gateway/reports/figures.py's; this module only scopes them to the viewer (security
 incidents count only for who may see them) and draws them: Chart.js, vendored as
 ``static/chart.umd.min.js``, reads the report from a JSON data block (no inline script: the CSP holds).
 """
@@ -14,9 +14,9 @@ from flask import Blueprint, Response, current_app, render_template, request, ur
 from flask_login import current_user
 from markupsafe import Markup
 
-from gateway.clock import Clock
-from gateway.errors import ConfigError
-from gateway.reports import csv_tables, report, scope_from, to_csv
+from gateway.core.clock import Clock
+from gateway.core.errors import ConfigError
+from gateway.reports.figures import csv_tables, report, scope_from, to_csv
 from web.auth import role_required
 
 bp = Blueprint("reports", __name__)

@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 
 from gateway import accounts
-from gateway.errors import InletError
+from gateway.core.errors import InletError
 from notifiers.apprise_adapter import masked
 from store.db import db
 from store.models import ROLES, User

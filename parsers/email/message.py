@@ -10,7 +10,7 @@ import email.utils
 from email import policy
 from email.parser import BytesParser
 
-from gateway.errors import ParseError
+from gateway.core.errors import ParseError
 from parsers.email.body import _Body, _walk
 from parsers.email.classification import BOUNCE, classify_mail, suppresses_autoreply
 from parsers.email.headers import (

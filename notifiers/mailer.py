@@ -20,7 +20,7 @@ import time
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
-from gateway.config import secret
+from gateway.config.loader import secret
 from notifiers.apprise_adapter import Outcome
 from notifiers.render import Rendered, header_safe
 

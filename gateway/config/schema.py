@@ -4,7 +4,7 @@ A setting is a dataclass field declared with :func:`setting` (default, help,
 constraints). :func:`convert` turns a parsed TOML table into the dataclass,
 refusing unknown keys and wrong types, and raising :class:`KeyProblem` with the
 key path so the caller can name the file. Sections live in the module that owns
-them (``gateway/config.py`` wires them into one ``Config``).
+them (``gateway/config/loader.py`` wires them into one ``Config``).
 """
 
 from __future__ import annotations

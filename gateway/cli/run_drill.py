@@ -26,9 +26,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.clock import Clock
-from gateway.config import secret
-from gateway.errors import InletError
+from gateway.config.loader import secret
+from gateway.core.clock import Clock
+from gateway.core.errors import InletError
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer
 

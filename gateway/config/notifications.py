@@ -1,6 +1,6 @@
 """Settings of notifications: ``[notifications]`` (delivery, SMTP, digests) and ``[[stakeholder]]``.
 
-Declared here, wired into :class:`gateway.config.Config`; cross-references are
+Declared here, wired into :class:`gateway.config.loader.Config`; cross-references are
 checked by :func:`check_notifications`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway.schema import KeyProblem, setting
+from gateway.config.schema import KeyProblem, setting
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 STAKEHOLDER_EVENTS = ("major_declared", "update", "resolved")

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import peewee
 
-from gateway.clock import Clock
-from gateway.errors import StoreUnavailable
-from gateway.private_files import create_private_file
+from gateway.core.clock import Clock
+from gateway.core.errors import StoreUnavailable
+from gateway.core.private_files import create_private_file
 from parsers.signal import plain_text, plain_value
 from store import wakeup
 from store.db import db, local_write_turn

@@ -25,11 +25,11 @@ import imapclient
 import peewee
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from gateway.clock import Clock
-from gateway.config import secret
-from gateway.errors import StoreUnavailable
-from gateway.intake import InboundRecord, InboundWriter
-from gateway.smtp import dedup_key
+from gateway.config.loader import secret
+from gateway.core.clock import Clock
+from gateway.core.errors import StoreUnavailable
+from gateway.intake.smtp import dedup_key
+from gateway.intake.writer import InboundRecord, InboundWriter
 from store.db import db
 from store.models import MailboxState
 

@@ -2,14 +2,14 @@
 
 Each entry names a schedule (``daily``, ``weekly`` from Monday, ``monthly``), the local
 time of day it goes out (``at``, in ``timezone``), a scope (the filters of
-gateway/reports.py) and whom to tell (Apprise URLs, group or stakeholder names, email
+gateway/reports/figures.py) and whom to tell (Apprise URLs, group or stakeholder names, email
 addresses). Once a period has ended and its ``at`` has passed, the next tick of any
 timers process claims the pair (report, period start) by inserting a ``report_run``
 row — unique, so with several processes on PostgreSQL exactly one insert wins — and,
 in the same transaction, writes the outbox row: the period's key figures and a link
 to the Reports page of exactly that period. Only the latest finished period is
 sent: a period missed while nothing ran is not sent late. The sending is
-gateway/scheduled_reports.py's.
+gateway/reports/mailing.py's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from gateway.reports import zone
-from gateway.schema import KeyProblem, setting
+from gateway.config.schema import KeyProblem, setting
+from gateway.reports.figures import zone
 
 SCHEDULES = ("daily", "weekly", "monthly")
 

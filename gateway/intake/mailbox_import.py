@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.errors import InletError
-from gateway.intake import InboundRecord, InboundWriter
-from gateway.smtp import dedup_key
+from gateway.core.errors import InletError
+from gateway.intake.smtp import dedup_key
+from gateway.intake.writer import InboundRecord, InboundWriter
 from store.models import FAILED, IGNORED, PROCESSED, Inbound
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from store.db import db, is_postgres
 from store.models import CANCELLED, ON_HOLD, OPEN_STATUSES
 

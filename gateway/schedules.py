@@ -10,7 +10,7 @@ X (or schedule X) at time T"; everything else (paging, the group page,
 ``inlet oncall``) asks it.
 
 Escalation steps and group channels name a schedule as ``schedule:NAME``:
-``notifiers.audiences.expand_targets`` turns that, through :func:`reach`, into
+``gateway.audiences.expand_targets`` turns that, through :func:`reach`, into
 the on-call user's own channels (their email address and the Apprise URLs on
 their user: ``User.channels``, set by themselves on their account page, by an
 admin, or with ``inlet user channels``) at the moment of paging, and says who was paged so
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.clock import iso
-from gateway.errors import Forbidden, InletError, NotFound
-from gateway.schema import KeyProblem, setting
+from gateway.config.schema import KeyProblem, setting
+from gateway.core.clock import iso
+from gateway.core.errors import Forbidden, InletError, NotFound
 from store.db import db
 from store.models import OnCallOverride, User
 
@@ -248,7 +248,7 @@ def _next_boundary(schedule: Schedule, at: datetime) -> datetime:
 def reach(config, name: str, at: datetime) -> tuple[OnCall | None, str, list[str]]:
     """Who schedule ``name`` pages at ``at``: (who, their email address or "", their own Apprise URLs —
     else, for a user with none, the schedule's deprecated ``channels`` entry for them). A disabled or
-    unknown user is paged nowhere. ``notifiers.audiences.expand_targets`` turns ``schedule:NAME`` into these."""
+    unknown user is paged nowhere. ``gateway.audiences.expand_targets`` turns ``schedule:NAME`` into these."""
     who = on_call(config, name, at)
     if who is None:
         return None, "", []

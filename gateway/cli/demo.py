@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from gateway.config import Config, secret
-from gateway.errors import InletError
+from gateway.config.loader import Config, secret
+from gateway.core.errors import InletError
 
 EMAILS = (
     ("Rita Reporter <rita@example.org>", None, "VPN drops every ten minutes",

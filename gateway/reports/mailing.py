@@ -1,6 +1,6 @@
 """Scheduled reports, the sending: the timers role's tick sends each due ``[[report]]`` once per period.
 
-See gateway/report_schedule.py for the entries and their periods. The claim is a
+See gateway/reports/schedule.py for the entries and their periods. The claim is a
 ``report_run`` row, unique per (report, period start) and inserted in the same
 transaction as the outbox row: with several processes exactly one insert wins.
 """
@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 
 import peewee
 
-from gateway.clock import Clock
-from gateway.report_schedule import ScheduledReport, last_period
-from gateway.reports import Scope, report, zone
-from notifiers.mail import email_target
+from gateway.core.clock import Clock
+from gateway.reports.figures import Scope, report, zone
+from gateway.reports.schedule import ScheduledReport, last_period
+from notifiers.mailer import email_target
 from notifiers.outbox import enqueue
 from store.db import db
 from store.models import ReportRun

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import nh3
 from markupsafe import Markup
 
-from gateway.clock import iso
+from gateway.core.clock import iso
 from notifiers.apprise_adapter import shown_urls
 from notifiers.render import visible_output
 

@@ -22,9 +22,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.clock import Clock
-from gateway.errors import ConfigError
-from gateway.schema import KeyProblem, setting
+from gateway.config.schema import KeyProblem, setting
+from gateway.core.clock import Clock
+from gateway.core.errors import ConfigError
 
 log = logging.getLogger("inlet.hooks")
 
@@ -216,7 +216,7 @@ class Denied:
 
 
 def _env(name: str, integration: str, what: str) -> str | Denied:
-    from gateway.config import secret
+    from gateway.config.loader import secret
 
     value = secret(name)
     if value is None:

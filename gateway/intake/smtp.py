@@ -2,7 +2,7 @@
 
 The handler accepts mail only for the configured ``[[address]]`` entries
 (never an open relay), stores each message as one Inbound through the
-group-commit :class:`~gateway.intake.InboundWriter` and answers ``250`` only
+group-commit :class:`~gateway.intake.writer.InboundWriter` and answers ``250`` only
 once that row is committed (DESIGN.md §2.1). Parsing happens later, in the
 pipeline worker: a session never waits for it and never sees its errors.
 """
@@ -25,13 +25,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from gateway import accounts
-from gateway.config import secret
-from gateway.descriptors import listener_share
-from gateway.errors import StoreUnavailable
-from gateway.intake import InboundRecord, InboundWriter
-from gateway.mail_settings import match_address
-from gateway.refusals import SMTP as SOURCE
-from gateway.refusals import Refusals
+from gateway.config.loader import secret
+from gateway.config.mail_settings import match_address
+from gateway.core.descriptors import listener_share
+from gateway.core.errors import StoreUnavailable
+from gateway.intake.refusals import SMTP as SOURCE
+from gateway.intake.refusals import Refusals
+from gateway.intake.writer import InboundRecord, InboundWriter
 from parsers.email import dedup_key as message_dedup_key
 from store.db import db
 
@@ -56,10 +56,10 @@ EVICTED = "421 4.4.2 {host} Error: idle while the server is full, closing"
 EVICT_AFTER_IDLE = 1.0  # seconds without a byte before a session may be closed to make room for a new one
 REFUSALS_LOG_INTERVAL = 10.0  # seconds
 # Connections the kernel queues before they are accepted. asyncio also accepts up to this many in one go,
-# before any of them is answered: part of the descriptor reserve (gateway/descriptors.py), so kept small.
+# before any of them is answered: part of the descriptor reserve (gateway/core/descriptors.py), so kept small.
 LISTEN_BACKLOG = 100
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, try again later"
-# What each refusal of Inlet's counts as (gateway/refusals.py); any other 4xx/5xx reply is aiosmtpd's own
+# What each refusal of Inlet's counts as (gateway/intake/refusals.py); any other 4xx/5xx reply is aiosmtpd's own
 # (syntax, bad sequence, line too long, a command sent too often): "protocol".
 REFUSAL_REASONS = {
     TOO_MANY_SESSIONS: "connections",

@@ -18,10 +18,10 @@ import sys
 import peewee
 
 from gateway import __version__
-from gateway.config import Config, default_config_path, load_config
-from gateway.errors import Conflict, InletError, NotFound, StoreUnavailable
-from gateway.log_repeats import limit_repeats, unlimit_repeats
-from gateway.private_files import restrict_umask, too_open
+from gateway.cli.log_repeats import limit_repeats, unlimit_repeats
+from gateway.config.loader import Config, default_config_path, load_config
+from gateway.core.errors import Conflict, InletError, NotFound, StoreUnavailable
+from gateway.core.private_files import restrict_umask, too_open
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -230,11 +230,11 @@ def _lifecycle(config: Config):
 
 
 def cmd_serve(args) -> int:
-    from gateway.descriptors import raise_open_files_limit
+    from gateway.core.descriptors import raise_open_files_limit
     from gateway.service import ROLES, Service
     from gateway.supervisor import Supervisor
 
-    raise_open_files_limit()  # at start, before any file or socket is opened (gateway/descriptors.py)
+    raise_open_files_limit()  # at start, before any file or socket is opened (gateway/core/descriptors.py)
     config = _load(args)
     roles = {r.strip() for r in args.only.split(",") if r.strip()} if args.only else set(ROLES)
     unknown = roles - set(ROLES)
@@ -248,7 +248,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from gateway.config import default_config_path
+    from gateway.config.loader import default_config_path
 
     path = args.path or default_config_path(getattr(args, "config", None))
     from gateway.explain import run_rule_tests
@@ -309,14 +309,14 @@ def cmd_reload(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from gateway.demo import run_demo
+    from gateway.cli.demo import run_demo
 
     run_demo(_load(args))
     return 0
 
 
 def cmd_drill(args) -> int:
-    from gateway.drill import run_drill
+    from gateway.cli.run_drill import run_drill
 
     config = _load(args)
     _open_store(config)
@@ -327,7 +327,7 @@ def cmd_drill(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from gateway.errors import ParseError
+    from gateway.core.errors import ParseError
     from gateway.explain import explain, format_explanation, read_signals
 
     config = _load(args)
@@ -356,7 +356,7 @@ def cmd_classify(args) -> int:
 def cmd_oncall(args) -> int:
     from datetime import UTC, datetime
 
-    from gateway import oncall
+    from gateway import schedules as oncall
 
     config = _load(args)
     names = [args.group] if args.group else [s.name for s in config.schedule]
@@ -412,7 +412,7 @@ def cmd_db_backup(args) -> int:
     import sqlite3
     from pathlib import Path
 
-    from gateway.private_files import create_private_file
+    from gateway.core.private_files import create_private_file
     from store.db import describe, is_postgres
 
     database = _open_store(_load(args), require_schema=False)
@@ -623,7 +623,7 @@ def cmd_notify_test(args) -> int:
 def cmd_import(args) -> int:
     from pathlib import Path
 
-    from gateway.mailbox_import import import_path, progress_bar
+    from gateway.intake.mailbox_import import import_path, progress_bar
     from gateway.service import build_pipeline
 
     config = _load(args)
@@ -639,7 +639,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_inbound_show(args) -> int:
-    from gateway.inbound_view import inbound_document, print_inbound
+    from gateway.intake.inbound_view import inbound_document, print_inbound
 
     _open_store(_load(args))
     doc = inbound_document(args.id)
@@ -650,7 +650,7 @@ def cmd_inbound_show(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------ report (gateway/reports.py)
+# ------------------------------------------------------------ report (gateway/reports/figures.py)
 
 
 def _report_command(command) -> None:
@@ -667,8 +667,8 @@ def _report_command(command) -> None:
 
 
 def cmd_report(args) -> int:
-    from gateway.clock import Clock
-    from gateway.reports import csv_tables, report, scope_from, to_csv, to_text
+    from gateway.core.clock import Clock
+    from gateway.reports.figures import csv_tables, report, scope_from, to_csv, to_text
 
     config = _load(args)
     _open_store(config)

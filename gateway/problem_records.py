@@ -32,8 +32,8 @@ from typing import Protocol
 
 import peewee
 
-from gateway.clock import iso
-from gateway.errors import Forbidden, NotFound, TransitionError
+from gateway.core.clock import iso
+from gateway.core.errors import Forbidden, NotFound, TransitionError
 from gateway.lifecycle import Access, Lifecycle, normalise_ref
 from store.db import db, is_postgres
 from store.models import (

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from gateway.clock import iso
-from gateway.errors import NotFound
+from gateway.core.clock import iso
+from gateway.core.errors import NotFound
 from store.models import Inbound
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

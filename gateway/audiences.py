@@ -27,11 +27,11 @@ import functools
 import logging
 import secrets
 
-from gateway import oncall
+from gateway import schedules
+from gateway.config.schema import format_duration
 from gateway.lifecycle import Change, add_key
 from gateway.mail import email_options
-from gateway.schema import format_duration
-from notifiers import mail
+from notifiers import mailer
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id
 from store.db import db
@@ -100,7 +100,7 @@ class Audiences:
         enqueue(
             audience=REPORTER,
             template=template,
-            targets=[mail.email_target(contact.email)],
+            targets=[mailer.email_target(contact.email)],
             now=now,
             incident=incident,
             event=change.event,
@@ -112,7 +112,7 @@ class Audiences:
         ``address`` reporter_mail_limit times within reporter_mail_window (counted from the outbox rows)."""
         limit, window = self.settings.reporter_mail_limit, self.settings.reporter_mail_window
         # the targets column as stored (JSON text); the SQL built once (it runs for every new email)
-        targets = Notification.targets.db_value([mail.email_target(address)])
+        targets = Notification.targets.db_value([mailer.email_target(address)])
         since = Notification.created_at.db_value(now - window)
         (sent,) = db.execute_sql(_braked_sql(db.param), [incident.id, REPORTER, targets, since]).fetchone()
         if sent < limit:
@@ -190,7 +190,7 @@ def enqueue_for_group(config, incident, template: str, *, now, event=None, conte
     if group is None or not group.channels:
         return None
     targets = [group.name]
-    if any(c.startswith(oncall.PREFIX) for c in group.channels):  # who is on call now, not at delivery
+    if any(c.startswith(schedules.PREFIX) for c in group.channels):  # who is on call now, not at delivery
         targets, paged = expand_targets(config, group.channels, now)
         record_paged(event, paged)
         if not targets:
@@ -208,14 +208,14 @@ def enqueue_for_group(config, incident, template: str, *, now, event=None, conte
 
 def expand_targets(config, targets, at) -> tuple[list[str], list[dict]]:
     """``targets`` with each ``schedule:NAME`` replaced by the channels of whoever is on call at ``at``
-    (their email address, then their own Apprise URLs: gateway/oncall.py), and who was paged."""
+    (their email address, then their own Apprise URLs: gateway/schedules.py), and who was paged."""
     out, paged = [], []
     for target in targets:
         channels = [target]
-        if target.startswith(oncall.PREFIX):
-            name = target[len(oncall.PREFIX) :]
-            who, address, urls = oncall.reach(config, name, at)
-            channels = ([mail.email_target(address)] if address else []) + urls
+        if target.startswith(schedules.PREFIX):
+            name = target[len(schedules.PREFIX) :]
+            who, address, urls = schedules.reach(config, name, at)
+            channels = ([mailer.email_target(address)] if address else []) + urls
             entry = {"schedule": name, "user": who.user if who else None, "channels": len(channels)}
             if who is None:
                 entry["why"] = "nobody is on call"

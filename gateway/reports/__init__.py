@@ -1,0 +1,2 @@
+"""Reports: the figures (``figures``), their schedule in the configuration (``schedule``), and the mailing of
+scheduled reports by the timers role (``mailing``)."""
