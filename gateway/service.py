@@ -25,7 +25,7 @@ from gateway.intake.writer import InboundWriter, IntakeActivity
 from gateway.lifecycle import Lifecycle, Policy
 from gateway.pipeline import Pipeline
 from gateway.reports.mailing import ReportScheduler
-from gateway.worker import Worker, pipeline_tick
+from gateway.worker import pipeline_tick
 from store import wakeup
 from store.db import open_database
 from store.migrations import require_latest
@@ -159,7 +159,7 @@ class Service:
             report=self._report_step if status_fd is not None else None,
             busy=lambda: self.writer.busy(),
         )
-        self.pipeline_worker = Worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
+        self.pipeline_worker = wakeup.worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
         activity = (
             IntakeActivity(private_dir(config.inlet.data_dir)) if self.roles & {"smtp", "web", "worker"} else None
         )
@@ -174,7 +174,7 @@ class Service:
 
             retention = Retention(config.retention, self.clock)
             timers = lambda: self.timers.tick() + self.scheduled_reports.tick() + retention.tick()  # noqa: E731
-            self.components.append(Worker("timers", timers, interval=poll))
+            self.components.append(wakeup.worker("timers", timers, interval=poll))
         self.app = None
         if "notify" in self.roles:
             from notifiers.delivery import Delivery

@@ -29,10 +29,8 @@ from email.utils import make_msgid
 
 import jinja2
 
-from gateway import schedules as oncall
 from gateway.core.clock import Clock, iso
 from gateway.core.errors import NotFound
-from gateway.worker import Worker
 from notifiers import apprise_adapter, digest
 from notifiers import mailer as mail
 from notifiers.apprise_adapter import Outcome, channel_key
@@ -78,7 +76,7 @@ class Delivery:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 100000}"
         self.renderer = Renderer(self.settings.templates_dir)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify-send")
-        self.worker = Worker("notify", self.tick, interval=interval, wake_on=wakeup.NOTIFICATION)
+        self.worker = wakeup.worker("notify", self.tick, interval=interval, wake_on=wakeup.NOTIFICATION)
 
     # ------------------------------------------------------------ component
 
@@ -339,7 +337,7 @@ def expand(config, target: str) -> list[str] | None:
         return [target]
     group = config.group_named(target)
     if group is not None:  # its schedule:NAME channels were resolved when the row was written (audiences)
-        return [c for c in group.channels if not c.startswith(oncall.PREFIX)]
+        return group.urls()
     stakeholder = next((s for s in config.stakeholder if s.name == target), None)
     return list(stakeholder.notify) if stakeholder is not None else None
 

@@ -20,7 +20,6 @@ import time
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
-from gateway.config.loader import secret
 from notifiers.apprise_adapter import Outcome
 from notifiers.render import Rendered, header_safe
 
@@ -93,7 +92,7 @@ def send(config, target: str, message: Rendered, *, message_id: str, references=
             if section.smtp_security == "starttls":
                 client.starttls(context=ssl.create_default_context())
             if section.smtp_user:
-                client.login(section.smtp_user, secret(section.smtp_password_env) or "")
+                client.login(section.smtp_user, section.smtp_password())
             client.send_message(msg, from_addr=section.from_address, to_addrs=[address])
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))

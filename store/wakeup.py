@@ -26,6 +26,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import peewee
+
+from gateway.core.threads import Worker
 from store import db as store_db
 from store.db import db, is_postgres
 
@@ -192,3 +195,13 @@ class Listener:
             finally:
                 if conn is not None:
                     conn.close()
+
+
+def worker(name: str, tick: Callable[[], int], *, interval: float = 1.0, wake_on: str | None = None) -> Worker:
+    """A worker thread whose ticks run in a database connection: retried with backoff while the database is
+    away, woken at once when ``wake_on`` (a channel) is announced, else every ``interval`` seconds."""
+    transient = (peewee.OperationalError, peewee.InterfaceError)
+    thread = Worker(name, tick, interval=interval, session=lambda: db.connection_context(), transient=transient)
+    if wake_on:
+        thread.listener = Listener(wake_on, thread.wake)
+    return thread

@@ -161,7 +161,8 @@ def test_an_empty_or_short_key_file_is_refused_with_a_clear_error(setup, name, c
 RACE = textwrap.dedent(
     """
     import sys, time
-    from gateway.config.loader import config_from_dict, local_secret
+    from gateway.config.loader import config_from_dict
+    from gateway.config.keys import local_secret
     config = config_from_dict({"inlet": {"data_dir": sys.argv[1]}, "fallback_group": "g", "group": [{"name": "g"}]})
     start = float(sys.argv[2])
     while time.time() < start:

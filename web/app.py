@@ -17,7 +17,8 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from playhouse.pool import MaxConnectionsExceeded
 
-from gateway.config.loader import Config, local_secret
+from gateway.config.keys import local_secret
+from gateway.config.loader import Config
 from gateway.core.errors import SchemaOutdated, StoreUnavailable
 from store.db import db
 from store.migrations import require_latest

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from gateway.config.loader import Config, secret
+from gateway.config.keys import secret
+from gateway.config.loader import Config
 from gateway.core.errors import InletError
 
 EMAILS = (

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.config.loader import secret
+from gateway.config.keys import secret
 from gateway.core.clock import Clock
 from gateway.core.errors import InletError
 from store.db import db

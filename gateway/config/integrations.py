@@ -22,9 +22,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.config.keys import secret
 from gateway.config.schema import KeyProblem, setting
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
+from parsers.generic import GenericOptions
+from parsers.severity import severity_to_impact_urgency
 
 log = logging.getLogger("inlet.hooks")
 
@@ -103,8 +106,6 @@ class Integration:
         """The parser options of this integration's kind (the field mapping for generic)."""
         if self.kind != "generic":
             return None
-        from parsers.generic import GenericOptions
-
         return GenericOptions(mapping=dict(self.mapping))
 
     def defaults(self) -> dict:
@@ -154,9 +155,6 @@ def _instant(text: str) -> datetime:
 
 def check_integrations(config) -> None:
     """Cross-references and values the schema cannot check; raises KeyProblem naming the key."""
-    from parsers.generic import GenericOptions
-    from parsers.severity import severity_to_impact_urgency
-
     groups = {g.name for g in config.group}
     names = {i.name for i in config.integration}
     for i in config.integration:
@@ -216,8 +214,6 @@ class Denied:
 
 
 def _env(name: str, integration: str, what: str) -> str | Denied:
-    from gateway.config.loader import secret
-
     value = secret(name)
     if value is None:
         _warn_once(integration, f"integration {integration!r}: {what} environment variable {name} is not set")

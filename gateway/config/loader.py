@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import os
 import re
-import secrets
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,12 +23,12 @@ from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSect
 from gateway.config.notifications import NotificationsSection, Stakeholder, check_notifications
 from gateway.config.schema import KeyProblem, convert, setting
 from gateway.core.errors import ConfigError
-from gateway.core.private_files import write_private
 from gateway.explain import RuleTest
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.reports.schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
 from gateway.rules import Rule, RuleSet, compile_rules
+from gateway.schedules import PREFIX as SCHEDULE_PREFIX
 from gateway.schedules import Schedule, check_schedules
 from gateway.sla import Calendar, SlaSection, check_sla
 
@@ -179,6 +178,10 @@ class Group:
         choices=("", "round-robin", "least-loaded"),
     )
 
+    def urls(self) -> list[str]:
+        """The channels that are addresses, without the ``schedule:NAME`` ones (resolved when a row is written)."""
+        return [c for c in self.channels if not c.startswith(SCHEDULE_PREFIX)]
+
 
 @dataclass(frozen=True)
 class Config:
@@ -282,47 +285,6 @@ def config_from_dict(data: dict, path: str = "<config>") -> Config:
     except KeyProblem as exc:
         raise ConfigError(f"{path}: {exc.where()}: {exc.problem}") from None
     return config
-
-
-def secret(env_name: str) -> str | None:
-    """The value of the environment variable a ``*_env`` key names (None if unset or empty)."""
-    return os.environ.get(env_name) or None if env_name else None
-
-
-MIN_SECRET_LENGTH = 16  # characters; a generated key has 64
-
-
-def local_secret(config: Config, env_name: str, filename: str) -> str:
-    """A key from the environment variable ``env_name``, else generated once into ``data_dir/filename``.
-
-    The file is written atomically with mode 0600 (temporary file, fsync, link into place): when two
-    processes race, both use the first one's key, and none reads a half-written one. A key shorter than
-    MIN_SECRET_LENGTH (an empty or truncated file) is refused: nothing is signed with a guessable key.
-    Every process of one installation must see the same key (share data_dir, or set the variable).
-    """
-    from_env = secret(env_name)
-    if from_env:
-        if len(from_env.strip()) < MIN_SECRET_LENGTH:
-            raise ConfigError(
-                f"the key in ${env_name} is too short ({len(from_env.strip())} characters; "
-                f"at least {MIN_SECRET_LENGTH}): set a long random value"
-            )
-        return from_env
-    path = Path(config.inlet.data_dir) / filename
-    try:
-        if not path.exists():
-            write_private(path, (secrets.token_hex(32) + "\n").encode(), exclusive=True)
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read or create the key file {path}: {reason}") from None
-    if len(key) < MIN_SECRET_LENGTH:
-        what = "is empty" if not key else f"holds only {len(key)} characters (at least {MIN_SECRET_LENGTH})"
-        raise ConfigError(
-            f"the key file {path} {what}: refusing to sign with it. Remove the file to have a new key "
-            f"generated (sessions and signed Message-IDs made with the old key stop working), or set ${env_name}"
-        )
-    return key
 
 
 def _check_references(config: Config) -> None:

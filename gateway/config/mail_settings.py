@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from gateway.config.keys import local_secret
 from gateway.config.schema import KeyProblem, setting
 
 MAX_MIME_CONTAINERS = 300  # each level of nesting is a few frames of recursion in the parser and the walk
@@ -214,6 +215,4 @@ def match_address(config, address: str):
 
 def message_id_secret(config) -> bytes:
     """The key that signs Inlet's Message-IDs: from the environment, else a file kept in data_dir."""
-    from gateway.config.loader import local_secret  # gateway.config.loader imports this module's sections
-
     return local_secret(config, config.mail.message_id_secret_env, "message-id.key").encode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from gateway.config.keys import secret
 from gateway.config.schema import KeyProblem, setting
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
@@ -50,6 +51,10 @@ class NotificationsSection:
         minimum=1,
     )
     reporter_mail_window: timedelta = setting(timedelta(hours=1), help="The window of the loop brake.")
+
+    def smtp_password(self) -> str:
+        """The relay's password, read from ``smtp_password_env`` ("" when unset): notifiers get the value."""
+        return secret(self.smtp_password_env) or ""
 
 
 @dataclass(frozen=True)

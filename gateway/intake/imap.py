@@ -18,16 +18,16 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
 from datetime import timedelta
 
 import imapclient
 import peewee
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from gateway.config.loader import secret
+from gateway.config.keys import secret
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreUnavailable
+from gateway.core.threads import Loop
 from gateway.intake.smtp import dedup_key
 from gateway.intake.writer import InboundRecord, InboundWriter
 from store.db import db
@@ -39,8 +39,8 @@ FETCH_BATCH = 50
 _IDLE_SLICE = 1.0  # seconds per IDLE wait, so a stop request is noticed quickly
 
 
-class MailboxPoller:
-    """Polls (or IDLEs on) one mailbox and stores what arrives."""
+class MailboxPoller(Loop):
+    """Polls (or IDLEs on) one mailbox and stores what arrives; started and stopped as a core Loop."""
 
     def __init__(
         self,
@@ -56,9 +56,8 @@ class MailboxPoller:
         self.clock = clock or Clock()
         self.min_backoff, self.max_backoff = backoff
         self.timeout = timeout
-        self.name = f"imap:{box.name}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(f"imap:{box.name}")
+        self.join_timeout = timeout + 5
         self.passes = 0  # completed scans of the folder (for tests and status)
         self.last_error = ""
 
@@ -68,21 +67,11 @@ class MailboxPoller:
         scheme = "imaps" if box.tls else "imap"
         return f"IMAP {scheme}://{box.user}@{box.host}:{box.port}/{box.folder} ({how})"
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 5)
-
     # ------------------------------------------------------------ the loop
 
-    def _run(self) -> None:
+    def run(self) -> None:
         delay = self.min_backoff
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 client = self.connect()
             except Exception as exc:  # every failure to connect is retried, never fatal
@@ -101,7 +90,7 @@ class MailboxPoller:
     def _failed(self, what: str, delay: float) -> None:
         self.last_error = what
         log.error("mailbox %s (%s): %s; retrying in %.0fs", self.box.name, self.box.host, what, delay)
-        self._stop.wait(delay)
+        self.stopping.wait(delay)
 
     def connect(self) -> imapclient.IMAPClient:
         """Log in and select nothing yet; raises on any failure (with a clear message)."""
@@ -127,12 +116,12 @@ class MailboxPoller:
     def watch(self, client: imapclient.IMAPClient) -> None:
         """Scan, then wait for news (IDLE, else the poll interval); until stopped or the connection fails."""
         use_idle = self.box.idle and client.has_capability("IDLE")
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self.scan(client)
             if use_idle:
                 self._idle(client, self.box.poll_interval)
             else:
-                self._stop.wait(self.box.poll_interval.total_seconds())
+                self.stopping.wait(self.box.poll_interval.total_seconds())
                 client.noop()
 
     def _idle(self, client: imapclient.IMAPClient, longest: timedelta) -> None:
@@ -140,7 +129,7 @@ class MailboxPoller:
         client.idle()
         try:
             waited = 0.0
-            while not self._stop.is_set() and waited < min(longest.total_seconds(), 25 * 60):
+            while not self.stopping.is_set() and waited < min(longest.total_seconds(), 25 * 60):
                 if client.idle_check(timeout=_IDLE_SLICE):
                     break
                 waited += _IDLE_SLICE

@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from gateway import accounts
-from gateway.config.loader import secret
+from gateway.config.keys import secret
 from gateway.config.mail_settings import match_address
 from gateway.core.descriptors import listener_share
 from gateway.core.errors import StoreUnavailable
