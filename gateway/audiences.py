@@ -28,9 +28,9 @@ import logging
 import secrets
 
 from gateway import schedules
+from gateway.config.mail_settings import email_options
 from gateway.config.schema import format_duration
 from gateway.lifecycle import Change, add_key
-from gateway.mail import email_options
 from notifiers import mailer
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id

@@ -44,6 +44,7 @@ import peewee
 
 from gateway.audiences import expand_targets, record_paged
 from gateway.core.clock import Clock
+from gateway.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
 from store.db import db, is_postgres
 from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
@@ -117,8 +118,6 @@ class Escalation:
                 return
             self.schedule(incident, new=action == "create")
         elif action in ("resolve", "cancel", "close"):
-            from gateway.procedures import cancel_timers
-
             cancel_timers(incident, (ESCALATION,))
         elif action == "escalate":
             if change.context.get("kind") == "functional":
@@ -128,8 +127,6 @@ class Escalation:
     def schedule(self, incident: Incident, *, new: bool = False) -> None:
         """Bring the incident's escalation timers in line with its policy and state
         (``new``: it was just created and has no timers to cancel)."""
-        from gateway.procedures import cancel_timers, upsert_timer
-
         policy = policy_for(self.config, incident)
         held = []
         for i, step in enumerate(policy.steps if policy else []):

@@ -7,40 +7,22 @@ the priority matrix and the SLA targets), without a database.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.schema import format_duration, setting
+from gateway import sla
+from gateway.config.loader import RuleTest
+from gateway.config.schema import format_duration
 from gateway.core.errors import InletError, ParseError
+from gateway.steps import allocation_for
+from parsers.email import EmailOptions, parse_email
+from parsers.signal import Signal
+from parsers.webhooks import KINDS, parse_webhook
 
 EXPECTED = ("category", "service", "impact", "urgency", "priority", "group", "procedure")
 
 
-@dataclass(frozen=True)
-class RuleTest:
-    name: str = setting("", help="What the case shows (printed when it fails).")
-    input: str = setting("", help="An .eml or webhook JSON file, relative to the configuration file.")
-    subject: str = setting("", help="Inline input: the subject (when no 'input' file is given).")
-    body: str = setting("", help="Inline input: the body text.")
-    sender: str = setting("", help="Inline input: the reporter's address.")
-    recipient: str = setting("", help="The address the input came to.")
-    source: str = setting("email", help="Inline input: the signal's source (email, alertmanager, …, manual).")
-    integration: str = setting("", help="The webhook integration name the input came through.")
-    labels: dict[str, str] = setting(factory=dict, help="Inline input: labels.")
-    category: str | None = setting(None, help="Expected category ('' for none).")
-    service: str | None = setting(None, help="Expected service.")
-    impact: str | None = setting(None, help="Expected impact.")
-    urgency: str | None = setting(None, help="Expected urgency.")
-    priority: str | None = setting(None, help="Expected priority (P1..P5).")
-    group: str | None = setting(None, help="Expected group.")
-    procedure: str | None = setting(None, help="Expected procedure (major, security, standard, low-impact).")
-
-
 def read_signals(raw: bytes, kind: str | None = None):
     """(kind, signals) of an input file: an email (RFC 5322) or a webhook JSON body (format detected)."""
-    from parsers.email import EmailOptions, parse_email
-    from parsers.webhooks import KINDS, parse_webhook
-
     if kind is None:
         kind = "json" if raw.lstrip()[:1] in (b"{", b"[") else "email"
     if kind == "email":
@@ -62,9 +44,6 @@ def read_signals(raw: bytes, kind: str | None = None):
 
 def explain(config, signal, *, recipient: str | None = None, integration: str | None = None) -> dict:
     """What the pipeline would decide for one signal, with the reason for each field."""
-    from gateway import sla
-    from gateway.steps import allocation_for
-
     decision = config.ruleset.classify(signal, recipient=recipient, integration=integration)
     allocation, why = allocation_for(config, decision, signal, {})
     prio = sla.priority(allocation["impact"], allocation["urgency"], config.sla.matrix)
@@ -107,8 +86,6 @@ def format_explanation(result: dict) -> str:
 
 
 def _case_signal(case: RuleTest, base: Path):
-    from parsers.signal import Signal
-
     if case.input:
         path = (base / case.input).resolve()
         try:

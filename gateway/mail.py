@@ -20,7 +20,8 @@ import logging
 from datetime import timedelta
 
 from gateway import commands, steps
-from gateway.config.mail_settings import match_address, message_id_secret
+from gateway.config.mail_settings import email_options, match_address
+from gateway.config.schema import format_duration
 from gateway.lifecycle import FINAL, add_key
 from gateway.pipeline import Context, Discard, Step
 from parsers.email import (
@@ -45,26 +46,6 @@ _MAX_VIEW_FIELD = 1000
 _MAX_VIEW_HTML = 256 * 1024
 _MAX_VIEW_HTML_DEPTH = 200
 PARTICIPANT = "participant"
-
-
-def email_options(config) -> EmailOptions:
-    """The parser's view of this installation (own addresses, loop token, Message-ID key)."""
-    own = [a.lower() for a in config.mail.own_addresses]
-    # Exact [[address]] entries are Inlet's own; an @domain entry is not (its users write from it).
-    own += [a.address.lower() for a in config.address if not a.address.startswith("@")]
-    own.append(config.notifications.from_address.strip().lower())  # what the outbox sends from
-    return EmailOptions(
-        ref_prefix=config.inlet.ref_prefix,
-        own_addresses=tuple(own),
-        loop_token=config.mail.loop_token,
-        message_id_secret=message_id_secret(config),
-        message_id_domain=config.mail.message_id_domain,
-        max_attachment_size=config.mail.max_attachment_size,
-        max_header_fields=config.mail.max_header_fields,
-        max_header_bytes=config.mail.max_header_bytes,
-        max_mime_containers=config.mail.max_mime_containers,
-        max_mime_parts=config.mail.max_mime_parts,
-    )
 
 
 class MailParser:
@@ -447,8 +428,6 @@ def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
 
 
 def _human(delta: timedelta) -> str:
-    from gateway.config.schema import format_duration
-
     return format_duration(delta)
 
 

@@ -28,9 +28,12 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from gateway.config.schema import setting
+from gateway.audiences import expand_targets, record_paged
+from gateway.config.schema import KeyProblem, setting
+from gateway.escalation import policy_for
+from gateway.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
-from store.models import OPEN_STATUSES, PENDING, RESOLVED, Counter, Incident, Timer, User
+from store.models import OPEN_STATUSES, RESOLVED, Counter, Incident, Timer, User
 
 log = logging.getLogger("inlet.procedures")
 
@@ -82,8 +85,6 @@ def procedure_for(config, *, category: str, major: bool, security: bool) -> tupl
 
 def check_procedures(config) -> None:
     """Cross-references: categories named by rules and lists must be known (when categories are given)."""
-    from gateway.config.schema import KeyProblem
-
     p = config.procedures
     if not p.categories:
         return
@@ -95,29 +96,6 @@ def check_procedures(config) -> None:
     for r in config.rule:
         if r.category and r.category not in known:
             raise KeyProblem((f"[[rule]] {r.name!r}", "category"), f"unknown category {r.category!r}")
-
-
-def upsert_timer(incident: Incident, kind: str, step: int, due: datetime, data: dict | None = None) -> None:
-    """Make the timer (incident, kind, step) pending at ``due``, unless it fired already."""
-    timer = Timer.get_or_none((Timer.incident == incident) & (Timer.kind == kind) & (Timer.step == step))
-    if timer is None:
-        Timer.create(incident=incident, kind=kind, step=step, due_at=due, status=PENDING, data=data or {})
-    elif timer.status != "fired":
-        Timer.update(due_at=due, status=PENDING, data=data or {}).where(Timer.id == timer.id).execute()
-
-
-def cancel_timers(
-    incident: Incident, kinds: tuple[str, ...], steps: list[int] | None = None, *, keep: list[int] | None = None
-) -> int:
-    """Cancel the pending timers of these kinds: of ``steps`` only, or all but the steps to ``keep``."""
-    query = Timer.update(status="cancelled").where(
-        (Timer.incident == incident) & (Timer.kind.in_(kinds)) & (Timer.status == PENDING)
-    )
-    if steps is not None:
-        query = query.where(Timer.step.in_(steps))
-    if keep is not None:
-        query = query.where(Timer.step.not_in(keep))
-    return query.execute()
 
 
 class Procedures:
@@ -163,9 +141,6 @@ class Procedures:
         # The stakeholder broadcast is the notifications hook's ([[stakeholder]] subscriptions).
         self._set_status_page(change, "investigating")
         targets = list(config.procedures.major_page)
-        from gateway.audiences import expand_targets, record_paged
-        from gateway.escalation import policy_for
-
         policy = policy_for(config, incident)
         for step in policy.steps if policy else ():
             targets += [t for t in step.notify if t not in targets]
@@ -263,8 +238,6 @@ class Procedures:
         if incident.status not in OPEN_STATUSES or not incident.major:
             return "cancelled"
         group = self.config.group_named(incident.group)
-        from gateway.audiences import expand_targets, record_paged  # as policy_for above: config imports us
-
         event = self.lifecycle.note(
             incident.ref, "escalation", f"Reminder {timer.step}: post an update on this major incident."
         )

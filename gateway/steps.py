@@ -8,6 +8,7 @@ modules of those sources and is composed into the step list by the service.
 from __future__ import annotations
 
 from gateway.pipeline import Context, Discard
+from gateway.procedures import procedure_for
 from parsers.severity import severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, RESOLVED
 from store.models import OPEN_STATUSES, CorrelationKey, Incident
@@ -62,8 +63,6 @@ def allocate(ctx: Context) -> None:
 def allocation_for(config, d, signal, defaults: dict) -> tuple[dict, dict]:
     """(allocation, why): each field's value and what set it — a rule, the source default, the signal's
     severity, the configured default, the fallback group, or the procedure's category list. Pure."""
-    from gateway.procedures import procedure_for
-
     sla = config.sla
     severity = severity_to_impact_urgency(signal.severity, defaults.get("severity_map"))
     why = {}

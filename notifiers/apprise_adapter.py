@@ -12,6 +12,7 @@ caller's thread, not in Apprise's shared pool (see :func:`send`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -19,14 +20,25 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import apprise
-from apprise.plugins.email import NotifyEmail
 
 from notifiers.render import HTML, MARKDOWN, TEXT, Rendered
 
-_FORMATS = {apprise.NotifyFormat.TEXT: TEXT, apprise.NotifyFormat.MARKDOWN: MARKDOWN, apprise.NotifyFormat.HTML: HTML}
+if TYPE_CHECKING:
+    import apprise
+
+_FORMATS = {"text": TEXT, "markdown": MARKDOWN, "html": HTML}  # apprise.NotifyFormat's values
+
+
+@functools.cache
+def _apprise():
+    """Apprise, imported on first use: its import takes about a second, and loading the configuration (every
+    ``inlet`` command) reaches this module through the lifecycle hooks (procedures -> audiences -> mailer)."""
+    import apprise
+    import apprise.plugins.email
+
+    return apprise
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ def masked(target: str) -> str:
     if not scheme.isascii() or not scheme.replace("+", "").replace("-", "").isalnum():
         return "(invalid)"
     with _quiet():
-        plugin = apprise.Apprise.instantiate(target)
+        plugin = _apprise().Apprise.instantiate(target)
     host = _host(target)
     if plugin is None or not host or host != _host(plugin.url(privacy=True)):
         return f"{scheme}://…"
@@ -73,7 +85,7 @@ def sendable(target: str) -> bool:
     if "://" not in target or any(c.isspace() for c in target):
         return False
     with _quiet():
-        return apprise.Apprise.instantiate(target) is not None
+        return _apprise().Apprise.instantiate(target) is not None
 
 
 _silenced = threading.local()
@@ -133,16 +145,16 @@ def send(
     started = time.monotonic()
     # No Apprise deadline: with one, every send is handed to Apprise's process-wide pool (cpu + 4 threads),
     # which would cap the outbox's concurrency; the plugin's socket timeouts bound the send instead.
-    plugin = apprise.Apprise.instantiate(target, asset=apprise.AppriseAsset(service_timeout=0))
+    plugin = _apprise().Apprise.instantiate(target, asset=_apprise().AppriseAsset(service_timeout=0))
     if plugin is None:
         return Outcome(target, masked(target), False, "not a valid Apprise URL (or its plugin is disabled)", 0.0, True)
     plugin.request_rate_per_sec = throttle
     plugin.socket_connect_timeout = plugin.socket_read_timeout = timeout
-    if mail_headers and isinstance(plugin, NotifyEmail):
+    if mail_headers and isinstance(plugin, _apprise().plugins.email.NotifyEmail):
         plugin.headers.update(mail_headers)
     fmt = plugin.notify_format[0] if isinstance(plugin.notify_format, tuple) else plugin.notify_format
-    body_format = fmt if fmt in _FORMATS else apprise.NotifyFormat.TEXT
-    app = apprise.Apprise()
+    body_format = fmt if fmt in _FORMATS else _apprise().NotifyFormat.TEXT
+    app = _apprise().Apprise()
     app.add(plugin)
     url = masked(target)
     try:
@@ -157,7 +169,7 @@ def send(
 
 
 def _outcome(target: str, url: str, result: apprise.AppriseResult, elapsed: float) -> Outcome:
-    if result.status == apprise.AppriseResultStatus.NOMATCH or not result.results:
+    if result.status == _apprise().AppriseResultStatus.NOMATCH or not result.results:
         return Outcome(target, url, False, "Apprise dispatched nothing", elapsed, True)
     service = result.results[0]
     if service:

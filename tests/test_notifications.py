@@ -14,9 +14,8 @@ from datetime import timedelta
 import pytest
 
 from gateway.accounts import create_user
-from gateway.config.mail_settings import message_id_secret
+from gateway.config.mail_settings import email_options, message_id_secret
 from gateway.core.clock import Clock, FixedClock
-from gateway.mail import email_options
 from gateway.service import build_lifecycle
 from notifiers import digest
 from notifiers.apprise_adapter import channel_key

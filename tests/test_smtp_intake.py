@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config.mail_settings import email_options
 from gateway.core.clock import FixedClock
-from gateway.mail import email_options
 from gateway.service import Service
 from parsers.email import make_message_id, parse_email
 from store.db import db

@@ -23,7 +23,6 @@ from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSect
 from gateway.config.notifications import NotificationsSection, Stakeholder, check_notifications
 from gateway.config.schema import KeyProblem, convert, setting
 from gateway.core.errors import ConfigError
-from gateway.explain import RuleTest
 from gateway.procedures import ProceduresSection, check_procedures
 from gateway.reports.schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
@@ -181,6 +180,28 @@ class Group:
     def urls(self) -> list[str]:
         """The channels that are addresses, without the ``schedule:NAME`` ones (resolved when a row is written)."""
         return [c for c in self.channels if not c.startswith(SCHEDULE_PREFIX)]
+
+
+@dataclass(frozen=True)
+class RuleTest:
+    """One [[rule_test]]: an input and what the rules should make of it (gateway/explain.py runs it)."""
+
+    name: str = setting("", help="What the case shows (printed when it fails).")
+    input: str = setting("", help="An .eml or webhook JSON file, relative to the configuration file.")
+    subject: str = setting("", help="Inline input: the subject (when no 'input' file is given).")
+    body: str = setting("", help="Inline input: the body text.")
+    sender: str = setting("", help="Inline input: the reporter's address.")
+    recipient: str = setting("", help="The address the input came to.")
+    source: str = setting("email", help="Inline input: the signal's source (email, alertmanager, …, manual).")
+    integration: str = setting("", help="The webhook integration name the input came through.")
+    labels: dict[str, str] = setting(factory=dict, help="Inline input: labels.")
+    category: str | None = setting(None, help="Expected category ('' for none).")
+    service: str | None = setting(None, help="Expected service.")
+    impact: str | None = setting(None, help="Expected impact.")
+    urgency: str | None = setting(None, help="Expected urgency.")
+    priority: str | None = setting(None, help="Expected priority (P1..P5).")
+    group: str | None = setting(None, help="Expected group.")
+    procedure: str | None = setting(None, help="Expected procedure (major, security, standard, low-impact).")
 
 
 @dataclass(frozen=True)

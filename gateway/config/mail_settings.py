@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from gateway.config.keys import local_secret
 from gateway.config.schema import KeyProblem, setting
+from parsers.email import EmailOptions
 
 MAX_MIME_CONTAINERS = 300  # each level of nesting is a few frames of recursion in the parser and the walk
 
@@ -216,3 +217,23 @@ def match_address(config, address: str):
 def message_id_secret(config) -> bytes:
     """The key that signs Inlet's Message-IDs: from the environment, else a file kept in data_dir."""
     return local_secret(config, config.mail.message_id_secret_env, "message-id.key").encode()
+
+
+def email_options(config) -> EmailOptions:
+    """The parser's view of this installation (own addresses, loop token, Message-ID key)."""
+    own = [a.lower() for a in config.mail.own_addresses]
+    # Exact [[address]] entries are Inlet's own; an @domain entry is not (its users write from it).
+    own += [a.address.lower() for a in config.address if not a.address.startswith("@")]
+    own.append(config.notifications.from_address.strip().lower())  # what the outbox sends from
+    return EmailOptions(
+        ref_prefix=config.inlet.ref_prefix,
+        own_addresses=tuple(own),
+        loop_token=config.mail.loop_token,
+        message_id_secret=message_id_secret(config),
+        message_id_domain=config.mail.message_id_domain,
+        max_attachment_size=config.mail.max_attachment_size,
+        max_header_fields=config.mail.max_header_fields,
+        max_header_bytes=config.mail.max_header_bytes,
+        max_mime_containers=config.mail.max_mime_containers,
+        max_mime_parts=config.mail.max_mime_parts,
+    )
