@@ -34,7 +34,10 @@ import nh3  # noqa: E402
 
 from gateway import accounts  # noqa: E402
 from gateway.config.loader import config_from_dict  # noqa: E402
-from gateway.service import Service  # noqa: E402
+from gateway.service import (
+    Service,  # noqa: E402
+    build_services,  # noqa: E402
+)
 from parsers.email import EmailOptions, parse_email  # noqa: E402
 from store.db import db, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
@@ -112,7 +115,7 @@ def pages() -> None:
             for name, row in zip(inputs, Inbound.select().order_by(Inbound.id), strict=True):
                 refs[name] = Incident.get_by_id(row.incident_id).ref if row.incident_id else None
             accounts.create_user("admin", "admin", "bench password")
-        client = create_app(config).test_client()
+        client = create_app(config, build_services(config)).test_client()
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
         client.post("/login", data={"name": "admin", "password": "bench password", "csrf_token": token})
         print(f"{'incident page of':<18} {'median ms':>10}")

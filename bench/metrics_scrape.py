@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import accounts  # noqa: E402
 from gateway.config.loader import config_from_dict  # noqa: E402
+from gateway.service import build_services  # noqa: E402
 from store.db import db, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from web import metrics  # noqa: E402
@@ -154,7 +155,7 @@ def main() -> None:
     seed(path, count)
     print(f"seeded {count:,} incidents and inputs in {time.perf_counter() - begin:.1f} s")
 
-    app = create_app(config)
+    app = create_app(config, build_services(config))
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
     client.post("/login", data={"name": "admin", "password": "bench password", "csrf_token": token})

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import accounts  # noqa: E402
 from gateway.config.loader import config_from_dict  # noqa: E402
+from gateway.service import build_services  # noqa: E402
 from store.db import db, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from web.app import create_app  # noqa: E402
@@ -117,7 +118,7 @@ def main() -> None:
     seed(path, count)
     print(f"seeded {count:,} incidents in {time.perf_counter() - begin:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
 
-    app = create_app(config)
+    app = create_app(config, build_services(config))
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
     client.post("/login", data={"name": "agent", "password": "bench password", "csrf_token": token})

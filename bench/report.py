@@ -41,6 +41,7 @@ import psycopg2  # noqa: E402
 from gateway import accounts  # noqa: E402
 from gateway.config.loader import config_from_dict  # noqa: E402
 from gateway.reports.figures import figures as reports
+from gateway.service import build_services  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from web.app import create_app  # noqa: E402
@@ -258,7 +259,7 @@ def run(kind: str, count: int, rounds: int, show_plans: bool) -> None:
             seconds = seed(count, now)
             print(f"\n{kind}: seeded {count:,} incidents in {seconds:.1f} s")
             accounts.create_user("boss", "admin", PASSWORD)
-            app = create_app(config)
+            app = create_app(config, build_services(config))
             client = app.test_client()
             token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
             client.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token})

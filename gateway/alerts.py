@@ -34,6 +34,7 @@ from gateway.config.integrations import Integration, integration_named, maintena
 from gateway.core.errors import ParseError
 from gateway.lifecycle import add_key
 from gateway.pipeline import Context, Discard
+from parsers.drill import drill_defaults
 from parsers.payload import decode_json
 from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
 from parsers.webhooks import parse_webhook
@@ -85,8 +86,6 @@ def parse_webhook_inbound(ctx: Context) -> list[Signal]:
     ctx.extras["defaults"] = integration.defaults()
     signals = webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
     if integration.kind == "drill":  # the drill asks for its procedure and group
-        from gateway.cli.run_drill import drill_defaults
-
         ctx.extras["defaults"].update(drill_defaults(signals))
     return signals
 

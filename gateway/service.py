@@ -12,18 +12,24 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import alerts, steps
+from gateway import alerts, mail, steps
+from gateway.audiences import Audiences
 from gateway.config.loader import Config, load_config
 from gateway.config.mail_settings import message_id_secret
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.private_files import private_dir, write_private
+from gateway.core.threads import Worker
+from gateway.escalation import ESCALATION, Escalation, TimerWorker
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundWriter, IntakeActivity
 from gateway.lifecycle import Lifecycle, Policy
 from gateway.pipeline import Pipeline
+from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
 from gateway.reports.mailing import ReportScheduler
 from gateway.worker import pipeline_tick
 from store import wakeup
@@ -58,10 +64,6 @@ def reloadable(running: Config) -> Config:
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
     """The lifecycle with its hooks: procedures, escalation timers, who gets told what."""
-    from gateway.audiences import Audiences
-    from gateway.escalation import Escalation
-    from gateway.procedures import Procedures
-
     lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
     lifecycle.procedures = Procedures(lifecycle)
     lifecycle.escalation = Escalation(lifecycle)
@@ -71,9 +73,6 @@ def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
 
 def build_timer_worker(lifecycle: Lifecycle):
     """The TimerWorker with the handler of each timer kind."""
-    from gateway.escalation import ESCALATION, TimerWorker
-    from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
-
     handlers = {
         ESCALATION: lifecycle.escalation.fire,
         MAJOR_REMINDER: lifecycle.procedures.fire_reminder,
@@ -84,8 +83,6 @@ def build_timer_worker(lifecycle: Lifecycle):
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
     """The pipeline: one parser per Inbound source, then the signal steps in order."""
-    from gateway import mail
-
     parse_mail = mail.MailParser(config)
     return Pipeline(
         config=config,
@@ -105,6 +102,52 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
         ),
         clock=clock or Clock(),
     )
+
+
+@dataclass
+class Services:
+    """What the web app, the intake edges and the workers of one process share.
+
+    Built by :func:`build_services`, the one builder ``inlet serve`` and the tests use; the web app
+    (``create_app(config, services)``) takes it and builds nothing of its own.
+    """
+
+    clock: Clock
+    lifecycle: Lifecycle
+    pipeline: Pipeline
+    pipeline_worker: Worker  # woken when the writer commits rows (or a quarantined row is reprocessed)
+    writer: InboundWriter
+    refusals: Refusals
+
+
+def build_services(
+    config: Config,
+    clock: Clock | None = None,
+    *,
+    activity: IntakeActivity | None = None,
+    report: Callable[[int | None], None] | None = None,
+) -> Services:
+    """The lifecycle with its hooks, the pipeline and its worker, the intake writer, the refusal counts.
+
+    Intake edges store through the writer; the pipeline worker picks the rows up. While intake has work
+    in hand each unit waits, at most 20x the last one's time (so it never starves): a burst is
+    acknowledged first and applied right after, steady traffic as it comes. ``report``: the supervisor's
+    line about the Inbound in hand (gateway/supervisor.py).
+    """
+    clock = clock or Clock()
+    lifecycle = build_lifecycle(config, clock)
+    pipeline = build_pipeline(config, lifecycle, clock)
+    tick = pipeline_tick(
+        pipeline,
+        before_each=lambda spent: writer.wait_while_busy(20 * spent),
+        report=report,
+        busy=lambda: writer.busy(),
+    )
+    poll = config.serve.poll_interval.total_seconds()
+    pipeline_worker = wakeup.worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
+    writer = InboundWriter(clock=clock, on_commit=pipeline_worker.wake, activity=activity)
+    refusals = Refusals(config.serve.refusals_flush_interval.total_seconds())
+    return Services(clock, lifecycle, pipeline, pipeline_worker, writer, refusals)
 
 
 class _Started:
@@ -142,28 +185,20 @@ class Service:
         self.roles = roles or set(ROLES)
         self.database = open_database(config)
         require_latest()
-        self.clock = clock or Clock()
-        self.lifecycle = build_lifecycle(config, self.clock)
-        self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
-        if self.roles & {"worker", "notify"}:
-            message_id_secret(config)  # an empty or short key file stops the start, not every message
-        self.components: list = []
-        # Intake edges store through the writer; the pipeline worker picks the rows up. While intake
-        # has work in hand each unit waits, at most 20x the last one's time (so it never starves):
-        # a burst is acknowledged first and applied right after, steady traffic as it comes.
-        poll = config.serve.poll_interval.total_seconds()
-        self._status_fd = status_fd
-        tick = pipeline_tick(
-            self.pipeline,
-            before_each=lambda spent: self.writer.wait_while_busy(20 * spent),
-            report=self._report_step if status_fd is not None else None,
-            busy=lambda: self.writer.busy(),
-        )
-        self.pipeline_worker = wakeup.worker("pipeline", tick, interval=poll, wake_on=wakeup.INBOUND)
         activity = (
             IntakeActivity(private_dir(config.inlet.data_dir)) if self.roles & {"smtp", "web", "worker"} else None
         )
-        self.writer = InboundWriter(clock=self.clock, on_commit=self.pipeline_worker.wake, activity=activity)
+        self._status_fd = status_fd
+        self.services = build_services(
+            config, clock, activity=activity, report=self._report_step if status_fd is not None else None
+        )
+        self.clock, self.lifecycle, self.pipeline = self.services.clock, self.services.lifecycle, self.services.pipeline
+        self.pipeline_worker, self.writer = self.services.pipeline_worker, self.services.writer
+        self.refusals = self.services.refusals
+        if self.roles & {"worker", "notify"}:
+            message_id_secret(config)  # an empty or short key file stops the start, not every message
+        self.components: list = []
+        poll = config.serve.poll_interval.total_seconds()
         self.components.append(_Started(self.writer, "inbound writer"))
         if "worker" in self.roles:
             self.components.append(self.pipeline_worker)
@@ -188,7 +223,6 @@ class Service:
             )
             self.components.append(self.delivery)
         # What the listeners refuse is counted in memory and flushed now and then (gateway/intake/refusals.py).
-        self.refusals = Refusals(config.serve.refusals_flush_interval.total_seconds())
         if self.roles & {"smtp", "web"}:
             self.components.append(self.refusals)  # stopped after the listeners: their last refusals are written
         if "smtp" in self.roles and config.smtp.enabled:
@@ -203,7 +237,7 @@ class Service:
         if "web" in self.roles:
             from web.app import create_app
 
-            self.app = create_app(config, self)
+            self.app = create_app(config, self.services)
             from gateway.web_server import WebServer
 
             self.components.append(WebServer(config, self.app, self.refusals))
@@ -220,8 +254,6 @@ class Service:
         running configuration stays.
         """
         new = reloadable(self.config)
-        from gateway.audiences import Audiences
-
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config
         with self._reload_lock:
             # Each reader picks the configuration up per unit of work; the swap is a few assignments.

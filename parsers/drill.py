@@ -13,6 +13,7 @@ from gateway.core.errors import ParseError
 from parsers.signal import Signal
 
 PROCEDURES = ("major", "security", "standard")
+PROCEDURE_FLAGS = {"major": {"major": True}, "security": {"security": True}, "standard": {}}
 
 
 def parse(payload: dict, options: Any = None) -> list[Signal]:
@@ -38,3 +39,12 @@ def parse(payload: dict, options: Any = None) -> list[Signal]:
             labels=labels,
         )
     ]
+
+
+def drill_defaults(signals) -> dict:
+    """Source defaults for allocate from a drill report: the procedure's flag and the group asked for."""
+    labels = signals[0].labels if signals else {}
+    defaults = dict(PROCEDURE_FLAGS.get(labels.get("inlet_drill_procedure"), {}))
+    if labels.get("inlet_drill_group"):
+        defaults["group"] = labels["inlet_drill_group"]
+    return defaults

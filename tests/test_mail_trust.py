@@ -225,7 +225,7 @@ def test_crafted_messages_never_stall_the_pipeline_nor_the_incident_page(service
     with db.connection_context():
         accounts.create_user("admin", "admin", PASSWORD, email="admin@example.org")
         in_db(lambda: Inbound.update(raw=b"").execute())  # the page must not need the raw message
-    client = create_app(service.config).test_client()
+    client = create_app(service.config, service.services).test_client()
     page = client.get("/login")
     token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     assert client.post("/login", data={"name": "admin", "password": PASSWORD, "csrf_token": token}).status_code == 302

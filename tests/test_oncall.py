@@ -18,7 +18,7 @@ from gateway import schedules as oncall
 from gateway.cli.main import main
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError, Forbidden
-from gateway.service import Service, build_lifecycle, build_timer_worker
+from gateway.service import Service, build_lifecycle, build_services, build_timer_worker
 from store.db import db
 from store.migrations import LATEST, current_version, upgrade
 from store.models import Event, Notification, SchemaVersion, User
@@ -210,7 +210,7 @@ def test_api_overrides_and_now_next(store, users):
     config = config_of(store)
     token = accounts.issue_api_token("ann")
     viewer = accounts.issue_api_token("vic")
-    client = create_app(config).test_client()
+    client = create_app(config, build_services(config)).test_client()
     auth = {"Authorization": f"Bearer {token}"}
     body = {"user": "dave", "starts": "2026-03-28T10:00+01:00", "ends": "2026-03-28T12:00+01:00", "reason": "swap"}
     refused = client.post("/api/v1/oncall/network/overrides", json=body, headers={"Authorization": f"Bearer {viewer}"})
@@ -242,9 +242,7 @@ def test_inlet_oncall_prints_now_and_next(store, users, capsys):
 
 def test_group_page_shows_now_and_next_and_agents_of_the_group_add_overrides(store, users):
     config = config_of(store)
-    app = create_app(config)
-    app.config["SERVICES"] = None
-    app.extensions["inlet_lifecycle"] = build_lifecycle(config, FixedClock(utc(2026, 3, 28, 9, 0)))  # bob's turn
+    app = create_app(config, build_services(config, FixedClock(utc(2026, 3, 28, 9, 0))))  # bob's turn
 
     def signed_in(name):
         accounts.set_password(name, PASSWORD)

@@ -18,7 +18,7 @@ from gateway import accounts
 from gateway.cli.main import main
 from gateway.core.clock import FixedClock
 from gateway.core.errors import InletError, NotFound
-from gateway.service import build_lifecycle
+from gateway.service import build_lifecycle, build_services
 from notifiers.delivery import Delivery
 from store.db import db
 from store.migrations import LATEST, current_version, upgrade
@@ -153,7 +153,8 @@ def _csrf(client, path):
 
 
 def test_a_user_sets_their_own_channels_on_the_account_page(store, users):
-    app = create_app(store.config(group=GROUPS, escalation=POLICIES, schedule=[SCHEDULE]))
+    config = store.config(group=GROUPS, escalation=POLICIES, schedule=[SCHEDULE])
+    app = create_app(config, build_services(config))
     bob = _client(app, "bob")
     url = f"json://hooks.example.org/{SECRET}"
     assert bob.post("/account/channels", data={"channels": url}).status_code == 400  # no CSRF token: refused
@@ -175,7 +176,8 @@ def test_a_user_sets_their_own_channels_on_the_account_page(store, users):
 
 
 def test_admins_see_channels_masked_and_edit_them_on_the_users_page(store, users):
-    app = create_app(store.config(group=GROUPS, escalation=POLICIES, schedule=[SCHEDULE]))
+    config = store.config(group=GROUPS, escalation=POLICIES, schedule=[SCHEDULE])
+    app = create_app(config, build_services(config))
     accounts.set_channels("bob", [f"json://hooks.example.org/{SECRET}", f"pover://{SECRET}@{SECRET}"])
     root = _client(app, "root")
     listing = root.get("/users").text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ import pytest
 
 from gateway import accounts
 from gateway.mail import store_email_view
-from gateway.service import build_lifecycle
+from gateway.service import build_lifecycle, build_services
 from parsers.email import EmailOptions, parse_email
 from store.models import Attachment, Event, Inbound, Incident, Notification, User
 from web.app import create_app
@@ -28,8 +29,9 @@ class Web:
 
     def __init__(self, store, groups=GROUPS, **sections):
         self.config = store.config(group=groups, inlet={"data_dir": str(store.tmp_path)}, **sections)
-        self.app = create_app(self.config)
-        self.lifecycle = build_lifecycle(self.config)
+        self.services = build_services(self.config)
+        self.app = create_app(self.config, self.services)
+        self.lifecycle = self.services.lifecycle
         for name, role in USERS.items():
             accounts.create_user(name, role, PASSWORD, email=f"{name}@example.org")
         self.desk = self.lifecycle.create(
@@ -353,11 +355,11 @@ def test_login_redirects_only_to_local_paths(web):
 def test_secret_key_is_generated_once_and_kept(store, monkeypatch):
     monkeypatch.delenv("INLET_SECRET_KEY", raising=False)
     config = store.config(inlet={"data_dir": str(store.tmp_path / "data")})
-    first = create_app(config).config["SECRET_KEY"]
-    assert create_app(config).config["SECRET_KEY"] == first and len(first) >= 32
+    first = create_app(config, build_services(config)).config["SECRET_KEY"]
+    assert create_app(config, build_services(config)).config["SECRET_KEY"] == first and len(first) >= 32
     assert (store.tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
     monkeypatch.setenv("INLET_SECRET_KEY", "from-the-environment")
-    assert create_app(config).config["SECRET_KEY"] == "from-the-environment"
+    assert create_app(config, build_services(config)).config["SECRET_KEY"] == "from-the-environment"
 
 
 # ---------------------------------------------------------------- XSS: outside text renders inert
@@ -443,17 +445,9 @@ class Woken:
         self.count += 1
 
 
-class Services:
-    """What create_app reads from the service: the lifecycle and the pipeline worker to wake."""
-
-    def __init__(self, lifecycle):
-        self.lifecycle = lifecycle
-        self.pipeline_worker = Woken()
-
-
 def test_quarantine_shows_raw_as_text_reprocesses_and_discards(store):
     web = Web(store)
-    services = Services(web.lifecycle)
+    services = dataclasses.replace(web.services, pipeline_worker=Woken())  # counts the wakes a reprocess makes
     web.app = create_app(web.config, services)
     client = web.client("admin")
     listing = client.get("/quarantine").text

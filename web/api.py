@@ -27,6 +27,7 @@ from store.documents import event_document, incident_document
 from store.models import LEVELS, PROBLEM_STATUSES, Event, Incident, ProblemEvent, User
 from web import actions, queue
 from web.auth import RESTRICTED, SessionUser, hidden_refs
+from web.incidents import lifecycle
 from web.openapi import openapi_document
 from web.problems import problem_rows, problems
 from web.reports import for_viewer
@@ -114,8 +115,6 @@ def _document(incident: Incident) -> dict:
 
 
 def _lifecycle():
-    from web.incidents import lifecycle
-
     return lifecycle()
 
 

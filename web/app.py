@@ -22,6 +22,23 @@ from gateway.config.loader import Config
 from gateway.core.errors import SchemaOutdated, StoreUnavailable
 from store.db import db
 from store.migrations import require_latest
+from web import (
+    api,
+    auth,
+    configuration,
+    hooks,
+    incidents,
+    metrics,
+    notifications,
+    oncall,
+    problems,
+    quarantine,
+    reports,
+    status,
+    users,
+)
+from web.api import error
+from web.filters import init_app as init_render
 
 # No inline scripts or styles anywhere: every script and stylesheet is a static file.
 CSP = (
@@ -40,8 +57,9 @@ csrf = CSRFProtect()
 log = logging.getLogger("inlet.web")
 
 
-def create_app(config: Config, services=None) -> Flask:
-    """Build the app for ``config``; ``services`` carries the lifecycle, pipeline and writer."""
+def create_app(config: Config, services) -> Flask:
+    """Build the app for ``config`` on the ``services`` of its process (gateway/service.py ``build_services``:
+    the lifecycle, the intake writer, the pipeline worker); the app builds none of them itself."""
     app = Flask(__name__)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)
     app.session_interface = SessionInterface()
@@ -73,8 +91,6 @@ def create_app(config: Config, services=None) -> Flask:
             db.close()
 
     # Webhooks: machines authenticated per request by token or signature, not browser sessions.
-    from web import hooks
-
     hooks.init_app(app, services)
 
     @app.get("/healthz")
@@ -90,22 +106,6 @@ def create_app(config: Config, services=None) -> Flask:
         response = jsonify(status="ready" if ready else "not ready", checks=checks)
         response.status_code = 200 if ready else 503
         return response
-
-    from web import (
-        api,
-        auth,
-        configuration,
-        incidents,
-        metrics,
-        notifications,
-        oncall,
-        problems,
-        quarantine,
-        reports,
-        status,
-        users,
-    )
-    from web.filters import init_app as init_render
 
     csrf.init_app(app)
     init_render(app)
@@ -206,8 +206,6 @@ class SessionInterface(SecureCookieSessionInterface):
 def _page_error(code: int, message: str):
     def handler(exc):
         if request.path.startswith(("/api/", "/hooks/")):
-            from web.api import error
-
             codes = {400: "invalid", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 500: "internal"}
             return error(code, codes[code], message)
         return render_template("error.html", code=code, message=message), code

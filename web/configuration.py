@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 
 from notifiers.apprise_adapter import masked
-from store.db import describe, redact
+from store.db import db, describe, redact
 from web.auth import role_required
 
 bp = Blueprint("configuration", __name__)
@@ -23,8 +23,6 @@ def scheme(url: str) -> str:
 @role_required("admin")
 def show():
     config = current_app.config["INLET"]
-    from store.db import db
-
     return render_template(
         "configuration.html",
         config=config,

@@ -42,6 +42,8 @@ from gateway.core.errors import ParseError, StoreUnavailable
 from gateway.intake.refusals import WEBHOOK
 from gateway.intake.writer import InboundRecord
 from parsers.payload import decode_json, require_plain_text
+from store.db import db
+from store.models import Inbound
 
 log = logging.getLogger("inlet.hooks")
 
@@ -55,11 +57,7 @@ _FIELD = re.compile(r"field '([^']*)'")
 
 def init_app(app, services) -> None:
     """Register the blueprint; its rate limiter and idempotency memory live with the app."""
-    clock = getattr(services, "clock", None)
-    if clock is None:
-        from gateway.core.clock import Clock
-
-        clock = Clock()
+    clock = services.clock
     app.extensions["inlet_hooks"] = {"limiter": RateLimiter(clock), "recent": RecentRequests(clock), "clock": clock}
     app.register_blueprint(bp)
 
@@ -206,9 +204,6 @@ def receive(name: str):
 
 def _stored_dedup_key(inbound_id: int) -> str | None:
     """The dedup key generated for the first delivery of a re-delivered PagerDuty trigger."""
-    from store.db import db
-    from store.models import Inbound
-
     with db.connection_context():
         row = Inbound.get_or_none(Inbound.id == inbound_id)
     return (row.headers or {}).get(GENERATED_DEDUP_HEADER) if row else None

@@ -34,15 +34,8 @@ bp = Blueprint("incidents", __name__)
 
 
 def lifecycle():
-    """The service's lifecycle (an app built without services gets its own, for tools and tests)."""
-    services = current_app.config["SERVICES"]
-    if services is not None:
-        return services.lifecycle
-    if "inlet_lifecycle" not in current_app.extensions:
-        from gateway.service import build_lifecycle
-
-        current_app.extensions["inlet_lifecycle"] = build_lifecycle(current_app.config["INLET"])
-    return current_app.extensions["inlet_lifecycle"]
+    """The service's lifecycle (create_app's services: gateway/service.py build_services)."""
+    return current_app.config["SERVICES"].lifecycle
 
 
 def visible_incident(ref: str) -> Incident:

@@ -32,8 +32,6 @@ from gateway.core.errors import InletError
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer
 
-PROCEDURE_FLAGS = {"major": {"major": True}, "security": {"security": True}, "standard": {}}
-
 Transport = Callable[[object, dict], int]  # sends the report, returns the Inbound id
 
 
@@ -76,15 +74,6 @@ def http_transport(config, payload: dict) -> int:
         raise InletError(f"{url} answered {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}") from None
     except OSError as exc:
         raise InletError(f"{url} unreachable: {exc}") from None
-
-
-def drill_defaults(signals) -> dict:
-    """Source defaults for allocate from a drill report: the procedure's flag and the group asked for."""
-    labels = signals[0].labels if signals else {}
-    defaults = dict(PROCEDURE_FLAGS.get(labels.get("inlet_drill_procedure"), {}))
-    if labels.get("inlet_drill_group"):
-        defaults["group"] = labels["inlet_drill_group"]
-    return defaults
 
 
 def run_drill(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gateway.config.integrations import Integration, Maintenance, check_integrations
 from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
-from gateway.config.notifications import NotificationsSection, Stakeholder, check_notifications
+from gateway.config.notification_settings import NotificationsSection, Stakeholder, check_notifications
 from gateway.config.schema import KeyProblem, convert, setting
 from gateway.core.errors import ConfigError
 from gateway.procedures import ProceduresSection, check_procedures
