@@ -40,7 +40,7 @@ import psycopg2  # noqa: E402
 
 from gateway import accounts  # noqa: E402
 from gateway.config.loader import config_from_dict  # noqa: E402
-from gateway.reports.figures import figures as reports
+from gateway.reports import figures as reports
 from gateway.service import build_services  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402

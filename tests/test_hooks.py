@@ -468,7 +468,7 @@ def test_example_config_loads_without_its_secrets(monkeypatch):
 
 
 def test_missing_secret_is_logged_once(inlet, caplog):
-    from gateway.config.loader import integrations
+    from gateway.config import integrations
 
     integrations._warned.clear()  # other tests of this process may have warned already
     with caplog.at_level("WARNING", logger="inlet.hooks"):
