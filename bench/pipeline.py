@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import peewee  # noqa: E402
 
 from gateway.config import config_from_dict  # noqa: E402
-from gateway.pipeline import Context  # noqa: E402
+from gateway.pipeline.driver import Context  # noqa: E402
 from gateway.service import build_lifecycle, build_pipeline  # noqa: E402
 from gateway.worker import pipeline_tick  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402

@@ -21,16 +21,16 @@ from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.explain import RuleTest
+from gateway.incidents.procedures import ProceduresSection, check_procedures
+from gateway.incidents.sla import Calendar, SlaSection, check_sla
 from gateway.integrations import Integration, Maintenance, check_integrations
 from gateway.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.oncall import Schedule, check_schedules
 from gateway.private_files import write_private
-from gateway.procedures import ProceduresSection, check_procedures
 from gateway.report_schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schema import KeyProblem, convert, setting
-from gateway.sla import Calendar, SlaSection, check_sla
 from notifiers.settings import NotificationsSection, Stakeholder, check_notifications
 
 # ---------------------------------------------------------------- sections

@@ -8,20 +8,24 @@ cleanly on SIGINT/SIGTERM. Components are small objects with ``name``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import threading
 from pathlib import Path
 
-from gateway import alerts, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
+from gateway.incidents.escalation import ESCALATION, Escalation
+from gateway.incidents.lifecycle import Lifecycle, Policy
+from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
+from gateway.incidents.timers import TimerWorker
 from gateway.intake import InboundWriter, IntakeActivity
-from gateway.lifecycle import Lifecycle, Policy
 from gateway.mail_settings import message_id_secret
-from gateway.pipeline import Pipeline
+from gateway.pipeline import alert_steps, generic, mail_steps
+from gateway.pipeline.driver import Pipeline, Steps
 from gateway.private_files import private_dir, write_private
 from gateway.refusals import Refusals
 from gateway.scheduled_reports import ReportScheduler
@@ -57,52 +61,68 @@ def reloadable(running: Config) -> Config:
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
-    """The lifecycle with its hooks: procedures, escalation timers, who gets told what."""
-    from gateway.escalation import Escalation
-    from gateway.procedures import Procedures
+    """The lifecycle with its collaborators (procedures, escalation timers) and who gets told what."""
     from notifiers.audiences import Audiences
 
-    lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
-    lifecycle.procedures = Procedures(lifecycle)
-    lifecycle.escalation = Escalation(lifecycle)
-    lifecycle.hooks += [lifecycle.procedures.on_change, lifecycle.escalation.on_change, Audiences(config)]
-    return lifecycle
+    return Lifecycle(
+        ref_prefix=config.inlet.ref_prefix,
+        clock=clock,
+        policy=Policy(config),
+        procedures=Procedures(),
+        escalation=Escalation(),
+        hooks=[Audiences(config)],
+    )
 
 
-def build_timer_worker(lifecycle: Lifecycle):
-    """The TimerWorker with the handler of each timer kind."""
-    from gateway.escalation import ESCALATION, TimerWorker
-    from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
-
+def build_timer_worker(lifecycle: Lifecycle) -> TimerWorker:
+    """The TimerWorker with the handler of each timer kind (each handed the lifecycle)."""
     handlers = {
-        ESCALATION: lifecycle.escalation.fire,
-        MAJOR_REMINDER: lifecycle.procedures.fire_reminder,
-        AUTO_CLOSE: lifecycle.procedures.fire_auto_close,
+        ESCALATION: functools.partial(lifecycle.escalation.fire, lifecycle),
+        MAJOR_REMINDER: functools.partial(lifecycle.procedures.fire_reminder, lifecycle),
+        AUTO_CLOSE: functools.partial(lifecycle.procedures.fire_auto_close, lifecycle),
     }
     return TimerWorker(handlers, lifecycle.clock)
 
 
-def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
-    """The pipeline: one parser per Inbound source, then the signal steps in order."""
-    from gateway import mail
+# The signal steps of each kind of input, in the order they run (gateway/pipeline/): the driver picks
+# the list by the Inbound's source. A step that has fully applied a signal raises Finished: the rest of
+# the list is skipped; the ``after`` steps run for every signal applied (created or updated).
+EMAIL_STEPS = Steps(
+    [
+        ("mail-screen", mail_steps.screen),
+        ("mail-thread", mail_steps.thread),
+        ("correlate", generic.correlate),
+        ("classify", generic.classify),
+        ("allocate", generic.allocate),
+        ("apply", generic.apply),
+    ],
+    after=[("mail-record", mail_steps.record)],
+)
+ALERT_STEPS = Steps(
+    [
+        ("correlate", alert_steps.correlate),
+        ("maintenance", alert_steps.maintenance),
+        ("classify", generic.classify),
+        ("allocate", generic.allocate),
+        ("apply", alert_steps.apply),
+    ]
+)
 
-    parse_mail = mail.MailParser(config)
+
+def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
+    """The pipeline: one parser and one step list per Inbound source."""
+    parse_mail = mail_steps.MailParser(config)
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
         parsers={
-            alerts.SOURCE: alerts.parse_webhook_inbound,
-            **{source: parse_mail for source in mail.MAIL_SOURCES},
+            alert_steps.SOURCE: alert_steps.parse_webhook_inbound,
+            **{source: parse_mail for source in mail_steps.MAIL_SOURCES},
         },
-        # the email steps wrap the generic ones, as the alert steps do; other sources pass straight through
-        signal_steps=mail.email_steps(
-            [
-                ("correlate", alerts.correlate),
-                ("classify", steps.classify),
-                ("allocate", steps.allocate),
-                ("apply", alerts.apply),
-            ]
-        ),
+        steps={  # a copy each: a test may add a step to one pipeline
+            alert_steps.SOURCE: ALERT_STEPS.copy(),
+            **{source: EMAIL_STEPS.copy() for source in mail_steps.MAIL_SOURCES},
+        },
         clock=clock or Clock(),
     )
 

@@ -93,14 +93,14 @@ def pipeline_tick(
     busy: Callable[[], bool] | None = None,
 ) -> Callable[[], int]:
     """A tick that runs the pipeline over pending Inbound rows, oldest first, in transactions of
-    up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.Pipeline.run_batch`).
+    up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.driver.Pipeline.run_batch`).
 
     ``before_each(seconds the previous Inbound took)`` is called before each transaction (e.g. to
     yield to intake), the first of a tick included. ``report(inbound id)`` names the Inbound in hand
     and ``report(None)`` says none is, so the supervisor can stop a run that overruns its time limit.
     While ``busy()`` (intake has work in hand) the units are ``BUSY_BATCH`` Inbounds, else ``TRANSACTION_BATCH``.
     """
-    from gateway.pipeline import pending_ids
+    from gateway.pipeline.driver import pending_ids
 
     spent = [0.0]  # the last Inbound's time, across ticks: at a burst's start each tick finds only a row or two
 

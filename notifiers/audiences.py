@@ -1,6 +1,6 @@
 """Who gets what: a lifecycle hook that writes outbox rows for each change.
 
-Runs inside the lifecycle's transaction (gateway/lifecycle.py), so a
+Runs inside the lifecycle's transaction (gateway/incidents/lifecycle.py), so a
 notification exists exactly when the change that caused it was committed.
 
 - **reporter** (email, threaded): acknowledgement on registration (neutral text
@@ -28,8 +28,8 @@ import logging
 import secrets
 
 from gateway import oncall
-from gateway.lifecycle import Change, add_key
-from gateway.mail import email_options
+from gateway.incidents.lifecycle import Change, add_key
+from gateway.pipeline.mail_steps import email_options
 from gateway.schema import format_duration
 from notifiers import mail
 from notifiers.outbox import enqueue

@@ -15,8 +15,8 @@ import pytest
 
 from gateway.accounts import create_user
 from gateway.clock import Clock, FixedClock
-from gateway.mail import email_options
 from gateway.mail_settings import message_id_secret
+from gateway.pipeline.mail_steps import email_options
 from gateway.service import build_lifecycle
 from notifiers import digest
 from notifiers.apprise_adapter import channel_key
@@ -488,7 +488,7 @@ def test_a_reply_to_the_acknowledgement_finds_its_incident_and_our_own_mail_is_a
     """
     from email.message import EmailMessage
 
-    from gateway.steps import MESSAGE_ID, find_by_key
+    from gateway.pipeline.generic import MESSAGE_ID, find_by_key
     from parsers.email import OWN_LOOP, classify_mail, parse_email
 
     config, lc, delivery = setup(channels=[])

@@ -9,10 +9,10 @@ import pytest
 from gateway.accounts import create_user
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError, TransitionError
-from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
+from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER
+from gateway.pipeline.generic import allocation_for
 from gateway.rules import Decision
 from gateway.service import build_lifecycle, build_timer_worker
-from gateway.steps import allocation_for
 from parsers.signal import Signal
 from store.models import CLOSED, PENDING, RESOLVED, Event, Incident, Notification, Timer, User
 
@@ -351,6 +351,8 @@ def test_bad_procedure_and_escalation_config_is_refused(store, extra, where):
 
 
 def test_pipeline_notes_a_recovery_of_a_major_incident_without_commander(store, clock):
+    from gateway.pipeline import generic
+    from gateway.pipeline.driver import Steps
     from gateway.service import build_pipeline
     from store.models import Inbound
 
@@ -358,6 +360,8 @@ def test_pipeline_notes_a_recovery_of_a_major_incident_without_commander(store, 
     lc = build_lifecycle(config, clock)
     status = {b"fire": "firing", b"ok": "resolved"}
     pipeline = build_pipeline(config, lc, clock)
+    steps = (generic.correlate, generic.classify, generic.allocate, generic.apply)  # generic signals: the generic steps
+    pipeline.steps["test"] = Steps([(step.__name__, step) for step in steps])
     pipeline.parsers["test"] = lambda ctx: [
         Signal(source="generic", title="Total outage", fingerprint="fp", status=status[ctx.inbound.raw])
     ]

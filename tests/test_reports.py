@@ -37,7 +37,7 @@ import pytest
 from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError
-from gateway.lifecycle import Lifecycle
+from gateway.incidents.lifecycle import Lifecycle
 from gateway.reports import Scope, csv_tables, parse_moment, report, to_csv
 from store.models import User
 

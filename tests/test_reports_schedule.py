@@ -13,7 +13,7 @@ import pytest
 from gateway.clock import FixedClock
 from gateway.config import config_from_dict
 from gateway.errors import ConfigError
-from gateway.lifecycle import Lifecycle
+from gateway.incidents.lifecycle import Lifecycle
 from gateway.report_schedule import ScheduledReport, last_period
 from gateway.scheduled_reports import ReportScheduler
 from notifiers.delivery import Delivery

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.clock import FixedClock
-from gateway.mail import email_options
+from gateway.pipeline.mail_steps import email_options
 from gateway.service import Service
 from parsers.email import make_message_id, parse_email
 from store.db import db

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway import accounts
-from gateway.mail import store_email_view
+from gateway.pipeline.mail_steps import store_email_view
 from gateway.service import build_lifecycle
 from parsers.email import EmailOptions, parse_email
 from store.models import Attachment, Event, Inbound, Incident, Notification, User

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from gateway import accounts, oncall
 from gateway.clock import iso
 from gateway.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
-from gateway.lifecycle import normalise_ref
+from gateway.incidents.lifecycle import normalise_ref
 from gateway.problems import EDITABLE as PROBLEM_EDITABLE
 from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
 from gateway.problems import event_document as problem_event_document

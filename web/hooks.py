@@ -29,7 +29,6 @@ import uuid
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.errors import ParseError, StoreUnavailable
 from gateway.intake import InboundRecord
 from gateway.integrations import (
@@ -40,6 +39,7 @@ from gateway.integrations import (
     authenticate_routing_key,
     integration_named,
 )
+from gateway.pipeline.alert_steps import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.refusals import WEBHOOK
 from parsers.payload import decode_json, require_plain_text
 
