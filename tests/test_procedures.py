@@ -278,6 +278,20 @@ def test_least_loaded_assigns_the_member_with_fewest_open(store, members, clock)
     assert create(lc).assignee.name == "ann"  # ann has none open now
 
 
+def test_every_hook_sees_what_the_procedures_change(store, members, clock):
+    """Assignment by procedure and the status page go through the lifecycle's public methods: a hook sees them."""
+    lc = build_lifecycle(member_config(store, "round-robin"), clock)
+    seen = []
+    lc.hooks.append(lambda change: seen.append((change.action, change.event.field, change.event.new)))
+    incident = create(lc, major=True, procedure="major")
+    assert ("assign", "assignee", "ann") in seen and ("status_page", "status_page", "investigating") in seen
+    assert seen[-1] == ("create", "status", "new")  # the nested changes ran inside the create, before its hooks
+    assert incident.assignee.name == "ann" and incident.status_page == "investigating"  # on the object it returned
+    seen.clear()
+    lc.start(incident.ref, "ann")
+    assert seen == [("status_page", "status_page", "identified"), ("start", "status", "in_progress")]
+
+
 def test_no_assign_mode_leaves_the_group_only(lc, members):
     assert create(lc).assignee_id is None
 

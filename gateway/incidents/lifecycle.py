@@ -613,6 +613,15 @@ class Lifecycle:
                 self._run_hooks(Change("flap", incident, event, actor, before, context or {}))
         return incident
 
+    def remove_drill(self, ref: str | Incident) -> None:
+        """Delete a drill incident with its timeline, keys, timers and outbox rows (the drill cleans up
+        after itself, gateway/drill.py). Any other incident is refused: its timeline is the audit log."""
+        with db.atomic():
+            incident = self._find(ref, None, lock=True)
+            if not incident.drill:
+                raise TransitionError(incident.ref, "remove", incident.status, "only a drill incident can be removed")
+            incident.delete_instance(recursive=True, delete_nullable=True)
+
     # ------------------------------------------------------------ internals
 
     def _transition(
