@@ -62,7 +62,7 @@ def read_signals(raw: bytes, kind: str | None = None):
 
 def explain(config, signal, *, recipient: str | None = None, integration: str | None = None) -> dict:
     """What the pipeline would decide for one signal, with the reason for each field."""
-    from gateway import sla
+    from gateway.incidents import sla
     from gateway.pipeline.generic import allocation_for
 
     decision = config.ruleset.classify(signal, recipient=recipient, integration=integration)
