@@ -12,7 +12,7 @@ SQLite store, processed by the pipeline, and its incident page rendered through 
 client (median ms), next to the page of a plain message's incident. Target: under 200 ms.
 
 Also: nh3 (the incident page's HTML sanitiser) on nested <div>, which is why the page keeps an
-email's HTML only up to 200 levels deep (gateway/mail.py).
+email's HTML only up to 200 levels deep (gateway/pipeline/mail_steps.py).
 
 Run: ``PYTHONPATH=. python bench/mail_limits.py``
 """

@@ -7,7 +7,7 @@ For each database (SQLite file, a throwaway PostgreSQL schema) and each input:
 - ``mixed``: half of each, interleaved;
 
 the Inbound rows are stored first (not timed), then processed by the worker's own tick
-(gateway/worker.py ``pipeline_tick``, the code path of ``inlet serve`` and ``inlet import``)
+(gateway/pipeline/tick.py ``pipeline_tick``, the code path of ``inlet serve`` and ``inlet import``)
 until none is pending. Printed: messages/s, ms per message, queries per message, the
 parse time alone (parsers/: measured apart, the same messages parsed again), and the floor: raw
 INSERTs of the same number of incident rows with their event rows through the same driver,
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 import peewee  # noqa: E402
 
 from gateway.config.loader import config_from_dict  # noqa: E402
-from gateway.pipeline import Context  # noqa: E402
+from gateway.pipeline.driver import Context  # noqa: E402
+from gateway.pipeline.tick import pipeline_tick  # noqa: E402
 from gateway.service import build_lifecycle, build_pipeline  # noqa: E402
-from gateway.worker import pipeline_tick  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
 from store.models import PENDING, Inbound, Incident  # noqa: E402
@@ -276,7 +276,7 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from gateway import worker
+    from gateway.pipeline import tick as worker
 
     batch = getattr(worker, "TRANSACTION_BATCH", 1)  # the floor commits as often as the pipeline does
 

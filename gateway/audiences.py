@@ -1,6 +1,6 @@
 """Who gets what: a lifecycle hook that writes outbox rows for each change.
 
-Runs inside the lifecycle's transaction (gateway/lifecycle.py), so a
+Runs inside the lifecycle's transaction (gateway/incidents/lifecycle.py), so a
 notification exists exactly when the change that caused it was committed.
 
 - **reporter** (email, threaded): acknowledgement on registration (neutral text
@@ -30,7 +30,7 @@ import secrets
 from gateway import schedules
 from gateway.config.mail_settings import email_options
 from gateway.config.schema import format_duration
-from gateway.lifecycle import Change, add_key
+from gateway.incidents.lifecycle import Change, add_key
 from notifiers import mailer
 from notifiers.outbox import enqueue
 from parsers.email import make_message_id

@@ -20,7 +20,7 @@ sender (:func:`prove`):
 
 A reporter may reply ``#close`` (their own incident, only while resolved: it
 confirms the fix) or ``#reopen <reason>`` (within ``[mail] reopen_window``).
-Reporters are proven the way email replies are (gateway/mail.py): the reply
+Reporters are proven the way email replies are (gateway/pipeline/mail_steps.py): the reply
 was threaded by a Message-ID Inlet signed or, for a participant, by a stored
 Message-ID or the subject tag — and its From is the incident's reporter.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.core.errors import InletError
-from gateway.lifecycle import FINAL
+from gateway.incidents.lifecycle import FINAL
 from notifiers.mailer import email_target
 from notifiers.outbox import enqueue
 from store.models import RESOLVED, Contact, Event, Notification, User
@@ -250,7 +250,7 @@ def handle(ctx, incident, how: str, sender: str):
     """Apply the commands of the signal (a reply threaded to ``incident``): the Event recording them,
     or None when the message has none (or the incident is closed: a reply to it opens a new one).
 
-    Called by gateway/mail.py's thread step before it treats the message as a reply; an Event means
+    Called by gateway/pipeline/mail_steps.py's thread step before it treats the message as a reply; an Event means
     the message is fully handled (applied, or refused with an answer). The event is written first,
     so it precedes the changes on the timeline (and a #close can still be recorded).
     """

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway import sla
 from gateway.config.loader import RuleTest
 from gateway.config.schema import format_duration
 from gateway.core.errors import InletError, ParseError
-from gateway.steps import allocation_for
+from gateway.incidents import sla
+from gateway.pipeline.signal_steps import allocation_for
 from parsers.email import EmailOptions, parse_email
 from parsers.signal import Signal
 from parsers.webhooks import KINDS, parse_webhook

@@ -34,7 +34,7 @@ import peewee
 
 from gateway.core.clock import iso
 from gateway.core.errors import Forbidden, NotFound, TransitionError
-from gateway.lifecycle import Access, Lifecycle, normalise_ref
+from gateway.incidents.lifecycle import Access, Lifecycle, normalise_ref
 from store.db import db, is_postgres
 from store.models import (
     CANCELLED,

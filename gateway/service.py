@@ -8,6 +8,7 @@ cleanly on SIGINT/SIGTERM. Components are small objects with ``name``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import alerts, mail, steps
 from gateway.audiences import Audiences
 from gateway.config.loader import Config, load_config
 from gateway.config.mail_settings import message_id_secret
@@ -24,14 +24,16 @@ from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.private_files import private_dir, write_private
 from gateway.core.threads import Worker
-from gateway.escalation import ESCALATION, Escalation, TimerWorker
+from gateway.incidents.escalation import ESCALATION, Escalation
+from gateway.incidents.lifecycle import Lifecycle, Policy
+from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
+from gateway.incidents.timers import TimerWorker
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundWriter, IntakeActivity
-from gateway.lifecycle import Lifecycle, Policy
-from gateway.pipeline import Pipeline
-from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
+from gateway.pipeline import alert_steps, mail_steps, signal_steps
+from gateway.pipeline.driver import Pipeline, Steps
+from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
-from gateway.worker import pipeline_tick
 from store import wakeup
 from store.db import open_database
 from store.migrations import require_latest
@@ -63,43 +65,66 @@ def reloadable(running: Config) -> Config:
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
-    """The lifecycle with its hooks: procedures, escalation timers, who gets told what."""
-    lifecycle = Lifecycle(ref_prefix=config.inlet.ref_prefix, clock=clock, policy=Policy(config))
-    lifecycle.procedures = Procedures(lifecycle)
-    lifecycle.escalation = Escalation(lifecycle)
-    lifecycle.hooks += [lifecycle.procedures.on_change, lifecycle.escalation.on_change, Audiences(config)]
-    return lifecycle
+    """The lifecycle with its collaborators (procedures, escalation timers) and who gets told what."""
+    return Lifecycle(
+        ref_prefix=config.inlet.ref_prefix,
+        clock=clock,
+        policy=Policy(config),
+        procedures=Procedures(),
+        escalation=Escalation(),
+        hooks=[Audiences(config)],
+    )
 
 
-def build_timer_worker(lifecycle: Lifecycle):
-    """The TimerWorker with the handler of each timer kind."""
+def build_timer_worker(lifecycle: Lifecycle) -> TimerWorker:
+    """The TimerWorker with the handler of each timer kind (each handed the lifecycle)."""
     handlers = {
-        ESCALATION: lifecycle.escalation.fire,
-        MAJOR_REMINDER: lifecycle.procedures.fire_reminder,
-        AUTO_CLOSE: lifecycle.procedures.fire_auto_close,
+        ESCALATION: functools.partial(lifecycle.escalation.fire, lifecycle),
+        MAJOR_REMINDER: functools.partial(lifecycle.procedures.fire_reminder, lifecycle),
+        AUTO_CLOSE: functools.partial(lifecycle.procedures.fire_auto_close, lifecycle),
     }
     return TimerWorker(handlers, lifecycle.clock)
 
 
+# The signal steps of each kind of input, in the order they run (gateway/pipeline/): the driver picks
+# the list by the Inbound's source. A step that has fully applied a signal raises Finished: the rest of
+# the list is skipped; the ``after`` steps run for every signal applied (created or updated).
+EMAIL_STEPS = Steps(
+    [
+        ("mail-screen", mail_steps.screen),
+        ("mail-thread", mail_steps.thread),
+        ("correlate", signal_steps.correlate),
+        ("classify", signal_steps.classify),
+        ("allocate", signal_steps.allocate),
+        ("apply", signal_steps.apply),
+    ],
+    after=[("mail-record", mail_steps.record)],
+)
+ALERT_STEPS = Steps(
+    [
+        ("correlate", alert_steps.correlate),
+        ("maintenance", alert_steps.maintenance),
+        ("classify", signal_steps.classify),
+        ("allocate", signal_steps.allocate),
+        ("apply", alert_steps.apply),
+    ]
+)
+
+
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
-    """The pipeline: one parser per Inbound source, then the signal steps in order."""
-    parse_mail = mail.MailParser(config)
+    """The pipeline: one parser and one step list per Inbound source."""
+    parse_mail = mail_steps.MailParser(config)
     return Pipeline(
         config=config,
         lifecycle=lifecycle,
         parsers={
-            alerts.SOURCE: alerts.parse_webhook_inbound,
-            **{source: parse_mail for source in mail.MAIL_SOURCES},
+            alert_steps.SOURCE: alert_steps.parse_webhook_inbound,
+            **{source: parse_mail for source in mail_steps.MAIL_SOURCES},
         },
-        # the email steps wrap the generic ones, as the alert steps do; other sources pass straight through
-        signal_steps=mail.email_steps(
-            [
-                ("correlate", alerts.correlate),
-                ("classify", steps.classify),
-                ("allocate", steps.allocate),
-                ("apply", alerts.apply),
-            ]
-        ),
+        steps={  # a copy each: a test may add a step to one pipeline
+            alert_steps.SOURCE: ALERT_STEPS.copy(),
+            **{source: EMAIL_STEPS.copy() for source in mail_steps.MAIL_SOURCES},
+        },
         clock=clock or Clock(),
     )
 

@@ -2,7 +2,7 @@
 
 Times are timezone-aware UTC in Python and naive UTC in the database
 (:class:`UTCDateTimeField`), so SQLite and PostgreSQL store the same values.
-Only ``gateway/lifecycle.py`` writes incident fields; everything else reads.
+Only ``gateway/incidents/lifecycle.py`` writes incident fields; everything else reads.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.core.clock import FixedClock
 from gateway.core.errors import NotFound, TransitionError
-from gateway.escalation import ESCALATION
+from gateway.incidents.escalation import ESCALATION
 from gateway.service import build_lifecycle, build_timer_worker
 from store.db import db
 from store.models import PENDING, Event, Incident, Notification, Timer

@@ -9,7 +9,7 @@ import pytest
 from gateway.accounts import create_user
 from gateway.core.clock import FixedClock
 from gateway.core.errors import NotFound, TransitionError
-from gateway.lifecycle import TRANSITIONS, Lifecycle
+from gateway.incidents.lifecycle import TRANSITIONS, Lifecycle
 from store.models import (
     ACKNOWLEDGED,
     CANCELLED,

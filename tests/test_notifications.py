@@ -487,7 +487,8 @@ def test_a_reply_to_the_acknowledgement_finds_its_incident_and_our_own_mail_is_a
     """
     from email.message import EmailMessage
 
-    from gateway.steps import MESSAGE_ID, find_by_key
+    from gateway.audiences import MESSAGE_ID
+    from gateway.pipeline.signal_steps import find_by_key
     from parsers.email import OWN_LOOP, classify_mail, parse_email
 
     config, lc, delivery = setup(channels=[])

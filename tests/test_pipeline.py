@@ -11,13 +11,14 @@ import time
 import peewee
 import pytest
 
-from gateway import pipeline as pipeline_module
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ParseError, StoreUnavailable
 from gateway.intake.writer import InboundRecord, InboundWriter, IntakeActivity
-from gateway.pipeline import Discard
+from gateway.pipeline import driver as pipeline_module
+from gateway.pipeline import signal_steps
+from gateway.pipeline.driver import Discard, Steps
+from gateway.pipeline.tick import BUSY_BATCH, TRANSACTION_BATCH, pipeline_tick
 from gateway.service import build_lifecycle, build_pipeline
-from gateway.worker import BUSY_BATCH, TRANSACTION_BATCH, pipeline_tick
 from parsers.signal import RESOLVED, Signal
 from store.db import db, local_write_turn, make_database, turn_wanted
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident, Notification
@@ -113,7 +114,17 @@ def make_pipeline(store, parse):
     lifecycle = build_lifecycle(config, clock)
     pipeline = build_pipeline(config, lifecycle, clock)
     pipeline.parsers["test"] = parse
+    pipeline.steps["test"] = Steps(list(GENERIC_STEPS))
     return pipeline
+
+
+# The steps of a source with no steps of its own (the parsers of these tests make generic signals).
+GENERIC_STEPS = [
+    ("correlate", signal_steps.correlate),
+    ("classify", signal_steps.classify),
+    ("allocate", signal_steps.allocate),
+    ("apply", signal_steps.apply),
+]
 
 
 def stored(raw=b"{}", key=None) -> int:
@@ -133,7 +144,12 @@ def test_signal_becomes_a_classified_incident(store):
     inbound = Inbound.get_by_id(inbound_id)
     assert inbound.incident_id == incident.id
     steps = [d["step"] for d in inbound.decisions]
-    assert steps == ["parse", "correlate", "classify", "allocate", "apply"]
+    assert steps == ["parse", "correlate", "classify", "allocate", "apply", "steps"]
+    assert inbound.decisions[-1] == {
+        "step": "steps",
+        "signal": 0,
+        "ran": ["correlate", "classify", "allocate", "apply"],
+    }
     assert pipeline.run(inbound_id) is None  # applied once only
 
 
@@ -206,7 +222,7 @@ def test_a_failing_step_rolls_back_the_whole_input(store):
         if ctx.index == 1:
             raise RuntimeError("boom")
 
-    pipeline.signal_steps.append(("explode", explode))
+    pipeline.steps["test"].steps.append(("explode", explode))
     inbound_id = stored()
     assert pipeline.run(inbound_id) == PENDING  # the error is the input's, never the worker's
     assert Incident.select().count() == 0  # the first signal's incident was rolled back with it
@@ -230,7 +246,7 @@ def test_an_attempt_that_never_finishes_counts_too(store):
     def killed(ctx):
         raise KeyboardInterrupt  # stands for SIGKILL or the time limit: nothing after this line runs
 
-    pipeline.signal_steps.insert(0, ("killed", killed))
+    pipeline.steps["test"].steps.insert(0, ("killed", killed))
     inbound_id = stored()
     for attempt in (1, 2, 3):
         with pytest.raises(KeyboardInterrupt):
@@ -259,7 +275,7 @@ def test_the_worker_goes_on_with_the_next_input_in_the_same_tick(store):
         if ctx.signal.title == "poison":
             raise ValueError("bad input")
 
-    pipeline.signal_steps.append(("poison", poison))
+    pipeline.steps["test"].steps.append(("poison", poison))
     first, second = stored(b"poison"), stored(b"fine")
     tick = pipeline_tick(pipeline)
     assert tick() == 2
@@ -314,7 +330,7 @@ def test_a_batch_that_fails_halfway_commits_the_others_and_retries_the_failing_o
         if ctx.inbound.raw == b"m5":
             raise RuntimeError("boom")
 
-    pipeline.signal_steps.append(("explode", explode))
+    pipeline.steps["test"].steps.append(("explode", explode))
     ids = [stored(f"m{i}".encode()) for i in range(10)]
     results = pipeline.run_batch(ids)
     assert results == {i: (PENDING if i == ids[5] else PROCESSED) for i in ids}
@@ -339,7 +355,7 @@ def test_a_batch_whose_transaction_breaks_runs_each_alone_and_applies_each_once(
             broken.append(1)
             raise peewee.InterfaceError("connection lost")
 
-    pipeline.signal_steps.append(("database", database_gone))
+    pipeline.steps["test"].steps.append(("database", database_gone))
     ids = [stored(f"m{i}".encode()) for i in range(6)]
     assert pipeline.run_batch(ids) == dict.fromkeys(ids, PROCESSED)
     assert applied() == {f"m{i}": (1, 1) for i in range(6)}
@@ -353,7 +369,7 @@ def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_eac
         if ctx.inbound.raw == b"m2":
             raise KeyboardInterrupt  # stands for SIGKILL or the time limit: the batch is never committed
 
-    pipeline.signal_steps.insert(0, ("killed", killed))
+    pipeline.steps["test"].steps.insert(0, ("killed", killed))
     ids = [stored(f"m{i}".encode()) for i in range(5)]
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_batch(ids)

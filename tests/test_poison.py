@@ -156,7 +156,8 @@ def test_a_failing_step_quarantines_after_its_attempts_and_the_next_input_goes_t
         if ctx.signal.title == "Poison pill":
             raise RuntimeError("a bug in a step")
 
-    inlet.service.pipeline.signal_steps.append(("explode", explode))  # after apply: its writes must go
+    for steps in inlet.service.pipeline.steps.values():  # after apply: its writes must go
+        steps.steps.append(("explode", explode))
     assert inlet.send(message("Poison pill"))[0] == 250
     assert inlet.post(json.dumps({"title": "Poison pill", "dedup_key": "p"}).encode()).status_code == 202
     assert inlet.send(message("Mail server slow"))[0] == 250
@@ -178,7 +179,8 @@ def test_a_failing_step_quarantines_after_its_attempts_and_the_next_input_goes_t
     admin = inlet.admin()
     page = admin.get("/quarantine")
     assert page.status_code == 200 and page.text.count("RuntimeError: a bug in a step") == 2
-    inlet.service.pipeline.signal_steps.remove(("explode", explode))
+    for steps in inlet.service.pipeline.steps.values():
+        steps.steps.remove(("explode", explode))
     with db.connection_context():
         failed = list(Inbound.select().where(Inbound.status == FAILED))
     for row in failed:

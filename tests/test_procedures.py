@@ -9,10 +9,10 @@ import pytest
 from gateway.accounts import create_user
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError, TransitionError
-from gateway.procedures import AUTO_CLOSE, MAJOR_REMINDER
+from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER
+from gateway.pipeline.signal_steps import allocation_for
 from gateway.rules import Decision
 from gateway.service import build_lifecycle, build_timer_worker
-from gateway.steps import allocation_for
 from parsers.signal import Signal
 from store.models import CLOSED, PENDING, RESOLVED, Event, Incident, Notification, Timer, User
 
@@ -278,6 +278,20 @@ def test_least_loaded_assigns_the_member_with_fewest_open(store, members, clock)
     assert create(lc).assignee.name == "ann"  # ann has none open now
 
 
+def test_every_hook_sees_what_the_procedures_change(store, members, clock):
+    """Assignment by procedure and the status page go through the lifecycle's public methods: a hook sees them."""
+    lc = build_lifecycle(member_config(store, "round-robin"), clock)
+    seen = []
+    lc.hooks.append(lambda change: seen.append((change.action, change.event.field, change.event.new)))
+    incident = create(lc, major=True, procedure="major")
+    assert ("assign", "assignee", "ann") in seen and ("status_page", "status_page", "investigating") in seen
+    assert seen[-1] == ("create", "status", "new")  # the nested changes ran inside the create, before its hooks
+    assert incident.assignee.name == "ann" and incident.status_page == "investigating"  # on the object it returned
+    seen.clear()
+    lc.start(incident.ref, "ann")
+    assert seen == [("status_page", "status_page", "identified"), ("start", "status", "in_progress")]
+
+
 def test_no_assign_mode_leaves_the_group_only(lc, members):
     assert create(lc).assignee_id is None
 
@@ -351,6 +365,8 @@ def test_bad_procedure_and_escalation_config_is_refused(store, extra, where):
 
 
 def test_pipeline_notes_a_recovery_of_a_major_incident_without_commander(store, clock):
+    from gateway.pipeline import signal_steps
+    from gateway.pipeline.driver import Steps
     from gateway.service import build_pipeline
     from store.models import Inbound
 
@@ -358,6 +374,8 @@ def test_pipeline_notes_a_recovery_of_a_major_incident_without_commander(store, 
     lc = build_lifecycle(config, clock)
     status = {b"fire": "firing", b"ok": "resolved"}
     pipeline = build_pipeline(config, lc, clock)
+    steps = (signal_steps.correlate, signal_steps.classify, signal_steps.allocate, signal_steps.apply)
+    pipeline.steps["test"] = Steps([(step.__name__, step) for step in steps])
     pipeline.parsers["test"] = lambda ctx: [
         Signal(source="generic", title="Total outage", fingerprint="fp", status=status[ctx.inbound.raw])
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 
-from gateway.lifecycle import Lifecycle
+from gateway.incidents.lifecycle import Lifecycle
 from store.db import db, open_database
 from store.models import Incident
 

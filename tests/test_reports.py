@@ -37,7 +37,7 @@ import pytest
 from gateway.cli.main import main
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError
-from gateway.lifecycle import Lifecycle
+from gateway.incidents.lifecycle import Lifecycle
 from gateway.reports.figures import Scope, csv_tables, parse_moment, report, to_csv
 from store.models import User
 

@@ -13,7 +13,7 @@ import pytest
 from gateway.config.loader import config_from_dict
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError
-from gateway.lifecycle import Lifecycle
+from gateway.incidents.lifecycle import Lifecycle
 from gateway.reports.mailing import ReportScheduler
 from gateway.reports.schedule import ScheduledReport, last_period
 from notifiers.delivery import Delivery

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.config.loader import config_from_dict
 from gateway.core.errors import ConfigError
-from gateway.sla import (
+from gateway.incidents.sla import (
     WEEKDAYS,
     Calendar,
     SlaSection,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway import accounts
-from gateway.mail import store_email_view
+from gateway.pipeline.mail_steps import store_email_view
 from gateway.service import build_lifecycle, build_services
 from parsers.email import EmailOptions, parse_email
 from store.models import Attachment, Event, Inbound, Incident, Notification, User

@@ -1,7 +1,7 @@
 """Every lifecycle action the UI and the API offer, as one table.
 
 Each action reads its fields from a mapping (a form or a JSON body) and calls
-the lifecycle (gateway/lifecycle.py) — the only code that changes incidents.
+the lifecycle (gateway/incidents/lifecycle.py) — the only code that changes incidents.
 ``escalate`` and ``review`` are offered only when the lifecycle has them.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.core.errors import InletError
-from gateway.lifecycle import FIX_TYPES, LINK_KINDS
+from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS
 from store.models import LEVELS
 
 REF = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,20}-[0-9]{1,12}")

@@ -15,7 +15,7 @@ from gateway import accounts
 from gateway import schedules as oncall
 from gateway.core.clock import iso
 from gateway.core.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
-from gateway.lifecycle import normalise_ref
+from gateway.incidents.lifecycle import normalise_ref
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
 from gateway.problem_records import event_document as problem_event_document

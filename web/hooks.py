@@ -29,7 +29,6 @@ import uuid
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway.alerts import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from gateway.config.integrations import (
     Denied,
     RateLimiter,
@@ -41,6 +40,7 @@ from gateway.config.integrations import (
 from gateway.core.errors import ParseError, StoreUnavailable
 from gateway.intake.refusals import WEBHOOK
 from gateway.intake.writer import InboundRecord
+from gateway.pipeline.alert_steps import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from parsers.payload import decode_json, require_plain_text
 from store.db import db
 from store.models import Inbound

@@ -21,7 +21,7 @@ from flask import (
 from flask_login import current_user, login_required
 
 from gateway.core.errors import Forbidden, InletError, NoSuchIncident
-from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
+from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
 from store.db import db
 from store.documents import incident_document

@@ -6,7 +6,7 @@ answer the API gives validates against the schema it declares.
 
 from __future__ import annotations
 
-from gateway.lifecycle import FIX_TYPES, LINK_KINDS
+from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
 from gateway.reports.figures import FILTERS as REPORT_FILTERS

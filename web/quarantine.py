@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from gateway.intake.inbound_view import masked_body
-from gateway.mail import MAIL_SOURCES
+from gateway.pipeline.mail_steps import MAIL_SOURCES
 from store import wakeup
 from store.db import db
 from store.models import FAILED, IGNORED, PENDING, Inbound

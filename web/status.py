@@ -51,7 +51,7 @@ def ongoing(now: datetime | None = None) -> dict[str, list[dict]]:
             {
                 "ref": incident.ref,
                 "title": incident.title,
-                "state": incident.status_page or "investigating",  # kept by gateway/procedures.py
+                "state": incident.status_page or "investigating",  # kept by gateway/incidents/procedures.py
                 "since": incident.opened_at,
                 "updates": [{"at": u.at, "body": u.body} for u in updates],
             }

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from gateway.config.keys import secret
 from gateway.core.clock import Clock
 from gateway.core.errors import InletError
+from gateway.incidents.lifecycle import Lifecycle
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer
 
@@ -178,7 +179,7 @@ def run_drill(
             return True, f"kept {incident.ref}" if incident else "nothing to keep"
         with db.atomic():
             if incident is not None:
-                incident.delete_instance(recursive=True, delete_nullable=True)
+                Lifecycle().remove_drill(incident)
             if inbound is not None:
                 inbound.delete_instance(recursive=True, delete_nullable=True)
         return True, "drill incident, its timeline, timers and outbox rows removed"

@@ -109,7 +109,7 @@ class Integration:
         return GenericOptions(mapping=dict(self.mapping))
 
     def defaults(self) -> dict:
-        """Per-integration defaults for the allocate step (``ctx.extras["defaults"]``)."""
+        """Per-integration defaults for the allocate step (``ctx.defaults``)."""
         return {
             "group": self.group,
             "category": self.category,

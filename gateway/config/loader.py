@@ -23,13 +23,13 @@ from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSect
 from gateway.config.notification_settings import NotificationsSection, Stakeholder, check_notifications
 from gateway.config.schema import KeyProblem, convert, setting
 from gateway.core.errors import ConfigError
-from gateway.procedures import ProceduresSection, check_procedures
+from gateway.incidents.procedures import ProceduresSection, check_procedures
+from gateway.incidents.sla import Calendar, SlaSection, check_sla
 from gateway.reports.schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
 from gateway.rules import Rule, RuleSet, compile_rules
 from gateway.schedules import PREFIX as SCHEDULE_PREFIX
 from gateway.schedules import Schedule, check_schedules
-from gateway.sla import Calendar, SlaSection, check_sla
 
 # ---------------------------------------------------------------- sections
 

@@ -79,8 +79,11 @@ def print_inbound(doc: dict) -> None:
             print(f"  {key:<13} {_safe(value)}")
     print("decisions:")
     for d in doc["decisions"]:
-        rest = ", ".join(f"{k}={_safe(v)}" for k, v in d.items() if k not in ("step", "signal"))
         signal = f"[{d['signal']}] " if "signal" in d else ""
+        if d.get("step") == "steps" and isinstance(d.get("ran"), list):  # the step list that ran (the driver's)
+            print(f"  {signal}steps ran: {' → '.join(_safe(name) for name in d['ran'])}")
+            continue
+        rest = ", ".join(f"{k}={_safe(v)}" for k, v in d.items() if k not in ("step", "signal"))
         print(f"  {signal}{d.get('step', '?')}: {rest}")
     print("headers:")
     headers = doc["headers"]

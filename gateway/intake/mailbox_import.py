@@ -56,7 +56,7 @@ def import_path(path: Path, pipeline, *, progress=None, chunk: int = 50) -> Coun
     Outcomes: ``created`` (new incident), ``updated`` (update of an incident),
     ``ignored``, ``failed``, ``duplicate`` (imported or received before).
     Messages are stored ``chunk`` at a time (one commit) and processed as the worker does
-    (:meth:`~gateway.pipeline.Pipeline.run_batch`), in order.
+    (:meth:`~gateway.pipeline.driver.Pipeline.run_batch`), in order.
     """
     items = list(messages(path))
     counts: Counter = Counter()

@@ -18,7 +18,7 @@ steps (the clock stops; resuming reschedules them at the moved points);
 resolving, cancelling and closing cancel every pending step. A fired step never
 fires again (the unique row says so).
 
-Firing (:class:`TimerWorker`, registered in ``gateway/service.py``): a due timer
+Firing (:class:`~gateway.incidents.timers.TimerWorker`, wired in ``gateway/service.py``): a due timer
 is claimed in a transaction that first locks its incident and then the timer
 row, on PostgreSQL with ``FOR UPDATE SKIP LOCKED`` (a row another process holds
 is skipped, never waited for), on SQLite with a conditional update under the
@@ -34,25 +34,14 @@ the escalated event records who (``data["paged"]``).
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-from collections.abc import Callable
 from datetime import datetime
 
-import peewee
-
 from gateway.audiences import expand_targets, record_paged
-from gateway.core.clock import Clock
-from gateway.timers import cancel_timers, upsert_timer
+from gateway.incidents.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
-from store.db import db, is_postgres
-from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
-
-log = logging.getLogger("inlet.escalation")
+from store.models import NEW, ON_HOLD, OPEN_STATUSES, Incident, Timer
 
 ESCALATION = "escalation"
-SLA_WHENS = ("unresolved", "resolve_sla_warning", "resolve_sla_breach")
 TEMPLATES = {
     "unacknowledged": "escalation",
     "unresolved": "escalation",
@@ -98,49 +87,46 @@ def targets_of(config, incident: Incident, step) -> list[str]:
 
 
 class Escalation:
-    """The escalation hook (scheduling and paging) and the handler of escalation timers."""
+    """The escalation hook (scheduling and paging) and the handler of escalation timers.
 
-    def __init__(self, lifecycle):
-        self.lifecycle = lifecycle
-
-    @property
-    def config(self):
-        return self.lifecycle.policy.config
+    Given to the :class:`~gateway.incidents.lifecycle.Lifecycle` when it is built; the lifecycle
+    hands itself to each call, and the configuration is the lifecycle's (it follows a reload).
+    """
 
     # ------------------------------------------------------------ hook
 
-    def on_change(self, change) -> None:
-        incident, action = change.incident, change.action
-        if self.config is None:
+    def on_change(self, lifecycle, change) -> None:
+        incident, action, config = change.incident, change.action, lifecycle.policy.config
+        if config is None:
             return
         if action in ("create", "resume", "reopen", "acknowledge", "start", "hold", "assign", "update"):
             if action == "update" and not ({"priority", "major"} & set(change.before)):
                 return
-            self.schedule(incident, new=action == "create")
+            self.schedule(lifecycle, incident, new=action == "create")
         elif action in ("resolve", "cancel", "close"):
             cancel_timers(incident, (ESCALATION,))
         elif action == "escalate":
             if change.context.get("kind") == "functional":
-                self.schedule(incident)
-            self._page(change)
+                self.schedule(lifecycle, incident)
+            self._page(lifecycle, change)
 
-    def schedule(self, incident: Incident, *, new: bool = False) -> None:
+    def schedule(self, lifecycle, incident: Incident, *, new: bool = False) -> None:
         """Bring the incident's escalation timers in line with its policy and state
         (``new``: it was just created and has no timers to cancel)."""
-        policy = policy_for(self.config, incident)
+        policy = policy_for(lifecycle.policy.config, incident)
         held = []
         for i, step in enumerate(policy.steps if policy else []):
             if may_hold(incident, step):
                 upsert_timer(
-                    incident, ESCALATION, i, trigger_at(self.lifecycle.policy, incident, step), {"policy": policy.name}
+                    incident, ESCALATION, i, trigger_at(lifecycle.policy, incident, step), {"policy": policy.name}
                 )
                 held.append(i)
         if not new:  # the steps that no longer hold, and those the policy no longer has
             cancel_timers(incident, (ESCALATION,), keep=held)
 
-    def _page(self, change) -> None:
-        incident, context, config = change.incident, change.context, self.config
-        now = self.lifecycle.clock.now()
+    def _page(self, lifecycle, change) -> None:
+        incident, context, config = change.incident, change.context, lifecycle.policy.config
+        now = lifecycle.clock.now()
         kind = context.get("kind")
         base = {"ref": incident.ref, "title": incident.title, "priority": incident.priority, "group": incident.group}
         base.update(kind=kind, reason=context.get("reason", ""))
@@ -169,25 +155,26 @@ class Escalation:
 
     # ------------------------------------------------------------ timer handler
 
-    def fire(self, timer: Timer, incident: Incident, now: datetime) -> str | datetime:
+    def fire(self, lifecycle, timer: Timer, incident: Incident, now: datetime) -> str | datetime:
         """Fire one escalation step: "fired", "cancelled", or a later due time."""
-        policy = policy_for(self.config, incident)
+        config = lifecycle.policy.config
+        policy = policy_for(config, incident)
         if policy is None or timer.step >= len(policy.steps):
             return "cancelled"
         step = policy.steps[timer.step]
         if not may_hold(incident, step):
             return "cancelled"
-        due = trigger_at(self.lifecycle.policy, incident, step, now)
+        due = trigger_at(lifecycle.policy, incident, step, now)
         if due > now and not incident.drill:  # a drill compresses the delays (gateway/cli/run_drill.py)
             return due
         after = int(step.after.total_seconds())
         reason = {
             "unacknowledged": f"not acknowledged after {step.after}",
             "unresolved": f"not resolved after {step.after}",
-            "resolve_sla_warning": f"{int(self.config.sla.warning_fraction * 100)} % of the resolve target used",
+            "resolve_sla_warning": f"{int(config.sla.warning_fraction * 100)} % of the resolve target used",
             "resolve_sla_breach": "resolve target breached",
         }[step.when]
-        self.lifecycle.escalate(
+        lifecycle.escalate(
             incident.ref,
             "escalation",
             "automatic",
@@ -198,79 +185,7 @@ class Escalation:
                 "when": step.when,
                 "after": after,
                 "flag": step.flag,
-                "targets": targets_of(self.config, incident, step),
+                "targets": targets_of(config, incident, step),
             },
         )
         return "fired"
-
-
-Handler = Callable[[Timer, Incident, datetime], "str | datetime"]
-
-
-class TimerWorker:
-    """Claims due Timer rows and runs their handler, each row exactly once across processes."""
-
-    def __init__(self, handlers: dict[str, Handler], clock: Clock | None = None, *, name: str | None = None):
-        self.handlers = handlers
-        self.clock = clock or Clock()
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-
-    def tick(self, batch: int = 100) -> int:
-        """Fire what is due now; return how many timers were fired or cancelled."""
-        now = self.clock.now()
-        due = list(
-            Timer.select(Timer.id, Timer.incident)
-            .where((Timer.status == PENDING) & (Timer.due_at <= now))
-            .order_by(Timer.due_at, Timer.id)
-            .limit(batch)
-            .tuples()
-        )
-        done = 0
-        for timer_id, incident_id in due:
-            try:
-                done += self._fire_one(timer_id, incident_id, now)
-            except (peewee.OperationalError, peewee.InterfaceError):
-                raise  # the database is away: the worker backs off and the timer stays pending
-            except Exception:  # one broken timer (a bug, a refused transition) must not block the others
-                log.exception("timer %s failed", timer_id)
-                with db.atomic():
-                    Timer.update(status="failed", fired_at=now, fired_by=self.name).where(
-                        (Timer.id == timer_id) & (Timer.status == PENDING)
-                    ).execute()
-        return done
-
-    def _fire_one(self, timer_id: int, incident_id: int, now: datetime) -> int:
-        with db.atomic():
-            # Lock order: incident, then timer, the same as lifecycle changes (whose hooks update timers).
-            if is_postgres():
-                incident = (
-                    Incident.select().where(Incident.id == incident_id).for_update(skip_locked=True).get_or_none()
-                )
-                if incident is None:
-                    return 0  # being changed or fired elsewhere: the next tick sees it again
-                timer = (
-                    Timer.select()
-                    .where((Timer.id == timer_id) & (Timer.status == PENDING) & (Timer.due_at <= now))
-                    .for_update(skip_locked=True)
-                    .get_or_none()
-                )
-                if timer is None:
-                    return 0
-            else:
-                claimed = (
-                    Timer.update(fired_by=self.name)
-                    .where((Timer.id == timer_id) & (Timer.status == PENDING) & (Timer.due_at <= now))
-                    .execute()
-                )
-                if not claimed:
-                    return 0
-                timer = Timer.get_by_id(timer_id)
-                incident = Incident.get_by_id(incident_id)
-            handler = self.handlers.get(timer.kind)
-            result = handler(timer, incident, now) if handler else "cancelled"
-            if isinstance(result, datetime):
-                Timer.update(due_at=result).where(Timer.id == timer_id).execute()
-                return 0
-            Timer.update(status=result, fired_at=now, fired_by=self.name).where(Timer.id == timer_id).execute()
-            log.info("timer %s (%s step %s of %s): %s", timer_id, timer.kind, timer.step, incident.ref, result)
-            return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from gateway.pipeline import pending_ids
+from gateway.pipeline.driver import pending_ids
 
 TRANSACTION_BATCH = 50  # Inbounds taken together (counted in one commit, applied in turns of TURN_BUDGET)
 BUSY_BATCH = (
@@ -26,7 +26,7 @@ def pipeline_tick(
     busy: Callable[[], bool] | None = None,
 ) -> Callable[[], int]:
     """A tick that runs the pipeline over pending Inbound rows, oldest first, in transactions of
-    up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.Pipeline.run_batch`).
+    up to ``TRANSACTION_BATCH`` (:meth:`~gateway.pipeline.driver.Pipeline.run_batch`).
 
     ``before_each(seconds the previous Inbound took)`` is called before each transaction (e.g. to
     yield to intake), the first of a tick included. ``report(inbound id)`` names the Inbound in hand

@@ -1,16 +1,17 @@
 """The email steps of the pipeline: parse, screen (loops and noise), thread, record.
 
-Composed around the generic steps by :func:`email_steps`::
+Composed with the generic steps in ``EMAIL_STEPS`` (gateway/service.py)::
 
-    mail-screen → mail-thread → correlate → classify → allocate → apply → mail-record
+    mail-screen → mail-thread → correlate → classify → allocate → apply, then mail-record
 
 ``mail-screen`` sorts the message (own loop, bounce, auto-reply, bulk, human)
 and drops or files what must not open an incident; ``mail-thread`` finds the
 incident a reply belongs to (Message-IDs Inlet stored or sent, the subject
 tag — never a hijack path) and applies the reply itself; new incidents go
-through the generic steps; ``mail-record`` stores attachments, participants
-and links. A step that has fully handled a signal marks it ``done`` and the
-generic steps skip it. Every choice is recorded with ``ctx.decide``.
+through the generic steps; ``mail-record`` (an ``after`` step: it runs for every
+signal applied) stores attachments, participants and links. A step that has fully
+handled a signal raises :class:`~gateway.pipeline.driver.Finished`: the rest of the
+list is skipped. Every choice is recorded with ``ctx.decide``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import functools
 import logging
 from datetime import timedelta
 
-from gateway import commands, steps
+from gateway import commands
+from gateway.audiences import MESSAGE_ID
 from gateway.config.mail_settings import email_options, match_address
 from gateway.config.schema import format_duration
-from gateway.lifecycle import FINAL, add_key
-from gateway.pipeline import Context, Discard, Step
+from gateway.incidents.lifecycle import FINAL, add_key
+from gateway.pipeline.driver import Context, Discard, Finished
+from gateway.pipeline.signal_steps import find_by_key
 from parsers.email import (
     AUTO_REPLY,
     BOUNCE,
@@ -69,7 +72,7 @@ class MailParser:
         ctx.decide("mail-class", mail_class=signal.mail_class, reason=signal.mail_class_reason)
         if signal.details.get("parse_limit"):
             ctx.decide("parse-limit", reason=signal.details["parse_limit"])
-        ctx.extras["options"] = self.options
+        ctx.email_options = self.options
         _recipient(ctx, signal)
         return [signal]
 
@@ -86,36 +89,13 @@ def _recipient(ctx: Context, signal: Signal) -> None:
     for address in candidates:
         entry = match_address(config, address)
         if entry is not None:
-            ctx.extras["recipient"] = address.strip("<>").lower()
-            ctx.extras["defaults"] = entry.defaults()
-            ctx.decide("recipient", address=ctx.extras["recipient"], defaults=entry.defaults())
+            ctx.recipient = address.strip("<>").lower()
+            ctx.defaults = entry.defaults()
+            ctx.decide("recipient", address=ctx.recipient, defaults=entry.defaults())
             return
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_mail(ctx: Context) -> bool:
-    return ctx.inbound.source in MAIL_SOURCES and ctx.signal is not None and ctx.signal.source == "email"
-
-
-def _done(ctx: Context) -> None:
-    ctx.extras["done"] = ctx.index
-
-
-def _is_done(ctx: Context) -> bool:
-    return ctx.extras.get("done") == ctx.index
-
-
-def unless_done(step: Step) -> Step:
-    """Wrap a generic step so it skips a signal an email step has fully handled."""
-
-    def run(ctx: Context) -> None:
-        if not _is_done(ctx):
-            step(ctx)
-
-    run.__name__ = getattr(step, "__name__", "step")
-    return run
 
 
 def _sender(signal: Signal) -> str:
@@ -124,12 +104,12 @@ def _sender(signal: Signal) -> str:
 
 def _no_ack(ctx: Context, why: str) -> None:
     """The reporter must not be acknowledged for this signal (read by the notification hooks)."""
-    ctx.extras["context"] = {"acknowledge_reporter": False, "why": why}
+    ctx.hook_context = {"acknowledge_reporter": False, "why": why}
     ctx.decide("acknowledge", acknowledge_reporter=False, why=why)
 
 
 def _context(ctx: Context) -> dict:
-    return dict(ctx.extras.get("context") or {})
+    return dict(ctx.hook_context)
 
 
 def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
@@ -142,7 +122,7 @@ def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
     them thread only for a participant (:func:`is_participant`). Closed
     incidents are found too: the caller decides what a reply to them means.
     """
-    s, options = ctx.signal, ctx.extras["options"]
+    s, options = ctx.signal, ctx.email_options
     references = [r for r in s.references if r]
     for value in references:
         ref = verify_message_id(value, options)
@@ -151,7 +131,7 @@ def find_thread(ctx: Context) -> tuple[Incident | None, str, bool]:
             if incident is not None:
                 return incident, "references: a message Inlet sent", True
     if references:
-        incident = steps.find_by_key(steps.MESSAGE_ID, references, open_only=False)
+        incident = find_by_key(MESSAGE_ID, references, open_only=False)
         if incident is not None:
             return incident, "references: a message Inlet stored", False
     if s.subject_ref:
@@ -196,8 +176,6 @@ def _found_for(ctx: Context) -> tuple[Incident | None, str, bool]:
 
 def screen(ctx: Context) -> None:
     """Own loops are dropped; bounces and auto-replies are filed, never opened or acknowledged."""
-    if not _is_mail(ctx):
-        return
     s = ctx.signal
     cls, why = s.mail_class, s.mail_class_reason
     if cls == OWN_LOOP:
@@ -213,7 +191,7 @@ def screen(ctx: Context) -> None:
         _file_as_note(ctx, incident, how, _sender(s) or "auto-reply", f"Automatic reply ({why})", "auto-reply")
         return
     if cls == BULK:
-        entry = match_address(ctx.config, ctx.extras.get("recipient", ""))
+        entry = match_address(ctx.config, ctx.recipient)
         if entry is None or not entry.accept_lists:
             raise Discard(f"list or bulk mail: {why} (accept_lists is off for this address)")
         _no_ack(ctx, f"list or bulk mail: {why}")
@@ -240,10 +218,11 @@ def _file_bounce(ctx: Context) -> None:
 
 
 def _file_as_note(ctx: Context, incident, how: str, actor: str, heading: str, what: str) -> None:
-    """File a machine-sent message (auto-reply, bounce) as an internal note on its incident; never news."""
+    """File a machine-sent message (auto-reply, bounce) as an internal note on its incident; never news.
+    Finishes the signal."""
     s = ctx.signal
     ctx.incident, ctx.match = incident, how
-    ctx.extras["event"] = ctx.lifecycle.note(
+    ctx.event = ctx.lifecycle.note(
         incident.ref,
         actor,
         f"{heading}:\n\n{s.text or s.title}",
@@ -253,21 +232,19 @@ def _file_as_note(ctx: Context, incident, how: str, actor: str, heading: str, wh
     )
     ctx.outcome = "updated"
     ctx.decide("mail-screen", result=f"{what} filed as internal note", incident=incident.ref, by=how)
-    _done(ctx)
+    raise Finished
 
 
 def thread(ctx: Context) -> None:
     """A reply becomes a reply on its incident (or reopens it) for the agents, never public; else the message is new."""
-    if not _is_mail(ctx) or _is_done(ctx):
-        return
     s, now, config = ctx.signal, ctx.clock.now(), ctx.config
     sender = _sender(s)
     incident, how, signed = find_thread(ctx)
     participant = incident is not None and is_participant(incident, sender)
     if (signed or participant) and (event := commands.handle(ctx, incident, how, sender)) is not None:
         _no_ack(ctx, "email commands")  # gateway/commands.py: applied or refused, and recorded on the incident
-        ctx.incident, ctx.match, ctx.outcome, ctx.extras["event"] = incident, how, "updated", event
-        return _done(ctx)
+        ctx.incident, ctx.match, ctx.outcome, ctx.event = incident, how, "updated", event
+        raise Finished
     if incident is not None and not signed and not participant:
         ctx.decide(
             "mail-thread",
@@ -275,7 +252,7 @@ def thread(ctx: Context) -> None:
             why=f"{how} from {sender or 'an unknown sender'}, who is not a participant of {incident.ref} "
             "and does not reply to its mail",
         )
-        ctx.extras["link_to"] = incident.ref
+        ctx.link_to = incident.ref
         incident = None
     if incident is not None:
         reopen_until = incident.resolved_at + config.mail.reopen_window if incident.resolved_at else None
@@ -286,7 +263,7 @@ def thread(ctx: Context) -> None:
                 else f"{incident.ref} was resolved more than {_human(config.mail.reopen_window)} ago"
             )
             ctx.decide("mail-thread", result="new incident", why=f"reply by {how}, but {why}")
-            ctx.extras["link_to"] = incident.ref
+            ctx.link_to = incident.ref
             incident = None
     if incident is None:
         _throttle(ctx, sender, now)
@@ -297,7 +274,7 @@ def thread(ctx: Context) -> None:
         heading = f"Reply from {sender or 'an unknown sender'}, who is not a participant (internal until published)"
         _file_as_note(ctx, incident, how, sender or "email", heading, "non-participant reply")
         return
-    ctx.extras["participant"] = True
+    ctx.participant = True
     _apply_reply(ctx, incident, how, sender)
 
 
@@ -310,13 +287,13 @@ def _apply_reply(ctx: Context, incident: Incident, how: str, sender: str) -> Non
         results.append("reopened")
     words = s.text.strip() or (s.full_text or "").strip() or f"(a reply with no text: {s.title})"
     # the reporter's words go to the agents, never to the status page or stakeholders (lifecycle.reply)
-    ctx.extras["event"] = lc.reply(incident.ref, actor, words, inbound=ctx.inbound, context=_context(ctx))
+    ctx.event = lc.reply(incident.ref, actor, words, inbound=ctx.inbound, context=_context(ctx))
     lc.add_signal(incident.ref, actor)
     results.append("reply")
     ctx.incident, ctx.match = Incident.first_where(id=incident.id), how
     ctx.outcome = "updated"
     ctx.decide("mail-thread", result=" + ".join(results), incident=incident.ref, by=how)
-    _done(ctx)
+    raise Finished
 
 
 def _throttle(ctx: Context, sender: str, now) -> None:
@@ -342,11 +319,10 @@ def _throttle_sql(param: str) -> str:  # built once: the pipeline runs it for ev
 
 
 def record(ctx: Context) -> None:
-    """After apply: attachments, participants, the message's own id, links to an earlier incident."""
-    if not _is_mail(ctx) or ctx.incident is None or ctx.outcome not in ("created", "updated"):
-        return
+    """After a signal is applied (created or updated): attachments, participants, the message's own id,
+    links to an earlier incident."""
     s, incident, now = ctx.signal, ctx.incident, ctx.clock.now()
-    event = ctx.extras.get("event")
+    event = ctx.event
     if ctx.outcome == "created":
         if s.attachments:  # the "created" event, which the attachments belong to
             event = Event.select().where((Event.incident == incident) & (Event.inbound == ctx.inbound)).first()
@@ -355,12 +331,11 @@ def record(ctx: Context) -> None:
                 (Event.incident == incident) & (Event.inbound == ctx.inbound) & (Event.type == "created")
             ).execute()
         _add_participants(incident, [*s.cc, *s.recipients], now, ctx)
-        link_to = ctx.extras.get("link_to")
-        if link_to:
-            _link(ctx, incident, link_to)
-    elif ctx.match and s.message_id and ctx.extras.get("participant"):
+        if ctx.link_to:
+            _link(ctx, incident, ctx.link_to)
+    elif ctx.match and s.message_id and ctx.participant:
         # A participant's reply is part of the thread: replies to it must find the incident, its Cc take part.
-        add_key(incident, steps.MESSAGE_ID, s.message_id, now)
+        add_key(incident, MESSAGE_ID, s.message_id, now)
         _add_participants(incident, [*s.cc], now, ctx)
     if event is not None:
         store_email_view(event, s)
@@ -407,7 +382,7 @@ def email_view(s: Signal) -> dict:
 
 
 def _add_participants(incident: Incident, addresses, now, ctx: Context) -> None:
-    own = set(ctx.extras["options"].own_addresses)
+    own = set(ctx.email_options.own_addresses)
     candidates = {a for a in ((a or "").lower() for a in addresses) if a and a not in own}
     candidates = {a for a in candidates if match_address(ctx.config, a) is None}  # not one of Inlet's addresses
     if not candidates:  # mail to a support address alone: nothing to read
@@ -429,9 +404,3 @@ def _link(ctx: Context, incident: Incident, other_ref: str) -> None:
 
 def _human(delta: timedelta) -> str:
     return format_duration(delta)
-
-
-def email_steps(generic: list[tuple[str, Step]]) -> list[tuple[str, Step]]:
-    """The signal steps with the email steps around the generic ones (which skip handled signals)."""
-    wrapped = [(name, unless_done(step)) for name, step in generic]
-    return [("mail-screen", screen), ("mail-thread", thread), *wrapped, ("mail-record", record)]

@@ -1,12 +1,15 @@
-"""The pipeline: Inbound -> parse -> Signal(s) -> correlate -> classify -> allocate -> apply.
+"""The pipeline driver: Inbound -> parse -> Signal(s) -> the step list of its kind of input.
 
-A pipeline is a list of named steps with one interface, run by one small
-driver (the Mailman idea). The parser of the Inbound's source turns it into
-signals; the signal steps run once per signal. A step is a function ``step(ctx)`` that
-reads and sets fields of the :class:`Context`. Only the driver catches the two
-control signals: :class:`Discard` (the input is recorded as ``ignored`` with
-the reason) and, at intake time, :class:`Reject` (refused with a code).
-Every step records what it decided (``ctx.decide``), so ``inlet inbound show``
+A pipeline is one parser and one list of named steps per Inbound source, run by one
+small driver (the Mailman idea); the composition root (gateway/service.py) declares
+the lists (``EMAIL_STEPS``, ``ALERT_STEPS``). The parser turns the Inbound into
+signals; the steps of its source's :class:`Steps` run once per signal, in order. A step
+is a function ``step(ctx)`` that reads and sets fields of the :class:`Context`; it
+never asks which source it serves. Only the driver catches the two control signals:
+:class:`Discard` (the signal is recorded as ``ignored`` with the reason) and
+:class:`Finished` (the step has fully applied the signal: the rest of the list is
+skipped, its ``after`` steps still run). Every step records what it decided
+(``ctx.decide``) and the driver records which steps ran, so ``inlet inbound show``
 can say why an input became a new incident, an update, or was ignored.
 
 The signal steps of one Inbound run in one transaction together with the
@@ -38,12 +41,16 @@ from datetime import datetime
 
 import peewee
 
+from gateway.config.integrations import Integration
+from gateway.config.loader import Config
 from gateway.core.clock import Clock
-from gateway.core.errors import InletError, ParseError
-from gateway.lifecycle import Lifecycle
+from gateway.core.errors import ParseError
+from gateway.incidents.lifecycle import Lifecycle
+from gateway.rules import Decision
+from parsers.email import EmailOptions
 from parsers.signal import Signal, plain_signal
 from store.db import CLAIM_INBOUND, claimed, claimed_all, db, is_postgres, local_write_turn, turn_wanted
-from store.models import FAILED, IGNORED, PENDING, PROCESSED, Inbound, Incident
+from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident
 
 log = logging.getLogger("inlet.pipeline")
 
@@ -60,12 +67,8 @@ class Discard(Exception):  # noqa: N818 -- a control signal, not an error
         super().__init__(reason)
 
 
-class Reject(InletError):
-    """Refuse an input at intake time with a protocol code (e.g. SMTP 550) and a text."""
-
-    def __init__(self, code: int, text: str):
-        self.code, self.text = code, text
-        super().__init__(f"{code} {text}")
+class Finished(Exception):  # noqa: N818 -- a control signal, not an error
+    """The step has fully applied this signal (``ctx.outcome`` says how): the rest of the list is skipped."""
 
 
 @dataclass
@@ -73,21 +76,42 @@ class Context:
     """What the steps share while processing one Inbound."""
 
     inbound: Inbound
-    config: object
+    config: Config
     lifecycle: Lifecycle
     clock: Clock
     signals: list[Signal] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
+    # per Inbound, set by its parser:
+    defaults: dict = field(default_factory=dict)  # the source's allocation defaults ([[address]], [[integration]])
+    recipient: str = ""  # email: the [[address]] the message came to
+    email_options: EmailOptions | None = None  # email: the parser's view of this installation
+    integration: Integration | None = None  # webhook: the [[integration]] it came to
+    # per Inbound, kept by the steps:
+    created: set[int] = field(default_factory=set)  # ids of the incidents its signals opened
+    reason: str = ""  # why the last ignored signal was ignored (the Inbound's reason when all were)
     # per signal, reset by the driver:
     signal: Signal | None = None
     index: int = 0
     incident: Incident | None = None
     match: str = ""  # how correlate found the incident: message-id, subject, fingerprint, group
-    classification: object = None  # a gateway.rules.Decision
+    classification: Decision | None = None
     allocation: dict = field(default_factory=dict)  # group, procedure, impact, urgency, …
     outcome: str = ""  # created | updated | ignored
-    extras: dict = field(default_factory=dict)  # for steps to hand values to later steps
+    hook_context: dict = field(default_factory=dict)  # hints for the lifecycle hooks, e.g. acknowledge_reporter
+    page: bool = True  # False: no paging for this signal (a maintenance window)
+    event: Event | None = None  # email: the Event a step wrote for the message (its view and attachments go on it)
+    link_to: str = ""  # email: the earlier incident a new one is linked to
+    participant: bool = False  # email: the sender takes part in the incident it threads onto
     step: str = ""  # the step running now: named in the error when it fails
+
+    def mark(self) -> tuple[int, set[int], str]:
+        """What the steps may change beyond the current signal, to :meth:`rewind` to before a retry."""
+        return len(self.decisions), set(self.created), self.reason
+
+    def rewind(self, mark: tuple[int, set[int], str]) -> None:
+        decided, created, reason = mark
+        del self.decisions[decided:]
+        self.created, self.reason, self.step = set(created), reason, ""
 
     def decide(self, step: str, **what) -> None:
         """Record a decision of a step (for ``inlet inbound show`` and the audit)."""
@@ -101,13 +125,25 @@ Step = Callable[[Context], None]
 
 
 @dataclass
-class Pipeline:
-    """Named parse steps, then named signal steps; ``run`` processes one pending Inbound."""
+class Steps:
+    """The signal steps of one kind of input: ``steps`` in order, until one raises :class:`Finished`;
+    then, for a signal applied (created or updated), the ``after`` steps."""
 
-    config: object
+    steps: list[tuple[str, Step]]
+    after: list[tuple[str, Step]] = field(default_factory=list)
+
+    def copy(self) -> Steps:
+        return Steps(list(self.steps), list(self.after))
+
+
+@dataclass
+class Pipeline:
+    """A parser and a step list per Inbound source; ``run`` processes one pending Inbound."""
+
+    config: Config
     lifecycle: Lifecycle
     parsers: dict[str, Callable[[Context], list[Signal]]]
-    signal_steps: list[tuple[str, Step]]
+    steps: dict[str, Steps]
     clock: Clock = field(default_factory=Clock)
 
     def run(self, inbound_id: int) -> str | None:
@@ -232,7 +268,7 @@ class Pipeline:
         On SQLite the transaction is deferred (see _process): if another writer committed first, the
         first write fails at once and the batch runs again; the last try holds the turn from the start.
         """
-        saved = [(len(ctx.decisions), dict(ctx.extras)) for ctx, _ in contexts]
+        saved = [ctx.mark() for ctx, _ in contexts]
         failed_before = len(alone)
         for last in (False, False, True):
             try:
@@ -242,10 +278,8 @@ class Pipeline:
                     raise
                 log.debug("another writer committed first; applying the batch again")
                 del alone[failed_before:]
-                for (ctx, _), (parsed, extras) in zip(contexts, saved, strict=True):
-                    del ctx.decisions[parsed:]
-                    ctx.extras = dict(extras)
-                    ctx.step = ""
+                for (ctx, _), mark in zip(contexts, saved, strict=True):
+                    ctx.rewind(mark)
         return {}, []
 
     def _apply_all(self, contexts: list, alone: list, report, *, deferred: bool) -> tuple[dict, list]:
@@ -299,7 +333,7 @@ class Pipeline:
         # that pins this worker pins no one else, and the supervisor stops it. If another writer committed
         # since the transaction's snapshot, the first write fails at once and the steps run again; the
         # last try holds the turn from the start, so the worker always gets through.
-        parsed, extras = len(ctx.decisions), dict(ctx.extras)
+        parsed = ctx.mark()
         for last in (False, False, True):
             try:
                 return self._apply(ctx, deferred=not last and not is_postgres())
@@ -307,9 +341,7 @@ class Pipeline:
                 if last or is_postgres() or "locked" not in str(exc):
                     raise
                 log.debug("inbound %s: another writer committed first; applying again", inbound.id)
-                del ctx.decisions[parsed:]
-                ctx.extras = dict(extras)
-                ctx.step = ""
+                ctx.rewind(parsed)
         return None
 
     def _count_attempt(self, inbound: Inbound) -> bool:
@@ -347,7 +379,7 @@ class Pipeline:
         inbound = ctx.inbound
         try:
             parse = self.parsers.get(inbound.source)
-            if parse is None:
+            if parse is None or inbound.source not in self.steps:
                 raise ParseError(f"no parser for inputs from {inbound.source!r}")
             ctx.signals = [plain_signal(signal) for signal in parse(ctx)]  # text every store can keep
             ctx.decide("parse", signals=len(ctx.signals))
@@ -377,31 +409,48 @@ class Pipeline:
     def _apply_steps(self, ctx: Context) -> str:
         """Run the signal steps of a taken Inbound and record its outcome (inside the caller's transaction)."""
         inbound_id = ctx.inbound.id
+        steps = self.steps[ctx.inbound.source]
         outcomes = []
         for index, signal in enumerate(ctx.signals):
             self._reset(ctx, index, signal)
+            ran: list[str] = []
             with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
                 try:
-                    for name, step in self.signal_steps:
-                        ctx.step = name
-                        step(ctx)
+                    self._run_steps(ctx, steps, ran)
                 except Discard as stop:
                     ctx.decide("pipeline", result="ignored", reason=stop.reason)
                     ctx.outcome = "ignored"
-                    ctx.extras["reason"] = stop.reason
+                    ctx.reason = stop.reason
             ctx.step = ""
+            ctx.decide("steps", ran=ran)
             outcomes.append(ctx.outcome or "ignored")
             log.info("inbound %s signal %s: %s %s", inbound_id, index, ctx.outcome, ctx.incident and ctx.incident.ref)
         if outcomes and all(o == "ignored" for o in outcomes):
-            return self._finish(ctx, IGNORED, ctx.extras.get("reason", "nothing to apply"))
+            return self._finish(ctx, IGNORED, ctx.reason or "nothing to apply")
         if not outcomes:
             return self._finish(ctx, IGNORED, "no signals in the input")
         return self._finish(ctx, PROCESSED, "")
 
+    def _run_steps(self, ctx: Context, steps: Steps, ran: list[str]) -> None:
+        """The steps of the list until one finishes the signal, then (for an applied signal) the after steps."""
+        try:
+            for name, step in steps.steps:
+                ctx.step = name
+                ran.append(name)
+                step(ctx)
+        except Finished:
+            pass
+        if ctx.outcome in ("created", "updated"):
+            for name, step in steps.after:
+                ctx.step = name
+                ran.append(name)
+                step(ctx)
+
     def _reset(self, ctx: Context, index: int, signal: Signal) -> None:
         ctx.signal, ctx.index = signal, index
         ctx.incident, ctx.match, ctx.classification, ctx.outcome = None, "", None, ""
-        ctx.allocation = {}
+        ctx.allocation, ctx.hook_context, ctx.page = {}, {}, True
+        ctx.event, ctx.link_to, ctx.participant = None, "", False
 
     def _finish(self, ctx: Context, status: str, reason: str) -> str:
         incident = ctx.incident if status == PROCESSED else None

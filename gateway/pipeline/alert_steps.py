@@ -5,8 +5,8 @@ the integration, runs the pure parser of its kind, namespaces the correlation ke
 by integration, applies the configured grouping and hands the integration's
 defaults to the allocate step.
 
-``correlate`` and ``apply`` wrap the generic steps of gateway/steps.py for
-webhook signals (other sources go straight through):
+``correlate``, ``maintenance`` and ``apply`` are the alert steps of ``ALERT_STEPS``
+(gateway/service.py), around the generic classify and allocate:
 
 - the same fingerprint while its incident is open (or resolved within the reopen
   window) → that incident; a repeat only counts (signal count, last seen), no
@@ -20,8 +20,8 @@ webhook signals (other sources go straight through):
   incident and counts a flap; more than ``flap_threshold`` flaps within
   ``flap_window`` mark it flapping: its lifecycle changes carry
   ``context={"page": False}`` until it is stable;
-- a signal inside a maintenance window is recorded and attached, with
-  ``context={"page": False}``; resolves always pass.
+- a signal inside a maintenance window (the ``maintenance`` step) is recorded and
+  attached, with ``context={"page": False}``; resolves always pass.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from gateway import steps
 from gateway.config.integrations import Integration, integration_named, maintenance_for
 from gateway.core.errors import ParseError
-from gateway.lifecycle import add_key
-from gateway.pipeline import Context, Discard
+from gateway.incidents.lifecycle import add_key
+from gateway.pipeline.driver import Context, Discard
+from gateway.pipeline.signal_steps import FINGERPRINT, GROUP, create_incident, keys_of
 from parsers.drill import drill_defaults
 from parsers.payload import decode_json
 from parsers.signal import ACKNOWLEDGED, RESOLVED, Signal
@@ -82,11 +82,11 @@ def parse_webhook_inbound(ctx: Context) -> list[Signal]:
         raise ParseError(f"no [[integration]] named {ctx.inbound.integration!r} in the configuration")
     payload = decode_json(bytes(ctx.inbound.raw))  # ParseError (quarantine) for what intake refuses today
     headers = {k.lower(): v for k, v in (ctx.inbound.headers or {}).items()}
-    ctx.extras["integration"] = integration
-    ctx.extras["defaults"] = integration.defaults()
+    ctx.integration = integration
+    ctx.defaults = integration.defaults()
     signals = webhook_signals(integration, payload, headers.get(GENERATED_DEDUP_HEADER.lower()))
     if integration.kind == "drill":  # the drill asks for its procedure and group
-        ctx.extras["defaults"].update(drill_defaults(signals))
+        ctx.defaults.update(drill_defaults(signals))
     return signals
 
 
@@ -94,13 +94,10 @@ def parse_webhook_inbound(ctx: Context) -> list[Signal]:
 
 
 def correlate(ctx: Context) -> None:
-    """Webhook signals: fingerprint, then group key; a long-resolved incident is not reopened."""
-    integration = ctx.extras.get("integration")
-    if ctx.inbound.source != SOURCE or integration is None:
-        steps.correlate(ctx)
-        return
+    """Fingerprint, then group key; a long-resolved incident is not reopened."""
+    integration = ctx.integration
     s, now = ctx.signal, ctx.clock.now()
-    keys = [(kind, value) for kind, value in ((steps.FINGERPRINT, s.fingerprint), (steps.GROUP, s.group_key)) if value]
+    keys = [(kind, value) for kind, value in ((FINGERPRINT, s.fingerprint), (GROUP, s.group_key)) if value]
     ctx.incident, ctx.match = _correlate(keys, integration.reopen_window, now)
     if ctx.incident is None and keys and is_postgres():
         # Two worker processes meeting on a new problem would open an incident each: the second waits
@@ -126,7 +123,7 @@ def _correlate(keys: list[tuple[str, str]], reopen_window, now) -> tuple[Inciden
 
 
 def _find_open(kind: str, value: str) -> Incident | None:
-    """Like steps.find_by_key for one key, in one indexed query (the hot path of a storm; its SQL built once)."""
+    """Like generic.find_by_key for one key, in one indexed query (the hot path of a storm; its SQL built once)."""
     row = db.execute_sql(_find_open_sql(db.param), [kind, value[:512], True]).fetchone()
     return None if row is None else Incident.from_row(row)
 
@@ -140,33 +137,38 @@ def _find_open_sql(param: str) -> str:
     )
 
 
+# ---------------------------------------------------------------- maintenance
+
+
+def maintenance(ctx: Context) -> None:
+    """A signal inside a maintenance window of its integration pages no one (its changes still happen)."""
+    window = maintenance_for(ctx.config, ctx.integration.name, ctx.signal.labels, ctx.clock.now())
+    if window is not None:
+        ctx.page = False
+        ctx.decide("maintenance", window=window.name, reason=window.reason)
+
+
 # ---------------------------------------------------------------- apply
 
 
 def apply(ctx: Context) -> None:
-    """Webhook signals: create, count, join, resolve, acknowledge, reopen (flaps), as the module says."""
-    integration = ctx.extras.get("integration")
-    if ctx.inbound.source != SOURCE or integration is None:
-        steps.apply(ctx)
-        return
+    """Create, count, join, resolve, acknowledge, reopen (flaps), as the module says."""
+    integration = ctx.integration
     s, lc, now = ctx.signal, ctx.lifecycle, ctx.clock.now()
     actor = ctx.inbound.integration
-    window = maintenance_for(ctx.config, integration.name, s.labels, now)
-    if window is not None:
-        ctx.decide("maintenance", window=window.name, reason=window.reason)
-    context = dict(NO_PAGE) if window is not None else {}
+    context = {} if ctx.page else dict(NO_PAGE)
 
     if ctx.incident is None:
         if s.status == RESOLVED:
             raise Discard("a recovery for a problem with no open incident")
         if s.status == ACKNOWLEDGED:
             raise Discard("an acknowledgement for a problem with no open incident")
-        keys = [k for k in steps.keys_of(ctx) if k[0] != steps.FINGERPRINT]  # the fingerprint key carries state
+        keys = [k for k in keys_of(ctx) if k[0] != FINGERPRINT]  # the fingerprint key carries state
         drill = integration.kind == "drill"
-        ctx.incident = steps.create_incident(ctx, actor, keys=keys, drill=drill, context=context)
+        ctx.incident = create_incident(ctx, actor, keys=keys, drill=drill, context=context)
         if s.fingerprint:
-            add_key(ctx.incident, steps.FINGERPRINT, s.fingerprint, now, state=FIRING_STATE)
-        ctx.extras.setdefault("created", set()).add(ctx.incident.id)
+            add_key(ctx.incident, FINGERPRINT, s.fingerprint, now, state=FIRING_STATE)
+        ctx.created.add(ctx.incident.id)
         ctx.outcome = "created"
         ctx.decide("apply", result="created", incident=ctx.incident.ref, paging=not context)
         return
@@ -185,7 +187,7 @@ def apply(ctx: Context) -> None:
             result = "acknowledged"
     elif incident.status == INCIDENT_RESOLVED:
         result = _reopen(ctx, integration, incident, actor, context)
-    elif previous is None and incident.id in ctx.extras.get("created", ()):
+    elif previous is None and incident.id in ctx.created:
         result = "alert joins"  # a further alert of the request that opened the incident: not news
     elif previous != FIRING_STATE and incident.status in OPEN_STATUSES:
         what = "joins" if previous is None else "fires again"
@@ -202,7 +204,7 @@ def _on_resolved(ctx: Context, integration: Integration, incident, previous: str
         CorrelationKey.select()
         .where(
             (CorrelationKey.incident == incident)
-            & (CorrelationKey.kind == steps.FINGERPRINT)
+            & (CorrelationKey.kind == FINGERPRINT)
             & (CorrelationKey.state != RESOLVED_STATE)
         )
         .count()
@@ -254,9 +256,9 @@ def _set_state(incident, s: Signal, now) -> str | None:
     if not s.fingerprint:
         return FIRING_STATE if s.status != RESOLVED else None
     state = RESOLVED_STATE if s.status == RESOLVED else FIRING_STATE
-    key = CorrelationKey.first_where(incident=incident.id, kind=steps.FINGERPRINT, value=s.fingerprint[:512])
+    key = CorrelationKey.first_where(incident=incident.id, kind=FINGERPRINT, value=s.fingerprint[:512])
     if key is None:
-        add_key(incident, steps.FINGERPRINT, s.fingerprint, now, state=state)
+        add_key(incident, FINGERPRINT, s.fingerprint, now, state=state)
         return None
     if s.status == ACKNOWLEDGED or key.state == state:
         return key.state

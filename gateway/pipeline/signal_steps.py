@@ -1,14 +1,14 @@
 """The generic signal steps: correlate, classify, allocate, apply.
 
-Each is a function of the pipeline :class:`~gateway.pipeline.Context`. Source
-specific behaviour (email threading rules, alert grouping) lives in the
-modules of those sources and is composed into the step list by the service.
+Each is a function of the pipeline :class:`~gateway.pipeline.driver.Context`. The step
+lists of gateway/service.py compose them with the steps of one kind of input
+(mail_steps.py: screening and threading; alert_steps.py: grouping and maintenance).
 """
 
 from __future__ import annotations
 
-from gateway.pipeline import Context, Discard
-from gateway.procedures import procedure_for
+from gateway.incidents.procedures import procedure_for
+from gateway.pipeline.driver import Context, Discard
 from parsers.severity import severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, RESOLVED
 from store.models import OPEN_STATUSES, CorrelationKey, Incident
@@ -45,7 +45,7 @@ def correlate(ctx: Context) -> None:
 
 def classify(ctx: Context) -> None:
     """Run the configured rules; record which rule set each field."""
-    recipient = ctx.extras.get("recipient")
+    recipient = ctx.recipient or None
     decision = ctx.config.ruleset.classify(ctx.signal, recipient=recipient, integration=ctx.inbound.integration)
     ctx.classification = decision
     ctx.decide("classify", matched=list(decision.matched), reasons=dict(decision.reasons))
@@ -53,7 +53,7 @@ def classify(ctx: Context) -> None:
 
 def allocate(ctx: Context) -> None:
     """Group, impact, urgency and procedure: rule first, then source defaults, then the fallback."""
-    ctx.allocation, why = allocation_for(ctx.config, ctx.classification, ctx.signal, ctx.extras.get("defaults", {}))
+    ctx.allocation, why = allocation_for(ctx.config, ctx.classification, ctx.signal, ctx.defaults)
     a = ctx.allocation
     ctx.decide(
         "allocate", group=a["group"], procedure=a["procedure"], impact=a["impact"], urgency=a["urgency"], why=why
@@ -170,11 +170,11 @@ def create_incident(ctx: Context, actor: str, *, keys=None, drill: bool = False,
 
 def apply(ctx: Context) -> None:
     """Create the incident, or apply the signal to the one it belongs to."""
-    s, lc, actor = ctx.signal, ctx.lifecycle, ctx.extras.get("actor") or s_actor(ctx)
+    s, lc, actor = ctx.signal, ctx.lifecycle, s_actor(ctx)
     if ctx.incident is None:
         if s.status == RESOLVED:
             raise Discard("a recovery for a problem with no open incident")
-        ctx.incident = create_incident(ctx, actor, context=ctx.extras.get("context"))
+        ctx.incident = create_incident(ctx, actor, context=ctx.hook_context or None)
         ctx.outcome = "created"
         ctx.decide("apply", result="created", incident=ctx.incident.ref)
         return

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from gateway import sla
 from gateway.core.clock import Clock
 from gateway.core.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
-from gateway.sla import SlaSection
+from gateway.incidents import sla
+from gateway.incidents.sla import SlaSection
 from store.db import db
 from store.models import (
     ACKNOWLEDGED,
@@ -98,6 +98,14 @@ class Change:
 Hook = Callable[[Change], None]
 
 
+class Collaborator(Protocol):
+    """A part of the incident flow the lifecycle calls on every change, handing itself over:
+    procedures and escalation (gateway/incidents/procedures.py, escalation.py). What they change,
+    they change through the lifecycle's public methods, so every hook sees it."""
+
+    def on_change(self, lifecycle: Lifecycle, change: Change) -> None: ...
+
+
 class Access(Protocol):
     """What an acting person may do; ``None`` in its place means Inlet itself (everything)."""
 
@@ -108,7 +116,7 @@ class Access(Protocol):
 
 class Policy:
     """Priority from the configured impact × urgency matrix; SLA targets from the
-    configured targets and the group's business-hours calendar (gateway/sla.py)."""
+    configured targets and the group's business-hours calendar (gateway/incidents/sla.py)."""
 
     def __init__(self, config=None):
         self.config = config
@@ -144,12 +152,29 @@ class Policy:
 
 
 class Lifecycle:
-    """Create and change incidents. ``hooks`` run inside each transaction."""
+    """Create and change incidents. On each change, inside its transaction, ``procedures`` and
+    ``escalation`` run first (each handed this lifecycle), then each of ``hooks``.
 
-    def __init__(self, *, ref_prefix: str = "INC", clock: Clock | None = None, policy: Policy | None = None, hooks=()):
+    A method takes the reference of the incident to change; a collaborator or hook changing the
+    incident of its :class:`Change` passes that Incident itself (already locked by the
+    transaction), so the hooks after it see the change on the object they hold.
+    """
+
+    def __init__(
+        self,
+        *,
+        ref_prefix: str = "INC",
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        procedures: Collaborator | None = None,
+        escalation: Collaborator | None = None,
+        hooks=(),
+    ):
         self.ref_prefix = ref_prefix
         self.clock = clock or Clock()
         self.policy = policy or Policy()
+        self.procedures = procedures
+        self.escalation = escalation
         self.hooks: list[Hook] = list(hooks)
 
     # ------------------------------------------------------------ reading
@@ -269,7 +294,7 @@ class Lifecycle:
     ) -> Incident:
         """Resolve with a resolution record: code, notes and cause are required.
 
-        The cascade to open children (gateway/procedures.py) resolves only those ``access`` may change.
+        The cascade to open children (gateway/incidents/procedures.py) resolves only those ``access`` may change.
         """
         missing = [name for name, value in (("code", code), ("notes", notes), ("cause", cause)) if not value.strip()]
         if missing:
@@ -305,7 +330,14 @@ class Lifecycle:
     # ------------------------------------------------------------ other changes
 
     def note(
-        self, ref: str, actor: str, body: str, *, public: bool = False, inbound=None, context: dict | None = None
+        self,
+        ref: str | Incident,
+        actor: str,
+        body: str,
+        *,
+        public: bool = False,
+        inbound=None,
+        context: dict | None = None,
     ) -> Event:
         """Add an internal note, or a published status update (status page, stakeholders, the reporter)."""
         body = _required(ref, "add a note", body, "a text")
@@ -333,7 +365,15 @@ class Lifecycle:
             self._run_hooks(Change("reply", incident, event, actor, context=context or {}))
         return event
 
-    def assign(self, ref: str, actor: str, *, group: str | None = None, assignee: str | None = None, reason: str = ""):
+    def assign(
+        self,
+        ref: str | Incident,
+        actor: str,
+        *,
+        group: str | None = None,
+        assignee: str | None = None,
+        reason: str = "",
+    ):
         """Move to another group and/or member; a change of group counts as a reassignment."""
         with db.atomic():
             incident = self._lock(ref, "assign")
@@ -398,6 +438,29 @@ class Lifecycle:
             for name, old, new in events:
                 event = self._event(incident, "changed", actor, INTERNAL, field=name, old=old, new=new, body=reason)
             self._run_hooks(Change("update", incident, event, actor, before))
+        return incident
+
+    def set_status_page(self, ref, actor: str, state: str) -> Incident:
+        """Set what the public status page says of a major incident (a public ``changed`` Event).
+
+        The procedures call it as the incident moves (gateway/incidents/procedures.py); a closed
+        incident takes it too (closing it says ``resolved``). Nothing happens when it says so already.
+        """
+        if state not in STATUS_PAGE_STATES:
+            allowed = ", ".join(STATUS_PAGE_STATES)
+            raise TransitionError(str(ref), "set the status page", "-", f"must be one of {allowed}")
+        with db.atomic():
+            incident = self._find(ref, None, lock=True)
+            if incident.status_page == state:
+                return incident
+            before = {"status_page": incident.status_page}
+            incident.status_page = state
+            incident.updated_at = self.clock.now()
+            incident.save()
+            event = self._event(
+                incident, "changed", actor, PUBLIC, field="status_page", old=before["status_page"] or None, new=state
+            )
+            self._run_hooks(Change("status_page", incident, event, actor, before))
         return incident
 
     def link(
@@ -550,6 +613,15 @@ class Lifecycle:
                 self._run_hooks(Change("flap", incident, event, actor, before, context or {}))
         return incident
 
+    def remove_drill(self, ref: str | Incident) -> None:
+        """Delete a drill incident with its timeline, keys, timers and outbox rows (the drill cleans up
+        after itself, gateway/drill.py). Any other incident is refused: its timeline is the audit log."""
+        with db.atomic():
+            incident = self._find(ref, None, lock=True)
+            if not incident.drill:
+                raise TransitionError(incident.ref, "remove", incident.status, "only a drill incident can be removed")
+            incident.delete_instance(recursive=True, delete_nullable=True)
+
     # ------------------------------------------------------------ internals
 
     def _transition(
@@ -616,17 +688,21 @@ class Lifecycle:
             incident.respond_by, incident.resolve_by = self.policy.targets(incident)
         set_keys_open(incident, target in OPEN_STATUSES or target == RESOLVED)
 
-    def _find(self, ref: str, access: Access | None, *, lock: bool = False) -> Incident:
+    def _find(self, ref: str | Incident, access: Access | None, *, lock: bool = False) -> Incident:
         """The incident ``access`` may see and change; NotFound when it is missing *or hidden* (one
-        answer for both: no existence oracle), Forbidden when it is visible but not the actor's to change."""
-        incident = Incident.first_where(ref=normalise_ref(ref), for_update=lock)
+        answer for both: no existence oracle), Forbidden when it is visible but not the actor's to change.
+
+        ``ref`` may be the Incident of a :class:`Change` (a hook changing it): locked by the
+        transaction already, it is used as it is.
+        """
+        incident = ref if isinstance(ref, Incident) else Incident.first_where(ref=normalise_ref(ref), for_update=lock)
         if incident is None or (access is not None and not access.can_see(incident)):
             raise NoSuchIncident(f"no incident {ref!r}")
         if access is not None and not access.can_act(incident):
             raise Forbidden(f"you may not change {incident.ref}")
         return incident
 
-    def _lock(self, ref: str, action: str, access: Access | None = None) -> Incident:
+    def _lock(self, ref: str | Incident, action: str, access: Access | None = None) -> Incident:
         incident = self._find(ref, access, lock=True)
         if incident.status in FINAL:
             raise TransitionError(incident.ref, action, incident.status, f"a {incident.status} incident is read-only")
@@ -647,6 +723,9 @@ class Lifecycle:
         )
 
     def _run_hooks(self, change: Change) -> None:
+        for collaborator in (self.procedures, self.escalation):
+            if collaborator is not None:
+                collaborator.on_change(self, change)
         for hook in self.hooks:
             hook(change)
 

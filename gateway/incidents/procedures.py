@@ -30,8 +30,8 @@ import peewee
 
 from gateway.audiences import expand_targets, record_paged
 from gateway.config.schema import KeyProblem, setting
-from gateway.escalation import policy_for
-from gateway.timers import cancel_timers, upsert_timer
+from gateway.incidents.escalation import policy_for
+from gateway.incidents.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
 from store.models import OPEN_STATUSES, RESOLVED, Counter, Incident, Timer, User
 
@@ -99,48 +99,48 @@ def check_procedures(config) -> None:
 
 
 class Procedures:
-    """The procedure effects: a lifecycle hook plus the handlers of its timers."""
+    """The procedure effects: a lifecycle hook plus the handlers of its timers.
 
-    def __init__(self, lifecycle):
-        self.lifecycle = lifecycle
-
-    @property
-    def config(self):
-        return self.lifecycle.policy.config
+    Given to the :class:`~gateway.incidents.lifecycle.Lifecycle` when it is built; the lifecycle
+    hands itself to each call, and every change made here goes through its public methods (so
+    every hook sees it). The configuration is the lifecycle's (it follows a reload).
+    """
 
     # ------------------------------------------------------------ hook
 
-    def on_change(self, change) -> None:
-        incident, action, config = change.incident, change.action, self.config
+    def on_change(self, lifecycle, change) -> None:
+        incident, action, config = change.incident, change.action, lifecycle.policy.config
         if config is None:
             return
-        now = self.lifecycle.clock.now()
+        now = lifecycle.clock.now()
         if action == "create":
-            self._assign_member(change, now)
+            self._assign_member(lifecycle, change)
         if (action == "create" and incident.major) or (
             action == "update" and "major" in change.before and incident.major and not change.before["major"]
         ):
-            self._declare_major(change, now)
+            self._declare_major(lifecycle, change, now)
         if incident.major and action in STATUS_PAGE_FOLLOWS:
-            self._set_status_page(change, STATUS_PAGE_FOLLOWS[action])
+            lifecycle.set_status_page(incident, change.actor, STATUS_PAGE_FOLLOWS[action])
         if action == "resolve":
             cancel_timers(incident, (MAJOR_REMINDER,))
             if incident.procedure == "low-impact" and not (incident.major or incident.security):
                 upsert_timer(incident, AUTO_CLOSE, 0, now + config.procedures.auto_close_after)
-            self._resolve_children(change)
+            self._resolve_children(lifecycle, change)
         if action in ("cancel", "close"):
             cancel_timers(incident, (MAJOR_REMINDER, AUTO_CLOSE))
         if action == "reopen":
             cancel_timers(incident, (AUTO_CLOSE,))
             if incident.major:
-                self._schedule_reminder(incident, now)
+                self._schedule_reminder(config, incident, now)
 
-    def _declare_major(self, change, now: datetime) -> None:
-        incident, config = change.incident, self.config
+    def _declare_major(self, lifecycle, change, now: datetime) -> None:
+        incident, config = change.incident, lifecycle.policy.config
         context = {"ref": incident.ref, "title": incident.title, "priority": incident.priority, "group": incident.group}
         # The stakeholder broadcast is the notifications hook's ([[stakeholder]] subscriptions).
-        self._set_status_page(change, "investigating")
+        lifecycle.set_status_page(incident, change.actor, "investigating")
         targets = list(config.procedures.major_page)
+        # (inside: gateway.config imports this module for ProceduresSection; escalation and audiences import it)
+
         policy = policy_for(config, incident)
         for step in policy.steps if policy else ():
             targets += [t for t in step.notify if t not in targets]
@@ -156,27 +156,18 @@ class Procedures:
                 event=change.event,
                 context={**context, "reason": "major incident declared", "when": "major"},
             )
-        self._schedule_reminder(incident, now)
+        self._schedule_reminder(config, incident, now)
 
-    def _schedule_reminder(self, incident: Incident, now: datetime) -> None:
+    def _schedule_reminder(self, config, incident: Incident, now: datetime) -> None:
         cancel_timers(incident, (MAJOR_REMINDER,))
         last = (
             Timer.select(peewee.fn.MAX(Timer.step))
             .where((Timer.incident == incident) & (Timer.kind == MAJOR_REMINDER))
             .scalar()
         )
-        upsert_timer(incident, MAJOR_REMINDER, (last or 0) + 1, now + self.config.procedures.major_reminder_interval)
+        upsert_timer(incident, MAJOR_REMINDER, (last or 0) + 1, now + config.procedures.major_reminder_interval)
 
-    def _set_status_page(self, change, state: str) -> None:
-        incident = change.incident
-        if incident.status_page == state:
-            return
-        old = incident.status_page or None
-        Incident.update(status_page=state).where(Incident.id == incident.id).execute()
-        incident.status_page = state
-        self.lifecycle._event(incident, "changed", change.actor, "public", field="status_page", old=old, new=state)
-
-    def _resolve_children(self, change) -> None:
+    def _resolve_children(self, lifecycle, change) -> None:
         """Resolve the open children the resolver may change (``context["access"]``; None: Inlet, all of them).
 
         The others stay open; the parent's timeline counts the visible ones left open, without naming them.
@@ -188,7 +179,7 @@ class Procedures:
             if access is not None and not access.can_act(child):
                 skipped += access.can_see(child)  # a hidden child is not even counted: no oracle
                 continue
-            self.lifecycle.resolve(
+            lifecycle.resolve(
                 child.ref,
                 change.actor,
                 code=parent.resolution_code,
@@ -199,16 +190,14 @@ class Procedures:
                 access=access,
             )
         if skipped:
-            self.lifecycle._event(
+            lifecycle.note(
                 parent,
-                "note",
                 change.actor,
-                "internal",
-                body=f"{skipped} open child incident(s) not resolved with it: {change.actor} may not change them.",
+                f"{skipped} open child incident(s) not resolved with it: {change.actor} may not change them.",
             )
 
-    def _assign_member(self, change, now: datetime) -> None:
-        incident, config = change.incident, self.config
+    def _assign_member(self, lifecycle, change) -> None:
+        incident, config = change.incident, lifecycle.policy.config
         group = config.group_named(incident.group) if incident.group else None
         if group is None or not group.assign or incident.assignee_id is not None:
             return
@@ -226,22 +215,19 @@ class Procedures:
                 .tuples()
             )
             user = min(members, key=lambda u: load.get(u.id, 0))
-        Incident.update(assignee=user).where(Incident.id == incident.id).execute()
-        incident.assignee = user
-        self.lifecycle._event(
-            incident, "assigned", "allocation", "internal", field="assignee", new=user.name, body=group.assign
-        )
+        lifecycle.assign(incident, "allocation", assignee=user.name, reason=group.assign)
 
     # ------------------------------------------------------------ timer handlers
 
-    def fire_reminder(self, timer: Timer, incident: Incident, now: datetime) -> str:
+    def fire_reminder(self, lifecycle, timer: Timer, incident: Incident, now: datetime) -> str:
         if incident.status not in OPEN_STATUSES or not incident.major:
             return "cancelled"
-        group = self.config.group_named(incident.group)
-        event = self.lifecycle.note(
+        config = lifecycle.policy.config
+        group = config.group_named(incident.group)
+        event = lifecycle.note(
             incident.ref, "escalation", f"Reminder {timer.step}: post an update on this major incident."
         )
-        targets, paged = expand_targets(self.config, list(group.channels) if group else [], now)
+        targets, paged = expand_targets(config, list(group.channels) if group else [], now)
         record_paged(event, paged)
         if targets:
             enqueue(
@@ -253,13 +239,13 @@ class Procedures:
                 event=event,
                 context={"ref": incident.ref, "title": incident.title, "reminder": timer.step},
             )
-        upsert_timer(incident, MAJOR_REMINDER, timer.step + 1, now + self.config.procedures.major_reminder_interval)
+        upsert_timer(incident, MAJOR_REMINDER, timer.step + 1, now + config.procedures.major_reminder_interval)
         return "fired"
 
-    def fire_auto_close(self, timer: Timer, incident: Incident, now: datetime) -> str:
+    def fire_auto_close(self, lifecycle, timer: Timer, incident: Incident, now: datetime) -> str:
         if incident.status != RESOLVED or incident.major or incident.security:
             return "cancelled"
-        self.lifecycle.close(incident.ref, "auto-close", by="auto")
+        lifecycle.close(incident.ref, "auto-close", by="auto")
         return "fired"
 
 

@@ -1,0 +1,2 @@
+"""Incidents: the lifecycle (the one door for every change), SLA arithmetic, escalation,
+procedures and the timers that fire their steps."""
