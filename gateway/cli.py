@@ -17,7 +17,7 @@ import sys
 
 import peewee
 
-from gateway import __version__
+from gateway import __version__, cli_accounts
 from gateway.config import Config, default_config_path, load_config
 from gateway.errors import Conflict, InletError, NotFound, StoreUnavailable
 from gateway.log_repeats import limit_repeats, unlimit_repeats
@@ -123,14 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.set_defaults(func=cmd_user_bootstrap)
     command("list", "List users.", user_commands).set_defaults(func=cmd_user_list)
-    passwd = command(
-        "password",
-        "Set a user's password (generated and printed unless --password-env); ends their sessions.",
-        user_commands,
-    )
-    passwd.add_argument("name")
-    passwd.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable")
-    passwd.set_defaults(func=cmd_user_password)
+    cli_accounts.add_user_commands(command, user_commands)  # passwd, disable, enable, role, show
     token = command("token", "Issue a new API token for a user (replaces the old one; printed once).", user_commands)
     token.add_argument("name")
     token.set_defaults(func=cmd_user_token)
@@ -172,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     escalate.add_argument("--group", help="the group to escalate to (with --to group)")
     escalate.add_argument("--reason", required=True)
     escalate.set_defaults(func=cmd_incident_escalate)
+    cli_accounts.add_incident_assign(command, incident_commands)
+    cli_accounts.add_group_commands(command, commands)
 
     notify = command("notify", "Notifications.")
     notify_commands = notify.add_subparsers(dest="notify_command", metavar="ACTION", parser_class=_Parser)
@@ -391,6 +386,9 @@ def cmd_db_upgrade(args) -> int:
     applied = upgrade()
     for version, description in applied:
         print(f"applied {version}: {description}")
+    from gateway.service import seed_members
+
+    seed_members(config)  # [[group]] members into the database, the one source of membership
     print(f"{describe(database)}: schema at version {LATEST}")
     return 0
 
@@ -457,17 +455,6 @@ def cmd_user_add(args) -> int:
     password, generated = _password_from(args)
     create_user(args.name, args.role, password, email=args.email)
     print(f"created {args.role} user {args.name!r}" + (f" with password: {password}" if generated else ""))
-    return 0
-
-
-def cmd_user_password(args) -> int:
-    from gateway.accounts import set_password
-
-    config = _load(args)
-    _open_store(config)
-    password, generated = _password_from(args)
-    set_password(args.name, password)
-    print(f"new password for {args.name!r}" + (f": {password}" if generated else "") + "; their sessions are ended")
     return 0
 
 

@@ -27,7 +27,7 @@ from gateway.refusals import Refusals
 from gateway.scheduled_reports import ReportScheduler
 from gateway.worker import Worker, pipeline_tick
 from store import wakeup
-from store.db import open_database
+from store.db import db, open_database
 from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
@@ -54,6 +54,18 @@ def reloadable(running: Config) -> Config:
         if getattr(new, name) != getattr(running, name):
             raise ConfigError(f"{running.path}: {shown} changed: restart Inlet to apply it")
     return new
+
+
+def seed_members(config: Config) -> None:
+    """The file's ``[[group]] members`` into the database, the one source of membership (gateway/membership.py)."""
+    from gateway import membership
+
+    with db.connection_context():
+        added, dropped = membership.sync_config(config)
+    for group, user in added:
+        log.info("group %s: %s added (configuration file)", group, user)
+    for group, user in dropped:
+        log.info("group %s: %s removed (no longer in the configuration file)", group, user)
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -142,6 +154,7 @@ class Service:
         self.roles = roles or set(ROLES)
         self.database = open_database(config)
         require_latest()
+        seed_members(config)
         self.clock = clock or Clock()
         self.lifecycle = build_lifecycle(config, self.clock)
         self.pipeline = build_pipeline(config, self.lifecycle, self.clock)
@@ -220,6 +233,7 @@ class Service:
         running configuration stays.
         """
         new = reloadable(self.config)
+        seed_members(new)
         from notifiers.audiences import Audiences
 
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config

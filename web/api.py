@@ -13,7 +13,16 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 
 from gateway import accounts, oncall
 from gateway.clock import iso
-from gateway.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
+from gateway.errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InletError,
+    NotAssignable,
+    NotFound,
+    ParseError,
+    TransitionError,
+)
 from gateway.lifecycle import normalise_ref
 from gateway.problems import EDITABLE as PROBLEM_EDITABLE
 from gateway.problems import TRANSITIONS as PROBLEM_TRANSITIONS
@@ -69,6 +78,8 @@ def _inlet_error(exc: InletError):
         return error(409, "invalid_transition", str(exc))
     if isinstance(exc, Conflict):
         return error(409, "conflict", str(exc))
+    if isinstance(exc, NotAssignable):
+        return error(422, "not_assignable", str(exc))
     return error(400, "invalid", str(exc))
 
 
