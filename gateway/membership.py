@@ -132,23 +132,21 @@ def remove_member(config, group: str, user: str, actor: str, now: datetime | Non
 
 def check_assignable(name: str, group: str, security: bool, security_group: str) -> User:
     """The user ``name``, if they may work an incident of ``group`` (``security``: a security incident);
-    else NotAssignable saying why. Admins may; agents who are members of that group may (a security
-    incident also needs membership of ``security_group``, ``[web] security_group``); viewers and disabled users never.
-    The web UI's rule for acting on an incident (web/auth.py ``can_act``), for the assignee."""
+    else NotAssignable saying why: viewers and disabled users never; a security incident only admins and
+    members of ``security_group`` (``[web] security_group``), who alone may see it. An agent of another
+    group may be assigned (a hand-over); ``group`` names the incident's group in the message."""
     user = User.get_or_none(User.name == name)
     if user is None:
         raise NotFound(f"no user {name!r}")
     if not user.active:
         raise NotAssignable(f"{name} is disabled and cannot be assigned an incident")
-    if user.role == "admin":
-        return user
-    if user.role != "agent":
+    if user.role not in ("admin", "agent"):
         raise NotAssignable(
             f"{name} is a {user.role} and cannot work incidents: only agents and admins can be assigned"
         )
-    groups = groups_of(name)
-    if group not in groups:
-        raise NotAssignable(f"{name} is not a member of {group or 'any group'} and cannot work its incidents")
-    if security and security_group not in groups:
-        raise NotAssignable(f"{name} may not see security incidents and cannot be assigned this one")
+    if security and user.role != "admin" and security_group not in groups_of(name):
+        raise NotAssignable(
+            f"{name} may not see security incidents (not in group {security_group}) and cannot be assigned "
+            f"this {group or ''} incident".replace("  ", " ")
+        )
     return user

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gateway import accounts, oncall
+from gateway import accounts, membership, oncall
 from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError, Forbidden
@@ -49,7 +49,9 @@ def utc(*args) -> datetime:
 
 
 def config_of(store, *schedules, **extra):
-    return store.config(group=GROUPS, escalation=POLICIES, schedule=list(schedules or [BERLIN_DAILY]), **extra)
+    config = store.config(group=GROUPS, escalation=POLICIES, schedule=list(schedules or [BERLIN_DAILY]), **extra)
+    membership.sync_config(config)  # as `inlet serve` does when it starts: the database holds membership
+    return config
 
 
 @pytest.fixture

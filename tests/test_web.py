@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import accounts
+from gateway import accounts, membership
 from gateway.mail import store_email_view
 from gateway.service import build_lifecycle
 from parsers.email import EmailOptions, parse_email
@@ -29,6 +29,7 @@ class Web:
     def __init__(self, store, groups=GROUPS, **sections):
         self.config = store.config(group=groups, inlet={"data_dir": str(store.tmp_path)}, **sections)
         self.app = create_app(self.config)
+        membership.sync_config(self.config)  # as `inlet serve` does when it starts: the database holds membership
         self.lifecycle = build_lifecycle(self.config)
         for name, role in USERS.items():
             accounts.create_user(name, role, PASSWORD, email=f"{name}@example.org")
