@@ -71,6 +71,7 @@ def sync_config(config, now: datetime | None = None) -> tuple[list[tuple[str, st
                             group=group.name, user=member, by_config=True, added_by=CONFIG_ACTOR, added_at=now
                         )
                         .on_conflict_ignore()
+                        .as_rowcount()  # 0 when another process inserted it first
                         .execute()
                     )
                     if inserted:
@@ -110,7 +111,13 @@ def add_member(config, group: str, user: str, actor: str, now: datetime | None =
             GroupMember.insert(group=group, user=user, by_hand=True, added_by=actor, added_at=now).execute()
         else:  # listed in the file: now also kept by hand, should the file drop it
             GroupMember.update(by_hand=True).where(GroupMember.id == row.id).execute()
-        record(user, actor, "group-added", group, at=now)
+        record(
+            user,
+            actor,
+            "group-added",
+            group if row is None else f"{group} (kept if the configuration file drops it)",
+            at=now,
+        )
     return GroupMember.get((GroupMember.group == group) & (GroupMember.user == user))
 
 
