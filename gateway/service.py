@@ -233,7 +233,10 @@ class Service:
         running configuration stays.
         """
         new = reloadable(self.config)
-        seed_members(new)
+        try:
+            seed_members(new)
+        except Exception:  # the store is away: the new rules still apply; membership follows at the next reload
+            log.exception("reload: the [[group]] members of the file could not be written to the database")
         from notifiers.audiences import Audiences
 
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config

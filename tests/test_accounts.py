@@ -84,6 +84,22 @@ def test_who_may_join_a_group_and_who_may_be_assigned(store):
         lifecycle.assign(secret.ref, "admin", assignee="dan")
 
 
+def test_the_last_active_admin_stays_and_nobody_demotes_or_disables_themselves(store):
+    accounts.create_user("root", "admin", PASSWORD)
+    accounts.create_user("ops", "agent", PASSWORD)
+    with pytest.raises(Exception, match="cannot take away your own admin role"):
+        accounts.set_role("root", "agent", "root")
+    with pytest.raises(Exception, match="cannot disable yourself"):
+        accounts.set_active("root", False, "root")
+    with pytest.raises(Exception, match="last active admin"):
+        accounts.set_active("root", False, "cli")
+    with pytest.raises(Exception, match="last active admin"):
+        accounts.set_role("root", "viewer", "cli")
+    accounts.set_role("ops", "admin", "root")
+    assert not accounts.set_active("root", False, "ops").active
+    assert [a for _, a, _ in log_of("root")] == ["created", "disabled"]  # refusals change nothing
+
+
 # ---------------------------------------------------------------- the CLI
 
 
@@ -225,6 +241,8 @@ def test_admin_disables_a_user_their_sessions_and_token_stop_and_the_page_shows_
     api = {"Authorization": f"Bearer {token}"}
     assert requests.get(served.base + "/api/v1/incidents", headers=api, timeout=10).status_code == 200
     assert bob.signed_in()
+    assert bob.get(f"/users/{user_id('bob')}").status_code == 403  # admins only, even one's own page
+    assert bob.post(f"/users/{user_id('bob')}/groups", {"group": "network"}).status_code == 403
 
     page = admin.post(f"/users/{user_id('bob')}/active", {"active": "0"})
     assert page.status_code == 200 and "bob disabled" in page.text
