@@ -4,8 +4,12 @@ the CLI (in-process entry, and a subprocess for stdin), the web UI and API of a 
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
+import time
 
 import pytest
 import requests
@@ -183,6 +187,44 @@ def test_cli_passwd_reads_stdin_and_applies_the_rule(cli):
     assert empty.returncode == 1 and "no password on standard input" in empty.stderr
     assert in_db(lambda: accounts.authenticate("ann", "a fresh long passphrase")) is not None  # unchanged
     assert [a for _, a, _ in log_of("ann")][-2:] == ["created", "password"]  # (after group-added: the file)
+
+
+def test_cli_passwd_asks_twice_on_a_terminal(cli):
+    cli("user", "add", "ann", "--role", "agent")
+    for first, again, code in (("typed on a terminal", "typed differently", 1), ("typed on a terminal", None, 0)):
+        main_fd, tty = pty.openpty()
+        proc = subprocess.Popen(
+            [*INLET, "-c", str(cli.path), "user", "passwd", "ann"],
+            stdin=tty,
+            stdout=tty,
+            stderr=tty,
+            cwd=ROOT,
+            start_new_session=True,  # no controlling terminal: getpass asks on the pty it was given
+        )
+        os.close(tty)
+        seen = _expect(main_fd, "New password for ann: ")
+        os.write(main_fd, f"{first}\n".encode())
+        seen += _expect(main_fd, "Again: ")
+        os.write(main_fd, f"{again or first}\n".encode())
+        assert proc.wait(timeout=60) == code
+        seen += _expect(main_fd, "differ" if code else "their sessions are ended")
+        os.close(main_fd)
+        assert first not in seen  # not echoed
+    assert in_db(lambda: accounts.authenticate("ann", "typed on a terminal")) is not None
+
+
+def _expect(fd: int, text: str, timeout: float = 60) -> str:
+    """What the terminal shows until ``text`` appears (a deadline, never a sleep)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {text!r} on the terminal; it showed {seen!r}")
+        try:
+            seen += os.read(fd, 4096).decode(errors="replace")
+        except OSError:  # the process ended and closed the terminal
+            raise AssertionError(f"no {text!r} on the terminal; it showed {seen!r}") from None
+    return seen
 
 
 def test_cli_assign_refuses_a_viewer(cli):
