@@ -627,6 +627,8 @@ ADMIN_POSTS = [
     "/users/{user}/role",
     "/users/{user}/active",
     "/users/{user}/token",
+    "/users/{user}/groups",
+    "/users/{user}/password",
 ]
 
 
