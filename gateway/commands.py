@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from gateway import membership
 from gateway.core.errors import InletError
 from gateway.incidents.lifecycle import FINAL
 from notifiers.mailer import email_target
@@ -237,7 +238,7 @@ def prove(config, inbound, sender: str, fields: list[tuple[str, str]]) -> tuple[
 
 def may_act(config, user: User, incident) -> bool:
     """The web UI's rule (web/auth.py SessionUser.can_act) for a user proven by mail."""
-    groups = {g.name for g in config.group if user.name in g.members}
+    groups = membership.groups_of(user.name)
     if incident.security and not (user.role == "admin" or config.web.security_group in groups):
         return False
     return user.role == "admin" or (user.role == "agent" and incident.group in groups)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway import membership
 from gateway.config.schema import KeyProblem, setting
 from gateway.core.clock import iso
 from gateway.core.errors import Forbidden, InletError, NotFound
@@ -266,7 +267,7 @@ def may_override(config, user: User, schedule: Schedule) -> bool:
     if user.role == "admin":
         return True
     group = config.group_named(schedule.group) if schedule.group else None
-    return user.role == "agent" and group is not None and user.name in group.members
+    return user.role == "agent" and group is not None and membership.is_member(user.name, group.name)
 
 
 def add_override(

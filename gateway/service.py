@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import membership
 from gateway.audiences import Audiences
 from gateway.config.loader import Config, load_config
 from gateway.config.mail_settings import message_id_secret
@@ -35,7 +36,7 @@ from gateway.pipeline.driver import Pipeline, Steps
 from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
 from store import wakeup
-from store.db import open_database
+from store.db import db, open_database
 from store.migrations import require_latest
 
 log = logging.getLogger("inlet.service")
@@ -62,6 +63,16 @@ def reloadable(running: Config) -> Config:
         if getattr(new, name) != getattr(running, name):
             raise ConfigError(f"{running.path}: {shown} changed: restart Inlet to apply it")
     return new
+
+
+def seed_members(config: Config) -> None:
+    """The file's ``[[group]] members`` into the database, the one source of membership (gateway/membership.py)."""
+    with db.connection_context():
+        added, dropped = membership.sync_config(config)
+    for group, user in added:
+        log.info("group %s: %s added (configuration file)", group, user)
+    for group, user in dropped:
+        log.info("group %s: %s removed (no longer in the configuration file)", group, user)
 
 
 def build_lifecycle(config: Config, clock: Clock | None = None) -> Lifecycle:
@@ -210,6 +221,7 @@ class Service:
         self.roles = roles or set(ROLES)
         self.database = open_database(config)
         require_latest()
+        seed_members(config)
         activity = (
             IntakeActivity(private_dir(config.inlet.data_dir)) if self.roles & {"smtp", "web", "worker"} else None
         )
@@ -279,6 +291,10 @@ class Service:
         running configuration stays.
         """
         new = reloadable(self.config)
+        try:
+            seed_members(new)
+        except Exception:  # the store is away: the new rules still apply; membership follows at the next reload
+            log.exception("reload: the [[group]] members of the file could not be written to the database")
         fresh = build_pipeline(new, self.lifecycle, self.clock)  # parsers that keep options of the config
         with self._reload_lock:
             # Each reader picks the configuration up per unit of work; the swap is a few assignments.

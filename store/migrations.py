@@ -126,6 +126,37 @@ def _v8_refusal_counts(database: peewee.Database) -> None:
         database.create_tables([RefusalCount], safe=True)
 
 
+def _v9_accounts(database: peewee.Database) -> None:
+    """Group membership in the database (seeded from ``[[group]] members``, changed in the UI and CLI) and
+    the log of account changes (created as the tables were at version 9)."""
+
+    class GroupMember(peewee.Model):
+        group = peewee.CharField(max_length=100)
+        user = peewee.CharField(max_length=100)
+        by_config = peewee.BooleanField(default=False)
+        by_hand = peewee.BooleanField(default=False)
+        added_by = peewee.CharField(max_length=320, default="")
+        added_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "group_member"
+            indexes = ((("group", "user"), True), (("user",), False))
+
+    class AccountEvent(peewee.Model):
+        user = peewee.CharField(max_length=100)
+        at = models.UTCDateTimeField()
+        actor = peewee.CharField(max_length=320)
+        action = peewee.CharField(max_length=32)
+        detail = peewee.TextField(default="")
+
+        class Meta:
+            table_name = "account_event"
+            indexes = ((("user", "at"), False),)
+
+    with database.bind_ctx([GroupMember, AccountEvent]):
+        database.create_tables([GroupMember, AccountEvent], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -135,6 +166,7 @@ MIGRATIONS = [
     (6, "report indexes", _v6_report_indexes),
     (7, "user channels", _v7_user_channels),
     (8, "refusal counts", _v8_refusal_counts),
+    (9, "group membership and account log", _v9_accounts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

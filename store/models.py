@@ -179,6 +179,40 @@ class User(BaseModel):
     channels = JSONTextField(default=list)
 
 
+class GroupMember(BaseModel):
+    """A user's membership of a ``[[group]]`` (migration 9): the one source of truth for who is in a group.
+
+    ``by_config``: listed in the group's ``members`` in the configuration file (seeded at ``inlet db
+    upgrade``, at start and at reload; dropped again when the file no longer lists it). ``by_hand``: added in
+    the web UI, the API or with ``inlet group add-member`` (kept until removed the same way). A row lives
+    while either holds (gateway/membership.py)."""
+
+    group = peewee.CharField(max_length=100)
+    user = peewee.CharField(max_length=100)
+    by_config = peewee.BooleanField(default=False)
+    by_hand = peewee.BooleanField(default=False)
+    added_by = peewee.CharField(max_length=320, default="")
+    added_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "group_member"
+        indexes = ((("group", "user"), True), (("user",), False))
+
+
+class AccountEvent(BaseModel):
+    """One change to a user account (migration 9): who changed what, when; shown on the user's page."""
+
+    user = peewee.CharField(max_length=100)  # the account changed (a name: users are never renamed)
+    at = UTCDateTimeField()
+    actor = peewee.CharField(max_length=320)
+    action = peewee.CharField(max_length=32)  # created | role | password | disabled | enabled | group-added | ...
+    detail = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "account_event"
+        indexes = ((("user", "at"), False),)
+
+
 class Contact(BaseModel):
     """Someone who reports incidents or is told about them (not a login)."""
 

@@ -41,6 +41,8 @@ ROOTS = {
 LAZY = {
     "gateway.cli.main": "each command imports what it runs: `inlet --help` and quick commands stay fast",
     "gateway.service": "a role process imports only its roles' servers (aiosmtpd, imapclient, Flask, waitress)",
+    "gateway.cli.common": "as gateway.cli.main: the store and the lifecycle are loaded by the commands that use them",
+    "gateway.cli.account_commands": "as gateway.cli.main: the `inlet user`, `group` and `incident assign` commands",
 }
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gateway import accounts
+from gateway import accounts, membership
 from gateway import schedules as oncall
 from gateway.cli.main import main
 from gateway.core.clock import FixedClock
@@ -50,7 +50,9 @@ def utc(*args) -> datetime:
 
 
 def config_of(store, *schedules, **extra):
-    return store.config(group=GROUPS, escalation=POLICIES, schedule=list(schedules or [BERLIN_DAILY]), **extra)
+    config = store.config(group=GROUPS, escalation=POLICIES, schedule=list(schedules or [BERLIN_DAILY]), **extra)
+    membership.sync_config(config)  # as `inlet serve` does when it starts: the database holds membership
+    return config
 
 
 @pytest.fixture

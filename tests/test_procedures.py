@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from gateway import membership
 from gateway.accounts import create_user
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError, TransitionError
@@ -251,7 +252,9 @@ def member_config(store, mode):
         {"name": "network"},
         {"name": "security"},
     ]
-    return store.config(**sections(group=groups))
+    config = store.config(**sections(group=groups))
+    membership.sync_config(config)  # as `inlet serve` does when it starts: the database holds membership
+    return config
 
 
 @pytest.fixture

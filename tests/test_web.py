@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import accounts
+from gateway import accounts, membership
 from gateway.pipeline.mail_steps import store_email_view
 from gateway.service import build_lifecycle, build_services
 from parsers.email import EmailOptions, parse_email
@@ -29,6 +29,7 @@ class Web:
 
     def __init__(self, store, groups=GROUPS, **sections):
         self.config = store.config(group=groups, inlet={"data_dir": str(store.tmp_path)}, **sections)
+        membership.sync_config(self.config)  # as `inlet serve` does when it starts: the database holds membership
         self.services = build_services(self.config)
         self.app = create_app(self.config, self.services)
         self.lifecycle = self.services.lifecycle
@@ -620,6 +621,8 @@ ADMIN_POSTS = [
     "/users/{user}/role",
     "/users/{user}/active",
     "/users/{user}/token",
+    "/users/{user}/groups",
+    "/users/{user}/password",
 ]
 
 

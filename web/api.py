@@ -14,7 +14,16 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from gateway import accounts
 from gateway import schedules as oncall
 from gateway.core.clock import iso
-from gateway.core.errors import ConfigError, Conflict, Forbidden, InletError, NotFound, ParseError, TransitionError
+from gateway.core.errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InletError,
+    NotAssignable,
+    NotFound,
+    ParseError,
+    TransitionError,
+)
 from gateway.incidents.lifecycle import normalise_ref
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
@@ -71,6 +80,8 @@ def _inlet_error(exc: InletError):
         return error(409, "invalid_transition", str(exc))
     if isinstance(exc, Conflict):
         return error(409, "conflict", str(exc))
+    if isinstance(exc, NotAssignable):
+        return error(422, "not_assignable", str(exc))
     return error(400, "invalid", str(exc))
 
 

@@ -5,7 +5,7 @@ logout and a new password raise the version, so every earlier session cookie,
 even a copied one replayed later, is refused by the loader (the login page).
 
 Roles: ``admin`` (everything), ``agent`` (works the incidents of the groups
-that list them in ``[[group]] members``), ``viewer`` (reads). Security
+they are a member of: gateway/membership.py), ``viewer`` (reads). Security
 incidents are visible only to admins and members of ``web.security_group``;
 every list, count, search, export and API answer goes through
 :func:`visible`, so none can leak one.
@@ -23,7 +23,7 @@ import flask_login
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from gateway import accounts
+from gateway import accounts, membership
 from gateway.core.errors import InletError
 from store.models import Incident, User
 
@@ -42,7 +42,7 @@ class SessionUser(flask_login.UserMixin):
         self.id = f"{user.id}.{user.session_version}"  # what the session cookie holds (see the module doc)
         self.name = user.name
         self.role = user.role
-        self.groups = frozenset(g.name for g in config.group if user.name in g.members)
+        self.groups = membership.groups_of(user.name)  # the database: a membership counts at the next request
         self.sees_security = user.role == "admin" or config.web.security_group in self.groups
 
     @property
@@ -231,7 +231,7 @@ def password():
             flash("The two new passwords differ.", "error")
             return render_template("password.html"), 400
         try:
-            user = accounts.set_password(current_user.name, form.get("new", ""))
+            user = accounts.set_password(current_user.name, form.get("new", ""), current_user.name)
         except InletError as exc:
             flash(str(exc), "error")
             status = 400

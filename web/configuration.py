@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
+from gateway import membership
 from notifiers.apprise_adapter import masked
 from store.db import db, describe, redact
 from web.auth import role_required
@@ -29,4 +30,5 @@ def show():
         database=describe(db.obj) if db.obj is not None else redact(config.database.url),
         scheme=scheme,
         sla=config.sla,
+        members={group: [r.user for r in rows] for group, rows in membership.table().items()},
     )

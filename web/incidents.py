@@ -20,7 +20,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from gateway.core.errors import Forbidden, InletError, NoSuchIncident
+from gateway.core.errors import Forbidden, InletError, NoSuchIncident, NotAssignable
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
 from store.db import db
@@ -247,6 +247,9 @@ def act(ref: str, action: str):
     except (NoSuchIncident, Forbidden) as exc:  # the other end of a link: the page again, with 404 / 403
         flash(str(exc), "error")
         return show(incident.ref), 403 if isinstance(exc, Forbidden) else 404
+    except NotAssignable as exc:  # e.g. a viewer as assignee: the page again, saying why
+        flash(str(exc), "error")
+        return show(incident.ref), 422
     except InletError as exc:
         flash(str(exc), "error")
     else:

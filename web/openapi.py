@@ -241,6 +241,7 @@ def _errors(*codes: int) -> dict:
         403: "Your role may not do this",
         404: "No such incident or problem (or not visible to you)",
         409: "Not allowed from the incident's current state",
+        422: "The assignee may not work this incident (a viewer, disabled, or not in its group)",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -676,6 +677,9 @@ def _action_operation(name: str, groups: list[str]) -> dict:
                 "required": bool(required or name in _ANY_OF),
                 "content": {"application/json": {"schema": body}},
             },
-            "responses": {**answer, **_errors(400, 401, 403, 404, 409)},
+            "responses": {
+                **answer,
+                **_errors(400, 401, 403, 404, 409, *((422,) if name in ("assign", "take") else ())),
+            },
         }
     }

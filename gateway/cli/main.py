@@ -18,7 +18,9 @@ import sys
 import peewee
 
 from gateway import __version__
-from gateway.cli.log_repeats import limit_repeats, unlimit_repeats
+from gateway.cli import account_commands as cli_accounts
+from gateway.cli.common import _lifecycle, _load, _open_store
+from gateway.cli.log_repeats import unlimit_repeats
 from gateway.config.loader import Config, default_config_path, load_config
 from gateway.core.errors import Conflict, InletError, NotFound, StoreUnavailable
 from gateway.core.private_files import restrict_umask, too_open
@@ -123,14 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.set_defaults(func=cmd_user_bootstrap)
     command("list", "List users.", user_commands).set_defaults(func=cmd_user_list)
-    passwd = command(
-        "password",
-        "Set a user's password (generated and printed unless --password-env); ends their sessions.",
-        user_commands,
-    )
-    passwd.add_argument("name")
-    passwd.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable")
-    passwd.set_defaults(func=cmd_user_password)
+    cli_accounts.add_user_commands(command, user_commands)  # passwd, disable, enable, role, show
     token = command("token", "Issue a new API token for a user (replaces the old one; printed once).", user_commands)
     token.add_argument("name")
     token.set_defaults(func=cmd_user_token)
@@ -172,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     escalate.add_argument("--group", help="the group to escalate to (with --to group)")
     escalate.add_argument("--reason", required=True)
     escalate.set_defaults(func=cmd_incident_escalate)
+    cli_accounts.add_incident_assign(command, incident_commands)
+    cli_accounts.add_group_commands(command, commands)
 
     notify = command("notify", "Notifications.")
     notify_commands = notify.add_subparsers(dest="notify_command", metavar="ACTION", parser_class=_Parser)
@@ -203,29 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------ helpers
 
 
-def _load(args) -> Config:
-    config = load_config(default_config_path(getattr(args, "config", None)))
-    logging.getLogger().setLevel(config.inlet.log_level.upper())
-    limit_repeats(config.inlet.log_repeat_window.total_seconds())
-    return config
-
-
-def _open_store(config: Config, *, require_schema: bool = True):
-    from store.db import open_database
-    from store.migrations import require_latest
-
-    database = open_database(config)
-    if require_schema:
-        require_latest()
-    return database
-
-
-def _lifecycle(config: Config):
-    from gateway.service import build_lifecycle
-
-    return build_lifecycle(config)
-
-
 # ------------------------------------------------------------ commands
 
 
@@ -248,7 +222,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from gateway.config.loader import default_config_path
 
     path = args.path or default_config_path(getattr(args, "config", None))
     from gateway.explain import run_rule_tests
@@ -391,6 +364,9 @@ def cmd_db_upgrade(args) -> int:
     applied = upgrade()
     for version, description in applied:
         print(f"applied {version}: {description}")
+    from gateway.service import seed_members
+
+    seed_members(config)  # [[group]] members into the database, the one source of membership
     print(f"{describe(database)}: schema at version {LATEST}")
     return 0
 
@@ -457,17 +433,6 @@ def cmd_user_add(args) -> int:
     password, generated = _password_from(args)
     create_user(args.name, args.role, password, email=args.email)
     print(f"created {args.role} user {args.name!r}" + (f" with password: {password}" if generated else ""))
-    return 0
-
-
-def cmd_user_password(args) -> int:
-    from gateway.accounts import set_password
-
-    config = _load(args)
-    _open_store(config)
-    password, generated = _password_from(args)
-    set_password(args.name, password)
-    print(f"new password for {args.name!r}" + (f": {password}" if generated else "") + "; their sessions are ended")
     return 0
 
 

@@ -38,6 +38,10 @@ class Forbidden(InletError):
     """The actor may see this incident but not change it."""
 
 
+class NotAssignable(InletError):
+    """The user may not work this incident (a viewer, disabled, not in its group): it cannot be theirs."""
+
+
 class Conflict(InletError):
     """The thing to create exists already."""
 

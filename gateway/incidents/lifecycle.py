@@ -40,6 +40,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.incidents import sla
 from gateway.incidents.sla import SlaSection
+from gateway.membership import check_assignable
 from store.db import db
 from store.models import (
     ACKNOWLEDGED,
@@ -56,7 +57,6 @@ from store.models import (
     Counter,
     Event,
     Incident,
-    User,
 )
 
 # action -> (states it is allowed from, state it leads to)
@@ -121,6 +121,7 @@ class Policy:
     def __init__(self, config=None):
         self.config = config
         self.sla = config.sla if config is not None else SlaSection()
+        self.security_group = config.web.security_group if config is not None else "security"
 
     def priority(self, impact: str, urgency: str) -> str:
         return sla.priority(impact, urgency, self.sla.matrix)
@@ -379,10 +380,9 @@ class Lifecycle:
             incident = self._lock(ref, "assign")
             before = {"group": incident.group, "assignee": incident.assignee.name if incident.assignee else None}
             user = None
-            if assignee:
-                user = User.get_or_none(User.name == assignee)
-                if user is None:
-                    raise NotFound(f"no user {assignee!r}")
+            if assignee:  # only who may work the incident in its (new) group: NotAssignable says why not
+                target = incident.group if group is None else group
+                user = check_assignable(assignee, target, incident.security, self.policy.security_group)
             changed = []
             if group is not None and group != incident.group:
                 if incident.group:

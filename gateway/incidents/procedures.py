@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
+from gateway import membership
 from gateway.audiences import expand_targets, record_paged
 from gateway.config.schema import KeyProblem, setting
 from gateway.incidents.escalation import policy_for
@@ -201,8 +202,9 @@ class Procedures:
         group = config.group_named(incident.group) if incident.group else None
         if group is None or not group.assign or incident.assignee_id is not None:
             return
-        users = {u.name: u for u in User.select().where(User.name.in_(group.members) & (User.active == True))}  # noqa: E712
-        members = [users[name] for name in group.members if name in users]
+        names = membership.members_of(group.name)
+        users = {u.name: u for u in User.select().where(User.name.in_(names) & (User.active == True))}  # noqa: E712
+        members = [users[name] for name in names if name in users]
         if not members:
             return
         if group.assign == "round-robin":
