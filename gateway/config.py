@@ -104,6 +104,16 @@ class WebSection:
         help="Address of the reverse proxy whose X-Forwarded-For / X-Forwarded-Proto name the client "
         '("*" trusts any peer); empty: the peer address is the client and forwarding headers are dropped.',
     )
+    reporter_link_key_env: str = setting(
+        "INLET_REPORTER_LINK_KEY",
+        help="Environment variable holding the key that signs the reporter links in mail (else generated in data_dir).",
+    )
+    reporter_link_lifetime: timedelta = setting(
+        timedelta(days=30), help="How long the link in a reporter's mail opens their incident's page."
+    )
+    reporter_agent_name: str = setting(
+        "", help="How the reporter's page names the agents who wrote (empty: the [inlet] name)."
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ internal Event is written on its incident.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ import jinja2
 from gateway import oncall
 from gateway.clock import Clock, iso
 from gateway.errors import NotFound
+from gateway.reporter_access import ReporterLinks
 from gateway.worker import Worker
 from notifiers import apprise_adapter, digest, mail
 from notifiers.apprise_adapter import Outcome, channel_key
@@ -200,7 +202,15 @@ class Delivery:
             return self.renderer.render(digest.DIGEST, {"desk": desk, "items": items, "ref": ""})
         incident = row.incident if row.incident_id else None
         values = incident_values(incident, base_url=base_url, desk=desk, audience=row.audience, context=row.context)
+        if row.audience == "reporter" and incident is not None and incident.reporter_id:
+            # the reporter has no account: their link opens a page of this one incident (gateway/reporter_access.py)
+            token = self.reporter_links.token(incident, self.clock.now())
+            values["link"] = Trusted(f"{base_url.rstrip('/')}/r/{token}")
         return self.renderer.render(row.template, values)
+
+    @functools.cached_property
+    def reporter_links(self) -> ReporterLinks:
+        return ReporterLinks.for_config(self.config)
 
     def _plan_rates(self, jobs: list[_Job], now: datetime) -> None:
         """Fold what goes over a channel's rate limit into its digest (not digests, reporter mail, security)."""

@@ -100,6 +100,7 @@ def create_app(config: Config, services=None) -> Flask:
         oncall,
         problems,
         quarantine,
+        reporter,
         reports,
         status,
         users,
@@ -122,6 +123,7 @@ def create_app(config: Config, services=None) -> Flask:
         metrics,
         api,
         reports,
+        reporter,
     ):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)
