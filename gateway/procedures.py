@@ -149,7 +149,8 @@ class Procedures:
             cancel_timers(incident, (MAJOR_REMINDER,))
             if incident.procedure == "low-impact" and not (incident.major or incident.security):
                 upsert_timer(incident, AUTO_CLOSE, 0, now + config.procedures.auto_close_after)
-            self._resolve_children(change)
+            if change.context.get("cascade", True):
+                self._resolve_children(change)
         if action in ("cancel", "close"):
             cancel_timers(incident, (MAJOR_REMINDER, AUTO_CLOSE))
         if action == "reopen":
