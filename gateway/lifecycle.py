@@ -39,7 +39,7 @@ from typing import Protocol
 from gateway import sla
 from gateway.clock import Clock
 from gateway.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
-from gateway.procedures import PROCEDURES, procedure_for
+from gateway.procedures import procedure_for
 from gateway.sla import SlaSection
 from store.db import db
 from store.models import (
@@ -383,7 +383,8 @@ class Lifecycle:
                 _check_level(name, fields[name])
         with db.atomic():
             incident = self._lock(ref, "update")
-            if {"category", "major", "security"} & set(fields) and "procedure" not in fields:
+            categorised = {"category", "major", "security"} & set(fields) and "procedure" not in fields
+            if categorised and self.policy.config is not None:
                 procedure, major, security = self.procedure_for_category(
                     fields.get("category", incident.category),
                     fields.get("major", incident.major),
@@ -575,12 +576,12 @@ class Lifecycle:
         """(procedure, major, security) for a category and flags: the one place where a category named in
         ``[procedures] major_categories`` / ``security_categories`` / ``low_impact_categories`` takes effect,
         however the category was set (rule, form, CLI, API). The lists only raise flags, never clear them;
-        a procedure the caller chose stays unless the flags call for major or security."""
+        with a configuration the procedure follows from the category and flags alone (gateway/procedures.py);
+        without a configuration (tools, tests) the caller's procedure and flags stand."""
         config = self.policy.config
         if config is None:
             return procedure, bool(major), bool(security)
-        found, major, security = procedure_for(config, category=category or "", major=major, security=security)
-        return (found if found != "standard" or procedure not in PROCEDURES else procedure), major, security
+        return procedure_for(config, category=category or "", major=major, security=security)
 
     # ------------------------------------------------------------ internals
 
