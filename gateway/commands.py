@@ -37,12 +37,12 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway import membership
+from gateway import membership, reporter_access
 from gateway.core.errors import InletError
 from gateway.incidents.lifecycle import FINAL
 from notifiers.mailer import email_target
 from notifiers.outbox import enqueue
-from store.models import RESOLVED, Contact, Event, Notification, User
+from store.models import Contact, Event, Notification, User
 
 COMMAND = "command"  # the outbox audience of the answers
 AGENT_COMMANDS = ("ack", "resolve", "assign", "note", "priority", "close", "reopen")
@@ -336,16 +336,12 @@ def _agent_command(ctx, incident, c: Command, user: User, rest: str) -> dict:
 def _reporter_command(ctx, incident, c: Command, actor: str) -> dict:
     lc, now = ctx.lifecycle, ctx.clock.now()
     current = lc.get(incident.ref)
-    if current.status != RESOLVED:
-        return {"command": f"#{c.name}", "applied": False, "error": f"{current.ref} is {current.status}, not resolved"}
-    try:
+    try:  # the same actions as the buttons of the reporter's page (gateway/reporter_access.py)
         if c.name == "close":
-            lc.close(current.ref, actor, by="reporter")
+            reporter_access.close(lc, current, actor)
         else:
-            until = current.resolved_at + ctx.config.mail.reopen_window if current.resolved_at else None
-            if until is not None and now > until:
-                raise InletError(f"{current.ref} was resolved too long ago to reopen: write a new message")
-            lc.reopen(current.ref, actor, c.args or "The reporter reopened it by email (#reopen)")
+            reason = c.args or "The reporter reopened it by email (#reopen)"
+            reporter_access.reopen(lc, current, actor, reason, ctx.config.mail.reopen_window, now)
     except InletError as exc:
         return {"command": f"#{c.name}", "applied": False, "error": str(exc)}
     return {"command": f"#{c.name}", "applied": True}

@@ -15,6 +15,7 @@ internal Event is written on its incident.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -35,6 +36,7 @@ from notifiers import apprise_adapter, digest
 from notifiers import mailer as mail
 from notifiers.apprise_adapter import Outcome, channel_key
 from notifiers.render import Rendered, Renderer, Trusted, incident_values
+from notifiers.reporter_links import ReporterLinks
 from store import wakeup
 from store.db import db, is_postgres
 from store.models import FAILED, PENDING, Event, Incident, Notification, NotificationAttempt
@@ -199,7 +201,15 @@ class Delivery:
             return self.renderer.render(digest.DIGEST, {"desk": desk, "items": items, "ref": ""})
         incident = row.incident if row.incident_id else None
         values = incident_values(incident, base_url=base_url, desk=desk, audience=row.audience, context=row.context)
+        if row.audience == "reporter" and incident is not None and incident.reporter_id:
+            # the reporter has no account: their link opens a page of this one incident (notifiers/reporter_links.py)
+            token = self.reporter_links.token(incident, self.clock.now())
+            values["link"] = Trusted(f"{base_url.rstrip('/')}/r/{token}")
         return self.renderer.render(row.template, values)
+
+    @functools.cached_property
+    def reporter_links(self) -> ReporterLinks:
+        return ReporterLinks.for_config(self.config)
 
     def _plan_rates(self, jobs: list[_Job], now: datetime) -> None:
         """Fold what goes over a channel's rate limit into its digest (not digests, reporter mail, security)."""

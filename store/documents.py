@@ -56,6 +56,7 @@ def incident_document(incident: Incident, *, events: list[Event] | None = None) 
             "cause": incident.cause_code or None,
             "cause_text": incident.cause_text or None,
         },
+        "review": incident.review or None,  # the post-incident review: cause, actions (what, owner, due), by, at
     }
     if events is not None:
         doc["events"] = [event_document(e) for e in events]

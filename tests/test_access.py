@@ -73,7 +73,8 @@ def test_link_to_a_hidden_incident_answers_like_a_missing_one(web, api, kind):
 
 def test_a_hidden_incident_in_a_final_state_answers_like_a_missing_one_too(web, api):
     web.lifecycle.cancel("INC-3", "sec", "false alarm")  # a related link to a closed one is recorded on one side
-    hidden = api.call("POST", "/api/v1/incidents/INC-1/actions/link", "desk", json={"other": "INC-3"})
+    body = {"other": "INC-3", "kind": "related"}
+    hidden = api.call("POST", "/api/v1/incidents/INC-1/actions/link", "desk", json=body)
     assert hidden.status_code == 404 and hidden.get_json()["error"]["message"] == "no incident 'INC-3'"
     assert Event.select().where(Event.type == "linked").count() == 0
 
@@ -98,7 +99,7 @@ def test_resolve_cascades_only_to_children_the_actor_may_change(web, api):
     for child in (own.ref, web.net.ref, web.secret.ref):  # the admin links a child of each kind
         assert api.call("POST", f"/api/v1/incidents/{child}/actions/link", json={"other": parent.ref, "kind": "parent"})
     assert Incident.select().where(Incident.parent == parent.id).count() == 3
-    body = {"code": "fixed", "notes": "new fuser", "cause": "hardware"}
+    body = {"code": "fixed", "notes": "new fuser", "cause": "hardware", "fix": "permanent", "cascade": True}
     response = api.call("POST", f"/api/v1/incidents/{parent.ref}/actions/resolve", "desk", json=body)
     assert response.status_code == 200 and response.get_json()["status"] == "resolved"
     status = {i.ref: i.status for i in Incident.select()}

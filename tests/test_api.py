@@ -109,7 +109,7 @@ def test_every_action_and_the_timeline(api):
         ("reply", {"body": "to the reporter"}),
         ("resolve", {"code": "fixed", "notes": "new toner", "cause": "hardware", "fix": "permanent"}),
         ("reopen", {"reason": "it burns again"}),
-        ("resolve", {"code": "fixed", "notes": "new printer", "cause": "hardware"}),
+        ("resolve", {"code": "fixed", "notes": "new printer", "cause": "hardware", "fix": "workaround"}),
         ("close", {}),
     ]
     paths = api.client.get("/api/v1/openapi.json").get_json()["paths"]

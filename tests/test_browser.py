@@ -160,6 +160,7 @@ def test_agent_works_an_incident_from_queue_to_closed(running, page, reporter_ma
     page.get_by_label("Resolution code").fill("config-change")
     page.get_by_label("Notes (public)").fill("Raised the idle timeout on the VPN gateway.")
     page.get_by_label("Cause code").fill("configuration")
+    page.get_by_label("Fix").select_option("permanent")  # no default: a workaround and a fix differ
     page.get_by_role("button", name="Resolve", exact=True).click()
     expect(page.locator(".incident-head .status")).to_have_text("resolved")
 

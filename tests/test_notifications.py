@@ -122,9 +122,11 @@ def test_acknowledgement_email_threads_and_is_marked_automatic(setup, smtp, http
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["X-Loop"] == INTAKE
     text = msg.get_body(("plain",)).get_content()
-    assert incident.ref in text and "VPN down" in text and f"https://inlet.example.org/incidents/{incident.ref}" in text
+    # the reporter has no account: the link opens their page of this incident (web/reporter.py), not the agents'
+    assert incident.ref in text and "VPN down" in text and "https://inlet.example.org/r/" in text
+    assert "/incidents/" not in text
     html = msg.get_body(("html",)).get_content()
-    assert f'href="https://inlet.example.org/incidents/{incident.ref}"' in html
+    assert 'href="https://inlet.example.org/r/' in html
     # The Message-ID is Inlet's (verifiable) and recorded on the incident, so a reply threads back.
     assert verify_message_id(msg["Message-ID"], email_options(config)) == incident.ref
     key = CorrelationKey.get(CorrelationKey.kind == "message-id")

@@ -162,7 +162,7 @@ RACE = textwrap.dedent(
     """
     import sys, time
     from gateway.config.loader import config_from_dict
-    from gateway.config.keys import local_secret
+    from gateway.core.keys import local_secret
     config = config_from_dict({"inlet": {"data_dir": sys.argv[1]}, "fallback_group": "g", "group": [{"name": "g"}]})
     start = float(sys.argv[2])
     while time.time() < start:

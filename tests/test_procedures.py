@@ -178,7 +178,7 @@ def test_review_before_close(lc, commander):
     lc.review(incident.ref, "carol", cause="expired certificate", actions=[{"what": "monitor expiry", "owner": "dave"}])
     review = Incident.get_by_id(incident.id).review
     assert review["cause"] == "expired certificate"
-    assert review["actions"] == [{"what": "monitor expiry", "owner": "dave"}]
+    assert review["actions"] == [{"what": "monitor expiry", "owner": "dave", "due": None}]
     assert Event.get((Event.incident == incident) & (Event.type == "reviewed")).body.startswith("Cause: expired")
     assert lc.close(incident.ref, "carol").status == CLOSED
 

@@ -15,6 +15,7 @@ from gateway.core.errors import InletError
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS
 from store.models import LEVELS
 
+DECLARABLE = ("major", "security")
 REF = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,20}-[0-9]{1,12}")
 
 
@@ -53,6 +54,8 @@ def text_field(data: Mapping, name: str, *, required: bool = False, limit: int =
 
 def choice_field(data: Mapping, name: str, choices, default: str | None = None) -> str:
     value = text_field(data, name) or default
+    if value is None:
+        raise BadInput(f"choose {name}: {', '.join(choices)}")
     if value not in choices:
         raise BadInput(f"{name} must be one of {', '.join(choices)}")
     return value
@@ -96,6 +99,12 @@ def _review(lc, ref, actor, d, access):
     if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
         raise BadInput("actions must be a list of {what, owner, due}")
     return lc.review(ref, actor, cause=text_field(d, "cause", required=True), actions=actions)
+
+
+def _declare(lc, ref, actor, d, access):
+    """Mark the incident major or security: the lifecycle starts that procedure (broadcast, paging, review)."""
+    flag = choice_field(d, "procedure", DECLARABLE)
+    return lc.update(ref, actor, reason=text_field(d, "reason", required=True), **{flag: True})
 
 
 def _at(row: list, index: int) -> str:
@@ -167,8 +176,9 @@ ACTIONS: dict[str, Action] = {
                 ("code", "string", True),
                 ("notes", "string", True),
                 ("cause", "string", True),
-                ("fix", "string", False),
+                ("fix", "string", True),
                 ("cause_text", "string", False),
+                ("cascade", "boolean", False),
             ),
             lambda lc, ref, actor, d, access: lc.resolve(
                 ref,
@@ -176,8 +186,9 @@ ACTIONS: dict[str, Action] = {
                 code=text_field(d, "code", required=True, limit=64),
                 notes=text_field(d, "notes", required=True),
                 cause=text_field(d, "cause", required=True, limit=64),
-                fix=choice_field(d, "fix", FIX_TYPES, "workaround"),
+                fix=choice_field(d, "fix", FIX_TYPES),  # no default: a workaround and a fix mean different work
                 cause_text=text_field(d, "cause_text"),
+                cascade=flag_field(d, "cascade"),  # children are resolved with it only when asked
                 access=access,
             ),
         ),
@@ -197,14 +208,20 @@ ACTIONS: dict[str, Action] = {
         Action(
             "link",
             "Link",
-            (("other", "string", True), ("kind", "string", False)),
+            (("other", "string", True), ("kind", "string", True)),
             lambda lc, ref, actor, d, access: lc.link(
                 ref,
                 actor,
                 text_field(d, "other", required=True, limit=32),
-                choice_field(d, "kind", LINK_KINDS, "related"),
+                choice_field(d, "kind", LINK_KINDS),  # no default: parent, child and related do different things
                 access=access,
             ),
+        ),
+        Action(
+            "declare",
+            "Mark major or security",
+            (("procedure", "string", True), ("reason", "string", True)),
+            _declare,
         ),
         Action(
             "escalate",

@@ -17,9 +17,9 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from playhouse.pool import MaxConnectionsExceeded
 
-from gateway.config.keys import local_secret
 from gateway.config.loader import Config
 from gateway.core.errors import SchemaOutdated, StoreUnavailable
+from gateway.core.keys import local_secret
 from store.db import db
 from store.migrations import require_latest
 from web import (
@@ -33,6 +33,7 @@ from web import (
     oncall,
     problems,
     quarantine,
+    reporter,
     reports,
     status,
     users,
@@ -123,6 +124,7 @@ def create_app(config: Config, services) -> Flask:
         metrics,
         api,
         reports,
+        reporter,
     ):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)

@@ -28,6 +28,7 @@ from store.documents import incident_document
 from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
 from web import actions
 from web import queue as queue_query
+from web.actions import DECLARABLE
 from web.auth import RESTRICTED, hidden_refs, role_required
 
 bp = Blueprint("incidents", __name__)
@@ -187,7 +188,8 @@ def _known_group(name: str) -> str:
 
 @bp.get("/incidents/<ref>")
 @login_required
-def show(ref: str):
+def show(ref: str, typed: dict | None = None):
+    """The incident page; ``typed`` is a refused form (action and fields), shown again as it was typed."""
     incident = visible_incident(ref)
     events = list(incident.events.order_by(Event.at, Event.id))
     attachments = {}
@@ -220,6 +222,10 @@ def show(ref: str):
         fix_types=FIX_TYPES,
         link_kinds=LINK_KINDS,
         statuses=STATUSES,
+        typed=typed or {},
+        declarable=[p for p in DECLARABLE if not getattr(incident, p)],
+        may_close=incident.review or not (incident.major or incident.security),
+        needs_commander=incident.major and not incident.assignee_id,
         # the other ends of links, only those the user may see (a hidden parent or child is not named)
         parent=incident.parent if incident.parent_id and current_user.can_see(incident.parent) else None,
         children=[
@@ -246,15 +252,20 @@ def act(ref: str, action: str):
         actions.run(lifecycle(), action, incident.ref, current_user.name, request.form, current_user)
     except (NoSuchIncident, Forbidden) as exc:  # the other end of a link: the page again, with 404 / 403
         flash(str(exc), "error")
-        return show(incident.ref), 403 if isinstance(exc, Forbidden) else 404
+        return show(incident.ref, _typed(action)), 403 if isinstance(exc, Forbidden) else 404
     except NotAssignable as exc:  # e.g. a viewer as assignee: the page again, saying why
         flash(str(exc), "error")
-        return show(incident.ref), 422
-    except InletError as exc:
+        return show(incident.ref, _typed(action)), 422
+    except InletError as exc:  # the page again with the form as it was typed, never an empty form
         flash(str(exc), "error")
+        return show(incident.ref, _typed(action)), 422
     else:
         flash(f"{incident.ref}: {actions.ACTIONS[action].title.lower()} done.", "ok")
     return redirect(url_for("incidents.show", ref=incident.ref), 303)
+
+
+def _typed(action: str) -> dict:
+    return {"action": action, **{k: v for k, v in request.form.items() if k != "csrf_token"}}
 
 
 @bp.get("/attachments/<int:attachment_id>")

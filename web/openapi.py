@@ -13,6 +13,7 @@ from gateway.reports.figures import FILTERS as REPORT_FILTERS
 from store.documents import INCIDENT_KEYS
 from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue
+from web.actions import DECLARABLE
 
 # Text fields that must not be blank: a character that is neither space nor NUL (which the API strips);
 # "space" as Python's str.strip() has it, which also removes \x1c-\x1f and \x85 (ECMA's \s does not).
@@ -53,6 +54,10 @@ INCIDENT_SCHEMA = {
         "reassignment_count": {"type": "integer"},
         "parent": _NULLABLE_STRING,
         "resolution": {"type": "object"},
+        "review": {
+            "type": ["object", "null"],
+            "description": "The post-incident review: cause, actions (what, owner, due), by, at",
+        },
     },
 }
 EVENT_SCHEMA = {
@@ -636,8 +641,13 @@ _ANY_OF = {"assign": ("group", "assignee"), "update": ("title", "category", "ser
 
 def _field_schema(action: str, field: str, kind: str, required: bool, groups: list[str]) -> dict:
     if kind == "array":
-        item = {"type": "object", "properties": {"what": {"type": "string"}, "owner": {"type": "string"}}}
+        item = {
+            "type": "object",
+            "properties": {"what": {"type": "string"}, "owner": {"type": "string"}, "due": {"type": "string"}},
+        }
         return {"type": "array", "items": item}
+    if kind == "boolean":
+        return {"type": "boolean"}
     schema: dict = {"type": "string", "maxLength": _LIMITS.get(field, 20000)}
     if required or (action, field) in (("update", "title"), ("assign", "assignee")):
         schema["pattern"] = NOT_BLANK
@@ -647,6 +657,7 @@ def _field_schema(action: str, field: str, kind: str, required: bool, groups: li
         "urgency": list(LEVELS),
         "group": [*groups, ""] if action != "assign" else list(groups),
         "kind": list(LINK_KINDS) if action == "link" else ["functional", "hierarchical"],
+        "procedure": list(DECLARABLE),
     }
     if field in enums:
         schema = {"type": "string", "enum": enums[field]}

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from gateway.config.keys import secret
 from gateway.config.loader import Config
 from gateway.core.errors import InletError
+from gateway.core.keys import secret
 
 EMAILS = (
     ("Rita Reporter <rita@example.org>", None, "VPN drops every ten minutes",

@@ -556,6 +556,10 @@ def cmd_incident_show(args) -> int:
     for key in ("opened_at", "acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by"):
         if doc[key]:
             print(f"  {key:<16} {doc[key]}")
+    if doc["review"]:
+        print(f"review by {doc['review'].get('by', '-')}: {doc['review'].get('cause', '')}")
+        for a in doc["review"].get("actions", []):
+            print(f"  {a.get('what', '')} — {a.get('owner', '')}" + (f" (due {a['due']})" if a.get("due") else ""))
     print("timeline:")
     for e in doc["events"]:
         change = f" {e['field']}: {e['old']} → {e['new']}" if "field" in e else ""

@@ -26,9 +26,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.config.keys import secret
 from gateway.core.clock import Clock
 from gateway.core.errors import InletError
+from gateway.core.keys import secret
 from gateway.incidents.lifecycle import Lifecycle
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer

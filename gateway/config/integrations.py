@@ -22,10 +22,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.config.keys import secret
 from gateway.config.schema import KeyProblem, setting
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
+from gateway.core.keys import secret
 from parsers.generic import GenericOptions
 from parsers.severity import severity_to_impact_urgency
 

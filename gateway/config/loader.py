@@ -21,9 +21,9 @@ from pathlib import Path
 from gateway.config.integrations import Integration, Maintenance, check_integrations
 from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.config.notification_settings import NotificationsSection, Stakeholder, check_notifications
+from gateway.config.procedure_settings import ProceduresSection, check_procedures
 from gateway.config.schema import KeyProblem, convert, setting
 from gateway.core.errors import ConfigError
-from gateway.incidents.procedures import ProceduresSection, check_procedures
 from gateway.incidents.sla import Calendar, SlaSection, check_sla
 from gateway.reports.schedule import ScheduledReport, check_reports
 from gateway.retention import RetentionSection
@@ -101,6 +101,16 @@ class WebSection:
         "",
         help="Address of the reverse proxy whose X-Forwarded-For / X-Forwarded-Proto name the client "
         '("*" trusts any peer); empty: the peer address is the client and forwarding headers are dropped.',
+    )
+    reporter_link_key_env: str = setting(
+        "INLET_REPORTER_LINK_KEY",
+        help="Environment variable holding the key that signs the reporter links in mail (else generated in data_dir).",
+    )
+    reporter_link_lifetime: timedelta = setting(
+        timedelta(days=30), help="How long the link in a reporter's mail opens their incident's page."
+    )
+    reporter_agent_name: str = setting(
+        "", help="How the reporter's page names the agents who wrote (empty: the [inlet] name)."
     )
 
 

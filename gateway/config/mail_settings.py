@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway.config.keys import local_secret
 from gateway.config.schema import KeyProblem, setting
+from gateway.core.keys import local_secret
 from parsers.email import EmailOptions
 
 MAX_MIME_CONTAINERS = 300  # each level of nesting is a few frames of recursion in the parser and the walk

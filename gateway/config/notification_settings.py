@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway.config.keys import secret
 from gateway.config.schema import KeyProblem, setting
+from gateway.core.keys import secret
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 STAKEHOLDER_EVENTS = ("major_declared", "update", "resolved")

@@ -33,9 +33,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from gateway.config.procedure_settings import procedure_for
 from gateway.core.clock import Clock
 from gateway.core.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.incidents import sla
@@ -226,6 +227,7 @@ class Lifecycle:
             raise TransitionError("new incident", "create", "-", "a title is required")
         _check_level("impact", impact)
         _check_level("urgency", urgency)
+        procedure, major, security = self.procedure_for_category(category, major, security, procedure)
         now = self.clock.now()
         with db.atomic():
             number = _next_number()
@@ -291,11 +293,13 @@ class Lifecycle:
         cause: str,
         fix: str = "workaround",
         cause_text: str = "",
+        cascade: bool = True,
         access: Access | None = None,
     ) -> Incident:
         """Resolve with a resolution record: code, notes and cause are required.
 
-        The cascade to open children (gateway/incidents/procedures.py) resolves only those ``access`` may change.
+        With ``cascade`` the open children are resolved with it (gateway/incidents/procedures.py), only those
+        ``access`` may change; the forms and the API ask for it (no cascade unless chosen).
         """
         missing = [name for name, value in (("code", code), ("notes", notes), ("cause", cause)) if not value.strip()]
         if missing:
@@ -313,7 +317,7 @@ class Lifecycle:
             body=notes,
             visibility=PUBLIC,
             fields=fields,
-            context={"access": access},
+            context={"access": access, "cascade": cascade},
             access=access,
         )
 
@@ -419,6 +423,14 @@ class Lifecycle:
                 _check_level(name, fields[name])
         with db.atomic():
             incident = self._lock(ref, "update")
+            categorised = {"category", "major", "security"} & set(fields) and "procedure" not in fields
+            if categorised and self.policy.config is not None:
+                procedure, major, security = self.procedure_for_category(
+                    fields.get("category", incident.category),
+                    fields.get("major", incident.major),
+                    fields.get("security", incident.security),
+                )
+                fields.update(procedure=procedure, major=major, security=security)
             before = {name: getattr(incident, name) for name in fields}
             events = []
             for name, value in fields.items():
@@ -535,22 +547,30 @@ class Lifecycle:
         return incident
 
     def review(self, ref: str, actor: str, *, cause: str, actions: list[dict]) -> Incident:
-        """Record the post-incident review (cause; actions, each with ``what`` and ``owner``)."""
+        """Record the post-incident review (cause; actions, each with ``what``, ``owner`` and an optional
+        ``due`` date, YYYY-MM-DD)."""
         cause = _required(ref, "review", cause, "a cause")
         if not actions or any(not (a.get("what") or "").strip() or not (a.get("owner") or "").strip() for a in actions):
             raise TransitionError(normalise_ref(ref), "review", "-", "actions are required, each with what and owner")
+        dues = [_due_date(ref, a.get("due")) for a in actions]
         with db.atomic():
             incident = self._lock(ref, "review")
             now = self.clock.now()
             incident.review = {
                 "cause": cause,
-                "actions": [{"what": a["what"].strip(), "owner": a["owner"].strip()} for a in actions],
+                "actions": [
+                    {"what": a["what"].strip(), "owner": a["owner"].strip(), "due": due}
+                    for a, due in zip(actions, dues, strict=True)
+                ],
                 "by": actor,
                 "at": now.isoformat(),
             }
             incident.updated_at = now
             incident.save()
-            lines = "; ".join(f"{a['what']} ({a['owner']})" for a in incident.review["actions"])
+            lines = "; ".join(
+                f"{a['what']} ({a['owner']}{', due ' + a['due'] if a['due'] else ''})"
+                for a in incident.review["actions"]
+            )
             event = self._event(incident, "reviewed", actor, INTERNAL, body=f"Cause: {cause}. Actions: {lines}")
             self._run_hooks(Change("review", incident, event, actor))
         return incident
@@ -621,6 +641,19 @@ class Lifecycle:
             if not incident.drill:
                 raise TransitionError(incident.ref, "remove", incident.status, "only a drill incident can be removed")
             incident.delete_instance(recursive=True, delete_nullable=True)
+
+    def procedure_for_category(
+        self, category: str, major: bool, security: bool, procedure: str = "standard"
+    ) -> tuple[str, bool, bool]:
+        """(procedure, major, security) for a category and flags: the one place where a category named in
+        ``[procedures] major_categories`` / ``security_categories`` / ``low_impact_categories`` takes effect,
+        however the category was set (rule, form, CLI, API). The lists only raise flags, never clear them;
+        with a configuration the procedure follows from the category and flags alone (gateway/procedures.py);
+        without a configuration (tools, tests) the caller's procedure and flags stand."""
+        config = self.policy.config
+        if config is None:
+            return procedure, bool(major), bool(security)
+        return procedure_for(config, category=category or "", major=major, security=security)
 
     # ------------------------------------------------------------ internals
 
@@ -783,6 +816,20 @@ def _required(ref: str, action: str, value: str, what: str) -> str:
     if not (value or "").strip():
         raise TransitionError(normalise_ref(ref), action, "-", f"{what} is required")
     return value.strip()
+
+
+def _due_date(ref: str, value) -> str | None:
+    """A review action's due date as YYYY-MM-DD, None when not given; TransitionError when not a date."""
+    text = value.strip() if isinstance(value, str) else ""
+    if value is not None and not isinstance(value, str):
+        text = "?"
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        why = f"due {text[:40]!r} is not a date (YYYY-MM-DD)"
+        raise TransitionError(normalise_ref(ref), "review", "-", why) from None
 
 
 def _check_level(name: str, value: str) -> None:

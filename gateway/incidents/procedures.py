@@ -23,14 +23,12 @@ Each effect lives here once, as a lifecycle hook or a timer handler:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import peewee
 
 from gateway import membership
 from gateway.audiences import expand_targets, record_paged
-from gateway.config.schema import KeyProblem, setting
 from gateway.incidents.escalation import policy_for
 from gateway.incidents.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
@@ -39,7 +37,6 @@ from store.models import OPEN_STATUSES, RESOLVED, Counter, Incident, Timer, User
 log = logging.getLogger("inlet.procedures")
 
 MAJOR_REMINDER, AUTO_CLOSE = "major_reminder", "auto_close"
-PROCEDURES = ("major", "security", "standard", "low-impact")
 
 
 # What the public status page says after a lifecycle step of a major incident;
@@ -51,52 +48,6 @@ STATUS_PAGE_FOLLOWS = {
     "resolve": "monitoring",
     "close": "resolved",
 }
-
-
-@dataclass(frozen=True)
-class ProceduresSection:
-    categories: list[str] = setting(
-        factory=list, help="Known categories; when given, rules and the lists below may name only these."
-    )
-    major_categories: list[str] = setting(factory=list, help="Categories that make an incident major.")
-    security_categories: list[str] = setting(factory=list, help="Categories that make an incident a security one.")
-    low_impact_categories: list[str] = setting(
-        factory=list, help="Categories handled as low-impact (auto-closed after the resolved window)."
-    )
-    auto_close_after: timedelta = setting(timedelta(days=5), help="Resolved window after which low-impact closes.")
-    major_page: list[str] = setting(
-        factory=list, help="Extra targets paged at once for a major incident (besides the policy's contacts)."
-    )
-    major_reminder_interval: timedelta = setting(
-        timedelta(minutes=30), help="How often to remind the group to post an update on an open major incident."
-    )
-
-
-def procedure_for(config, *, category: str, major: bool, security: bool) -> tuple[str, bool, bool]:
-    """(procedure, major, security) for a category and flags: flags and category lists make major/security."""
-    p = config.procedures
-    major = bool(major or (category and category in p.major_categories))
-    security = bool(security or (category and category in p.security_categories))
-    if major:
-        return "major", major, security
-    if security:
-        return "security", major, security
-    return ("low-impact" if category and category in p.low_impact_categories else "standard"), major, security
-
-
-def check_procedures(config) -> None:
-    """Cross-references: categories named by rules and lists must be known (when categories are given)."""
-    p = config.procedures
-    if not p.categories:
-        return
-    known = set(p.categories)
-    for key in ("major_categories", "security_categories", "low_impact_categories"):
-        for i, name in enumerate(getattr(p, key)):
-            if name not in known:
-                raise KeyProblem(("procedures", f"{key}[{i}]"), f"unknown category {name!r}: not in 'categories'")
-    for r in config.rule:
-        if r.category and r.category not in known:
-            raise KeyProblem((f"[[rule]] {r.name!r}", "category"), f"unknown category {r.category!r}")
 
 
 class Procedures:
@@ -126,7 +77,8 @@ class Procedures:
             cancel_timers(incident, (MAJOR_REMINDER,))
             if incident.procedure == "low-impact" and not (incident.major or incident.security):
                 upsert_timer(incident, AUTO_CLOSE, 0, now + config.procedures.auto_close_after)
-            self._resolve_children(lifecycle, change)
+            if change.context.get("cascade", True):
+                self._resolve_children(lifecycle, change)
         if action in ("cancel", "close"):
             cancel_timers(incident, (MAJOR_REMINDER, AUTO_CLOSE))
         if action == "reopen":
@@ -140,8 +92,6 @@ class Procedures:
         # The stakeholder broadcast is the notifications hook's ([[stakeholder]] subscriptions).
         lifecycle.set_status_page(incident, change.actor, "investigating")
         targets = list(config.procedures.major_page)
-        # (inside: gateway.config imports this module for ProceduresSection; escalation and audiences import it)
-
         policy = policy_for(config, incident)
         for step in policy.steps if policy else ():
             targets += [t for t in step.notify if t not in targets]

@@ -24,9 +24,9 @@ import imapclient
 import peewee
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from gateway.config.keys import secret
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreUnavailable
+from gateway.core.keys import secret
 from gateway.core.threads import Loop
 from gateway.intake.smtp import dedup_key
 from gateway.intake.writer import InboundRecord, InboundWriter

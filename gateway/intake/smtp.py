@@ -25,10 +25,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from gateway import accounts
-from gateway.config.keys import secret
 from gateway.config.mail_settings import match_address
 from gateway.core.descriptors import listener_share
 from gateway.core.errors import StoreUnavailable
+from gateway.core.keys import secret
 from gateway.intake.refusals import SMTP as SOURCE
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundRecord, InboundWriter

@@ -20,7 +20,7 @@ import functools
 import logging
 from datetime import timedelta
 
-from gateway import commands
+from gateway import commands, reporter_access
 from gateway.audiences import MESSAGE_ID
 from gateway.config.mail_settings import email_options, match_address
 from gateway.config.schema import format_duration
@@ -281,15 +281,12 @@ def thread(ctx: Context) -> None:
 def _apply_reply(ctx: Context, incident: Incident, how: str, sender: str) -> None:
     s, lc = ctx.signal, ctx.lifecycle
     actor = sender or "email"
-    results = []
-    if incident.status == RESOLVED:
-        lc.reopen(incident.ref, actor, reason=f"The reporter replied: {s.title}", context=_context(ctx))
-        results.append("reopened")
     words = s.text.strip() or (s.full_text or "").strip() or f"(a reply with no text: {s.title})"
-    # the reporter's words go to the agents, never to the status page or stakeholders (lifecycle.reply)
-    ctx.event = lc.reply(incident.ref, actor, words, inbound=ctx.inbound, context=_context(ctx))
+    # the same reply as from the reporter's page (web/reporter.py): one code path
+    ctx.event, results = reporter_access.reply(
+        lc, incident, actor, words, about=s.title, inbound=ctx.inbound, context=_context(ctx)
+    )
     lc.add_signal(incident.ref, actor)
-    results.append("reply")
     ctx.incident, ctx.match = Incident.first_where(id=incident.id), how
     ctx.outcome = "updated"
     ctx.decide("mail-thread", result=" + ".join(results), incident=incident.ref, by=how)

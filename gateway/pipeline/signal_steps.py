@@ -7,7 +7,7 @@ lists of gateway/service.py compose them with the steps of one kind of input
 
 from __future__ import annotations
 
-from gateway.incidents.procedures import procedure_for
+from gateway.config.procedure_settings import procedure_for
 from gateway.pipeline.driver import Context, Discard
 from parsers.severity import severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, RESOLVED
