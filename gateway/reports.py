@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway import report_rollup
 from gateway.errors import ConfigError
 from store.db import db, is_postgres
 from store.models import CANCELLED, ON_HOLD, OPEN_STATUSES
@@ -277,8 +278,14 @@ def _per_bucket(q: _Sql, scope: Scope, column: str, unit: str, select: str) -> s
 # ---------------------------------------------------------------- the report
 
 
-def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelta(minutes=30)) -> dict:
-    """Every metric of ``scope`` as of ``now``: a JSON-ready dict (durations in seconds, rates 0..1)."""
+def report(
+    scope: Scope, *, now: datetime, update_interval: timedelta = timedelta(minutes=30), rollup: bool = True
+) -> dict:
+    """Every metric of ``scope`` as of ``now``: a JSON-ready dict (durations in seconds, rates 0..1).
+
+    Unfiltered reports in the rollup's time zone read gateway/report_rollup.py's per-day sums (percentiles
+    within its ERROR_BOUND); ``rollup=False`` computes everything from the incidents.
+    """
     due_until = min(scope.until, now)
     result = {
         "period": {
@@ -295,17 +302,34 @@ def report(scope: Scope, *, now: datetime, update_interval: timedelta = timedelt
             "mttr": "resolved − opened − time on hold, incidents resolved in the period",
         },
     }
-    result["totals"], result["by"] = _counts(scope)
-    result["mtta"] = _mtta(scope)
-    result["mttr"] = _mttr(scope)
-    result["sla"] = _sla(scope, due_until)
+    built_until = _rollup_until(scope, now) if rollup else None
+    if built_until is None:
+        result["totals"], result["by"] = _counts(scope)
+        result["mtta"] = _mtta(scope)
+        result["mttr"] = _mttr(scope)
+        result["sla"] = _sla(scope, due_until)
+        result["daily"] = _daily(scope)
+        result["weekly"] = _weekly(scope)
+        result["rates"] = _rates(scope)
+        result["recurring"] = _recurring(scope)
+    else:
+        rolled = report_rollup.rolled(scope, now, built_until)
+        for name in ("totals", "by", "mtta", "mttr", "sla", "daily", "weekly", "rates"):
+            result[name] = rolled[name]
+        result["recurring"] = _recurring(scope, rolled=rolled)
+    result["definitions"]["percentiles"] = (
+        "nearest rank" if built_until is None else f"nearest rank, within {report_rollup.ERROR_BOUND:.2%} (rollup)"
+    )
     result["backlog"] = _backlog(scope, now)
-    result["daily"] = _daily(scope)
-    result["weekly"] = _weekly(scope)
-    result["rates"] = _rates(scope)
-    result["recurring"] = _recurring(scope)
     result["major_updates"] = _major_updates(scope, now, update_interval)
     return result
+
+
+def _rollup_until(scope: Scope, now: datetime) -> date | None:
+    """The rollup serves an unfiltered report in its time zone (after catching up with the incidents' changes)."""
+    if scope.filters() or report_rollup.usable(scope.tz) is None or not report_rollup.try_refresh(now):
+        return None
+    return report_rollup.usable(scope.tz)
 
 
 def _counts(scope: Scope) -> tuple[dict, dict]:
@@ -498,14 +522,15 @@ def _rates(scope: Scope) -> dict:
     }
 
 
-def _recurring(scope: Scope) -> dict:
-    q = _Sql()
-    causes = _rows(
-        f"SELECT i.cause_code, COUNT(*) AS n FROM incident i WHERE {q.base(scope)} "
-        f"AND {q.within('i.resolved_at', scope.since, scope.until)} AND i.cause_code <> '' "
-        f"GROUP BY i.cause_code ORDER BY n DESC, i.cause_code LIMIT {TOP}",
-        q.params,
-    )
+def _recurring(scope: Scope, rolled: dict | None = None) -> dict:
+    if rolled is None:
+        q = _Sql()
+        causes = _rows(
+            f"SELECT i.cause_code, COUNT(*) AS n FROM incident i WHERE {q.base(scope)} "
+            f"AND {q.within('i.resolved_at', scope.since, scope.until)} AND i.cause_code <> '' "
+            f"GROUP BY i.cause_code ORDER BY n DESC, i.cause_code LIMIT {TOP}",
+            q.params,
+        )
     q = _Sql()
     fingerprints = _rows(
         "SELECT k.value, COUNT(DISTINCT i.id) AS n, SUM(i.signal_count) FROM correlation_key k "
@@ -521,6 +546,15 @@ def _recurring(scope: Scope) -> dict:
         f"GROUP BY c.email HAVING COUNT(*) > 1 ORDER BY n DESC, c.email LIMIT {TOP}",
         q.params,
     )
+    if rolled is not None:
+        return {
+            "causes": rolled["causes"],
+            "fingerprints": [
+                {"fingerprint": f, "incidents": int(n), "signals": int(s or 0)} for f, n, s in fingerprints
+            ],
+            "senders": [{"sender": s, "incidents": int(n)} for s, n in senders],
+            "services": rolled["services"],
+        }
     q = _Sql()
     span = q.seconds("MAX(i.opened_at)", "MIN(i.opened_at)")
     services = _rows(

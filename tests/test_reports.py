@@ -34,10 +34,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway import report_rollup
 from gateway.cli import main
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError
 from gateway.lifecycle import Lifecycle
+from gateway.report_rollup import ERROR_BOUND
 from gateway.reports import Scope, csv_tables, parse_moment, report, to_csv
 from store.models import User
 
@@ -146,9 +148,22 @@ def _sla(rows):
     }
 
 
-def test_every_metric_of_a_hand_computed_period(store):
+def _close(got: int, want: int) -> bool:
+    """A percentile from the rollup's histograms: within its stated bound of the exact one."""
+    return abs(got - want) <= ERROR_BOUND * want
+
+
+@pytest.mark.parametrize("rolled", [False, True], ids=["live", "rollup"])
+def test_every_metric_of_a_hand_computed_period(store, rolled):
+    if rolled:  # built before the incidents: the triggers mark their days, the report catches up
+        report_rollup.rebuild("Europe/Berlin", NOW)
     build(FixedClock())
     result = report(Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin"), now=NOW)
+    assert ("rollup" in result["definitions"]["percentiles"]) is rolled
+    if rolled:
+        for name, (median, p90) in {"mtta": (1800, 3600), "mttr": (14400, 25200)}.items():
+            assert _close(result[name].pop("median"), median) and _close(result[name].pop("p90"), p90), result[name]
+            result[name].update(median=median, p90=p90)
 
     assert result["totals"] == {
         "opened": 8, "resolved": 5, "closed": 2, "major": 1, "security": 1, "major_share": 0.125,
@@ -227,6 +242,53 @@ def test_filters_and_hidden_security_incidents(store):
     assert [(d["day"], d["opened"]) for d in utc_days["daily"]] == [
         ("2026-03-26", 0), ("2026-03-27", 2), ("2026-03-28", 0), ("2026-03-29", 0), ("2026-03-30", 1)
     ]  # fmt: skip
+
+
+def _without_percentiles(result: dict) -> dict:
+    """The report less what may differ between the rollup and the live computation: percentiles (checked
+    within the bound) and the definitions (which say where the percentiles came from)."""
+    result = json.loads(json.dumps(result))
+    result.pop("definitions")
+    for name in ("mtta", "mttr"):
+        result[name].pop("median"), result[name].pop("p90")
+    return result
+
+
+def test_the_rollup_equals_the_live_computation_after_changes(store):
+    """Reopen, reassignment, hold, resume, cancel and escalation of incidents of days the rollup holds."""
+    clock = FixedClock()
+    build(clock)
+    report_rollup.rebuild("Europe/Berlin", NOW)
+    life = Lifecycle(clock=clock)
+    from store.models import Incident
+
+    refs = {i.title: i.ref for i in Incident.select(Incident.title, Incident.ref)}
+    _at(clock, "03-31T09:00")
+    life.reopen(refs["C"], "agent", "it is back")
+    life.assign(refs["B"], "agent", group="sec")
+    life.hold(refs["G"], "agent", "waiting for the user")
+    life.resume(refs["J"], "agent")
+    life.cancel(refs["K"], "agent", "duplicate")
+    life.escalate(refs["I"], "agent", "functional", "needs the DBAs", group="db")
+    _at(clock, "03-31T10:00")
+    life.resolve(refs["C"], "agent", code="fixed", notes="fixed", cause="config")
+    scopes = [
+        Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin"),
+        Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin", security=False),
+        # edges that are not local midnights, and a period up to now (today computed live)
+        Scope(since=datetime(2026, 3, 27, 5, 17, tzinfo=UTC), until=NOW, tz="Europe/Berlin"),
+        Scope(since=datetime(2026, 3, 20, tzinfo=UTC), until=datetime(2026, 4, 30, tzinfo=UTC), tz="Europe/Berlin"),
+    ]
+    for scope in scopes:
+        rolled = report(scope, now=NOW)
+        live = report(scope, now=NOW, rollup=False)
+        assert "rollup" in rolled["definitions"]["percentiles"]
+        assert _without_percentiles(rolled) == _without_percentiles(live)
+        for name in ("mtta", "mttr"):
+            for which in ("median", "p90"):
+                got, want = rolled[name][which], live[name][which]
+                assert (got is None and want is None) or _close(got, want), (scope, name, which, got, want)
+    assert report_rollup.refresh(NOW) == 0  # caught up: nothing left marked
 
 
 def test_empty_period_and_csv(store):
