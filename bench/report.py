@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg2  # noqa: E402
 
-from gateway import accounts, reports  # noqa: E402
+from gateway import accounts, report_rollup, reports  # noqa: E402
 from gateway.config import config_from_dict  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
-from store.migrations import upgrade  # noqa: E402
+from store.migrations import rollup_triggers, upgrade  # noqa: E402
 from web.app import create_app  # noqa: E402
 
 PG_DSN = os.environ.get("INLET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -211,17 +211,22 @@ def timed(fn, rounds: int) -> float:
 def explain(now: datetime) -> None:
     """The plan of every statement of the 365-day report."""
     statements: list[tuple[str, list]] = []
-    original = reports._rows
+    originals = {module: module._rows for module in (reports, report_rollup)}
 
-    def recording(sql, params):
-        statements.append((sql, list(params)))
-        return original(sql, params)
+    def recording(original):
+        def record(sql, params):
+            statements.append((sql, list(params)))
+            return original(sql, params)
 
-    reports._rows = recording
+        return record
+
+    for module, original in originals.items():
+        module._rows = recording(original)
     try:
         reports.report(reports.Scope(since=now - timedelta(days=365), until=now), now=now)
     finally:
-        reports._rows = original
+        for module, original in originals.items():
+            module._rows = original
     prefix = "EXPLAIN " if is_postgres() else "EXPLAIN QUERY PLAN "
     for sql, params in statements:
         shown = re.sub(r"VALUES \(.{200,}?\) (SELECT)", r"VALUES (… one row per bucket …) \1", sql)
@@ -254,8 +259,16 @@ def run(kind: str, count: int, rounds: int, show_plans: bool) -> None:
             open_database(config)
             upgrade()
             now = datetime.now(UTC).replace(microsecond=0)
+            # seeded without the rollup's triggers (a bulk load marks every day anyway), rebuilt after
+            for name in ("report_dirty_insert", "report_dirty_insert_delete", "report_dirty_delete"):
+                db.execute_sql(f"DROP TRIGGER IF EXISTS {name}" + (" ON incident" if is_postgres() else ""))
             seconds = seed(count, now)
+            for statement in rollup_triggers(is_postgres()):
+                db.execute_sql(statement)
             print(f"\n{kind}: seeded {count:,} incidents in {seconds:.1f} s")
+            began = time.perf_counter()
+            days = report_rollup.rebuild("UTC", now)
+            print(f"  rollup rebuilt ({days} days) in {time.perf_counter() - began:.1f} s; {_rollup_size()}")
             accounts.create_user("boss", "admin", PASSWORD)
             app = create_app(config)
             client = app.test_client()
@@ -286,6 +299,12 @@ def run(kind: str, count: int, rounds: int, show_plans: bool) -> None:
                     db.obj.close_all()
                 admin.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
                 admin.close()
+
+
+def _rollup_size() -> str:
+    rows = db.execute_sql("SELECT COUNT(*) FROM report_rollup").fetchone()[0]
+    hist = db.execute_sql("SELECT COUNT(*) FROM report_rollup_hist").fetchone()[0]
+    return f"{rows:,} rollup rows, {hist:,} histogram rows"
 
 
 def _count_sql() -> str:

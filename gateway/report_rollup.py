@@ -11,10 +11,10 @@ resolution targets that fell due and were breached. Medians and p90 come from
 fixed log-scale bucket (:data:`EDGES`; a bucket's value is within :data:`ERROR_BOUND` of
 every value in it), merged by summing counts.
 
-One piece of SQL (:func:`_aggregate`) turns incidents into these rows: it builds the rollup
-for whole past days and computes, live, the partial days at the edges of a period (today,
-and a ``since`` that is not a local midnight), so a rolled-up report equals the live one
-(percentiles within the bound).
+One piece of SQL (:func:`_events`, then :data:`AGGREGATE` and :data:`HISTOGRAM`) turns incidents
+into these rows: it builds the rollup for whole past days and computes, live, the partial days at
+the edges of a period (today, and a ``since`` that is not a local midnight), so a rolled-up report
+equals the live one (percentiles within the bound).
 
 Kept in step by the database itself: triggers on ``incident`` append the UTC dates an
 insert, a relevant update or a delete touches (old and new values) to ``report_dirty``;
@@ -155,28 +155,38 @@ def _events(q, lo: datetime, hi: datetime, due_until: datetime, tz: str) -> str:
     return " UNION ALL ".join(selects)
 
 
-def _aggregate(q, windows: list[tuple[datetime, datetime]], due_until: datetime, tz: str) -> str:
-    """Rollup rows (day, sec, dim, value, fo, lo, SUMS...) of the incidents' events in ``windows``."""
+def _stage(windows: list[tuple[datetime, datetime]], due_until: datetime, tz: str) -> None:
+    """Read the incidents' events in ``windows`` once, into the temporary table ``report_events``."""
+    from gateway.reports import _Sql
+
+    q = _Sql()
     events = " UNION ALL ".join(_events(q, lo, hi, due_until, tz) for lo, hi in windows)
-    dims = " UNION ALL ".join(f"SELECT '{d}' AS dim" for d in ROLLUP_DIMS)
-    value = "CASE d.dim " + " ".join(f"WHEN '{d}' THEN e.\"d_{d}\"" for d in ROLLUP_DIMS[1:]) + " ELSE '' END"
-    sums = ", ".join(f"SUM(e.{name}) AS {name}" for name in SUMS)
-    return (
-        f"SELECT e.day AS day, e.sec AS sec, d.dim AS dim, {value} AS value, MIN(e.fo) AS fo, MAX(e.fo) AS lo, "
-        f"{sums} FROM ({events}) e CROSS JOIN ({dims}) d "
-        "WHERE d.dim <> 'cause' OR e.d_cause <> '' GROUP BY e.day, e.sec, d.dim, value"
-    )
+    db.execute_sql("DROP TABLE IF EXISTS report_events")
+    db.execute_sql(f"CREATE TEMPORARY TABLE report_events AS {events}", q.params)
 
 
-def _histogram(q, windows: list[tuple[datetime, datetime]], due_until: datetime, tz: str) -> str:
-    """Histogram rows (day, sec, metric, bucket, n) of the MTTA and MTTR values of the incidents in ``windows``."""
-    events = " UNION ALL ".join(_events(q, lo, hi, due_until, tz) for lo, hi in windows)
-    value = "CASE WHEN e.acked = 1 THEN e.mtta_sum ELSE e.mttr_sum END"
-    return (
-        "SELECT day, sec, metric, b, COUNT(*) AS n FROM (SELECT e.day AS day, e.sec AS sec, "
-        f"CASE WHEN e.acked = 1 THEN 'mtta' ELSE 'mttr' END AS metric, {bucket_sql(value)} AS b FROM ({events}) e "
-        "WHERE e.acked = 1 OR e.resolved = 1) h GROUP BY day, sec, metric, b"
-    )
+def _temporary(name: str, select: str) -> None:
+    db.execute_sql(f"DROP TABLE IF EXISTS {name}")
+    db.execute_sql(f"CREATE TEMPORARY TABLE {name} AS {select}")
+
+
+_DIMS = " UNION ALL ".join(f"SELECT '{d}' AS dim" for d in ROLLUP_DIMS)
+_VALUE = "CASE d.dim " + " ".join(f"WHEN '{d}' THEN e.\"d_{d}\"" for d in ROLLUP_DIMS[1:]) + " ELSE '' END"
+# Rollup rows (day, sec, dim, value, first and last opening, SUMS...) of the staged events: each event
+# counts for '' and for each of its dimension values (cause: only resolutions with one).
+AGGREGATE = (
+    f"SELECT e.day AS day, e.sec AS sec, d.dim AS dim, {_VALUE} AS value, MIN(e.fo) AS fo, MAX(e.fo) AS lo, "
+    + ", ".join(f"SUM(e.{name}) AS {name}" for name in SUMS)
+    + f" FROM report_events e CROSS JOIN ({_DIMS}) d WHERE d.dim <> 'cause' OR e.d_cause <> '' "
+    "GROUP BY e.day, e.sec, d.dim, value"
+)
+# Histogram rows (day, sec, metric, bucket, n) of the MTTA and MTTR values of the staged events.
+_X = "CASE WHEN e.acked = 1 THEN e.mtta_sum ELSE e.mttr_sum END"
+HISTOGRAM = (
+    "SELECT day, sec, metric, b, COUNT(*) AS n FROM (SELECT e.day AS day, e.sec AS sec, "
+    f"CASE WHEN e.acked = 1 THEN 'mtta' ELSE 'mttr' END AS metric, {bucket_sql(_X)} AS b FROM report_events e "
+    "WHERE e.acked = 1 OR e.resolved = 1) h GROUP BY day, sec, metric, b"
+)
 
 
 # ---------------------------------------------------------------- building
@@ -203,12 +213,9 @@ def _build_days(first: date, end: date, tz: str) -> None:
             f"DELETE FROM report_rollup_hist WHERE day >= {q.p(day.isoformat())} AND day < {q.p(stop.isoformat())}",
             q.params,
         )
-        q = _Sql()
-        sql = _aggregate(q, [(lo, hi)], hi, tz)
-        db.execute_sql(f"INSERT INTO report_rollup ({COLUMNS}) {sql}", q.params)
-        q = _Sql()
-        sql = _histogram(q, [(lo, hi)], hi, tz)
-        db.execute_sql(f"INSERT INTO report_rollup_hist (day, security, metric, bucket, n) {sql}", q.params)
+        _stage([(lo, hi)], hi, tz)
+        db.execute_sql(f"INSERT INTO report_rollup ({COLUMNS}) {AGGREGATE}")
+        db.execute_sql(f"INSERT INTO report_rollup_hist (day, security, metric, bucket, n) {HISTOGRAM}")
         day = stop
 
 
@@ -352,6 +359,10 @@ def rolled(scope, now: datetime, built_until: date) -> dict:
     else:
         windows = [(scope.since, scope.until)]
     visible = "" if scope.security else " AND sec = FALSE"
+    if windows:  # the edges, computed once for every statement below
+        _stage(windows, due_until, tz)
+        _temporary("report_edge", AGGREGATE)
+        _temporary("report_edge_hist", HISTOGRAM)
 
     def source(q) -> str:
         parts = []
@@ -361,12 +372,12 @@ def rolled(scope, now: datetime, built_until: date) -> dict:
                 f"FROM report_rollup WHERE day >= {q.p(first.isoformat())} AND day < {q.p(end.isoformat())}"
             )
         if windows:
-            parts.append(_aggregate(q, windows, due_until, tz))
+            parts.append(f"SELECT day, sec, dim, value, fo, lo, {', '.join(SUMS)} FROM report_edge")
         return f"(SELECT * FROM ({' UNION ALL '.join(parts)}) u WHERE 1 = 1{visible}) r"
 
     def rows(build) -> list[tuple]:
         q = _Sql()
-        return list(db.execute_sql(build(q), q.params).fetchall())
+        return _rows(build(q), q.params)
 
     sums = ", ".join(f"SUM({name})" for name in SUMS)
     count = "CAST(SUM(opened) AS BIGINT)"
@@ -472,6 +483,10 @@ def rolled(scope, now: datetime, built_until: date) -> dict:
     return result
 
 
+def _rows(sql: str, params: list) -> list[tuple]:
+    return list(db.execute_sql(sql, params).fetchall())
+
+
 def _mean(total, n) -> float | None:
     return round(int(total) / int(n), 1) if n else None
 
@@ -499,7 +514,7 @@ def _percentiles(q, metric, first, end, windows, due_until, tz, visible) -> str:
             f"AND day >= {q.p(first.isoformat())} AND day < {q.p(end.isoformat())}"
         )
     if windows:
-        parts.append(f"SELECT b, n, sec FROM ({_histogram(q, windows, due_until, tz)}) x WHERE metric = {q.p(metric)}")
+        parts.append(f"SELECT b, n, sec FROM report_edge_hist WHERE metric = {q.p(metric)}")
     return (
         f"WITH h AS (SELECT b, SUM(n) AS n FROM ({' UNION ALL '.join(parts)}) u WHERE 1 = 1{visible} GROUP BY b), "
         "c AS (SELECT b, SUM(n) OVER (ORDER BY b) AS cum, CAST(SUM(n) OVER () AS BIGINT) AS total FROM h) "
