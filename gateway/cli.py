@@ -663,6 +663,9 @@ def _report_command(command) -> None:
     report.add_argument("--format", choices=("text", "csv", "json", "html"), default="text")
     report.add_argument("--table", help="with --format csv: only this table")
     report.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    report.add_argument(
+        "--rebuild", action="store_true", help="rebuild the report rollup (days of inlet.timezone) and exit"
+    )
     report.set_defaults(func=cmd_report)
 
 
@@ -673,6 +676,12 @@ def cmd_report(args) -> int:
     config = _load(args)
     _open_store(config)
     now = Clock().now()
+    if args.rebuild:
+        from gateway import report_rollup
+
+        days = report_rollup.rebuild(config.inlet.timezone, now)
+        print(f"report rollup rebuilt: {days} days of {config.inlet.timezone}")
+        return 0
     scope = scope_from(vars(args), now=now, tz=config.inlet.timezone, security=True)
     result = report(scope, now=now, update_interval=config.procedures.major_reminder_interval)
     if args.format == "json":

@@ -20,7 +20,8 @@ Kept in step by the database itself: triggers on ``incident`` append the UTC dat
 insert, a relevant update or a delete touches (old and new values) to ``report_dirty``;
 :func:`refresh` recomputes the local days of those dates (before each rolled-up report and
 on the timer worker's tick) and adds the days that have ended since. :func:`rebuild`
-recomputes everything (``inlet report --rebuild``; migration 9 backfills in UTC).
+recomputes everything (``inlet report --rebuild``; migration 9 backfills in UTC, the default
+inlet.timezone).
 """
 
 from __future__ import annotations
@@ -272,6 +273,8 @@ def refresh(now: datetime, limit: int | None = REFRESH_DAYS) -> int:
     if current is None:
         return 0
     tz, built_until = current
+    if _local_date(now, tz) <= built_until and not _rows("SELECT 1 FROM report_dirty LIMIT 1", []):
+        return 0  # nothing marked, no day ended: no write
     with db.atomic():
         _lock()
         current = state()
@@ -320,19 +323,32 @@ def _spans(days: list[date]) -> list[tuple[date, date]]:
 
 
 class RollupTimer:
-    """The timer worker's part: rebuild when the time zone changed (or there is none), else refresh."""
+    """The timer worker's part: at most once a minute, recompute the days changes marked and add ended days.
+
+    Never a rebuild (minutes at a million incidents would hold up the SLA timers): when inlet.timezone is not
+    the rollup's, it says so once and reports compute live until ``inlet report --rebuild``.
+    """
+
+    INTERVAL = 60.0
 
     def __init__(self, config, clock):
         self._config = config
         self.clock = clock
+        self._next = 0.0
+        self._warned = ""
 
     def tick(self) -> int:
-        tz = self._config().inlet.timezone
         now = self.clock.now()
+        if now.timestamp() < self._next:
+            return 0
+        self._next = now.timestamp() + self.INTERVAL
+        tz = self._config().inlet.timezone
         current = state()
         if current is None or current[0] != tz:
-            log.info("building the report rollup for %s", tz)
-            return rebuild(tz, now)
+            if self._warned != tz:
+                log.warning("the report rollup is not in %s: reports compute live until 'inlet report --rebuild'", tz)
+                self._warned = tz
+            return 0
         return refresh(now, limit=None)
 
 

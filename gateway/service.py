@@ -170,10 +170,14 @@ class Service:
         self.timers = build_timer_worker(self.lifecycle)
         self.scheduled_reports = ReportScheduler(lambda: self.config, self.clock)  # follows a reload
         if "timers" in self.roles:
+            from gateway.report_rollup import RollupTimer
             from gateway.retention import Retention
 
             retention = Retention(config.retention, self.clock)
-            timers = lambda: self.timers.tick() + self.scheduled_reports.tick() + retention.tick()  # noqa: E731
+            rollup = RollupTimer(lambda: self.config, self.clock)  # the report rollup's closed days
+            timers = lambda: (  # noqa: E731
+                self.timers.tick() + self.scheduled_reports.tick() + retention.tick() + rollup.tick()
+            )
             self.components.append(Worker("timers", timers, interval=poll))
         self.app = None
         if "notify" in self.roles:

@@ -357,3 +357,35 @@ def test_cli_report_in_every_format(store, capsys, tmp_path):
     assert code == 1 and "no table 'nope'" in err
     code = main(["-c", str(path), "report", "--since", "last week"])
     assert code == 1 and "is not a time" in capsys.readouterr().err
+
+
+def test_cli_rebuild_and_the_timer_keep_the_rollup(store, capsys):
+    """``inlet report --rebuild`` builds the rollup in inlet.timezone; the timer worker catches up with changes."""
+    clock = FixedClock()
+    build(clock)
+    path = store.write_config(inlet={"timezone": "Europe/Berlin"})
+    assert main(["-c", str(path), "report", "--rebuild"]) == 0
+    assert "days of Europe/Berlin" in capsys.readouterr().out
+    assert report_rollup.state()[0] == "Europe/Berlin"
+
+    from gateway.config import load_config
+    from store.models import Incident
+
+    config = load_config(path)
+    timer = report_rollup.RollupTimer(lambda: config, clock)
+    ref = Incident.get(Incident.title == "C").ref
+    _at(clock, "03-31T09:00")
+    Lifecycle(clock=clock).reopen(ref, "agent", "back again")  # C was resolved on 03-28: that day changes
+    assert report_rollup._rows("SELECT COUNT(*) FROM report_dirty", [])[0][0] > 0
+    assert timer.tick() > 0  # recomputed the days the reopening touched
+    assert timer.tick() == 0  # not again within the minute
+    assert report_rollup._rows("SELECT COUNT(*) FROM report_dirty", [])[0][0] == 0
+    scope = Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin")
+    state_before = report_rollup.state()
+    assert _without_percentiles(report(scope, now=NOW)) == _without_percentiles(report(scope, now=NOW, rollup=False))
+    assert report(scope, now=NOW)["rates"]["reopened"] == 0  # C's resolution left the period with its reopening
+    assert report_rollup.state() == state_before
+
+    other = report_rollup.RollupTimer(lambda: load_config(store.write_config(inlet={"timezone": "UTC"})), clock)
+    assert other.tick() == 0  # another time zone: no rebuild on the timer (reports compute live)
+    assert "rollup" not in report(Scope(since=SINCE, until=UNTIL, tz="UTC"), now=NOW)["definitions"]["percentiles"]
