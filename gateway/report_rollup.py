@@ -248,6 +248,8 @@ def rebuild(tz: str, now: datetime) -> int:
             first = min(_local_date(earliest.replace(tzinfo=UTC), tz) - timedelta(days=1), today)
         _build_days(first, today, tz)
         _set_state(tz, today, now)
+        for table in ("report_rollup", "report_rollup_hist"):  # the planner learns their size
+            db.execute_sql(f"ANALYZE {table}")
     return (today - first).days
 
 
