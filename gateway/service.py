@@ -35,6 +35,7 @@ from gateway.pipeline import alert_steps, mail_steps, signal_steps
 from gateway.pipeline.driver import Pipeline, Steps
 from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
+from gateway.reports.rollup import RollupTimer
 from store import wakeup
 from store.db import db, open_database
 from store.migrations import require_latest
@@ -245,7 +246,10 @@ class Service:
             from gateway.retention import Retention
 
             retention = Retention(config.retention, self.clock)
-            timers = lambda: self.timers.tick() + self.scheduled_reports.tick() + retention.tick()  # noqa: E731
+            rollup = RollupTimer(lambda: self.config, self.clock)  # the report rollup's closed days
+            timers = lambda: (  # noqa: E731
+                self.timers.tick() + self.scheduled_reports.tick() + retention.tick() + rollup.tick()
+            )
             self.components.append(wakeup.worker("timers", timers, interval=poll))
         self.app = None
         if "notify" in self.roles:

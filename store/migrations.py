@@ -157,6 +157,112 @@ def _v9_accounts(database: peewee.Database) -> None:
         database.create_tables([GroupMember, AccountEvent], safe=True)
 
 
+def _v10_report_rollup(database: peewee.Database) -> None:
+    """The report rollup (gateway/reports/rollup.py): per-day sums and histograms, the dates incident changes
+    touched (kept by triggers on incident), its state."""
+
+    class Rollup(peewee.Model):
+        day = peewee.CharField(max_length=10)
+        security = peewee.BooleanField()
+        dim = peewee.CharField(max_length=16)
+        value = peewee.TextField()
+        first_opened = peewee.DateTimeField(null=True)
+        last_opened = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "report_rollup"
+            primary_key = False
+            indexes = ((("day", "dim"), False),)
+
+    for name in ROLLUP_SUMS:
+        Rollup._meta.add_field(name, peewee.BigIntegerField(default=0))
+
+    class RollupHist(peewee.Model):
+        day = peewee.CharField(max_length=10)
+        security = peewee.BooleanField()
+        metric = peewee.CharField(max_length=4)
+        bucket = peewee.IntegerField()
+        n = peewee.BigIntegerField()
+
+        class Meta:
+            table_name = "report_rollup_hist"
+            primary_key = False
+            indexes = ((("day",), False),)
+
+    class Dirty(peewee.Model):
+        day = peewee.CharField(max_length=10)
+
+        class Meta:
+            table_name = "report_dirty"
+
+    class RollupState(peewee.Model):
+        id = peewee.IntegerField(primary_key=True)
+        tz = peewee.CharField(max_length=64)
+        built_until = peewee.CharField(max_length=10)
+        built_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "report_rollup_state"
+
+    tables = [Rollup, RollupHist, Dirty, RollupState]
+    with database.bind_ctx(tables):
+        database.create_tables(tables, safe=True)
+    for statement in rollup_triggers(isinstance(database, peewee.PostgresqlDatabase)):
+        database.execute_sql(statement)
+    # Empty until built: reports compute live meanwhile. `inlet db upgrade` builds it next (in the
+    # configured time zone), as does `inlet report --rebuild`.
+
+
+# The rollup's sums (gateway/reports/rollup.py SUMS) and what an incident change must mark: its days, old and new.
+ROLLUP_SUMS = (
+    "opened", "major", "acked", "mtta_sum", "resolved", "mttr_sum", "closed", "reopened", "escalated",
+    "reassigned", "first_time", "resp_due", "resp_breached", "res_due", "res_breached",
+)  # fmt: skip
+ROLLUP_TIMES = ("opened_at", "acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by")
+ROLLUP_WATCHED = ROLLUP_TIMES + (
+    "status", "drill", "security", "major", "category", "group", "priority", "source", "service", "procedure",
+    "on_hold_since", "paused_seconds", "reopen_count", "reassignment_count", "escalated", "cause_code",
+)  # fmt: skip
+
+
+def rollup_triggers(postgres: bool) -> list[str]:
+    """Triggers that append the UTC dates an incident insert, relevant update or delete touches to report_dirty."""
+    if postgres:
+
+        def dates(row):
+            return " UNION ".join(f"SELECT to_char({row}.\"{c}\", 'YYYY-MM-DD')" for c in ROLLUP_TIMES)
+
+        changed = " OR ".join(f'OLD."{c}" IS DISTINCT FROM NEW."{c}"' for c in ROLLUP_WATCHED)
+        function = (
+            "CREATE OR REPLACE FUNCTION report_mark_dirty() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF TG_OP <> 'INSERT' THEN INSERT INTO report_dirty (day) SELECT d FROM ({dates('OLD')}) s (d) "
+            "WHERE d IS NOT NULL; END IF; "
+            f"IF TG_OP <> 'DELETE' THEN INSERT INTO report_dirty (day) SELECT d FROM ({dates('NEW')}) s (d) "
+            "WHERE d IS NOT NULL; END IF; RETURN NULL; END $$"
+        )
+        return [
+            function,
+            "DROP TRIGGER IF EXISTS report_dirty_insert_delete ON incident",
+            "CREATE TRIGGER report_dirty_insert_delete AFTER INSERT OR DELETE ON incident "
+            "FOR EACH ROW EXECUTE FUNCTION report_mark_dirty()",
+            "DROP TRIGGER IF EXISTS report_dirty_update ON incident",
+            f"CREATE TRIGGER report_dirty_update AFTER UPDATE ON incident FOR EACH ROW WHEN ({changed}) "
+            "EXECUTE FUNCTION report_mark_dirty()",
+        ]
+
+    def insert(rows):
+        selects = " UNION ".join(f'SELECT substr({r}."{c}", 1, 10) AS d' for r in rows for c in ROLLUP_TIMES)
+        return f"INSERT INTO report_dirty (day) SELECT d FROM ({selects}) WHERE d IS NOT NULL;"
+
+    changed = " OR ".join(f'OLD."{c}" IS NOT NEW."{c}"' for c in ROLLUP_WATCHED)
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS report_dirty_insert AFTER INSERT ON incident BEGIN {insert(['NEW'])} END",
+        f"CREATE TRIGGER IF NOT EXISTS report_dirty_delete AFTER DELETE ON incident BEGIN {insert(['OLD'])} END",
+        f"CREATE TRIGGER IF NOT EXISTS report_dirty_update AFTER UPDATE ON incident WHEN {changed} "
+        f"BEGIN {insert(['OLD', 'NEW'])} END",
+    ]
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -167,6 +273,7 @@ MIGRATIONS = [
     (7, "user channels", _v7_user_channels),
     (8, "refusal counts", _v8_refusal_counts),
     (9, "group membership and account log", _v9_accounts),
+    (10, "report rollup", _v10_report_rollup),
 ]
 LATEST = MIGRATIONS[-1][0]
 

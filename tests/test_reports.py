@@ -38,7 +38,10 @@ from gateway.cli.main import main
 from gateway.core.clock import FixedClock
 from gateway.core.errors import ConfigError
 from gateway.incidents.lifecycle import Lifecycle
-from gateway.reports.figures import Scope, csv_tables, parse_moment, report, to_csv
+from gateway.reports import rollup as report_rollup
+from gateway.reports.figures import Scope, csv_tables, report, to_csv
+from gateway.reports.rollup import ERROR_BOUND
+from gateway.reports.scope import parse_moment
 from store.models import User
 
 SINCE = datetime(2026, 3, 26, 23, 0, tzinfo=UTC)
@@ -146,9 +149,22 @@ def _sla(rows):
     }
 
 
-def test_every_metric_of_a_hand_computed_period(store):
+def _close(got: int, want: int) -> bool:
+    """A percentile from the rollup's histograms: within its stated bound of the exact one."""
+    return abs(got - want) <= ERROR_BOUND * want
+
+
+@pytest.mark.parametrize("rolled", [False, True], ids=["live", "rollup"])
+def test_every_metric_of_a_hand_computed_period(store, rolled):
+    if rolled:  # built before the incidents: the triggers mark their days, the report catches up
+        report_rollup.rebuild("Europe/Berlin", NOW)
     build(FixedClock())
     result = report(Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin"), now=NOW)
+    assert ("rollup" in result["definitions"]["percentiles"]) is rolled
+    if rolled:
+        for name, (median, p90) in {"mtta": (1800, 3600), "mttr": (14400, 25200)}.items():
+            assert _close(result[name].pop("median"), median) and _close(result[name].pop("p90"), p90), result[name]
+            result[name].update(median=median, p90=p90)
 
     assert result["totals"] == {
         "opened": 8, "resolved": 5, "closed": 2, "major": 1, "security": 1, "major_share": 0.125,
@@ -229,6 +245,53 @@ def test_filters_and_hidden_security_incidents(store):
     ]  # fmt: skip
 
 
+def _without_percentiles(result: dict) -> dict:
+    """The report less what may differ between the rollup and the live computation: percentiles (checked
+    within the bound) and the definitions (which say where the percentiles came from)."""
+    result = json.loads(json.dumps(result))
+    result.pop("definitions")
+    for name in ("mtta", "mttr"):
+        result[name].pop("median"), result[name].pop("p90")
+    return result
+
+
+def test_the_rollup_equals_the_live_computation_after_changes(store):
+    """Reopen, reassignment, hold, resume, cancel and escalation of incidents of days the rollup holds."""
+    clock = FixedClock()
+    build(clock)
+    report_rollup.rebuild("Europe/Berlin", NOW)
+    life = Lifecycle(clock=clock)
+    from store.models import Incident
+
+    refs = {i.title: i.ref for i in Incident.select(Incident.title, Incident.ref)}
+    _at(clock, "03-31T09:00")
+    life.reopen(refs["C"], "agent", "it is back")
+    life.assign(refs["B"], "agent", group="sec")
+    life.hold(refs["G"], "agent", "waiting for the user")
+    life.resume(refs["J"], "agent")
+    life.cancel(refs["K"], "agent", "duplicate")
+    life.escalate(refs["I"], "agent", "functional", "needs the DBAs", group="db")
+    _at(clock, "03-31T10:00")
+    life.resolve(refs["C"], "agent", code="fixed", notes="fixed", cause="config")
+    scopes = [
+        Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin"),
+        Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin", security=False),
+        # edges that are not local midnights, and a period up to now (today computed live)
+        Scope(since=datetime(2026, 3, 27, 5, 17, tzinfo=UTC), until=NOW, tz="Europe/Berlin"),
+        Scope(since=datetime(2026, 3, 20, tzinfo=UTC), until=datetime(2026, 4, 30, tzinfo=UTC), tz="Europe/Berlin"),
+    ]
+    for scope in scopes:
+        rolled = report(scope, now=NOW)
+        live = report(scope, now=NOW, rollup=False)
+        assert "rollup" in rolled["definitions"]["percentiles"]
+        assert _without_percentiles(rolled) == _without_percentiles(live)
+        for name in ("mtta", "mttr"):
+            for which in ("median", "p90"):
+                got, want = rolled[name][which], live[name][which]
+                assert (got is None and want is None) or _close(got, want), (scope, name, which, got, want)
+    assert report_rollup.refresh(NOW) == 0  # caught up: nothing left marked
+
+
 def test_empty_period_and_csv(store):
     result = report(Scope(since=SINCE, until=UNTIL), now=NOW)
     assert result["totals"]["opened"] == 0
@@ -295,3 +358,35 @@ def test_cli_report_in_every_format(store, capsys, tmp_path):
     assert code == 1 and "no table 'nope'" in err
     code = main(["-c", str(path), "report", "--since", "last week"])
     assert code == 1 and "is not a time" in capsys.readouterr().err
+
+
+def test_cli_rebuild_and_the_timer_keep_the_rollup(store, capsys):
+    """``inlet report --rebuild`` builds the rollup in inlet.timezone; the timer worker catches up with changes."""
+    clock = FixedClock()
+    build(clock)
+    path = store.write_config(inlet={"timezone": "Europe/Berlin"})
+    assert main(["-c", str(path), "report", "--rebuild"]) == 0
+    assert "days of Europe/Berlin" in capsys.readouterr().out
+    assert report_rollup.state()[0] == "Europe/Berlin"
+
+    from gateway.config.loader import load_config
+    from store.models import Incident
+
+    config = load_config(path)
+    timer = report_rollup.RollupTimer(lambda: config, clock)
+    ref = Incident.get(Incident.title == "C").ref
+    _at(clock, "03-31T09:00")
+    Lifecycle(clock=clock).reopen(ref, "agent", "back again")  # C was resolved on 03-28: that day changes
+    assert report_rollup._rows("SELECT COUNT(*) FROM report_dirty", [])[0][0] > 0
+    assert timer.tick() > 0  # recomputed the days the reopening touched
+    assert timer.tick() == 0  # not again within the minute
+    assert report_rollup._rows("SELECT COUNT(*) FROM report_dirty", [])[0][0] == 0
+    scope = Scope(since=SINCE, until=UNTIL, tz="Europe/Berlin")
+    state_before = report_rollup.state()
+    assert _without_percentiles(report(scope, now=NOW)) == _without_percentiles(report(scope, now=NOW, rollup=False))
+    assert report(scope, now=NOW)["rates"]["reopened"] == 0  # C's resolution left the period with its reopening
+    assert report_rollup.state() == state_before
+
+    other = report_rollup.RollupTimer(lambda: load_config(store.write_config(inlet={"timezone": "UTC"})), clock)
+    assert other.tick() == 0  # another time zone: no rebuild on the timer (reports compute live)
+    assert "rollup" not in report(Scope(since=SINCE, until=UNTIL, tz="UTC"), now=NOW)["definitions"]["percentiles"]

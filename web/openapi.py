@@ -9,7 +9,7 @@ from __future__ import annotations
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
-from gateway.reports.figures import FILTERS as REPORT_FILTERS
+from gateway.reports.scope import FILTERS as REPORT_FILTERS
 from store.documents import INCIDENT_KEYS
 from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue

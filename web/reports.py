@@ -16,7 +16,8 @@ from markupsafe import Markup
 
 from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
-from gateway.reports.figures import csv_tables, report, scope_from, to_csv
+from gateway.reports.figures import csv_tables, report, to_csv
+from gateway.reports.scope import scope_from
 from web.auth import role_required
 
 bp = Blueprint("reports", __name__)

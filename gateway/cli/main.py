@@ -367,6 +367,13 @@ def cmd_db_upgrade(args) -> int:
     from gateway.service import seed_members
 
     seed_members(config)  # [[group]] members into the database, the one source of membership
+    from datetime import UTC, datetime
+
+    from gateway.reports import rollup
+
+    if rollup.state() is None:  # a new rollup (migration 10): built once, in the configured time zone
+        days = rollup.rebuild(config.inlet.timezone, datetime.now(UTC))
+        print(f"report rollup built: {days} days ({config.inlet.timezone})")
     print(f"{describe(database)}: schema at version {LATEST}")
     return 0
 
@@ -632,16 +639,26 @@ def _report_command(command) -> None:
     report.add_argument("--format", choices=("text", "csv", "json", "html"), default="text")
     report.add_argument("--table", help="with --format csv: only this table")
     report.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    report.add_argument(
+        "--rebuild", action="store_true", help="rebuild the report rollup (days of inlet.timezone) and exit"
+    )
     report.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from gateway.core.clock import Clock
-    from gateway.reports.figures import csv_tables, report, scope_from, to_csv, to_text
+    from gateway.reports.figures import csv_tables, report, to_csv, to_text
+    from gateway.reports.scope import scope_from
 
     config = _load(args)
     _open_store(config)
     now = Clock().now()
+    if args.rebuild:
+        from gateway.reports import rollup as report_rollup
+
+        days = report_rollup.rebuild(config.inlet.timezone, now)
+        print(f"report rollup rebuilt: {days} days of {config.inlet.timezone}")
+        return 0
     scope = scope_from(vars(args), now=now, tz=config.inlet.timezone, security=True)
     result = report(scope, now=now, update_interval=config.procedures.major_reminder_interval)
     if args.format == "json":

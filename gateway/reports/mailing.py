@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 import peewee
 
 from gateway.core.clock import Clock
-from gateway.reports.figures import Scope, report, zone
+from gateway.reports.figures import Scope, report
 from gateway.reports.schedule import ScheduledReport, last_period
+from gateway.reports.scope import zone
 from notifiers.mailer import email_target
 from notifiers.outbox import enqueue
 from store.db import db

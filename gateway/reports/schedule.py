@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from gateway.config.schema import KeyProblem, setting
-from gateway.reports.figures import zone
+from gateway.reports.scope import zone
 
 SCHEDULES = ("daily", "weekly", "monthly")
 
