@@ -16,7 +16,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from gateway.errors import SchemaOutdated
-from store import models
+from store import models, search
 from store.db import db
 
 
@@ -126,6 +126,11 @@ def _v8_refusal_counts(database: peewee.Database) -> None:
         database.create_tables([RefusalCount], safe=True)
 
 
+def _v9_search(database: peewee.Database) -> None:
+    """Full-text search (store/search.py): the index, the triggers that keep it in step, every incident indexed."""
+    search.install(database)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -135,6 +140,7 @@ MIGRATIONS = [
     (6, "report indexes", _v6_report_indexes),
     (7, "user channels", _v7_user_channels),
     (8, "refusal counts", _v8_refusal_counts),
+    (9, "full-text search", _v9_search),
 ]
 LATEST = MIGRATIONS[-1][0]
 
