@@ -214,7 +214,8 @@ def restrict(query, search: Search, *, ranked: bool = False):
     for key, value in search.labels:
         # labels are stored as JSON with sorted keys and ", " / ": " separators (store.models.JSONTextField)
         needle = json.dumps(key) + ": " + (json.dumps(value) if value is not None else "")
-        query = query.where(Incident.labels.contains(needle))  # peewee escapes LIKE wildcards
+        position = fn.strpos if is_postgres() else fn.instr  # a plain substring: no LIKE wildcards to escape
+        query = query.where(position(Incident.labels, peewee.Value(needle, converter=False)) > 0)
     return query
 
 

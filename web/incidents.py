@@ -23,6 +23,7 @@ from flask_login import current_user, login_required
 from gateway.errors import Forbidden, InletError, NoSuchIncident
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
+from store import search
 from store.db import db
 from store.documents import incident_document
 from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
@@ -77,6 +78,7 @@ def queue():
             page=page,
             f=filters,
             counts=queue_query.counts(current_user, filters),
+            outside=queue_query.outside(current_user, filters),
             statuses=queue_query.STATUS_CHOICES,
             sorts=queue_query.SORTS,
             groups=[g.name for g in config.group],
@@ -234,6 +236,7 @@ def show(ref: str):
             for c in incident.children.select(Incident.ref, Incident.title, Incident.status, Incident.security)
             if current_user.can_see(c)
         ],
+        similar=search.similar(incident, include_security=current_user.sees_security),
     )
 
 
