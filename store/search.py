@@ -1,7 +1,7 @@
 """Full-text search over incidents: the one query module (SQLite FTS5, PostgreSQL tsvector + GIN).
 
-The index holds, per incident: ref, title, body (description), updates (the text of its events),
-reporter address and labels. The database keeps it in step by itself (triggers created by
+The index holds, per incident: ref (one token: INC-42 is "inc42"), title, body (description), updates
+(the text of its events), reporter address and labels. The database keeps it in step by itself (triggers created by
 :func:`install`, migration 9): whatever writes an incident or an event, the index follows in the
 same transaction. Every text is cut at :data:`CAP` characters (the updates keep the first
 :data:`CAP`), so one incident costs bounded work to index.
@@ -53,7 +53,7 @@ class Term:
 
     tokens: tuple[str, ...]
     prefix: bool = False
-    column: str = ""  # "" any column; "reporter" or "labels" for the from: and label: filters
+    column: str = ""  # "" any column; "ref" for a reference; "reporter" or "labels" for the from: and label: filters
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,12 @@ def parse(text: str) -> Search:
             raise BadSearch(f"too many words in the search (at most {MAX_TERMS})")
         if name not in FIELDS:
             whole = match.group(0) if name else value
+            if _is_ref(whole):  # INC-42: the ref column holds it as one token, "inc42"
+                terms.append(Term(("".join(tokens(whole)),), column="ref"))
+                continue
             found = tokens(whole)
             if found:
-                terms.append(Term(found, prefix=quoted is None and len(found[-1]) > 1 and not _is_ref(whole)))
+                terms.append(Term(found, prefix=quoted is None and len(found[-1]) > 1))
             continue
         value = value.strip()
         if not value:
@@ -151,19 +154,19 @@ def fts5_expression(terms: tuple[Term, ...], *, any_of: bool = False) -> str:
 def tsquery_text(terms: tuple[Term, ...], *, any_of: bool = False) -> str:
     """The to_tsquery('simple', ...) text of ``terms`` (phrases with <->; & between terms, or | with ``any_of``).
 
-    A from:/label: term is restricted to weight D (reporter and labels)."""
+    A ref term is restricted to weight A (ref and title), a from:/label: term to weight D (reporter and labels)."""
     parts = []
     for term in terms:
+        weight = _WEIGHT_LETTER.get(term.column, "")
         quoted = ["'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in term.tokens]
-        suffix = ":D" if term.column else ""
+        quoted = [q + (":" + weight if weight else "") for q in quoted]
         if term.prefix:
-            quoted[-1] += ":*" + suffix[1:] if suffix else ":*"
-        elif suffix:
-            quoted[-1] += suffix
-        if suffix:
-            quoted[:-1] = [q + suffix for q in quoted[:-1]]
+            quoted[-1] += "*" if weight else ":*"
         parts.append("(" + " <-> ".join(quoted) + ")")
     return (" | " if any_of else " & ").join(parts)
+
+
+_WEIGHT_LETTER = {"ref": "A", "reporter": "D", "labels": "D"}
 
 
 def _hits(terms: tuple[Term, ...], *, any_of: bool = False, newest: int = 0):
@@ -276,13 +279,14 @@ _SQLITE = (
         ref, title, body, updates, reporter, labels, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')""",
     f"INSERT INTO {TABLE}({TABLE}, rank) VALUES ('rank', 'bm25({_SQLITE_WEIGHTS})')",
     f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_insert AFTER INSERT ON incident BEGIN
-        INSERT INTO {TABLE}(rowid, ref, title, body, updates, reporter, labels) VALUES (new.id, new.ref,
-            substr(new.title, 1, {{CAP}}), substr(new.description, 1, {{CAP}}), '', {_SQLITE_REPORTER}, new.labels);
+        INSERT INTO {TABLE}(rowid, ref, title, body, updates, reporter, labels)
+        VALUES (new.id, replace(new.ref, '-', ''), substr(new.title, 1, {{CAP}}),
+            substr(new.description, 1, {{CAP}}), '', {_SQLITE_REPORTER}, new.labels);
     END""",
     f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_update AFTER UPDATE ON incident
     WHEN new.ref IS NOT old.ref OR new.title IS NOT old.title OR new.description IS NOT old.description
         OR new.reporter_id IS NOT old.reporter_id OR new.labels IS NOT old.labels BEGIN
-        UPDATE {TABLE} SET ref = new.ref, title = substr(new.title, 1, {{CAP}}),
+        UPDATE {TABLE} SET ref = replace(new.ref, '-', ''), title = substr(new.title, 1, {{CAP}}),
             body = substr(new.description, 1, {{CAP}}), reporter = {_SQLITE_REPORTER}, labels = new.labels
         WHERE rowid = new.id;
     END""",
@@ -295,7 +299,7 @@ _SQLITE = (
         WHERE rowid = new.incident_id AND length(updates) < {{CAP}};
     END""",
     f"""INSERT INTO {TABLE}(rowid, ref, title, body, updates, reporter, labels)
-        SELECT incident.id, incident.ref, substr(incident.title, 1, {{CAP}}),
+        SELECT incident.id, replace(incident.ref, '-', ''), substr(incident.title, 1, {{CAP}}),
             substr(incident.description, 1, {{CAP}}), coalesce({_SQLITE_UPDATES}, ''), contact.email, incident.labels
         FROM incident LEFT JOIN contact ON contact.id = incident.reporter_id
         WHERE incident.id NOT IN (SELECT rowid FROM {TABLE})""",
@@ -316,7 +320,7 @@ _POSTGRES = (
     # the document of a row of the index, from its incident: computed whenever the row is written
     f"""CREATE OR REPLACE FUNCTION {TABLE}_document() RETURNS TRIGGER LANGUAGE plpgsql AS $$
     BEGIN
-        SELECT setweight({TABLE}_words(i.ref || ' ' || i.title), 'A')
+        SELECT setweight({TABLE}_words(replace(i.ref, '-', '') || ' ' || i.title), 'A')
             || setweight({TABLE}_words(i.description), 'B')
             || setweight({TABLE}_words(NEW.updates), 'C')
             || setweight({TABLE}_words(coalesce(c.email, '') || ' ' || i.labels), 'D')
