@@ -85,6 +85,8 @@ def test_closed_and_resolved_incidents_are_found_and_the_status_filter_applies_t
     assert "show every status" in page
     shown = client.get("/incidents", query_string={"q": "disk"}).text
     assert f">{ref}</a>" in shown and "outside the status filter" not in shown
+    exported = client.get("/incidents/export.csv", query_string={"q": "full"}).text.splitlines()
+    assert sorted(line.split(",")[0] for line in exported[1:]) == sorted([ref, api.mail.ref])
 
 
 def test_the_index_follows_every_change(api):

@@ -106,6 +106,8 @@ def export():
         filters = queue_query.read_filters(request.args)
     except queue_query.BadQuery as exc:
         abort(400, str(exc))
+    if filters["sort"] == "relevance":  # one page of best matches; the export takes every match
+        filters["sort"] = "priority"
     user = current_user._get_current_object()
 
     def lines():  # runs after the request has ended: it opens (and closes) its own connection
