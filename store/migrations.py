@@ -16,7 +16,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from gateway.core.errors import SchemaOutdated
-from store import models
+from store import models, search
 from store.db import db
 
 
@@ -263,6 +263,11 @@ def rollup_triggers(postgres: bool) -> list[str]:
     ]
 
 
+def _v11_search(database: peewee.Database) -> None:
+    """Full-text search (store/search.py): the index, the triggers that keep it in step, every incident indexed."""
+    search.install(database)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -274,6 +279,7 @@ MIGRATIONS = [
     (8, "refusal counts", _v8_refusal_counts),
     (9, "group membership and account log", _v9_accounts),
     (10, "report rollup", _v10_report_rollup),
+    (11, "full-text search", _v11_search),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -23,6 +23,7 @@ from flask_login import current_user, login_required
 from gateway.core.errors import Forbidden, InletError, NoSuchIncident, NotAssignable
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
+from store import search
 from store.db import db
 from store.documents import incident_document
 from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
@@ -71,6 +72,7 @@ def queue():
             page=page,
             f=filters,
             counts=queue_query.counts(current_user, filters),
+            outside=queue_query.outside(current_user, filters),
             statuses=queue_query.STATUS_CHOICES,
             sorts=queue_query.SORTS,
             groups=[g.name for g in config.group],
@@ -98,6 +100,8 @@ def export():
         filters = queue_query.read_filters(request.args)
     except queue_query.BadQuery as exc:
         abort(400, str(exc))
+    if filters["sort"] == "relevance":  # one page of best matches; the export takes every match
+        filters["sort"] = "priority"
     user = current_user._get_current_object()
 
     def lines():  # runs after the request has ended: it opens (and closes) its own connection
@@ -233,6 +237,7 @@ def show(ref: str, typed: dict | None = None):
             for c in incident.children.select(Incident.ref, Incident.title, Incident.status, Incident.security)
             if current_user.can_see(c)
         ],
+        similar=search.similar(incident, include_security=current_user.sees_security),
     )
 
 

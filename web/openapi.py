@@ -10,6 +10,7 @@ from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
 from gateway.reports.scope import FILTERS as REPORT_FILTERS
+from store import search
 from store.documents import INCIDENT_KEYS
 from store.models import LEVELS, PROBLEM_STATUSES
 from web import actions, queue
@@ -264,7 +265,15 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
         {"name": "category", "in": "query", "schema": {"type": "string"}},
         {"name": "assignee", "in": "query", "schema": {"type": "string"}},
         {"name": "source", "in": "query", "schema": {"type": "string"}},
-        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "A reference or words of the title"},
+        {
+            "name": "q",
+            "in": "query",
+            "schema": {"type": "string", "maxLength": search.MAX_LENGTH},
+            "description": "Full-text search over ref, title, body, updates, reporter address and labels: words in "
+            'any order (each a prefix), "exact phrases", from:ADDRESS|DOMAIN, group:NAME, status:STATUS|open|any, '
+            "label:KEY=VALUE. With q, status defaults to any and sort to relevance (the best `limit` matches, one "
+            "page). Longer than maxLength, or an unknown status: 400.",
+        },
         {"name": "view", "in": "query", "schema": {"type": "string", "enum": list(queue.VIEWS)}},
         {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(queue.SORTS)}},
         {

@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from peewee import JOIN, fn
+from peewee import JOIN, SQL, fn
 
 from gateway.core.errors import InletError
+from store import search
 from store.models import OPEN_STATUSES, STATUSES, Contact, Incident, User
 from web.auth import visible
 
-SORTS = ("priority", "newest", "oldest")
+SORTS = ("priority", "newest", "oldest", "relevance")  # relevance: with a search (store/search.py), best first
 VIEWS = ("all", "mine", "unassigned")
 STATUS_CHOICES = ("open", "any", *STATUSES)
 FILTERS = ("status", "priority", "group", "category", "assignee", "source", "q", "view", "sort")
@@ -38,12 +39,20 @@ class Page:
 def read_filters(args) -> dict:
     """The queue filters from request arguments, with defaults; unknown values raise BadQuery."""
     f = {name: (args.get(name) or "").replace("\x00", "").strip()[:200] for name in FILTERS}
-    f["status"] = f["status"] or "open"
-    f["sort"] = f["sort"] or "priority"
+    # a search is checked whole (too long is an error, not cut); it looks at every status unless one is asked for
+    f["q"] = (args.get("q") or "").replace("\x00", "").strip()
+    try:
+        search.parse(f["q"])
+    except search.BadSearch as exc:
+        raise BadQuery(str(exc)) from exc
+    f["status"] = f["status"] or ("any" if f["q"] else "open")
+    f["sort"] = f["sort"] or ("relevance" if f["q"] else "priority")
     f["view"] = f["view"] or "all"
     for name, choices in (("status", STATUS_CHOICES), ("sort", SORTS), ("view", VIEWS)):
         if f[name] not in choices:
             raise BadQuery(f"{name} must be one of {', '.join(choices)}")
+    if f["sort"] == "relevance" and not f["q"]:
+        f["sort"] = "priority"
     return f
 
 
@@ -61,7 +70,7 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> P
         ids = ids.order_by(Incident.priority, Incident.id.desc())
     elif sort == "newest":
         ids = ids.order_by(Incident.id.desc())
-    else:
+    elif sort == "oldest":
         ids = ids.order_by(Incident.id)
     keys = [row.id for row in ids.limit(limit + 1)]
     more = len(keys) > limit
@@ -75,22 +84,37 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> P
         .where(Incident.id.in_(keys))
     } if keys else {}  # fmt: skip
     rows = [found[key] for key in keys if key in found]
-    next_cursor = _cursor(rows[-1]) if more and rows else None
+    # a ranked search is one page, the best first: another sort pages through every match
+    next_cursor = _cursor(rows[-1]) if more and rows and sort != "relevance" else None
     return Page(rows, next_cursor, filters)
 
 
 def counts(user, filters: dict) -> dict[str, int]:
     """How many visible incidents match the filters, per open status (the queue's tabs)."""
     query = Incident.select(Incident.status, Incident.id)
-    f = dict(filters, status="open")
+    f = dict(filters, status="open", sort="priority")
     query = visible(_filtered(query, user, f), user)
     grouped = query.select(Incident.status, fn.COUNT(Incident.id).alias("n")).group_by(Incident.status)
     return {row.status: row.n for row in grouped}
 
 
+def outside(user, filters: dict, *, cap: int = 1000) -> int:
+    """How many more visible incidents a search finds outside the status filter (at most ``cap``)."""
+    found = search.parse(filters.get("q", ""))
+    if not filters.get("q") or found.statuses or filters["status"] == "any":
+        return 0
+    query = Incident.select(Incident.id)
+    query = visible(_filtered(query, user, dict(filters, status="any", sort="priority")), user)
+    shown = OPEN_STATUSES if filters["status"] == "open" else (filters["status"],)
+    return query.where(Incident.status.not_in(shown)).limit(cap).count()
+
+
 def _filtered(query, user, f: dict):
+    found = search.parse(f["q"]) if f.get("q") else None
     status = f["status"]
-    if status == "open":
+    if found and found.statuses:  # status: in the search replaces the browsing filter
+        query = query.where(Incident.status.in_(found.statuses))
+    elif status == "open":
         query = query.where(Incident.status.in_(OPEN_STATUSES))
     elif status != "any":
         query = query.where(Incident.status == status)
@@ -105,13 +129,8 @@ def _filtered(query, user, f: dict):
     elif f["view"] == "unassigned":
         # COALESCE keeps SQLite on the status index: most closed incidents are unassigned too
         query = query.where(fn.COALESCE(Incident.assignee, 0) == 0)
-    text = f.get("q", "")
-    if text:
-        upper = text.upper()
-        if whole_number(upper.split("-")[-1]) and "-" in upper:
-            query = query.where(Incident.ref == upper)
-        else:
-            query = query.where(Incident.title.contains(text))  # peewee escapes the wildcards
+    if found:
+        query = search.restrict(query, found, ranked=f["sort"] == "relevance")
     return query
 
 
@@ -131,6 +150,8 @@ def _after(query, sort: str, cursor: str):
         return query
     if not CURSOR.fullmatch(cursor):
         raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page")
+    if sort == "relevance":  # a ranked search is one page: nothing comes after it
+        return query.where(SQL("1 = 0"))
     priority, _, last = cursor.partition(".")
     last_id = int(last)
     if sort == "priority":

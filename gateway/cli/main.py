@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_incident_create)
     listing = command("list", "List incidents, newest first.", incident_commands)
     listing.add_argument("--status", action="append", help="only this status (repeatable)")
+    listing.add_argument(
+        "--search",
+        metavar="TEXT",
+        help='full-text search, best match first: words, "a phrase", from:, group:, status:, label:KEY=VALUE',
+    )
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="print a JSON array (the documented shape)")
     listing.set_defaults(func=cmd_incident_list)
@@ -534,6 +539,13 @@ def cmd_incident_list(args) -> int:
         if status not in STATUSES:
             raise InletError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
     query = Incident.select().order_by(Incident.number.desc()).limit(args.limit)
+    if args.search is not None:
+        from store import search
+
+        found = search.parse(args.search)  # BadSearch is an InletError: one line, exit 1
+        query = search.restrict(Incident.select(), found, ranked=True).limit(args.limit)
+        if found.statuses:
+            query = query.where(Incident.status.in_(found.statuses))
     if args.status:
         query = query.where(Incident.status.in_(args.status))
     incidents = list(query)
