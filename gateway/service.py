@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway import alerts, steps
+from gateway import alert_members, alerts, steps
 from gateway.clock import Clock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
@@ -101,6 +101,7 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
                 ("classify", steps.classify),
                 ("allocate", steps.allocate),
                 ("apply", alerts.apply),
+                ("alert-members", alert_members.record),
             ]
         ),
         clock=clock or Clock(),

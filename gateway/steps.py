@@ -7,6 +7,7 @@ modules of those sources and is composed into the step list by the service.
 
 from __future__ import annotations
 
+from gateway.integrations import service_from_label
 from gateway.pipeline import Context, Discard
 from parsers.severity import severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, RESOLVED
@@ -99,7 +100,12 @@ def allocation_for(config, d, signal, defaults: dict) -> tuple[dict, dict]:
     category = pick(
         "category", (f"rule {rule('category')!r}", d.category), ("source default", defaults.get("category"))
     )
-    service = pick("service", (f"rule {rule('service')!r}", d.service), ("source default", defaults.get("service")))
+    service = pick(
+        "service",
+        (f"rule {rule('service')!r}", d.service),
+        service_from_label(signal, defaults),
+        ("source default", defaults.get("service")),
+    )
     procedure, major, security = procedure_for(
         config,
         category=category or "",

@@ -126,6 +126,31 @@ def _v8_refusal_counts(database: peewee.Database) -> None:
         database.create_tables([RefusalCount], safe=True)
 
 
+def _v9_alerts(database: peewee.Database) -> None:
+    """The member alerts of alert incidents (gateway/alert_members.py; created as the table was at version 9)."""
+
+    class Alert(peewee.Model):
+        incident = peewee.ForeignKeyField(models.Incident, on_delete="CASCADE")
+        fingerprint = peewee.CharField(max_length=512)
+        status = peewee.CharField(max_length=16)
+        title = peewee.CharField(max_length=500, default="")
+        starts_at = models.UTCDateTimeField(null=True)
+        ends_at = models.UTCDateTimeField(null=True)
+        labels = peewee.TextField(default="{}")
+        annotations = peewee.TextField(default="{}")
+        links = peewee.TextField(default="[]")
+        first_seen_at = models.UTCDateTimeField()
+        updated_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "alert"
+            indexes = ((("incident", "fingerprint"), True),)
+
+    # not the referenced models: leaving the context would unbind the live Incident model from the proxy
+    with database.bind_ctx([Alert], bind_refs=False, bind_backrefs=False):
+        database.create_tables([Alert], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -135,6 +160,7 @@ MIGRATIONS = [
     (6, "report indexes", _v6_report_indexes),
     (7, "user channels", _v7_user_channels),
     (8, "refusal counts", _v8_refusal_counts),
+    (9, "member alerts of alert incidents", _v9_alerts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -20,6 +20,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from gateway import alert_members
 from gateway.errors import Forbidden, InletError, NoSuchIncident
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
@@ -208,10 +209,14 @@ def show(ref: str):
     for n in notifications:
         by_event.setdefault(n.event_id, []).append(n)
     config = current_app.config["INLET"]
+    alerts, alert_total = alert_members.members(incident)
     return render_template(
         "incident.html",
         incident=incident,
         events=events,
+        alerts=alerts,
+        alert_total=alert_total,
+        alert_links=alert_members.shown_links,
         hidden_refs=hidden_refs(events, current_user),
         restricted=RESTRICTED,
         attachments=attachments,
