@@ -2,22 +2,33 @@
 
 Shared by the queue page and ``GET /api/v1/incidents``. Pages are cut with a
 keyset (the last row's sort key and id), never an OFFSET, so page 1,000 costs
-what page 1 costs; every sort order has an index (store/models.py).
+what page 1 costs. Priority, newest and oldest have an index (store/models.py);
+``sla`` (the running SLA clock's due time, soonest first) and ``updated`` sort
+the rows the filters select (the open ones by default: the status index).
+The ``breached`` view holds the open incidents whose running SLA clock is past due.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
-from peewee import JOIN, fn
+from peewee import JOIN, Case, Value, fn
 
 from gateway.errors import InletError
 from store.models import OPEN_STATUSES, STATUSES, Contact, Incident, User
 from web.auth import visible
 
-SORTS = ("priority", "newest", "oldest")
-VIEWS = ("all", "mine", "unassigned")
+SORTS = ("priority", "sla", "updated", "newest", "oldest")
+SORT_LABELS = {
+    "priority": "priority",
+    "sla": "SLA due",
+    "updated": "last updated",
+    "newest": "opened, newest first",
+    "oldest": "opened, oldest first",
+}
+VIEWS = ("all", "mine", "unassigned", "breached")
 STATUS_CHOICES = ("open", "any", *STATUSES)
 FILTERS = ("status", "priority", "group", "category", "assignee", "source", "q", "view", "sort")
 PAGE_SIZE = 50
@@ -47,7 +58,7 @@ def read_filters(args) -> dict:
     return f
 
 
-def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> Page:
+def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE, now: datetime | None = None) -> Page:
     """One page of the incidents ``user`` may see that match ``filters``.
 
     Two steps: the ids of the page from the (covering) index, then those rows with
@@ -56,9 +67,13 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> P
     limit = max(1, min(limit, MAX_PAGE))
     sort = filters["sort"]
     ids = Incident.select(Incident.id, Incident.priority)
-    ids = _after(visible(_filtered(ids, user, filters), user), sort, cursor)
+    ids = _after(visible(_filtered(ids, user, filters, now), user), sort, cursor)
     if sort == "priority":
         ids = ids.order_by(Incident.priority, Incident.id.desc())
+    elif sort == "sla":
+        ids = ids.order_by(_sla_key(), Incident.id)
+    elif sort == "updated":
+        ids = ids.order_by(Incident.updated_at.desc(), Incident.id.desc())
     elif sort == "newest":
         ids = ids.order_by(Incident.id.desc())
     else:
@@ -75,20 +90,32 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE) -> P
         .where(Incident.id.in_(keys))
     } if keys else {}  # fmt: skip
     rows = [found[key] for key in keys if key in found]
-    next_cursor = _cursor(rows[-1]) if more and rows else None
+    next_cursor = _cursor(rows[-1], sort) if more and rows else None
     return Page(rows, next_cursor, filters)
 
 
-def counts(user, filters: dict) -> dict[str, int]:
+def newest_id(user, filters: dict, now: datetime | None = None) -> int:
+    """The highest id among the visible incidents that match the filters (0: none): the queue's "seen" mark."""
+    query = visible(_filtered(Incident.select(fn.MAX(Incident.id)), user, filters, now), user)
+    return query.scalar() or 0
+
+
+def newer(user, filters: dict, seen: int, now: datetime | None = None) -> int:
+    """How many visible incidents matching the filters arrived after the one with id ``seen`` ("N new")."""
+    query = visible(_filtered(Incident.select(Incident.id), user, filters, now), user)
+    return query.where(Incident.id > seen).count()
+
+
+def counts(user, filters: dict, now: datetime | None = None) -> dict[str, int]:
     """How many visible incidents match the filters, per open status (the queue's tabs)."""
     query = Incident.select(Incident.status, Incident.id)
     f = dict(filters, status="open")
-    query = visible(_filtered(query, user, f), user)
+    query = visible(_filtered(query, user, f, now), user)
     grouped = query.select(Incident.status, fn.COUNT(Incident.id).alias("n")).group_by(Incident.status)
     return {row.status: row.n for row in grouped}
 
 
-def _filtered(query, user, f: dict):
+def _filtered(query, user, f: dict, now: datetime | None = None):
     status = f["status"]
     if status == "open":
         query = query.where(Incident.status.in_(OPEN_STATUSES))
@@ -105,6 +132,9 @@ def _filtered(query, user, f: dict):
     elif f["view"] == "unassigned":
         # COALESCE keeps SQLite on the status index: most closed incidents are unassigned too
         query = query.where(fn.COALESCE(Incident.assignee, 0) == 0)
+    elif f["view"] == "breached":
+        moment = Incident.respond_by.db_value(now or datetime.now(UTC))  # naive UTC, as stored
+        query = query.where(Incident.status.in_(OPEN_STATUSES) & (sla_due() < moment))
     text = f.get("q", "")
     if text:
         upper = text.upper()
@@ -122,21 +152,69 @@ def whole_number(text: str) -> bool:
 
 
 _WHOLE = re.compile(r"[0-9]{1,18}")
-CURSOR = re.compile(r"P[0-9]{1,2}\.[0-9]{1,18}")
+CURSOR = re.compile(r"(P[0-9]{1,2}|T[0-9]{1,18})\.[0-9]{1,18}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)  # the SLA sort key of an incident with no clock running: last
+
+
+def sla_due() -> Case:
+    """When the running SLA clock is due, as SQL (NULL: none runs): respond-by until acknowledged, then
+    resolve-by; none once resolved, closed or cancelled. The same rule as web.render.sla_due."""
+    return Case(
+        None,
+        [
+            (Incident.status.in_(("resolved", "closed", "cancelled")), None),
+            (Incident.acknowledged_at.is_null() & Incident.respond_by.is_null(False), Incident.respond_by),
+        ],
+        Incident.resolve_by,
+    )
+
+
+def _sla_key():
+    return fn.COALESCE(sla_due(), Value(Incident.respond_by.db_value(NEVER)))
 
 
 def _after(query, sort: str, cursor: str):
-    """Rows after the cursor ``P<priority>.<id>`` (the last row of the previous page) in ``sort`` order."""
+    """Rows after the cursor (the last row of the previous page: ``P<priority>.<id>``, or for the time
+    sorts ``T<microseconds since 1970>.<id>``) in ``sort`` order."""
     if not cursor:
         return query
     if not CURSOR.fullmatch(cursor):
         raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page")
-    priority, _, last = cursor.partition(".")
+    key, _, last = cursor.partition(".")
     last_id = int(last)
+    if (key[0] == "P") != (sort in ("priority", "newest", "oldest")):
+        raise BadQuery(f"cursor {cursor[:40]!r} is not one of sort {sort!r}: pass the 'next' of the previous page")
     if sort == "priority":
-        return query.where((Incident.priority > priority) | ((Incident.priority == priority) & (Incident.id < last_id)))
+        return query.where((Incident.priority > key) | ((Incident.priority == key) & (Incident.id < last_id)))
+    if sort in ("sla", "updated"):
+        try:
+            moment = Incident.respond_by.db_value(_EPOCH + timedelta(microseconds=int(key[1:])))
+        except OverflowError:
+            raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page") from None
+        if sort == "sla":
+            return query.where((_sla_key() > moment) | ((_sla_key() == moment) & (Incident.id > last_id)))
+        return query.where((Incident.updated_at < moment) | ((Incident.updated_at == moment) & (Incident.id < last_id)))
     return query.where(Incident.id < last_id) if sort == "newest" else query.where(Incident.id > last_id)
 
 
-def _cursor(row: Incident) -> str:
+def _cursor(row: Incident, sort: str) -> str:
+    if sort == "sla":
+        due = row_sla_due(row) or NEVER
+        return f"T{_micros(due)}.{row.id}"
+    if sort == "updated":
+        return f"T{_micros(row.updated_at)}.{row.id}"
     return f"{row.priority}.{row.id}"
+
+
+def row_sla_due(row: Incident) -> datetime | None:
+    """:func:`sla_due` of a loaded row."""
+    if row.status in ("resolved", "closed", "cancelled"):
+        return None
+    if row.acknowledged_at is None and row.respond_by is not None:
+        return row.respond_by
+    return row.resolve_by
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
