@@ -45,7 +45,8 @@ class Outcome:
 
 
 def selected_refs(values: list[str]) -> list[str]:
-    """The selected references, normalised, without repeats; BadInput when none, too many or malformed."""
+    """The selected references, normalised, without repeats, by number; BadInput when none, too many or
+    malformed."""
     refs: list[str] = []
     for value in values:
         value = (value or "").strip()
@@ -58,7 +59,8 @@ def selected_refs(values: list[str]) -> list[str]:
         raise actions.BadInput("select at least one incident")
     if len(refs) > MOST:
         raise actions.BadInput(f"select at most {MOST} incidents at once")
-    return refs
+    # in the order they were opened, whatever order the rows were in: messages name them the same way
+    return sorted(refs, key=lambda ref: (ref.rsplit("-", 1)[0], int(ref.rsplit("-", 1)[1])))
 
 
 def run(lifecycle, user, action: str, refs: list[str], form: Mapping) -> Outcome:
