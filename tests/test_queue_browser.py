@@ -96,6 +96,7 @@ def test_queue_refreshes_itself_and_keeps_filters_selection_scroll_and_open_menu
     page.mouse.wheel(0, 600)
     wait_for(lambda: page.evaluate("window.scrollY") > 0, message="the page to scroll")
     scrolled = page.evaluate("window.scrollY")
+    page.get_by_label("Search").fill("half typed")  # focus stays in the box: not applied (no change event)
     rows = page.locator("#rows")
     before = rows.element_handle()
 
@@ -113,6 +114,8 @@ def test_queue_refreshes_itself_and_keeps_filters_selection_scroll_and_open_menu
     expect(page.locator("#bulk-assign")).to_have_attribute("open", "")
     expect(page.locator("#bulk-assign").get_by_label("Reason")).to_have_value("half typed")
     expect(page.get_by_label("Group", exact=True)).to_have_value("service-desk")
+    expect(page.get_by_label("Search")).to_have_value("half typed")
+    expect(page.get_by_label("Search")).to_be_focused()
     assert page.evaluate("window.scrollY") == scrolled
     expect(page).to_have_url(re.compile(r"group=service-desk"))
     screenshot(page, "queue-refreshed")
