@@ -93,10 +93,10 @@ def test_queue_refreshes_itself_and_keeps_filters_selection_scroll_and_open_menu
     expect(page.locator("#bulk-count")).to_have_text("2")
     page.locator("#bulk-assign summary").click()
     page.locator("#bulk-assign").get_by_label("Reason").fill("half typed")
+    page.get_by_label("Search").fill("half typed")  # focus stays in the box: not applied (no change event)
     page.mouse.wheel(0, 600)
     wait_for(lambda: page.evaluate("window.scrollY") > 0, message="the page to scroll")
     scrolled = page.evaluate("window.scrollY")
-    page.get_by_label("Search").fill("half typed")  # focus stays in the box: not applied (no change event)
     rows = page.locator("#rows")
     before = rows.element_handle()
 
