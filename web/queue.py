@@ -183,15 +183,13 @@ def _after(query, sort: str, cursor: str):
         raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page")
     key, _, last = cursor.partition(".")
     last_id = int(last)
-    if (key[0] == "P") != (sort in ("priority", "newest", "oldest")):
-        raise BadQuery(f"cursor {cursor[:40]!r} is not one of sort {sort!r}: pass the 'next' of the previous page")
+    if (key[0] == "P") != (sort in ("priority", "newest", "oldest")) and sort not in ("newest", "oldest"):
+        return query  # a cursor of another sort order: the first page of this one (the ids sorts need only the id)
     if sort == "priority":
         return query.where((Incident.priority > key) | ((Incident.priority == key) & (Incident.id < last_id)))
     if sort in ("sla", "updated"):
-        try:
-            moment = Incident.respond_by.db_value(_EPOCH + timedelta(microseconds=int(key[1:])))
-        except OverflowError:
-            raise BadQuery(f"invalid cursor {cursor[:40]!r}: pass the 'next' of the previous page") from None
+        # past NEVER (the key of "no clock") no row can follow: clamp rather than overflow
+        moment = Incident.respond_by.db_value(_EPOCH + timedelta(microseconds=min(int(key[1:]), _micros(NEVER))))
         if sort == "sla":
             return query.where((_sla_key() > moment) | ((_sla_key() == moment) & (Incident.id > last_id)))
         return query.where((Incident.updated_at < moment) | ((Incident.updated_at == moment) & (Incident.id < last_id)))
