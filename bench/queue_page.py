@@ -51,9 +51,9 @@ def seed(path: Path, count: int) -> None:
         '"group", assignee_id, source, integration, tags, labels, major, security, escalated, drill, flapping, '
         "flap_count, respond_by, resolve_by, opened_at, updated_at, signal_count, reopen_count, "
         "reassignment_count, resolution_code, resolution_notes, fix_type, cause_code, cause_text, closed_by, "
-        "decisions, paused_seconds, acknowledged_at, resolved_at, closed_at"
+        "decisions, paused_seconds, acknowledged_at, resolved_at, closed_at, status_page"
     )
-    sql = f"INSERT INTO incident ({columns}) VALUES ({', '.join('?' * 41)})"
+    sql = f"INSERT INTO incident ({columns}) VALUES ({', '.join('?' * 42)})"
 
     def rows(first: int, last: int):
         for n in range(first, last):
@@ -71,7 +71,7 @@ def seed(path: Path, count: int) -> None:
                 opened.isoformat(" "), opened.isoformat(" "), 1, 0, 0, "", "", "", "", "", "", "{}",
                 0, None if status == "new" else (opened + timedelta(minutes=20)).isoformat(" "),
                 None if is_open else (opened + timedelta(hours=5)).isoformat(" "),
-                (opened + timedelta(days=3)).isoformat(" ") if status == "closed" else None,
+                (opened + timedelta(days=3)).isoformat(" ") if status == "closed" else None, "",
             )  # fmt: skip
 
     batch = 50_000
@@ -136,6 +136,10 @@ def main() -> None:
         ("queue: priority P1, every status", "/incidents?status=any&priority=P1"),
         ("queue: by reference", f"/incidents?q=INC-{count // 2}&status=any"),
         ("queue: on hold only", "/incidents?status=on_hold"),
+        ("queue: open, by SLA due", "/incidents?sort=sla"),
+        ("queue: open, by last updated", "/incidents?sort=updated"),
+        ("queue: breached (open, SLA past due)", "/incidents?view=breached&sort=sla"),
+        ("queue: refresh with 'N new' (seen=)", f"/incidents?seen={count // 2}"),
         ("incident page", f"/incidents/INC-{count}"),
         ("queue: title words, every status (scan)", "/incidents?q=payroll%20vpn&status=any&sort=newest"),
     ]

@@ -31,7 +31,7 @@ from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
 from gateway.incidents.timers import TimerWorker
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundWriter, IntakeActivity
-from gateway.pipeline import alert_steps, mail_steps, signal_steps
+from gateway.pipeline import alert_members, alert_steps, mail_steps, signal_steps
 from gateway.pipeline.driver import Pipeline, Steps
 from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
@@ -119,7 +119,8 @@ ALERT_STEPS = Steps(
         ("classify", signal_steps.classify),
         ("allocate", signal_steps.allocate),
         ("apply", alert_steps.apply),
-    ]
+    ],
+    after=[("alert-members", alert_members.record)],
 )
 
 

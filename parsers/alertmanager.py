@@ -14,8 +14,8 @@ One request carries one alert group; each alert in ``alerts`` becomes one Signal
   ``severity``: label ``severity``;
 - ``links``: ``generatorURL``, annotation ``runbook_url``, ``externalURL``;
 - ``occurred_at``: ``startsAt``;
-- ``details``: annotations, ``endsAt``, ``receiver``, ``truncatedAlerts``,
-  ``externalURL``, ``groupKey``, ``groupLabels``.
+- ``details``: annotations, ``endsAt``, ``generatorURL``, ``receiver``,
+  ``truncatedAlerts``, ``externalURL``, ``groupKey``, ``groupLabels``.
 
 ``alerts`` is required; every other top-level key is optional, and unknown keys
 are ignored. An empty ``alerts`` list gives no Signals. Grafana's unified
@@ -128,6 +128,7 @@ def _alert_signal(
         details.update(extra_details)
     details["annotations"] = annotations
     details["endsAt"] = ends_at.isoformat() if ends_at else None
+    details["generatorURL"] = generator_url or ""  # the alert's own source link (named on the incident page)
 
     return Signal(
         source=source,

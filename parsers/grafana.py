@@ -8,9 +8,9 @@ with these additions:
 - ``links`` also hold ``dashboardURL``, ``panelURL``, ``silenceURL`` and
   ``imageURL`` (empty strings, as Grafana sends for alerts without a dashboard,
   are skipped);
-- ``details`` also keep the alert's ``values`` (query results by refId) and
-  ``valueString``, and the request's ``orgId``, ``title``, ``state`` and
-  ``message``.
+- ``details`` also keep the alert's ``values`` (query results by refId),
+  ``valueString``, ``dashboardURL``, ``panelURL`` and ``silenceURL``, and the
+  request's ``orgId``, ``title``, ``state`` and ``message``.
 
 The legacy (pre-8) Grafana alerting webhook has no ``alerts`` list and is
 rejected with ``field 'alerts': required``.
@@ -42,7 +42,8 @@ def parse(payload: dict, options: object | None = None) -> list[Signal]:
 
 
 def _alert_extras(alert: dict, path: str) -> tuple[tuple[str | None, ...], dict]:
-    links = tuple(get_str(alert, key, path) for key in ("dashboardURL", "panelURL", "silenceURL", "imageURL"))
+    urls = {key: get_str(alert, key, path) or "" for key in ("dashboardURL", "panelURL", "silenceURL", "imageURL")}
+    links = tuple(urls.values())
     values = get_object(alert, "values", path)
     if values:
         for ref, value in values.items():
@@ -50,4 +51,5 @@ def _alert_extras(alert: dict, path: str) -> tuple[tuple[str | None, ...], dict]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise wrong_type(child(child(path, "values"), ref), "a number", value)
     details = {"values": values or {}, "valueString": get_str(alert, "valueString", path)}
+    details.update((key, urls[key]) for key in ("dashboardURL", "panelURL", "silenceURL"))
     return links, details

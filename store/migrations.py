@@ -268,6 +268,31 @@ def _v11_search(database: peewee.Database) -> None:
     search.install(database)
 
 
+def _v12_alerts(database: peewee.Database) -> None:
+    """The member alerts of alert incidents (gateway/pipeline/alert_members.py; the table as at version 12)."""
+
+    class Alert(peewee.Model):
+        incident = peewee.ForeignKeyField(models.Incident, on_delete="CASCADE")
+        fingerprint = peewee.CharField(max_length=512)
+        status = peewee.CharField(max_length=16)
+        title = peewee.CharField(max_length=500, default="")
+        starts_at = models.UTCDateTimeField(null=True)
+        ends_at = models.UTCDateTimeField(null=True)
+        labels = peewee.TextField(default="{}")
+        annotations = peewee.TextField(default="{}")
+        links = peewee.TextField(default="[]")
+        first_seen_at = models.UTCDateTimeField()
+        updated_at = models.UTCDateTimeField()
+
+        class Meta:
+            table_name = "alert"
+            indexes = ((("incident", "fingerprint"), True),)
+
+    # not the referenced models: leaving the context would unbind the live Incident model from the proxy
+    with database.bind_ctx([Alert], bind_refs=False, bind_backrefs=False):
+        database.create_tables([Alert], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -280,6 +305,7 @@ MIGRATIONS = [
     (9, "group membership and account log", _v9_accounts),
     (10, "report rollup", _v10_report_rollup),
     (11, "full-text search", _v11_search),
+    (12, "member alerts of alert incidents", _v12_alerts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

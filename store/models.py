@@ -305,6 +305,28 @@ class CorrelationKey(BaseModel):
         indexes = ((("kind", "value", "open"), False), (("incident", "kind"), False))
 
 
+class Alert(BaseModel):
+    """One alert (a fingerprint) of an alert incident, as its source last reported it (gateway/alert_members.py).
+
+    The incident page lists these: every member of an alert group, not only the one that opened it.
+    """
+
+    incident = peewee.ForeignKeyField(Incident, backref="alerts", on_delete="CASCADE")
+    fingerprint = peewee.CharField(max_length=512)
+    status = peewee.CharField(max_length=16)  # firing | resolved
+    title = peewee.CharField(max_length=500, default="")
+    starts_at = UTCDateTimeField(null=True)
+    ends_at = UTCDateTimeField(null=True)
+    labels = JSONTextField(default=dict)
+    annotations = JSONTextField(default=dict)
+    links = JSONTextField(default=list)  # [[name, http(s) URL], ...]: source, panel, dashboard, runbook, silence
+    first_seen_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("incident", "fingerprint"), True),)
+
+
 class Inbound(BaseModel):
     """The raw input exactly as received, kept before anything is acknowledged."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import (
     Blueprint,
@@ -19,15 +20,17 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
+from werkzeug.datastructures import MultiDict
 
 from gateway.core.errors import Forbidden, InletError, NoSuchIncident, NotAssignable
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
+from gateway.pipeline import alert_members
 from notifiers.render import visible
 from store import search
 from store.db import db
 from store.documents import incident_document
-from store.models import LEVELS, STATUSES, Attachment, Event, Incident, Notification, User
-from web import actions
+from store.models import LEVELS, OPEN_STATUSES, STATUSES, Attachment, Event, Incident, Notification, User
+from web import actions, bulk
 from web import queue as queue_query
 from web.actions import DECLARABLE
 from web.auth import RESTRICTED, hidden_refs, role_required
@@ -57,32 +60,101 @@ def queue_page():
 @bp.get("/incidents")
 @login_required
 def queue():
+    return _queue_page(request.args)
+
+
+def _queue_page(args, status: int = 200):
+    """The queue for these arguments: the whole page, or (htmx) the rows only; ``seen`` (the highest
+    id the agent's page started with) makes the rows say how many matching incidents are new."""
+    now = lifecycle().clock.now()
     try:
-        filters = queue_query.read_filters(request.args)
-        page = queue_query.fetch(current_user, filters, cursor=request.args.get("after", ""))
+        filters = queue_query.read_filters(args)
+        page = queue_query.fetch(current_user, filters, cursor=args.get("after", ""), now=now)
     except queue_query.BadQuery as exc:
         flash(str(exc), "error")
         return redirect(url_for("incidents.queue"))
     config = current_app.config["INLET"]
+    seen_arg = args.get("seen", "")
+    if queue_query.whole_number(seen_arg):
+        seen, fresh = int(seen_arg), queue_query.newer(current_user, filters, int(seen_arg), now)
+    else:
+        seen, fresh = queue_query.newest_id(current_user, filters, now), 0
     # htmx swaps the rows only; a history restore asks for the whole page again
     partial = request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request")
+    here = {k: v for k, v in filters.items() if v}
+    if args.get("after"):
+        here["after"] = args["after"]
+    can_bulk = current_user.can_create()
     response = make_response(
         render_template(
             "queue_rows.html" if partial else "queue.html",
             page=page,
             f=filters,
-            counts=queue_query.counts(current_user, filters),
+            counts=queue_query.counts(current_user, filters, now),
             outside=queue_query.outside(current_user, filters),
             statuses=queue_query.STATUS_CHOICES,
-            sorts=queue_query.SORTS,
+            sorts=queue_query.SORT_LABELS,
             groups=[g.name for g in config.group],
             priorities=sorted(config.sla.targets),
             next_args=_next_args(filters, page.next_cursor),
             export_args={k: v for k, v in filters.items() if v},
-        )
+            seen=seen,
+            fresh=fresh,
+            here=here,
+            refresh=int(config.web.queue_refresh.total_seconds()),
+            can_bulk=can_bulk,
+            users=_active_users() if can_bulk and not partial else [],
+            majors=_open_majors() if can_bulk and not partial else [],
+        ),
+        status,
     )
     response.vary.add("HX-Request")
     return response
+
+
+def _active_users() -> list[str]:
+    return [u.name for u in User.select(User.name).where(User.active == True).order_by(User.name)]  # noqa: E712
+
+
+def _open_majors() -> list[Incident]:
+    """Open major incidents the user may see: the parents the bulk "link as children" offers first."""
+    query = Incident.select(Incident.ref, Incident.title, Incident.security).where(
+        (Incident.major == True) & Incident.status.in_(OPEN_STATUSES)  # noqa: E712
+    )
+    return [i for i in query.order_by(Incident.id.desc()).limit(50) if current_user.can_see(i)]
+
+
+@bp.post("/incidents/bulk")
+@login_required
+def bulk_action():
+    """A bulk action on the selected rows (web/bulk.py): permission is all or none, state per incident."""
+    back = _queue_path(request.form.get("back", ""))
+    args = MultiDict(parse_qsl(urlsplit(back).query))
+    try:
+        refs = bulk.selected_refs(request.form.getlist("ref"))
+        outcome = bulk.run(
+            lifecycle(), current_user._get_current_object(), request.form.get("action", ""), refs, request.form
+        )
+    except bulk.Refused as exc:
+        flash(str(exc), "error")
+        return _queue_page(args, 403)
+    except InletError as exc:
+        flash(str(exc), "error")
+        return _queue_page(args, 400)
+    title = actions.ACTIONS[outcome.action].title
+    if outcome.done:
+        flash(f"{title}: done for {', '.join(outcome.done)}.", "ok")
+    if outcome.skipped:
+        flash(f"{title}: not done for " + "; ".join(f"{ref} ({why})" for ref, why in outcome.skipped), "error")
+    return redirect(back, 303)
+
+
+def _queue_path(path: str) -> str:
+    """A queue address to go back to (only the queue of this site), else the queue."""
+    parts = urlsplit(path or "")
+    if parts.scheme or parts.netloc or parts.path != url_for("incidents.queue"):
+        return url_for("incidents.queue")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 EXPORT_LIMIT = 100_000
@@ -207,10 +279,14 @@ def show(ref: str, typed: dict | None = None):
     for n in notifications:
         by_event.setdefault(n.event_id, []).append(n)
     config = current_app.config["INLET"]
+    alerts, alert_total = alert_members.members(incident)
     return render_template(
         "incident.html",
         incident=incident,
         events=events,
+        alerts=alerts,
+        alert_total=alert_total,
+        alert_links=alert_members.shown_links,
         hidden_refs=hidden_refs(events, current_user),
         restricted=RESTRICTED,
         attachments=attachments,

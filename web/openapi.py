@@ -279,7 +279,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
         {
             "name": "after",
             "in": "query",
-            "schema": {"type": "string", "pattern": r"^P[0-9]{1,2}\.[0-9]{1,18}$"},
+            "schema": {"type": "string", "pattern": f"^{queue.CURSOR.pattern}$"},
             "description": "The `next` of the last page",
         },
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": queue.MAX_PAGE}},

@@ -69,7 +69,13 @@ class Integration:
     )
     group: str = setting("", help="Resolver group of this integration's incidents when no rule sets one.")
     category: str = setting("", help="Category of this integration's incidents when no rule sets one.")
-    service: str = setting("", help="Service of this integration's incidents when no rule sets one.")
+    service: str = setting(
+        "", help="Service of this integration's incidents when neither a rule nor the service label sets one."
+    )
+    service_label: str = setting(
+        "service",
+        help="Alert label whose value becomes the incident's service unless a rule sets one (empty: none).",
+    )
     impact: str = setting("", help="Impact when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
     urgency: str = setting("", help="Urgency when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
     severity_map: dict[str, list[str]] = setting(
@@ -114,10 +120,19 @@ class Integration:
             "group": self.group,
             "category": self.category,
             "service": self.service,
+            "service_label": self.service_label,
             "impact": self.impact,
             "urgency": self.urgency,
             "severity_map": {name: tuple(pair) for name, pair in self.severity_map.items()},
         }
+
+
+def service_from_label(signal, defaults: dict) -> tuple[str, str]:
+    """(why, service) for the allocate step: the value of the label the integration names for the
+    service (``service_label``), or an empty service. Rules win over it; it wins over ``service``."""
+    name = defaults.get("service_label") or ""
+    value = (signal.labels or {}).get(name, "") if name else ""
+    return f"label {name!r}", value.strip()[:100] if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,10 @@ class WebSection:
     reporter_agent_name: str = setting(
         "", help="How the reporter's page names the agents who wrote (empty: the [inlet] name)."
     )
+    queue_refresh: timedelta = setting(
+        timedelta(seconds=10),
+        help="How often an open queue page fetches its rows again and counts what is new (0s: never).",
+    )
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,8 @@ def _check_references(config: Config) -> None:
     for key in ("idle_timeout", "request_timeout", "drain_timeout"):
         if getattr(config.web, key) <= timedelta(0):
             raise KeyProblem(("[web]", key), "must be longer than 0s")
+    if config.web.queue_refresh < timedelta(0):
+        raise KeyProblem(("[web]", "queue_refresh"), "must be 0s (never) or longer")
     groups = {g.name for g in config.group}
     policies = {p.name for p in config.escalation}
     if config.fallback_group not in groups:
