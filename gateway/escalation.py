@@ -45,6 +45,7 @@ import peewee
 from gateway.clock import Clock
 from notifiers.audiences import expand_targets, record_paged
 from notifiers.outbox import enqueue
+from notifiers.words import duration
 from store.db import db, is_postgres
 from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
 
@@ -185,8 +186,8 @@ class Escalation:
             return due
         after = int(step.after.total_seconds())
         reason = {
-            "unacknowledged": f"not acknowledged after {step.after}",
-            "unresolved": f"not resolved after {step.after}",
+            "unacknowledged": f"not acknowledged after {duration(step.after)}",
+            "unresolved": f"not resolved after {duration(step.after)}",
             "resolve_sla_warning": f"{int(self.config.sla.warning_fraction * 100)} % of the resolve target used",
             "resolve_sla_breach": "resolve target breached",
         }[step.when]

@@ -462,11 +462,10 @@ class Lifecycle:
                 incident.escalated = True
             incident.updated_at = self.clock.now()
             incident.save()
-            event = self._event(incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason)
+            # One timeline entry per escalation (its kind; a functional one says where the incident moved).
             if kind == "functional":
-                self._event(incident, "assigned", actor, INTERNAL, field="group", old=before["group"], new=group)
-            if incident.escalated != before["escalated"]:
-                self._event(incident, "changed", actor, INTERNAL, field="escalated", old=False, new=True)
+                reason = f"{reason}\nMoved from {before['group'] or 'no group'} to {group}."
+            event = self._event(incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason)
             context.update(kind=kind, reason=reason)
             self._run_hooks(Change("escalate", incident, event, actor, before, context))
         return incident

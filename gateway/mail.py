@@ -15,6 +15,7 @@ generic steps skip it. Every choice is recorded with ``ctx.decide``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from datetime import timedelta
@@ -306,6 +307,8 @@ def thread(ctx: Context) -> None:
             )
             ctx.decide("mail-thread", result="new incident", why=f"reply by {how}, but {why}")
             ctx.extras["link_to"] = incident.ref
+            # The follow-up is about the same problem: its title is the original's, not "Closed: …".
+            ctx.signal = dataclasses.replace(s, title=incident.title)
             incident = None
     if incident is None:
         _throttle(ctx, sender, now)

@@ -16,6 +16,7 @@ import nh3
 from markupsafe import Markup
 
 from gateway.clock import iso
+from notifiers import words
 from notifiers.apprise_adapter import shown_urls
 from notifiers.render import visible_output
 
@@ -28,11 +29,11 @@ _EMAIL_TAGS = {
 
 
 def init_app(app) -> None:
-    # Every {{ … }} of every page without bidi controls or zero-width characters (before any template compiles).
-    app.jinja_env.finalize = visible_output
+    # Every {{ … }} of every page in plain words (notifiers/words.py) and without bidi controls or
+    # zero-width characters (before any template compiles).
+    words.install(app.jinja_env, visible_output)
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["left"] = time_left
-    app.jinja_env.filters["label"] = label
     app.jinja_env.filters["channels"] = shown_urls  # delivery errors: URLs as scheme://host only
     app.jinja_env.globals["safe_html"] = safe_html
     app.jinja_env.globals["sla_due"] = sla_due
@@ -52,8 +53,10 @@ def when(value: datetime | None) -> Markup:
 
 
 def sla_due(incident) -> tuple[str, datetime | None]:
-    """Which SLA clock runs for an incident and when it is due: ('respond', t), ('resolve', t) or ('', None)."""
-    if incident.status in ("resolved", "closed", "cancelled"):
+    """Which SLA clock runs for an incident and when it is due: ('respond', t), ('resolve', t) or ('', None).
+
+    None runs once the incident is resolved, closed or cancelled, nor while it is on hold (paused)."""
+    if incident.status in ("resolved", "closed", "cancelled", "on_hold"):
         return "", None
     if incident.acknowledged_at is None and incident.respond_by is not None:
         return "respond", incident.respond_by
@@ -80,11 +83,6 @@ def _span(seconds: int) -> str:
     if seconds < 86400 * 2:
         return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
-
-
-def label(value: str | None) -> str:
-    """'in_progress' -> 'in progress'."""
-    return (value or "").replace("_", " ")
 
 
 def safe_html(html: str | None) -> Markup:
