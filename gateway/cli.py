@@ -244,6 +244,10 @@ def cmd_serve(args) -> int:
         Service(config, roles=roles, status_fd=args.child).run_until_signalled()
         return 0
     _open_store(config).close()  # a store that is away or not upgraded: say so here, once, not per role process
+    from gateway.preflight import ports_in_use
+
+    for port in ports_in_use(config, roles):  # one line, not a role process's traceback per restart
+        raise InletError(f"port {port} is in use — is Inlet already running?")
     return Supervisor(config, roles).run()
 
 
@@ -252,13 +256,17 @@ def cmd_check(args) -> int:
 
     path = args.path or default_config_path(getattr(args, "config", None))
     from gateway.explain import run_rule_tests
+    from gateway.preflight import review
 
     config = load_config(path)
-    for warning in config.ruleset.warnings + _open_files(config):
+    refusals, warnings = review(config)
+    for warning in config.ruleset.warnings + _open_files(config) + warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    failures = run_rule_tests(config)
+    failures = refusals + run_rule_tests(config)
     for failure in failures:
         print(f"{path}: {failure}", file=sys.stderr)
+    if refusals:
+        return EXIT_ERROR
     if failures:
         print(f"{path}: {len(failures)} of {len(config.rule_test)} rule tests failed", file=sys.stderr)
         return EXIT_ERROR
@@ -606,7 +614,9 @@ def cmd_incident_escalate(args) -> int:
     if kind == "functional" and not args.group:
         raise InletError("--to group needs --group NAME")
     incident = _lifecycle(config).escalate(args.ref, "cli", kind, args.reason, group=args.group)
-    print(f"{incident.ref}\tescalated ({kind})\t{incident.group}")
+    from gateway.escalation import last_outcome
+
+    print(f"{incident.ref}\tescalated ({kind})\t{incident.group}\t{last_outcome(incident)}")
     return 0
 
 

@@ -47,7 +47,7 @@ from notifiers.audiences import expand_targets, record_paged
 from notifiers.outbox import enqueue
 from notifiers.words import duration
 from store.db import db, is_postgres
-from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Incident, Timer
+from store.models import NEW, ON_HOLD, OPEN_STATUSES, PENDING, Event, Incident, Timer
 
 log = logging.getLogger("inlet.escalation")
 
@@ -160,6 +160,8 @@ class Escalation:
             template = "escalation"
         targets, paged = expand_targets(config, targets, now)  # schedule:NAME -> who is on call now
         record_paged(change.event, paged)
+        if kind == "hierarchical" and not targets:
+            _record_unpaged(change.event, f"no manager to page: group {incident.group or '(none)'} has no managers")
         if targets:
             enqueue(
                 audience="escalation",
@@ -206,6 +208,25 @@ class Escalation:
             },
         )
         return "fired"
+
+
+def _record_unpaged(event, why: str) -> None:
+    """Say on the escalation's timeline entry that it paged nobody, and why."""
+    data = {**(event.data or {}), "outcome": why}
+    event.body = f"{event.body}\n{why[0].upper()}{why[1:]}." if event.body else f"{why[0].upper()}{why[1:]}."
+    Event.update(body=event.body, data=data).where(Event.id == event.id).execute()
+    event.data = data
+
+
+def last_outcome(incident: Incident) -> str:
+    """What the incident's latest escalation came to: 'done', or why it paged nobody ("no manager to page: …")."""
+    latest = (
+        Event.select()
+        .where((Event.incident == incident.id) & (Event.type == "escalated"))
+        .order_by(Event.id.desc())
+        .first()
+    )
+    return ((latest.data or {}).get("outcome") if latest is not None else None) or "done"
 
 
 Handler = Callable[[Timer, Incident, datetime], "str | datetime"]

@@ -251,7 +251,10 @@ class Delivery:
         return done
 
     def _send(self, job: _Job, target: str) -> Outcome:
-        return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())
+        row = job.row
+        return send_one(
+            self.config, target, job.message, row.context or {}, now=self.clock.now(), template=row.template
+        )
 
     def _record(self, job: _Job, now: datetime) -> None:
         """Write the attempts and the row's new state in one transaction.
@@ -343,7 +346,7 @@ def expand(config, target: str) -> list[str] | None:
     return list(stakeholder.notify) if stakeholder is not None else None
 
 
-def send_one(config, target: str, message: Rendered, context: dict, *, now: datetime) -> Outcome:
+def send_one(config, target: str, message: Rendered, context: dict, *, now: datetime, template: str = "") -> Outcome:
     """Send one rendered message to one URL: ``email:`` through the SMTP relay, the rest through Apprise."""
     settings = config.notifications
     if mail.is_email_target(target):
@@ -354,6 +357,7 @@ def send_one(config, target: str, message: Rendered, context: dict, *, now: date
             message_id=context.get("message_id") or make_msgid(domain=config.mail.message_id_domain),
             references=context.get("references", ()),
             now=now,
+            reply=template == "acknowledgement",  # it answers the reporter's message
         )
     return apprise_adapter.send(
         target,

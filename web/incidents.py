@@ -21,6 +21,7 @@ from flask import (
 from flask_login import current_user, login_required
 
 from gateway.errors import Forbidden, InletError, NoSuchIncident
+from gateway.escalation import last_outcome
 from gateway.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from notifiers.render import visible
 from store.db import db
@@ -257,7 +258,11 @@ def act(ref: str, action: str):
     except InletError as exc:
         flash(str(exc), "error")
     else:
-        flash(f"{incident.ref}: {actions.ACTIONS[action].title.lower()} done.", "ok")
+        outcome = last_outcome(incident) if action == "escalate" else "done"
+        flash(
+            f"{incident.ref}: {actions.ACTIONS[action].title.lower()} {outcome}.",
+            "ok" if outcome == "done" else "error",
+        )
     return redirect(url_for("incidents.show", ref=incident.ref), 303)
 
 
