@@ -102,14 +102,20 @@ def _recipient(ctx: Context, signal: Signal) -> None:
         box = next((m for m in config.mailbox if m.name == inbound.integration), None)
         if box is not None and box.address:
             candidates.insert(0, box.address)
-    candidates += [*signal.recipients, *signal.cc]
-    for address in candidates:
+    found = receiving_address(config, signal, candidates)
+    if found is not None:
+        ctx.extras["recipient"], ctx.extras["defaults"] = found
+        ctx.decide("recipient", address=found[0], defaults=found[1])
+
+
+def receiving_address(config, signal: Signal, envelope=()) -> tuple[str, dict] | None:
+    """(address, its defaults) of the first [[address]] the message came to: the envelope recipients,
+    then To, then Cc. The one answer for intake and `inlet classify`."""
+    for address in [*envelope, *signal.recipients, *signal.cc]:
         entry = match_address(config, address)
         if entry is not None:
-            ctx.extras["recipient"] = address.strip("<>").lower()
-            ctx.extras["defaults"] = entry.defaults()
-            ctx.decide("recipient", address=ctx.extras["recipient"], defaults=entry.defaults())
-            return
+            return address.strip().strip("<>").lower(), entry.defaults()
+    return None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import socket
 import subprocess
 import sys
@@ -19,8 +20,8 @@ import tomli_w
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.mail_settings import match_address
-from store.models import Event
-from tests.conftest import ROOT, free_port, wait_for
+from store.models import Event, Incident
+from tests.conftest import ROOT, free_port, in_db, service_running, wait_for
 
 EXAMPLE = ROOT / "config.example.toml"
 INLET = [sys.executable, "-m", "gateway.cli"]
@@ -147,3 +148,40 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+ADDRESSES = [
+    {"address": "support@example.org", "group": "service-desk"},
+    {"address": "network@example.org", "group": "network", "category": "network", "impact": "high"},
+    {"address": "security@example.org", "group": "security", "category": "security", "security": True},
+    {"address": "@ops.example.org", "group": "network", "urgency": "high", "service": "ops"},
+]
+
+
+def test_classify_applies_the_address_defaults_exactly_as_intake_does(store, tmp_path, capsys):
+    config = store.config(smtp={"host": "127.0.0.1", "port": free_port()}, address=ADDRESSES)
+    path = store.write_config(address=ADDRESSES)
+    fields = ("group", "category", "service", "impact", "urgency", "priority", "security", "major")
+    with service_running(config, {"smtp", "worker"}) as running:
+        for n, to in enumerate(
+            ["support@example.org", "network@example.org", "security@example.org", "pager@ops.example.org"]
+        ):
+            raw = (
+                f"From: Ann <ann@example.org>\r\nTo: {to}\r\nSubject: Trouble number {n}\r\n"
+                f"Message-ID: <t{n}@example.org>\r\n\r\nSomething is wrong.\r\n"
+            ).encode()
+            with smtplib.SMTP("127.0.0.1", running.smtp.port, timeout=10) as client:
+                client.sendmail("ann@example.org", [to], raw)
+            title = f"Trouble number {n}"
+            incident = wait_for(
+                lambda t=title: in_db(lambda: Incident.get_or_none(Incident.title == t)), timeout=30, message=title
+            )
+            eml = tmp_path / f"{n}.eml"
+            eml.write_bytes(raw)
+            for extra in (["--recipient", to], []):  # told where it came to, or reading the To header
+                capsys.readouterr()  # what the service printed at start
+                code = main(["-c", str(path), "classify", str(eml), "--json", *extra])
+                out, err = capsys.readouterr()
+                assert code == 0, err
+                said = json.loads(out)
+                assert {k: said[k] for k in fields} == {k: getattr(incident, k) for k in fields}, (to, extra)
