@@ -79,6 +79,12 @@ class Delivery:
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify-send")
         self.worker = Worker("notify", self.tick, interval=interval, wake_on=wakeup.NOTIFICATION)
 
+    def reconfigure(self, config) -> None:
+        """Send with a reloaded configuration from the next round on: its channels, templates and relay
+        (``concurrency`` is the pool's size and needs a restart)."""
+        self.config, self.settings = config, config.notifications
+        self.renderer = Renderer(self.settings.templates_dir)
+
     # ------------------------------------------------------------ component
 
     def where(self) -> str:
