@@ -185,3 +185,18 @@ def test_classify_applies_the_address_defaults_exactly_as_intake_does(store, tmp
                 assert code == 0, err
                 said = json.loads(out)
                 assert {k: said[k] for k in fields} == {k: getattr(incident, k) for k in fields}, (to, extra)
+
+
+@pytest.mark.timeout(300)
+def test_packaging_prints_no_warnings(tmp_path):
+    """What `make` runs (pip install -e .) builds the package; setuptools has nothing to warn about (data
+    folders are packages of data, the editable install is one .pth line)."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert built.returncode == 0, built.stderr
+    said = [line for line in (built.stdout + built.stderr).splitlines() if "Warning" in line or "!!" in line]
+    assert said == []
