@@ -53,6 +53,9 @@ class NotificationsSection:
         minimum=1,
     )
     reporter_mail_window: timedelta = setting(timedelta(hours=1), help="The window of the loop brake.")
+    failing_warning_after: timedelta = setting(
+        timedelta(minutes=15), help="The queue warns when notifications have been failing this long."
+    )
 
 
 @dataclass(frozen=True)

@@ -280,3 +280,27 @@ def test_every_mail_to_a_reporter_about_a_security_incident_names_it_neutrally(r
             rendered = renderer.render(template, values)
             assert "Phishing" not in rendered.subject + rendered.text + rendered.html, (template, restricted)
             assert RESTRICTED_TITLE in rendered.text, template
+
+
+def test_the_queue_warns_when_notifications_have_been_failing_for_long(store):
+    web = Web(store, notifications={"failing_warning_after": "15m"})
+    client = web.client("desk")
+    Notification.delete().execute()
+    assert 'id="delivery-trouble"' not in client.get("/incidents").text
+    now = datetime.now(UTC)
+    row = Notification.create(
+        incident=web.desk,
+        audience="reporter",
+        template="acknowledgement",
+        attempts=3,
+        last_error="ConnectionRefusedError: [Errno 111] Connection refused",
+        next_attempt_at=now,
+        created_at=now - timedelta(minutes=5),
+    )
+    assert 'id="delivery-trouble"' not in client.get("/incidents").text  # a hiccup, not yet a trouble
+    Notification.update(created_at=now - timedelta(minutes=20)).where(Notification.id == row.id).execute()
+    page = client.get("/incidents").text
+    assert 'id="delivery-trouble"' in page
+    assert "Notifications have been failing for more than 15 min: ConnectionRefusedError" in page
+    Notification.update(status="sent").where(Notification.id == row.id).execute()
+    assert 'id="delivery-trouble"' not in client.get("/incidents").text

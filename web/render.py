@@ -37,6 +37,7 @@ def init_app(app) -> None:
     app.jinja_env.filters["channels"] = shown_urls  # delivery errors: URLs as scheme://host only
     app.jinja_env.globals["safe_html"] = safe_html
     app.jinja_env.globals["sla_due"] = sla_due
+    app.jinja_env.globals["delivery_trouble"] = lambda: delivery_trouble(app.config["INLET"])
 
     @app.context_processor
     def _inlet():
@@ -50,6 +51,19 @@ def when(value: datetime | None) -> Markup:
     stamp = iso(value)
     text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return Markup('<time datetime="{0}" title="{1}" data-relative>{1}</time>').format(stamp, text)
+
+
+def delivery_trouble(config) -> str:
+    """A warning for the queue's header when notifications have been failing longer than
+    ``failing_warning_after`` ('' when they are not): reporters and groups are not hearing from the desk."""
+    from notifiers.outbox import failing_since
+
+    after = config.notifications.failing_warning_after
+    row = failing_since(datetime.now(UTC), after)
+    if row is None:
+        return ""
+    error = shown_urls(row.last_error or "no answer")[:200]
+    return f"Notifications have been failing for more than {words.duration(after)}: {error}"
 
 
 def sla_due(incident) -> tuple[str, datetime | None]:
