@@ -40,6 +40,7 @@ from gateway import sla
 from gateway.clock import Clock
 from gateway.errors import Forbidden, NoSuchIncident, NotFound, TransitionError
 from gateway.sla import SlaSection
+from notifiers.words import label
 from store.db import db
 from store.models import (
     ACKNOWLEDGED,
@@ -562,7 +563,7 @@ class Lifecycle:
                     incident.ref,
                     action,
                     incident.status,
-                    f"only allowed from {', '.join(allowed)} (would lead to {target})",
+                    f"only allowed from {', '.join(map(label, allowed))} (would lead to {label(target)})",
                 )
             if action in COMMANDER_REQUIRED and incident.major and incident.assignee_id is None:
                 raise TransitionError(
@@ -628,7 +629,9 @@ class Lifecycle:
     def _lock(self, ref: str, action: str, access: Access | None = None) -> Incident:
         incident = self._find(ref, access, lock=True)
         if incident.status in FINAL:
-            raise TransitionError(incident.ref, action, incident.status, f"a {incident.status} incident is read-only")
+            raise TransitionError(
+                incident.ref, action, incident.status, f"a {label(incident.status)} incident is read-only"
+            )
         return incident
 
     def _event(self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None):
