@@ -582,6 +582,7 @@ def cmd_incident_list(args) -> int:
 
 
 def cmd_incident_show(args) -> int:
+    from notifiers import words
     from store.documents import incident_document
     from store.models import Event
 
@@ -595,13 +596,14 @@ def cmd_incident_show(args) -> int:
         return 0
     print(f"{doc['ref']}  {doc['title']}")
     for key in ("status", "priority", "impact", "urgency", "category", "service", "group", "assignee", "reporter"):
-        print(f"  {key:<10} {doc[key] if doc[key] is not None else '-'}")
+        print(f"  {key:<10} {words.label(doc[key]) if key == 'status' else words.plain(doc[key])}")
     for key in ("opened_at", "acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by"):
         if doc[key]:
             print(f"  {key:<16} {doc[key]}")
     print("timeline:")
     for e in doc["events"]:
-        change = f" {e['field']}: {e['old']} → {e['new']}" if "field" in e else ""
+        field = e.get("field", "")
+        change = f" {field}: {words.change(e['old'], field)} → {words.change(e['new'], field)}" if field else ""
         body = f" — {e['body']}" if e["body"] else ""
         print(f"  {e['at']}  {e['type']:<12} {e['actor']} ({e['visibility']}){change}{body}")
     return 0
