@@ -463,10 +463,11 @@ class Lifecycle:
                 incident.escalated = True
             incident.updated_at = self.clock.now()
             incident.save()
-            # One timeline entry per escalation (its kind; a functional one says where the incident moved).
-            if kind == "functional":
-                reason = f"{reason}\nMoved from {before['group'] or 'no group'} to {group}."
-            event = self._event(incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason)
+            # One timeline entry per escalation: its kind, and for a functional one the move (in data).
+            moved = {"moved": [before["group"], group]} if kind == "functional" else None
+            event = self._event(
+                incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason, data=moved
+            )
             context.update(kind=kind, reason=reason)
             self._run_hooks(Change("escalate", incident, event, actor, before, context))
         return incident
@@ -634,8 +635,12 @@ class Lifecycle:
             )
         return incident
 
-    def _event(self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None):
+    def _event(
+        self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None, data=None
+    ):
+        extra = {"data": data} if data else {}
         return Event.create(
+            **extra,
             incident=incident,
             at=self.clock.now(),
             type=type_,
