@@ -262,13 +262,12 @@ def cmd_check(args) -> int:
     refusals, warnings = review(config)
     for warning in config.ruleset.warnings + _open_files(config) + warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    failures = refusals + run_rule_tests(config)
-    for failure in failures:
+    failures = run_rule_tests(config)
+    for failure in refusals + failures:
         print(f"{path}: {failure}", file=sys.stderr)
-    if refusals:
-        return EXIT_ERROR
     if failures:
         print(f"{path}: {len(failures)} of {len(config.rule_test)} rule tests failed", file=sys.stderr)
+    if failures or refusals:
         return EXIT_ERROR
     print(
         f"{path}: OK ({len(config.group)} groups, {len(config.escalation)} escalation policies, "

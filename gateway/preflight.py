@@ -21,11 +21,14 @@ def review(config, *, reach_relay: bool = True) -> tuple[list[str], list[str]]:
     refusals, warnings = [], []
     section = config.notifications
     if section.enabled and config.smtp.enabled and match_address(config, section.from_address) is None:
-        known = ", ".join(a.address for a in config.address) or "none"
-        refusals.append(
-            f"[notifications] from_address {section.from_address!r} is not an [[address]] (they are: {known}): "
-            "replies and bounces to it would be refused with 550 and lost"
-        )
+        if config.address:
+            known = ", ".join(a.address for a in config.address)
+            refusals.append(
+                f"[notifications] from_address {section.from_address!r} is not an [[address]] (they are: {known}): "
+                "replies and bounces to it would be refused with 550 and lost"
+            )
+        else:  # no mail intake configured yet: nothing is accepted, say so without failing the check
+            warnings.append("no [[address]]: the SMTP intake accepts no mail, and replies to Inlet's mail are refused")
     if section.enabled and reach_relay:
         problem = relay_problem(config)
         if problem:
