@@ -17,6 +17,8 @@ from markupsafe import Markup
 from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.reports import csv_tables, report, scope_from, to_csv
+from notifiers import words
+from notifiers.render import visible_output
 from web.auth import role_required
 
 bp = Blueprint("reports", __name__)
@@ -97,6 +99,7 @@ def download():
 def standalone_html(result: dict, title: str = "Inlet report") -> str:
     """The report as one HTML file with its charts: Chart.js and the drawing script inlined, no network."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    words.install(env, visible_output)  # the same plain words as the pages
     scripts = [(STATIC / name).read_text(encoding="utf-8") for name in ("chart.umd.min.js", "reports.js")]
     # inlined into <script>: a "</script" inside would end the element early
     scripts = [Markup(text.replace("</script", "<\\/script")) for text in scripts]  # noqa: S704 (our own files)
