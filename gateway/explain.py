@@ -13,6 +13,7 @@ from gateway.config.loader import RuleTest
 from gateway.config.schema import format_duration
 from gateway.core.errors import InletError, ParseError
 from gateway.incidents import sla
+from gateway.pipeline.mail_steps import receiving_address
 from gateway.pipeline.signal_steps import allocation_for
 from parsers.email import EmailOptions, parse_email
 from parsers.signal import Signal
@@ -44,8 +45,16 @@ def read_signals(raw: bytes, kind: str | None = None):
 
 def explain(config, signal, *, recipient: str | None = None, integration: str | None = None) -> dict:
     """What the pipeline would decide for one signal, with the reason for each field."""
+    defaults = {}
+    if signal.source == "email":  # as intake does (gateway/pipeline/mail_steps.py): the [[address]] it came to
+        found = receiving_address(config, signal, [recipient] if recipient else [])
+        if found is not None:
+            recipient, defaults = found
+    elif integration:  # as webhook intake does (gateway/pipeline/alert_steps.py): the integration's defaults
+        entry = next((i for i in config.integration if i.name == integration), None)
+        defaults = entry.defaults() if entry is not None else {}
     decision = config.ruleset.classify(signal, recipient=recipient, integration=integration)
-    allocation, why = allocation_for(config, decision, signal, {})
+    allocation, why = allocation_for(config, decision, signal, defaults)
     prio = sla.priority(allocation["impact"], allocation["urgency"], config.sla.matrix)
     group = config.group_named(allocation["group"])
     calendar = config.calendar_named(group.calendar) if group and group.calendar else None

@@ -310,6 +310,8 @@ class Service:
                 self.smtp.handler.config = new  # the addresses it accepts mail for
             if self.app is not None:
                 self.app.config["INLET"] = new
+            if getattr(self, "delivery", None) is not None:
+                self.delivery.reconfigure(new)  # the channels of groups and stakeholders, the templates
             self.config = new
         logging.getLogger().setLevel(new.inlet.log_level.upper())
         return new

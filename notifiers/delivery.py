@@ -80,6 +80,12 @@ class Delivery:
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify-send")
         self.worker = wakeup.worker("notify", self.tick, interval=interval, wake_on=wakeup.NOTIFICATION)
 
+    def reconfigure(self, config) -> None:
+        """Send with a reloaded configuration from the next round on: its channels, templates and relay
+        (``concurrency`` is the pool's size and needs a restart)."""
+        self.config, self.settings = config, config.notifications
+        self.renderer = Renderer(self.settings.templates_dir)
+
     # ------------------------------------------------------------ component
 
     def where(self) -> str:
@@ -260,7 +266,10 @@ class Delivery:
         return done
 
     def _send(self, job: _Job, target: str) -> Outcome:
-        return send_one(self.config, target, job.message, job.row.context or {}, now=self.clock.now())
+        row = job.row
+        return send_one(
+            self.config, target, job.message, row.context or {}, now=self.clock.now(), template=row.template
+        )
 
     def _record(self, job: _Job, now: datetime) -> None:
         """Write the attempts and the row's new state in one transaction.
@@ -352,7 +361,7 @@ def expand(config, target: str) -> list[str] | None:
     return list(stakeholder.notify) if stakeholder is not None else None
 
 
-def send_one(config, target: str, message: Rendered, context: dict, *, now: datetime) -> Outcome:
+def send_one(config, target: str, message: Rendered, context: dict, *, now: datetime, template: str = "") -> Outcome:
     """Send one rendered message to one URL: ``email:`` through the SMTP relay, the rest through Apprise."""
     settings = config.notifications
     if mail.is_email_target(target):
@@ -363,6 +372,7 @@ def send_one(config, target: str, message: Rendered, context: dict, *, now: date
             message_id=context.get("message_id") or make_msgid(domain=config.mail.message_id_domain),
             references=context.get("references", ()),
             now=now,
+            reply=template == "acknowledgement",  # it answers the reporter's message
         )
     return apprise_adapter.send(
         target,

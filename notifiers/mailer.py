@@ -14,11 +14,14 @@ Targets look like ``email:ann@example.org``.
 from __future__ import annotations
 
 import email.policy
+import ipaddress
 import smtplib
+import socket
 import ssl
 import time
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
+from urllib.parse import urlsplit
 
 from notifiers.apprise_adapter import Outcome
 from notifiers.render import Rendered, header_safe
@@ -35,16 +38,35 @@ def email_target(address: str) -> str:
     return PREFIX + address.strip().lower()
 
 
-def automatic_headers(config) -> dict[str, str]:
-    """What marks Inlet's mail as automatic (RFC 3834) and as Inlet's own (X-Loop)."""
+def automatic_headers(config, *, reply: bool = False) -> dict[str, str]:
+    """What marks Inlet's mail as automatic (RFC 3834) and as Inlet's own (X-Loop).
+
+    ``reply``: the message answers one (an acknowledgement): ``auto-replied`` (RFC 3834 section 5)."""
     return {
-        "Auto-Submitted": "auto-generated",
+        "Auto-Submitted": "auto-replied" if reply else "auto-generated",
         "X-Auto-Response-Suppress": "All",
         "X-Loop": header_safe(config.mail.loop_token),
     }
 
 
-def build_message(config, to: str, message: Rendered, *, message_id: str, references=(), now=None) -> EmailMessage:
+def helo_name(config) -> str:
+    """The name Inlet gives in HELO/EHLO: ``helo_name``, else the host of ``base_url``; when that is an IP
+    address, this machine's fully qualified name (never the ``[127.0.0.1]`` smtplib would make up)."""
+    if config.notifications.helo_name:
+        return config.notifications.helo_name
+    host = urlsplit(config.inlet.base_url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host:
+            return host
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn else "localhost.localdomain"
+
+
+def build_message(
+    config, to: str, message: Rendered, *, message_id: str, references=(), now=None, reply: bool = False
+) -> EmailMessage:
     """The email: threading headers, loop protection, text with an HTML alternative.
 
     Every header value is passed through :func:`header_safe`, and the message
@@ -64,15 +86,19 @@ def build_message(config, to: str, message: Rendered, *, message_id: str, refere
         msg["References"] = " ".join(refs)
     if now is not None:
         msg["Date"] = format_datetime(now)
-    for name, value in automatic_headers(config).items():
+    for name, value in automatic_headers(config, reply=reply).items():
         msg[name] = value
     msg.set_content(message.text)
     msg.add_alternative(message.html, subtype="html")
     return msg
 
 
-def send(config, target: str, message: Rendered, *, message_id: str, references=(), now=None) -> Outcome:
-    """Send one email through the relay; never raises. 5xx answers are permanent failures."""
+def send(
+    config, target: str, message: Rendered, *, message_id: str, references=(), now=None, reply: bool = False
+) -> Outcome:
+    """Send one email through the relay; never raises. 5xx answers are permanent failures.
+
+    ``reply``: the message answers the reporter's (an acknowledgement)."""
     section = config.notifications
     address = target[len(PREFIX) :]
     started = time.monotonic()
@@ -80,14 +106,20 @@ def send(config, target: str, message: Rendered, *, message_id: str, references=
     if not parsed or "@" not in parsed or parsed != address:
         return Outcome(target, target, False, "not an email address", 0.0, True)
     try:
-        msg = build_message(config, address, message, message_id=message_id, references=references, now=now)
-        timeout = section.send_timeout.total_seconds()
+        msg = build_message(
+            config, address, message, message_id=message_id, references=references, now=now, reply=reply
+        )
+        timeout, helo = section.send_timeout.total_seconds(), helo_name(config)
         if section.smtp_security == "ssl":
             client = smtplib.SMTP_SSL(
-                section.smtp_host, section.smtp_port, timeout=timeout, context=ssl.create_default_context()
+                section.smtp_host,
+                section.smtp_port,
+                local_hostname=helo,
+                timeout=timeout,
+                context=ssl.create_default_context(),
             )
         else:
-            client = smtplib.SMTP(section.smtp_host, section.smtp_port, timeout=timeout)
+            client = smtplib.SMTP(section.smtp_host, section.smtp_port, local_hostname=helo, timeout=timeout)
         with client:
             if section.smtp_security == "starttls":
                 client.starttls(context=ssl.create_default_context())

@@ -7,12 +7,12 @@ rows through Apprise (DESIGN.md §2.4). Nothing is ever sent inline.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from peewee import fn
 
 from store import wakeup
-from store.models import PENDING, Event, Incident, Notification
+from store.models import FAILED, PENDING, Event, Incident, Notification
 
 
 def enqueue(
@@ -53,3 +53,16 @@ def counts_by_status() -> dict[str, int]:
     for row in query.tuples():
         counts[row[0]] = row[1]
     return counts
+
+
+def failing_since(now: datetime, after: timedelta) -> Notification | None:
+    """The oldest row still undelivered after failed attempts that was written more than ``after`` ago (or one
+    that failed for good within the last day): notifications have been failing that long. None: all is well."""
+    retrying = (Notification.status == PENDING) & (Notification.attempts > 0)
+    given_up = (Notification.status == FAILED) & (Notification.created_at >= now - timedelta(days=1))
+    return (
+        Notification.select()
+        .where((retrying | given_up) & (Notification.created_at <= now - after))
+        .order_by(Notification.created_at)
+        .first()
+    )

@@ -19,6 +19,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from notifiers import words
+
 BUILTIN = Path(__file__).resolve().parent / "templates"
 TEXT, MARKDOWN, HTML = "text", "markdown", "html"
 _LAYOUTS = {TEXT: "layout.txt", MARKDOWN: "layout.md", HTML: "layout.html"}
@@ -88,10 +90,14 @@ class Renderer:
         folders = [str(Path(templates_dir))] if templates_dir else []
         loader = jinja2.FileSystemLoader([*folders, str(BUILTIN)])
         options = dict(loader=loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
-        # Every value shown in every format goes through visible_output (markdown_escape does it too).
-        self._text = jinja2.Environment(autoescape=False, finalize=visible_output, **options)  # noqa: S701
-        self._markdown = jinja2.Environment(autoescape=False, finalize=markdown_escape, **options)  # noqa: S701
-        self._html = jinja2.Environment(autoescape=True, finalize=visible_output, **options)
+        # Every value shown in every format is plain words first, then goes through visible_output
+        # (markdown_escape does it too) (notifiers/words.py: the filters the pages use too).
+        self._text = jinja2.Environment(autoescape=False, **options)  # noqa: S701
+        self._markdown = jinja2.Environment(autoescape=False, **options)  # noqa: S701
+        self._html = jinja2.Environment(autoescape=True, **options)
+        words.install(self._text, visible_output)
+        words.install(self._markdown, markdown_escape)
+        words.install(self._html, visible_output)
 
     def render(self, template: str, values: dict) -> Rendered:
         """Render ``{template}.j2`` with ``values``; raises jinja2.TemplateError on a broken template."""
@@ -130,12 +136,15 @@ def incident_values(incident, *, base_url: str, desk: str, audience: str, contex
         values.setdefault("ref", "")
         return values
     restricted = bool(context.get("restricted"))
+    # Every mail to a reporter about a security incident names it the same neutral way (the body an
+    # agent wrote for them stays); everyone else outside the security group gets neither.
+    neutral = restricted or (incident.security and audience == "reporter")
     values.update(
         ref=incident.ref,
-        title=RESTRICTED_TITLE if restricted else header_safe(incident.title, 500),
+        title=RESTRICTED_TITLE if neutral else header_safe(incident.title, 500),
         description="" if restricted else incident.description,
         priority=incident.priority,
-        status=incident.status.replace("_", " "),
+        status=words.label(incident.status),
         group=incident.group,
         category="" if restricted else incident.category,
         service="" if restricted else incident.service,

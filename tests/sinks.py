@@ -74,6 +74,7 @@ class SmtpSink:
     def __init__(self, port: int):
         self.messages: list[tuple[str, list[str], email.message.EmailMessage]] = []
         self.refuse: int | None = None  # answer RCPT with this code instead of accepting
+        self.helo: list[str] = []  # the HELO/EHLO name of each message's session
         sink = self
 
         class Handler:
@@ -85,6 +86,7 @@ class SmtpSink:
 
             async def handle_DATA(self, server, session, envelope):  # noqa: N802
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                sink.helo.append(session.host_name)
                 sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
                 return "250 OK"
 

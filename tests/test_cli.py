@@ -87,6 +87,7 @@ def test_incident_create_list_show_json(cli):
 
     code, out, _ = cli("incident", "show", "INC-1")
     assert code == 0 and "Mail server down" in out and "created" in out
+    assert "status: — → new" in out and "None" not in out  # plain words, no Python values
 
 
 def test_show_unknown_reference(cli):

@@ -33,7 +33,7 @@ def refused(tmp_path, data) -> str:
 
 def test_example_config_loads():
     config = load_config(EXAMPLE)
-    assert config.database.url == "sqlite:///var/inlet.db"
+    assert config.database.url == f"sqlite:///{ROOT / 'var' / 'inlet.db'}"  # beside the file, wherever we run
     assert config.web.host == "127.0.0.1"  # loopback by default
     assert config.group_named(config.fallback_group) is not None
 

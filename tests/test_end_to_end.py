@@ -25,17 +25,18 @@ def service(store, reporter_mailbox):
         address=[{"address": DESK, "group": "service-desk"}],
         notifications={"from_address": DESK, "smtp_port": reporter_mailbox.port, "apprise_throttle": "0s"},
         mail={"loop_token": DESK, "message_id_domain": "inlet.example.org"},
+        inlet={"base_url": "https://desk.inlet.example.org/"},
     )
     with service_running(config, {"smtp", "worker", "timers", "notify"}) as running:
         yield running
 
 
-def send(service, message: EmailMessage | bytes, sender: str = "ann@example.org") -> None:
+def send(service, message: EmailMessage | bytes, sender: str = "ann@example.org", to: str = DESK) -> None:
     with smtplib.SMTP("127.0.0.1", service.smtp.port, timeout=10) as client:
         if isinstance(message, bytes):
-            client.sendmail(sender, [DESK], message)
+            client.sendmail(sender, [to], message)
         else:
-            client.send_message(message, from_addr=sender, to_addrs=[DESK])
+            client.send_message(message, from_addr=sender, to_addrs=[to])
 
 
 def test_reply_to_the_acknowledgement_threads_back(service, reporter_mailbox):
@@ -50,7 +51,9 @@ def test_reply_to_the_acknowledgement_threads_back(service, reporter_mailbox):
     incident = wait_for(lambda: in_db(lambda: Incident.get_or_none()), timeout=20, message="the incident")
     ack = wait_for(lambda: reporter_mailbox.messages, timeout=20, message="the acknowledgement")[0][2]
     assert f"[{incident.ref}]" in ack["Subject"]
-    assert ack["Auto-Submitted"] == "auto-generated" and ack["X-Auto-Response-Suppress"] == "All"
+    # it answers Ann's message (RFC 3834 section 5), and Inlet names itself by base_url's host
+    assert ack["Auto-Submitted"] == "auto-replied" and ack["X-Auto-Response-Suppress"] == "All"
+    assert reporter_mailbox.helo == ["desk.inlet.example.org"]
 
     reply = EmailMessage()
     reply["From"] = "Ann Example <ann@example.org>"
@@ -60,7 +63,7 @@ def test_reply_to_the_acknowledgement_threads_back(service, reporter_mailbox):
     reply["In-Reply-To"] = ack["Message-ID"]
     reply["References"] = f"<first@example.org> {ack['Message-ID']}"
     reply.set_content("It is still smoking.\n\n> Smoke is coming out of the printer.")
-    send(service, reply)
+    send(service, reply, to=ack["Reply-To"])  # what a mail client does: answer to the Reply-To
 
     update = wait_for(
         lambda: in_db(lambda: Event.get_or_none((Event.type == "reply") & (Event.incident == incident.id))),

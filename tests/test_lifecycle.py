@@ -88,7 +88,7 @@ def test_every_transition_allowed_or_refused(lc, action, status):
     else:
         with pytest.raises(TransitionError) as err:
             act(lc, incident.ref, action)
-        assert f"cannot {action} from '{status}'" in str(err.value)
+        assert f"cannot {action} from '{status.replace('_', ' ')}'" in str(err.value)  # in words
         assert incident.ref in str(err.value)
         assert lc.get(incident.ref).status == status  # nothing changed
         assert Event.select().where(Event.incident == incident).count() == before

@@ -118,7 +118,7 @@ def test_acknowledgement_email_threads_and_is_marked_automatic(setup, smtp, http
     assert mail_from == INTAKE
     assert f"[{incident.ref}]" in msg["Subject"]
     assert INTAKE in msg["From"] and msg["Reply-To"] == INTAKE
-    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Auto-Submitted"] == "auto-replied"  # it answers the reporter's message (RFC 3834 section 5)
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["X-Loop"] == INTAKE
     text = msg.get_body(("plain",)).get_content()

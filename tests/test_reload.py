@@ -125,3 +125,37 @@ def test_sighup_and_inlet_reload_keep_connections_open(store, capsys):
             proc.communicate()
     assert proc.returncode == 0 and "Traceback" not in "".join(lines) + out
     assert not (store.tmp_path / "inlet.pid").exists()
+
+
+def test_reload_rebuilds_the_notifier_channels(store):
+    """A channel added to a group and reloaded gets the next notification (the notify role's old copy
+    of the configuration would send only to the channels it started with)."""
+    from store.models import Notification
+    from tests.conftest import in_db
+    from tests.sinks import HttpSink
+
+    first, added = HttpSink(free_port()).start(), HttpSink(free_port()).start()
+    path = store.tmp_path / "config.toml"
+    settings = {"inlet": {"data_dir": str(store.tmp_path)}, "notifications": {"apprise_throttle": "0s"}}
+
+    def groups(*sinks):
+        return [{"name": "service-desk", "channels": [f"json://{s.url}" for s in sinks]}, {"name": "network"}]
+
+    write(path, store.url, group=groups(first), **settings)
+    service = Service(load_config(path), roles={"notify"})
+    service.start()
+    try:
+        service.lifecycle.create(title="Before the reload", actor="test", group="service-desk")
+        wait_for(lambda: first.json(), timeout=20, message="the first channel")
+        write(path, store.url, group=groups(first, added), **settings)
+        service.reload()
+        service.lifecycle.create(title="After the reload", actor="test", group="service-desk")
+        wait_for(lambda: added.json(), timeout=20, message="the channel added by the reload")
+        assert ["After the reload" in r["message"] for r in added.json()] == [True]
+        wait_for(lambda: len(first.json()) == 2, timeout=20, message="the first channel, again")
+        sent = Notification.status == "sent"
+        wait_for(lambda: in_db(lambda: Notification.select().where(sent).count()) == 2, message="both sent")
+    finally:
+        service.stop()
+        first.stop()
+        added.stop()

@@ -372,9 +372,11 @@ def test_reply_to_closed_opens_a_new_incident_linked_to_the_old_one(inlet):
     incident = only_incident()
     lc.resolve(incident.ref, "agent", code="fixed", notes="Done.", cause="hardware")
     lc.close(incident.ref, "agent")
-    inlet.deliver(reply_to(incident, text="Hm, again."))
+    # the reporter answers the "Closed" mail: the follow-up is titled as the original, not "Re: … Closed: …"
+    inlet.deliver(message(f"Re: [{incident.ref}] Closed: {incident.title}", "Hm, again."))
     new = Incident.get(Incident.id != incident.id)
     assert new.status == "new"
+    assert new.title == incident.title
     link = Event.get((Event.incident == new) & (Event.type == "linked"))
     assert (link.field, link.new) == ("related", incident.ref)
     closed_events = Event.select().where(Event.incident == incident).count()

@@ -16,7 +16,9 @@ import nh3
 from markupsafe import Markup
 
 from gateway.core.clock import iso
+from notifiers import words
 from notifiers.apprise_adapter import shown_urls
+from notifiers.outbox import failing_since
 from notifiers.render import visible_output
 
 # Tags and attributes an email body may keep once sanitised: text structure only, no images
@@ -28,14 +30,15 @@ _EMAIL_TAGS = {
 
 
 def init_app(app) -> None:
-    # Every {{ … }} of every page without bidi controls or zero-width characters (before any template compiles).
-    app.jinja_env.finalize = visible_output
+    # Every {{ … }} of every page in plain words (notifiers/words.py) and without bidi controls or
+    # zero-width characters (before any template compiles).
+    words.install(app.jinja_env, visible_output)
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["left"] = time_left
-    app.jinja_env.filters["label"] = label
     app.jinja_env.filters["channels"] = shown_urls  # delivery errors: URLs as scheme://host only
     app.jinja_env.globals["safe_html"] = safe_html
     app.jinja_env.globals["sla_due"] = sla_due
+    app.jinja_env.globals["delivery_trouble"] = lambda: delivery_trouble(app.config["INLET"])
 
     @app.context_processor
     def _inlet():
@@ -51,9 +54,22 @@ def when(value: datetime | None) -> Markup:
     return Markup('<time datetime="{0}" title="{1}" data-relative>{1}</time>').format(stamp, text)
 
 
+def delivery_trouble(config) -> str:
+    """A warning for the queue's header when notifications have been failing longer than
+    ``failing_warning_after`` ('' when they are not): reporters and groups are not hearing from the desk."""
+    after = config.notifications.failing_warning_after
+    row = failing_since(datetime.now(UTC), after)
+    if row is None:
+        return ""
+    error = shown_urls(row.last_error or "no answer")[:200]
+    return f"Notifications have been failing for more than {words.duration(after)}: {error}"
+
+
 def sla_due(incident) -> tuple[str, datetime | None]:
-    """Which SLA clock runs for an incident and when it is due: ('respond', t), ('resolve', t) or ('', None)."""
-    if incident.status in ("resolved", "closed", "cancelled"):
+    """Which SLA clock runs for an incident and when it is due: ('respond', t), ('resolve', t) or ('', None).
+
+    None runs once the incident is resolved, closed or cancelled, nor while it is on hold (paused)."""
+    if incident.status in ("resolved", "closed", "cancelled", "on_hold"):
         return "", None
     if incident.acknowledged_at is None and incident.respond_by is not None:
         return "respond", incident.respond_by
@@ -80,11 +96,6 @@ def _span(seconds: int) -> str:
     if seconds < 86400 * 2:
         return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
-
-
-def label(value: str | None) -> str:
-    """'in_progress' -> 'in progress'."""
-    return (value or "").replace("_", " ")
 
 
 def safe_html(html: str | None) -> Markup:

@@ -23,6 +23,7 @@ from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
 from gateway.core.errors import Forbidden, InletError, NoSuchIncident, NotAssignable
+from gateway.incidents.escalation import last_outcome
 from gateway.incidents.lifecycle import FIX_TYPES, LINK_KINDS, normalise_ref
 from gateway.pipeline import alert_members
 from notifiers.render import visible
@@ -341,7 +342,11 @@ def act(ref: str, action: str):
         flash(str(exc), "error")
         return show(incident.ref, _typed(action)), 422
     else:
-        flash(f"{incident.ref}: {actions.ACTIONS[action].title.lower()} done.", "ok")
+        outcome = last_outcome(incident) if action == "escalate" else "done"
+        flash(
+            f"{incident.ref}: {actions.ACTIONS[action].title.lower()} {outcome}.",
+            "ok" if outcome == "done" else "error",
+        )
     return redirect(url_for("incidents.show", ref=incident.ref), 303)
 
 

@@ -18,6 +18,8 @@ from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.reports.figures import csv_tables, report, to_csv
 from gateway.reports.scope import scope_from
+from notifiers import words
+from notifiers.render import visible_output
 from web.auth import role_required
 
 bp = Blueprint("reports", __name__)
@@ -98,6 +100,7 @@ def download():
 def standalone_html(result: dict, title: str = "Inlet report") -> str:
     """The report as one HTML file with its charts: Chart.js and the drawing script inlined, no network."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    words.install(env, visible_output)  # the same plain words as the pages
     scripts = [(STATIC / name).read_text(encoding="utf-8") for name in ("chart.umd.min.js", "reports.js")]
     # inlined into <script>: a "</script" inside would end the element early
     scripts = [Markup(text.replace("</script", "<\\/script")) for text in scripts]  # noqa: S704 (our own files)

@@ -223,6 +223,10 @@ def cmd_serve(args) -> int:
         Service(config, roles=roles, status_fd=args.child).run_until_signalled()
         return 0
     _open_store(config).close()  # a store that is away or not upgraded: say so here, once, not per role process
+    from gateway.preflight import ports_in_use
+
+    for port in ports_in_use(config, roles):  # one line, not a role process's traceback per restart
+        raise InletError(f"port {port} is in use — is Inlet already running?")
     return Supervisor(config, roles).run()
 
 
@@ -230,15 +234,18 @@ def cmd_check(args) -> int:
 
     path = args.path or default_config_path(getattr(args, "config", None))
     from gateway.explain import run_rule_tests
+    from gateway.preflight import review
 
     config = load_config(path)
-    for warning in config.ruleset.warnings + _open_files(config):
+    refusals, warnings = review(config)
+    for warning in config.ruleset.warnings + _open_files(config) + warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     failures = run_rule_tests(config)
-    for failure in failures:
+    for failure in refusals + failures:
         print(f"{path}: {failure}", file=sys.stderr)
     if failures:
         print(f"{path}: {len(failures)} of {len(config.rule_test)} rule tests failed", file=sys.stderr)
+    if failures or refusals:
         return EXIT_ERROR
     print(
         f"{path}: OK ({len(config.group)} groups, {len(config.escalation)} escalation policies, "
@@ -558,6 +565,7 @@ def cmd_incident_list(args) -> int:
 
 
 def cmd_incident_show(args) -> int:
+    from notifiers import words
     from store.documents import incident_document
     from store.models import Event
 
@@ -571,7 +579,7 @@ def cmd_incident_show(args) -> int:
         return 0
     print(f"{doc['ref']}  {doc['title']}")
     for key in ("status", "priority", "impact", "urgency", "category", "service", "group", "assignee", "reporter"):
-        print(f"  {key:<10} {doc[key] if doc[key] is not None else '-'}")
+        print(f"  {key:<10} {words.label(doc[key]) if key == 'status' else words.plain(doc[key])}")
     for key in ("opened_at", "acknowledged_at", "resolved_at", "closed_at", "respond_by", "resolve_by"):
         if doc[key]:
             print(f"  {key:<16} {doc[key]}")
@@ -581,7 +589,8 @@ def cmd_incident_show(args) -> int:
             print(f"  {a.get('what', '')} — {a.get('owner', '')}" + (f" (due {a['due']})" if a.get("due") else ""))
     print("timeline:")
     for e in doc["events"]:
-        change = f" {e['field']}: {e['old']} → {e['new']}" if "field" in e else ""
+        field = e.get("field", "")
+        change = f" {field}: {words.change(e['old'], field)} → {words.change(e['new'], field)}" if field else ""
         body = f" — {e['body']}" if e["body"] else ""
         print(f"  {e['at']}  {e['type']:<12} {e['actor']} ({e['visibility']}){change}{body}")
     return 0
@@ -594,7 +603,9 @@ def cmd_incident_escalate(args) -> int:
     if kind == "functional" and not args.group:
         raise InletError("--to group needs --group NAME")
     incident = _lifecycle(config).escalate(args.ref, "cli", kind, args.reason, group=args.group)
-    print(f"{incident.ref}\tescalated ({kind})\t{incident.group}")
+    from gateway.incidents.escalation import last_outcome
+
+    print(f"{incident.ref}\tescalated ({kind})\t{incident.group}\t{last_outcome(incident)}")
     return 0
 
 

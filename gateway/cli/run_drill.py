@@ -30,6 +30,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import InletError
 from gateway.core.keys import secret
 from gateway.incidents.lifecycle import Lifecycle
+from notifiers.words import duration
 from store.db import db
 from store.models import PENDING, Inbound, Incident, Notification, Timer
 
@@ -154,7 +155,7 @@ def run_drill(
         delay = timer.due_at - state["incident"].opened_at
         # Compress the delay: the running timer worker fires what is due now.
         Timer.update(due_at=Clock().now()).where((Timer.id == timer.id) & (Timer.status == PENDING)).execute()
-        return True, f"step {timer.step + 1} due after {delay}, compressed to now"
+        return True, f"step {timer.step + 1} due after {duration(delay)}, compressed to now"
 
     def escalated():
         timer = Timer.get_by_id(state["timer"].id)

@@ -295,7 +295,26 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {_locate(exc, raw.decode('utf-8'))}") from None
-    return config_from_dict(data, str(path))
+    return anchored(config_from_dict(data, str(path)), path.resolve().parent)
+
+
+def anchored(config: Config, folder: Path) -> Config:
+    """Relative paths in a configuration file are relative to that file's folder (data_dir, a SQLite
+    database, templates_dir, the TLS files), so a command run from elsewhere never makes a stray database."""
+
+    def at(value: str) -> str:
+        return value if not value or Path(value).is_absolute() else str(folder / value)
+
+    url = config.database.url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        url = "sqlite:///" + at(url[len("sqlite:///") :])
+    return dataclasses.replace(
+        config,
+        inlet=dataclasses.replace(config.inlet, data_dir=at(config.inlet.data_dir)),
+        database=dataclasses.replace(config.database, url=url),
+        notifications=dataclasses.replace(config.notifications, templates_dir=at(config.notifications.templates_dir)),
+        smtp=dataclasses.replace(config.smtp, tls_cert=at(config.smtp.tls_cert), tls_key=at(config.smtp.tls_key)),
+    )
 
 
 def _locate(exc: tomllib.TOMLDecodeError, text: str) -> str:

@@ -26,6 +26,9 @@ class NotificationsSection:
     smtp_host: str = setting("127.0.0.1", help="SMTP relay for emails to reporters.")
     smtp_port: int = setting(25, help="Port of the SMTP relay.", minimum=1)
     smtp_security: str = setting("none", help="none | starttls | ssl.", choices=SMTP_SECURITY)
+    helo_name: str = setting(
+        "", help="Name Inlet gives in HELO/EHLO to the relay (empty: the host of [inlet] base_url)."
+    )
     smtp_user: str = setting("", help="SMTP login (empty: no authentication).")
     smtp_password_env: str = setting("", help="Environment variable holding the SMTP password.")
     templates_dir: str = setting("", help="Folder whose templates override the built-in ones (same file names).")
@@ -51,6 +54,9 @@ class NotificationsSection:
         minimum=1,
     )
     reporter_mail_window: timedelta = setting(timedelta(hours=1), help="The window of the loop brake.")
+    failing_warning_after: timedelta = setting(
+        timedelta(minutes=15), help="The queue warns when notifications have been failing this long."
+    )
 
     def smtp_password(self) -> str:
         """The relay's password, read from ``smtp_password_env`` ("" when unset): notifiers get the value."""

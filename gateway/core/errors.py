@@ -51,4 +51,5 @@ class TransitionError(InletError):
 
     def __init__(self, ref: str, action: str, current: str, reason: str):
         self.ref, self.action, self.current, self.reason = ref, action, current, reason
-        super().__init__(f"{ref}: cannot {action} from '{current}': {reason}")
+        # the status as a word (notifiers.words.label; this module imports nothing)
+        super().__init__(f"{ref}: cannot {action} from '{current.replace('_', ' ')}': {reason}")

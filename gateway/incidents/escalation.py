@@ -39,7 +39,8 @@ from datetime import datetime
 from gateway.audiences import expand_targets, record_paged
 from gateway.incidents.timers import cancel_timers, upsert_timer
 from notifiers.outbox import enqueue
-from store.models import NEW, ON_HOLD, OPEN_STATUSES, Incident, Timer
+from notifiers.words import duration
+from store.models import NEW, ON_HOLD, OPEN_STATUSES, Event, Incident, Timer
 
 ESCALATION = "escalation"
 TEMPLATES = {
@@ -142,6 +143,8 @@ class Escalation:
             template = "escalation"
         targets, paged = expand_targets(config, targets, now)  # schedule:NAME -> who is on call now
         record_paged(change.event, paged)
+        if kind == "hierarchical" and not targets:
+            _record_unpaged(change.event, f"no manager to page: group {incident.group or '(none)'} has no managers")
         if targets:
             enqueue(
                 audience="escalation",
@@ -169,8 +172,8 @@ class Escalation:
             return due
         after = int(step.after.total_seconds())
         reason = {
-            "unacknowledged": f"not acknowledged after {step.after}",
-            "unresolved": f"not resolved after {step.after}",
+            "unacknowledged": f"not acknowledged after {duration(step.after)}",
+            "unresolved": f"not resolved after {duration(step.after)}",
             "resolve_sla_warning": f"{int(config.sla.warning_fraction * 100)} % of the resolve target used",
             "resolve_sla_breach": "resolve target breached",
         }[step.when]
@@ -189,3 +192,22 @@ class Escalation:
             },
         )
         return "fired"
+
+
+def _record_unpaged(event, why: str) -> None:
+    """Say on the escalation's timeline entry that it paged nobody, and why."""
+    data = {**(event.data or {}), "outcome": why}
+    event.body = f"{event.body}\n{why[0].upper()}{why[1:]}." if event.body else f"{why[0].upper()}{why[1:]}."
+    Event.update(body=event.body, data=data).where(Event.id == event.id).execute()
+    event.data = data
+
+
+def last_outcome(incident: Incident) -> str:
+    """What the incident's latest escalation came to: 'done', or why it paged nobody ("no manager to page: …")."""
+    latest = (
+        Event.select()
+        .where((Event.incident == incident.id) & (Event.type == "escalated"))
+        .order_by(Event.id.desc())
+        .first()
+    )
+    return ((latest.data or {}).get("outcome") if latest is not None else None) or "done"

@@ -42,6 +42,7 @@ from gateway.core.errors import Forbidden, NoSuchIncident, NotFound, TransitionE
 from gateway.incidents import sla
 from gateway.incidents.sla import SlaSection
 from gateway.membership import check_assignable
+from notifiers.words import label
 from store.db import db
 from store.models import (
     ACKNOWLEDGED,
@@ -537,11 +538,11 @@ class Lifecycle:
                 incident.escalated = True
             incident.updated_at = self.clock.now()
             incident.save()
-            event = self._event(incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason)
-            if kind == "functional":
-                self._event(incident, "assigned", actor, INTERNAL, field="group", old=before["group"], new=group)
-            if incident.escalated != before["escalated"]:
-                self._event(incident, "changed", actor, INTERNAL, field="escalated", old=False, new=True)
+            # One timeline entry per escalation: its kind, and for a functional one the move (in data).
+            moved = {"moved": [before["group"], group]} if kind == "functional" else None
+            event = self._event(
+                incident, "escalated", actor, INTERNAL, field="escalation", new=kind, body=reason, data=moved
+            )
             context.update(kind=kind, reason=reason)
             self._run_hooks(Change("escalate", incident, event, actor, before, context))
         return incident
@@ -668,7 +669,7 @@ class Lifecycle:
                     incident.ref,
                     action,
                     incident.status,
-                    f"only allowed from {', '.join(allowed)} (would lead to {target})",
+                    f"only allowed from {', '.join(map(label, allowed))} (would lead to {label(target)})",
                 )
             if action in COMMANDER_REQUIRED and incident.major and incident.assignee_id is None:
                 raise TransitionError(
@@ -738,11 +739,17 @@ class Lifecycle:
     def _lock(self, ref: str | Incident, action: str, access: Access | None = None) -> Incident:
         incident = self._find(ref, access, lock=True)
         if incident.status in FINAL:
-            raise TransitionError(incident.ref, action, incident.status, f"a {incident.status} incident is read-only")
+            raise TransitionError(
+                incident.ref, action, incident.status, f"a {label(incident.status)} incident is read-only"
+            )
         return incident
 
-    def _event(self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None):
+    def _event(
+        self, incident, type_, actor, visibility, *, field="", old=None, new=None, body="", inbound=None, data=None
+    ):
+        extra = {"data": data} if data else {}
         return Event.create(
+            **extra,
             incident=incident,
             at=self.clock.now(),
             type=type_,

@@ -16,6 +16,7 @@ list is skipped. Every choice is recorded with ``ctx.decide``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from datetime import timedelta
@@ -85,14 +86,20 @@ def _recipient(ctx: Context, signal: Signal) -> None:
         box = next((m for m in config.mailbox if m.name == inbound.integration), None)
         if box is not None and box.address:
             candidates.insert(0, box.address)
-    candidates += [*signal.recipients, *signal.cc]
-    for address in candidates:
+    found = receiving_address(config, signal, candidates)
+    if found is not None:
+        ctx.recipient, ctx.defaults = found
+        ctx.decide("recipient", address=found[0], defaults=found[1])
+
+
+def receiving_address(config, signal: Signal, envelope=()) -> tuple[str, dict] | None:
+    """(address, its defaults) of the first [[address]] the message came to: the envelope recipients,
+    then To, then Cc. The one answer for intake and `inlet classify`."""
+    for address in [*envelope, *signal.recipients, *signal.cc]:
         entry = match_address(config, address)
         if entry is not None:
-            ctx.recipient = address.strip("<>").lower()
-            ctx.defaults = entry.defaults()
-            ctx.decide("recipient", address=ctx.recipient, defaults=entry.defaults())
-            return
+            return address.strip().strip("<>").lower(), entry.defaults()
+    return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -264,6 +271,8 @@ def thread(ctx: Context) -> None:
             )
             ctx.decide("mail-thread", result="new incident", why=f"reply by {how}, but {why}")
             ctx.link_to = incident.ref
+            # The follow-up is about the same problem: its title is the original's, not "Closed: …".
+            ctx.signal = dataclasses.replace(s, title=incident.title)
             incident = None
     if incident is None:
         _throttle(ctx, sender, now)
