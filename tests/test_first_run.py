@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.config.loader import load_config
 from gateway.config.mail_settings import match_address
 from store.models import Event, Incident

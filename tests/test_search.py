@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.cli import main
+from gateway.cli.main import main
 from store import migrations, search
 from store.db import db
 from store.models import CorrelationKey, Incident
