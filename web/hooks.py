@@ -41,6 +41,8 @@ from gateway.integrations import (
     integration_named,
 )
 from gateway.refusals import WEBHOOK
+from gateway.sns import confirm_subscription
+from gateway.sns import verify as sns_verify
 from parsers.payload import decode_json, require_plain_text
 
 log = logging.getLogger("inlet.hooks")
@@ -122,7 +124,8 @@ def receive(name: str):
     if request.content_length is not None and request.content_length > limit:
         return _error(413, "too_large", f"request body larger than {limit} bytes")
     mimetype = request.mimetype or ""
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
+    sns = integration.kind == "sns"  # Amazon SNS posts its JSON as text/plain
+    if mimetype != "application/json" and not mimetype.endswith("+json") and not (sns and mimetype == "text/plain"):
         return _error(415, "content_type", f"Content-Type must be application/json, got '{mimetype or 'none'}'")
     try:
         body = request.get_data(cache=False)
@@ -141,6 +144,8 @@ def receive(name: str):
     except ParseError as exc:
         return _bad_request(exc)
     denied = authenticate_routing_key(integration, payload)  # a key that is not plain text: 403
+    if denied is None and sns:
+        denied = sns_verify(integration, payload, state["clock"].now())
     if denied is not None:
         return _denied(name, denied)
     try:
@@ -168,6 +173,12 @@ def receive(name: str):
     seen = recent.get(integration, key)
     if seen is not None:
         return _accepted(integration, seen.inbound_id, seen.dedup_key)
+
+    if sns and payload.get("Type") == "SubscriptionConfirmation":
+        failed = confirm_subscription(integration, payload)  # before storing: a refusal makes SNS send it again
+        if failed is not None:
+            log.warning("hooks/%s: %s", name, failed)
+            return _error(503, "sns_unconfirmed", failed, {"Retry-After": "60"})
 
     generated = None
     if integration.kind == "pagerduty" and isinstance(payload, dict) and not payload.get("dedup_key"):
