@@ -79,7 +79,7 @@ class Integration:
         factory=dict,
         help="Source severity -> [impact, urgency], laid over the built-in map (critical, error, warning, info …).",
     )
-    mapping: dict[str, object] = setting(
+    mapping: dict[str, str | list[str]] = setting(
         factory=dict,
         help="kind = generic or a tool kind: field -> dotted path, template ('{host}: {check}') or list of them"
         " into the tool's JSON (title, dedup_key, …), laid over the tool kind's own.",

@@ -14,6 +14,9 @@ import copy
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -345,3 +348,33 @@ def test_every_tool_kind_is_in_the_readme_and_the_example_config():
         assert f'kind = "{preset.name}"' in readme, preset.tool
         assert preset.name in example, preset.tool
     assert 'kind = "sns"' in readme and "sns_topic_arns" in example
+
+
+CONTRIB = Path(__file__).parent.parent / "contrib"
+
+
+@pytest.mark.parametrize(
+    ("kind", "script", "settings"),
+    [
+        ("checkmk", "checkmk-inlet", lambda url: {"NOTIFY_PARAMETER_1": url, "NOTIFY_PARAMETER_2": TOKEN}),
+        ("icinga2", "icinga2-inlet", lambda url: {"INLET_URL": url, "INLET_TOKEN": TOKEN}),
+    ],
+)
+def test_the_contrib_notification_scripts_post_what_the_tool_gives_them(tools, kind, script, settings):
+    url = f"{tools.url}/hooks/{kind}"
+    for name in ("firing", "resolved"):
+        variables = fixture(f"{kind}-{name}")
+        env = {"PATH": os.environ["PATH"], **variables, **settings(url)}
+        done = subprocess.run([sys.executable, CONTRIB / script], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    tools.settled()
+    [incident] = tools.incidents(kind)
+    assert (incident.title, incident.status) == (EXPECTED[kind][0], "resolved")
+    refused = subprocess.run(
+        [sys.executable, CONTRIB / script],
+        env={"PATH": os.environ["PATH"], **fixture(f"{kind}-firing"), **settings(url + "-nowhere")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "404" in refused.stderr
