@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.core.errors import ParseError
-from parsers import alertmanager, drill, generic, grafana, pagerduty
+from parsers import alertmanager, drill, generic, grafana, pagerduty, sns
 from parsers.payload import require_body
+from parsers.presets import PRESETS
 from parsers.signal import Signal
 
 Parser = Callable[[dict, Any], list[Signal]]
@@ -23,6 +24,9 @@ KINDS: dict[str, Parser] = {
     "pagerduty": pagerduty.parse,
     "generic": generic.parse,
     "drill": drill.parse,
+    "sns": sns.parse,
+    # the monitoring tools of parsers.presets: generic mappings, their options built by the integration
+    **{name: generic.parse for name in PRESETS},
 }
 
 
@@ -31,9 +35,11 @@ def parse_webhook(kind: str, payload: Any, options: Any = None) -> list[Signal]:
 
     Raises ParseError for an unknown kind, a body that is not a JSON object, or a
     payload the format's parser rejects. ``options`` goes to the parser as is
-    (``generic.GenericOptions`` for ``generic``; the others take none).
+    (``generic.GenericOptions`` for ``generic`` and the presets; the others take none).
     """
     parser = KINDS.get(kind)
     if parser is None:
         raise ParseError(f"unknown webhook kind '{kind}'; expected one of {', '.join(KINDS)}")
+    if options is None and kind in PRESETS:
+        options = PRESETS[kind].options()
     return parser(require_body(payload), options)

@@ -24,6 +24,7 @@ class HttpSink:
         self.requests: list[dict] = []
         self.status = 200
         self.delay = 0.0  # seconds between recording a request and answering it: a slow receiver
+        self.files: dict[str, bytes] = {}  # path -> body answered to a GET (404 for others)
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -44,6 +45,15 @@ class HttpSink:
                 self.send_response(sink.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self):  # noqa: N802 -- the http.server interface
+                with sink.lock:
+                    sink.requests.append({"path": self.path, "headers": dict(self.headers), "body": b"", "get": True})
+                body = sink.files.get(self.path)
+                self.send_response(sink.status if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
 
             def log_message(self, *args):
                 pass

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from gateway.core.errors import ConfigError, ParseError
 from parsers import alertmanager, generic, grafana, pagerduty
 from parsers.generic import GenericOptions
+from parsers.presets import PRESETS
 from parsers.severity import DEFAULT_SEVERITY_MAP, severity_to_impact_urgency
 from parsers.signal import ACKNOWLEDGED, FIRING, RESOLVED, Signal
 from parsers.webhooks import KINDS, parse_webhook
@@ -537,12 +538,14 @@ def test_parse_webhook_rejects_bodies_that_are_not_objects(body, kind):
 
 
 def test_parse_webhook_rejects_unknown_kind():
-    with pytest.raises(ParseError, match="unknown webhook kind 'zabbix'"):
-        parse_webhook("zabbix", {})
+    with pytest.raises(ParseError, match="unknown webhook kind 'opsgenie'"):
+        parse_webhook("opsgenie", {})
 
 
-def test_kinds_are_the_four_formats():
-    assert set(KINDS) == {"alertmanager", "grafana", "pagerduty", "generic", "drill"}
+def test_kinds_are_the_formats_and_the_monitoring_tools():
+    formats = {"alertmanager", "grafana", "pagerduty", "generic", "drill", "sns"}
+    tools = {"uptime-kuma", "zabbix", "sentry", "datadog", "netdata", "checkmk", "icinga2"}
+    assert set(KINDS) == formats | tools
 
 
 def test_drill_report():
@@ -621,12 +624,15 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
+TOOLS = Path(__file__).parent / "fixtures" / "tools"
 FIXTURES = {
     "alertmanager": ["alertmanager_firing", "alertmanager_resolved", "alertmanager_minimal"],
     "grafana": ["grafana_firing", "grafana_resolved"],
     "pagerduty": ["pagerduty_trigger", "pagerduty_trigger_minimal", "pagerduty_acknowledge", "pagerduty_resolve"],
     "generic": ["generic_full", "generic_minimal", "generic_mapped"],
     "drill": ["drill"],
+    # the monitoring tools' own payloads (tests/fixtures/tools, with their origins)
+    **{kind: [TOOLS / f"{kind}-firing.json", TOOLS / f"{kind}-resolved.json"] for kind in (*PRESETS, "sns")},
 }
 MAPPED = GenericOptions(
     mapping={"title": "alert.name", "dedup_key": "alert.id", "labels": "tags", "link": "items.0.url"}
@@ -647,7 +653,8 @@ def paths(value, prefix=()):
 @st.composite
 def mutated_fixtures(draw, kind):
     """A documented payload with one field replaced by arbitrary JSON, or one key removed."""
-    payload = copy.deepcopy(load(draw(st.sampled_from(FIXTURES[kind]))))
+    name = draw(st.sampled_from(FIXTURES[kind]))
+    payload = json.loads(name.read_text()) if isinstance(name, Path) else copy.deepcopy(load(name))
     path = draw(st.sampled_from([p for p in paths(payload) if p]))
     parent = payload
     for step in path[:-1]:

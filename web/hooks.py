@@ -39,6 +39,8 @@ from gateway.config.integrations import (
 )
 from gateway.core.errors import ParseError, StoreUnavailable
 from gateway.intake.refusals import WEBHOOK
+from gateway.intake.sns_signature import confirm_subscription
+from gateway.intake.sns_signature import verify as sns_verify
 from gateway.intake.writer import InboundRecord
 from gateway.pipeline.alert_steps import GENERATED_DEDUP_HEADER, SOURCE, webhook_signals
 from parsers.payload import decode_json, require_plain_text
@@ -120,7 +122,8 @@ def receive(name: str):
     if request.content_length is not None and request.content_length > limit:
         return _error(413, "too_large", f"request body larger than {limit} bytes")
     mimetype = request.mimetype or ""
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
+    sns = integration.kind == "sns"  # Amazon SNS posts its JSON as text/plain
+    if mimetype != "application/json" and not mimetype.endswith("+json") and not (sns and mimetype == "text/plain"):
         return _error(415, "content_type", f"Content-Type must be application/json, got '{mimetype or 'none'}'")
     try:
         body = request.get_data(cache=False)
@@ -139,6 +142,8 @@ def receive(name: str):
     except ParseError as exc:
         return _bad_request(exc)
     denied = authenticate_routing_key(integration, payload)  # a key that is not plain text: 403
+    if denied is None and sns:
+        denied = sns_verify(integration, payload, state["clock"].now())
     if denied is not None:
         return _denied(name, denied)
     try:
@@ -166,6 +171,12 @@ def receive(name: str):
     seen = recent.get(integration, key)
     if seen is not None:
         return _accepted(integration, seen.inbound_id, seen.dedup_key)
+
+    if sns and payload.get("Type") == "SubscriptionConfirmation":
+        failed = confirm_subscription(integration, payload)  # before storing: a refusal makes SNS send it again
+        if failed is not None:
+            log.warning("hooks/%s: %s", name, failed)
+            return _error(503, "sns_unconfirmed", failed, {"Retry-After": "60"})
 
     generated = None
     if integration.kind == "pagerduty" and isinstance(payload, dict) and not payload.get("dedup_key"):

@@ -24,6 +24,7 @@ from gateway.cli.log_repeats import unlimit_repeats
 from gateway.config.loader import Config, default_config_path, load_config
 from gateway.core.errors import Conflict, InletError, NotFound, StoreUnavailable
 from gateway.core.private_files import restrict_umask, too_open
+from parsers.presets import PRESETS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -85,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify = command("classify", "Explain what the rules decide for an .eml or webhook JSON file (- for stdin).")
     classify.add_argument("file", metavar="FILE", help="the input file, or - to read stdin")
     classify.add_argument(
-        "--kind", choices=("email", "json", "alertmanager", "grafana", "pagerduty", "generic"), help="input format"
+        "--kind",
+        choices=("email", "json", "alertmanager", "grafana", "pagerduty", "generic", "sns", *PRESETS),
+        help="input format",
     )
     classify.add_argument("--recipient", help="the address the input came to")
     classify.add_argument("--integration", help="the webhook integration it came through")

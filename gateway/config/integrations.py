@@ -27,12 +27,13 @@ from gateway.core.clock import Clock
 from gateway.core.errors import ConfigError
 from gateway.core.keys import secret
 from parsers.generic import GenericOptions
+from parsers.presets import PRESETS
 from parsers.severity import severity_to_impact_urgency
 
 log = logging.getLogger("inlet.hooks")
 
-KINDS = ("alertmanager", "grafana", "pagerduty", "generic", "drill")
-AUTHS = ("bearer", "hmac", "routing_key")
+KINDS = ("alertmanager", "grafana", "pagerduty", "generic", "drill", "sns", *PRESETS)
+AUTHS = ("bearer", "hmac", "routing_key", "sns")
 SIGNATURE_STYLES = ("hex", "sha256=")
 RESOLVE_POLICIES = ("all", "any", "never")
 LEVELS_OR_NONE = ("", "high", "medium", "low")
@@ -44,13 +45,16 @@ class Integration:
     kind: str = setting(help="Payload format.", choices=KINDS)
     auth: str = setting(
         "bearer",
-        help="How requests prove who sent them: bearer token, HMAC-SHA256 of the body, or (pagerduty) routing key.",
+        help="How requests prove who sent them: bearer token, HMAC-SHA256 of the body, (pagerduty) routing key,"
+        " or (sns) Amazon's message signature.",
         choices=AUTHS,
     )
     token_env: str = setting("", help="auth = bearer: environment variable holding the token.")
     secret_env: str = setting("", help="auth = hmac: environment variable holding the shared secret.")
     signature_header: str = setting(
-        "X-Grafana-Alerting-Signature", help="auth = hmac: request header carrying the signature."
+        "",
+        help="auth = hmac: request header carrying the signature (default: the tool's own, e.g. Sentry-Hook-Signature;"
+        " X-Grafana-Alerting-Signature otherwise).",
     )
     signature_style: str = setting(
         "hex",
@@ -82,9 +86,21 @@ class Integration:
         factory=dict,
         help="Source severity -> [impact, urgency], laid over the built-in map (critical, error, warning, info …).",
     )
-    mapping: dict[str, str] = setting(
-        factory=dict, help="kind = generic: field -> dotted path into the tool's JSON (title, dedup_key, …)."
+    mapping: dict[str, str | list[str]] = setting(
+        factory=dict,
+        help="kind = generic or a tool kind: field -> dotted path, template ('{host}: {check}') or list of them"
+        " into the tool's JSON (title, dedup_key, …), laid over the tool kind's own.",
     )
+    sns_topic_arns: list[str] = setting(
+        factory=list,
+        help="kind = sns: the topics whose messages are taken (the signature proves only that AWS sent it).",
+    )
+    sns_fetch: bool = setting(
+        True,
+        help="kind = sns: fetch signing certificates (and confirm subscriptions) from Amazon's SNS hosts;"
+        " false: certificates only from sns_certificate_dir.",
+    )
+    sns_certificate_dir: str = setting("", help="kind = sns: folder of signing certificates (<name>.pem).")
     rate_limit: int = setting(600, help="Requests accepted per rate_window (0: no limit); more answer 429.", minimum=0)
     rate_window: timedelta = setting(timedelta(minutes=1), help="Window of rate_limit.")
     idempotency_window: timedelta = setting(
@@ -109,10 +125,18 @@ class Integration:
     )
 
     def options(self):
-        """The parser options of this integration's kind (the field mapping for generic)."""
+        """The parser options of this integration's kind (the field mapping for generic and the tool kinds)."""
+        if self.kind in PRESETS:
+            return PRESETS[self.kind].options(dict(self.mapping))
         if self.kind != "generic":
             return None
         return GenericOptions(mapping=dict(self.mapping))
+
+    @property
+    def signature(self) -> str:
+        """The header carrying an HMAC signature: the configured one, else the tool kind's own, else Grafana's."""
+        preset = PRESETS.get(self.kind)
+        return self.signature_header or (preset and preset.signature_header) or "X-Grafana-Alerting-Signature"
 
     def defaults(self) -> dict:
         """Per-integration defaults for the allocate step (``ctx.defaults``)."""
@@ -123,7 +147,10 @@ class Integration:
             "service_label": self.service_label,
             "impact": self.impact,
             "urgency": self.urgency,
-            "severity_map": {name: tuple(pair) for name, pair in self.severity_map.items()},
+            "severity_map": {
+                **(PRESETS[self.kind].severity_map if self.kind in PRESETS else {}),
+                **{name: tuple(pair) for name, pair in self.severity_map.items()},
+            },
         }
 
 
@@ -187,10 +214,20 @@ def check_integrations(config) -> None:
                 raise KeyProblem((where, "auth"), "'routing_key' authentication is for kind = 'pagerduty' only")
             if not i.routing_key_env:
                 raise KeyProblem((where, "routing_key_env"), "auth = 'routing_key' needs routing_key_env")
-        if i.mapping and i.kind != "generic":
-            raise KeyProblem((where, "mapping"), "a field mapping is for kind = 'generic' only")
+        if i.mapping and i.kind != "generic" and i.kind not in PRESETS:
+            raise KeyProblem((where, "mapping"), "a field mapping is for kind = 'generic' and the tool kinds only")
+        if (i.auth == "sns") != (i.kind == "sns"):
+            raise KeyProblem((where, "auth"), "kind = 'sns' takes auth = 'sns' (Amazon's signature), and only it does")
+        if i.kind == "sns" and not i.sns_topic_arns:
+            raise KeyProblem(
+                (where, "sns_topic_arns"),
+                "kind = 'sns' needs the topic ARNs it takes: the signature proves that Amazon sent a message, "
+                "not that it is your topic",
+            )
+        if i.kind == "sns" and not i.sns_fetch and not i.sns_certificate_dir:
+            raise KeyProblem((where, "sns_certificate_dir"), "sns_fetch = false needs sns_certificate_dir")
         try:
-            GenericOptions(mapping=dict(i.mapping))
+            i.options()
             severity_to_impact_urgency("x", {k: tuple(v) for k, v in i.severity_map.items()})
         except ConfigError as exc:
             raise KeyProblem((where,), str(exc)) from None
@@ -263,7 +300,7 @@ def _same(given: str, expected: str) -> bool:
 _TIMESTAMP = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 
 
-def _fail_closed(check):
+def fail_closed(check):
     """Any exception while checking a credential is a denial, never a pass."""
 
     @functools.wraps(check)
@@ -277,7 +314,7 @@ def _fail_closed(check):
     return guarded
 
 
-@_fail_closed
+@fail_closed
 def authenticate(integration: Integration, headers, body: bytes, now: datetime) -> Denied | None:
     """Check a request's bearer token or body signature; None when it may pass.
 
@@ -299,9 +336,9 @@ def authenticate(integration: Integration, headers, body: bytes, now: datetime) 
         secret = _env(integration.secret_env, integration.name, "secret")
         if isinstance(secret, Denied):
             return secret
-        given = headers.get(integration.signature_header, "")
+        given = headers.get(integration.signature, "")
         if not given:
-            header = integration.signature_header
+            header = integration.signature
             return Denied(401, f"authentication required: send the HMAC-SHA256 signature in {header}")
         signed = body
         if integration.timestamp_header:
@@ -323,7 +360,7 @@ def authenticate(integration: Integration, headers, body: bytes, now: datetime) 
     return None
 
 
-@_fail_closed
+@fail_closed
 def authenticate_routing_key(integration: Integration, payload) -> Denied | None:
     """PagerDuty-shaped events may authenticate by their ``routing_key`` (the decoded body).
 

@@ -110,9 +110,20 @@ def _value(tp, value, trail, key, meta):
         if not isinstance(value, dict):
             raise KeyProblem(here, f"expected a table, got {_type_name(value)}")
         return {k: _value(val_tp, v, here, k, meta) for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
+    if origin in (typing.Union, types.UnionType):  # the first type the value fits
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _value(args[0], value, trail, key, meta)
+        for arg in args[:-1]:
+            try:
+                return _value(arg, value, trail, key, meta)
+            except KeyProblem:
+                pass
+        try:
+            return _value(args[-1], value, trail, key, meta)
+        except KeyProblem:
+            if len(args) == 1:
+                raise
+            kinds = " or ".join(_type_name(typing.get_origin(a) or a, kind=True) for a in args)
+            raise KeyProblem(here, f"expected {kinds}, got {_type_name(value)}") from None
     if tp is timedelta:
         try:
             return parse_duration(value)
@@ -138,9 +149,11 @@ def _value(tp, value, trail, key, meta):
     raise TypeError(f"unsupported setting type {tp!r}")  # a programming error, not a user one
 
 
-def _type_name(value) -> str:
+def _type_name(value, kind: bool = False) -> str:
+    """What ``value`` is (or, with ``kind``, what the type ``value`` is), in the words of a TOML user."""
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
+    tp = value if kind else type(value)
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _closest(key: str, fields) -> str | None:

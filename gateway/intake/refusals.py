@@ -51,6 +51,7 @@ REASONS = {
         "bad_request",  # 400: not JSON, not plain text, or a payload the parser refuses
         "rate_limited",  # 429
         "store_unavailable",  # 503: the store did not commit in time
+        "sns_unconfirmed",  # 503: an Amazon SNS subscription could not be confirmed
     ),
 }
 KNOWN = frozenset((source, reason) for source, reasons in REASONS.items() for reason in reasons)
