@@ -73,7 +73,7 @@ def test_queue_sorts_by_sla_due_updated_and_opened_with_keyset_pages(web):
 
     api = client.get("/api/v1/openapi.json").json
     (sort,) = [p for p in api["paths"]["/api/v1/incidents"]["get"]["parameters"] if p["name"] == "sort"]
-    assert sort["schema"]["enum"] == ["priority", "sla", "updated", "newest", "oldest"]
+    assert sort["schema"]["enum"] == ["priority", "sla", "updated", "newest", "oldest", "relevance"]
 
 
 def test_breached_view_lists_the_open_incidents_past_their_sla(web):

@@ -13,6 +13,7 @@ from gateway.pipeline.mail_steps import store_email_view
 from gateway.problem_records import Problems
 from notifiers import words
 from notifiers.render import BUILTIN, RESTRICTED_TITLE, Renderer, incident_values
+from notifiers.reporter_links import ReporterLinks
 from parsers.email import EmailOptions, parse_email
 from store.models import Attachment, Event, Inbound, Incident, Notification, Problem, User
 from tests.test_web import Web
@@ -158,13 +159,17 @@ def _fill(rule, web) -> list[str]:
     path = rule.rule
     if "<" not in path:
         return [path]
+    links = ReporterLinks.for_config(web.config)
     values = {
         "ref": [i.ref for i in web.incidents.values()] + [web.secret.ref],
         "inbound_id": [web.inbound.id],
         "attachment_id": [Attachment.get().id],
         "user_id": [User.get(User.name == "desk").id],
         "name": ["service-desk"],
+        # the reporter's page (web/reporter.py): a link of each incident that has a reporter
+        "token": [links.token(i, datetime.now(UTC)) for i in web.incidents.values() if i.reporter_id],
     }
+    assert values["token"], "the fixture has incidents with a reporter"
     if "/problems/" in path:
         values["ref"] = [p.ref for p in Problem.select()]
     [arg] = rule.arguments

@@ -107,13 +107,15 @@ def fetch(user, filters: dict, *, cursor: str = "", limit: int = PAGE_SIZE, now:
 
 def newest_id(user, filters: dict, now: datetime | None = None) -> int:
     """The highest id among the visible incidents that match the filters (0: none): the queue's "seen" mark."""
-    query = visible(_filtered(Incident.select(fn.MAX(Incident.id)), user, filters, now), user)
+    unranked = dict(filters, sort="priority")  # an aggregate: no order by relevance
+    query = visible(_filtered(Incident.select(fn.MAX(Incident.id)), user, unranked, now), user)
     return query.scalar() or 0
 
 
 def newer(user, filters: dict, seen: int, now: datetime | None = None) -> int:
     """How many visible incidents matching the filters arrived after the one with id ``seen`` ("N new")."""
-    query = visible(_filtered(Incident.select(Incident.id), user, filters, now), user)
+    unranked = dict(filters, sort="priority")  # a count: no order by relevance
+    query = visible(_filtered(Incident.select(Incident.id), user, unranked, now), user)
     return query.where(Incident.id > seen).count()
 
 
