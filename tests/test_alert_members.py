@@ -78,7 +78,8 @@ def inlet(store, monkeypatch):
                 "name": "billing is payments",
                 "labels": {"service": {"any": ["billing"]}},
                 "service": "payments",
-            }
+            },
+            {"name": "network alerts", "labels": {"category": {"any": ["network"]}}, "category": "infrastructure"},
         ],
     )
     db.close()
@@ -199,3 +200,20 @@ def test_an_alerts_service_label_becomes_the_incidents_service(inlet, integratio
     decisions = Inbound.get(Inbound.incident == incident).decisions
     allocate = next(d for d in decisions if d.get("step") == "allocate")
     assert allocate["why"].get("service") == why
+
+
+@pytest.mark.parametrize(
+    ("labels", "category", "why"),
+    [
+        ({"category": "storage"}, "storage", "label 'category'"),  # the label, by default `category`
+        ({"category": "network"}, "infrastructure", "rule 'network alerts'"),  # a rule wins over the label
+        ({}, "", None),
+    ],
+)
+def test_an_alerts_category_label_becomes_the_incidents_category(inlet, labels, category, why):
+    inlet.post("am", group(alert("dddd000000000001", **labels), key=f"cat:{sorted(labels.items())}"))
+    (incident,) = Incident.select().where(Incident.integration == "am")
+    assert incident.category == category
+    decisions = Inbound.get(Inbound.incident == incident).decisions
+    allocate = next(d for d in decisions if d.get("step") == "allocate")
+    assert allocate["why"].get("category") == why

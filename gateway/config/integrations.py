@@ -80,6 +80,11 @@ class Integration:
         "service",
         help="Alert label whose value becomes the incident's service unless a rule sets one (empty: none).",
     )
+    category_label: str = setting(
+        "category",
+        help="Alert label whose value becomes the incident's category unless a rule sets one (empty: none);"
+        " with [procedures] categories, only a known one.",
+    )
     impact: str = setting("", help="Impact when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
     urgency: str = setting("", help="Urgency when no rule sets one (else from severity_map).", choices=LEVELS_OR_NONE)
     severity_map: dict[str, list[str]] = setting(
@@ -145,6 +150,7 @@ class Integration:
             "category": self.category,
             "service": self.service,
             "service_label": self.service_label,
+            "category_label": self.category_label,
             "impact": self.impact,
             "urgency": self.urgency,
             "severity_map": {
@@ -154,12 +160,14 @@ class Integration:
         }
 
 
-def service_from_label(signal, defaults: dict) -> tuple[str, str]:
-    """(why, service) for the allocate step: the value of the label the integration names for the
-    service (``service_label``), or an empty service. Rules win over it; it wins over ``service``."""
-    name = defaults.get("service_label") or ""
+def from_label(field: str, signal, defaults: dict, known: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
+    """(why, value) for the allocate step: the value of the label the integration names for ``field``
+    (``service_label``, ``category_label``), or an empty value; with ``known`` values, only one of them.
+    Rules win over it; it wins over the integration's own default (``service``, ``category``)."""
+    name = defaults.get(f"{field}_label") or ""
     value = (signal.labels or {}).get(name, "") if name else ""
-    return f"label {name!r}", value.strip()[:100] if isinstance(value, str) else ""
+    value = value.strip()[:100] if isinstance(value, str) else ""
+    return f"label {name!r}", value if not known or value in known else ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ lists of gateway/service.py compose them with the steps of one kind of input
 
 from __future__ import annotations
 
-from gateway.config.integrations import service_from_label
+from gateway.config.integrations import from_label
 from gateway.config.procedure_settings import procedure_for
 from gateway.pipeline.driver import Context, Discard
 from parsers.severity import severity_to_impact_urgency
@@ -97,12 +97,15 @@ def allocation_for(config, d, signal, defaults: dict) -> tuple[dict, dict]:
         ("fallback group", config.fallback_group),
     )
     category = pick(
-        "category", (f"rule {rule('category')!r}", d.category), ("source default", defaults.get("category"))
+        "category",
+        (f"rule {rule('category')!r}", d.category),
+        from_label("category", signal, defaults, config.procedures.categories),
+        ("source default", defaults.get("category")),
     )
     service = pick(
         "service",
         (f"rule {rule('service')!r}", d.service),
-        service_from_label(signal, defaults),
+        from_label("service", signal, defaults),
         ("source default", defaults.get("service")),
     )
     procedure, major, security = procedure_for(
