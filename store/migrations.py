@@ -291,6 +291,9 @@ def _v12_alerts(database: peewee.Database) -> None:
     # not the referenced models: leaving the context would unbind the live Incident model from the proxy
     with database.bind_ctx([Alert], bind_refs=False, bind_backrefs=False):
         database.create_tables([Alert], safe=True)
+    # the foreign key registered this migration's Alert as a dependent of the live Incident model: unregister
+    # it, or Incident.delete_instance(recursive=True) would try to delete through this unbound class
+    Alert._meta.remove_ref(Alert.incident)
 
 
 MIGRATIONS = [

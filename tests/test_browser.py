@@ -133,7 +133,7 @@ def test_agent_works_an_incident_from_queue_to_closed(running, page, reporter_ma
     row = page.get_by_role("row").filter(has_text="VPN drops every ten minutes")
     expect(row).to_contain_text(ref)
     expect(row.locator(".sla")).to_contain_text(re.compile(r"left|overdue"))
-    expect(row.locator("time[data-relative]")).to_have_text(re.compile(r"ago|just now"))  # inlet.js ran
+    expect(row.locator("time[data-relative]").first).to_have_text(re.compile(r"ago|just now"))  # inlet.js ran
     row.get_by_role("link", name=ref).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(ref)
 

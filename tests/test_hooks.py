@@ -428,7 +428,10 @@ def test_maintenance_window_records_without_paging(inlet):
         ({"name": "x", "kind": "generic", "token_env": "T", "mapping": {"titel": "a"}}, "unknown field 'titel'"),
         ({"name": "x", "kind": "am", "token_env": "T", "severity_map": {"p": ["x", "y"]}}, "kind: must be one of"),
         ({"name": "x", "kind": "generic", "token_env": "T", "severity_map": {"p": ["x", "y"]}}, "'p' must be"),
-        ({"name": "x", "kind": "grafana", "token_env": "T", "mapping": {"title": "a"}}, "for kind = 'generic' only"),
+        (
+            {"name": "x", "kind": "grafana", "token_env": "T", "mapping": {"title": "a"}},
+            "for kind = 'generic' and the tool kinds only",
+        ),
     ],
 )
 def test_integration_config_errors(tmp_path, entry, message):

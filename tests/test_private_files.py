@@ -53,6 +53,7 @@ def setup(empty_store, tmp_path):
         "smtp": {"host": "127.0.0.1", "port": ports["smtp"]},
         "address": [{"address": DESK, "group": "service-desk"}],
         "mail": {"loop_token": DESK, "message_id_domain": "inlet.example.org"},
+        "notifications": {"from_address": DESK},  # mail Inlet sends comes from an address it takes replies at
     }
     if empty_store.kind == "sqlite":
         sections["database"] = {"url": f"sqlite:///{tmp_path / 'db' / 'inlet.db'}"}
