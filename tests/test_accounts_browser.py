@@ -70,7 +70,7 @@ def test_an_admin_creates_a_user_and_manages_them_on_their_page(page, running):
     rows = page.locator("#account-log tbody tr")
     expect(rows).to_have_count(6)
     texts = [re.sub(r"\s+", " ", t).strip() for t in rows.all_inner_texts()]
-    assert [t.split(" ", 2)[2] for t in texts] == [  # newest first; the time, then who and what
+    assert [t.split(" ", 3)[3] for t in texts] == [  # newest first; the time (date, hour, UTC), then who and what
         "root password set set a new password",
         "root enabled",
         "root disabled",
