@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -78,6 +79,26 @@ class HttpSink:
             return [{k: v[-1] for k, v in parse_qs(r["body"].decode()).items()} for r in self.requests]
 
 
+class _TrackingController(Controller):
+    """An aiosmtpd Controller that knows its sessions, so stopping closes their transports first."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sessions: list = []
+
+    def factory(self):
+        smtp = super().factory()
+        self.sessions.append(smtp)
+        return smtp
+
+    async def close_sessions(self) -> None:
+        for smtp in self.sessions:
+            transport = getattr(smtp, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        await asyncio.sleep(0)  # one turn of the loop: the closed transports' connection_lost callbacks run
+
+
 class SmtpSink:
     """An aiosmtpd server that keeps every message it is given."""
 
@@ -100,7 +121,7 @@ class SmtpSink:
                 sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller = _TrackingController(Handler(), hostname="127.0.0.1", port=port)
         self.port = port
 
     def start(self) -> SmtpSink:
@@ -108,4 +129,7 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
+        # A client that closed (e.g. `inlet check`'s relay probe: connect, close) may not have been seen by the
+        # loop yet: close every session's transport in the loop, then stop it (no transport left unclosed).
+        asyncio.run_coroutine_threadsafe(self.controller.close_sessions(), self.controller.loop).result(timeout=10)
         self.controller.stop()
