@@ -387,6 +387,27 @@ def test_a_batch_that_never_finishes_costs_its_inbounds_one_attempt_and_then_eac
     assert (poisoned.status, poisoned.attempts) == (FAILED, 3) and "did not finish" in poisoned.reason
 
 
+def test_inputs_tried_before_go_through_while_intake_commits_between_them(store):
+    """After a crash the worker finds Inbounds with an attempt counted; intake (another connection) commits
+    new rows meanwhile. On SQLite a SELECT still being read holds its snapshot: a write of the same
+    connection then fails at once ("database is locked", no busy wait), and the worker backed off for up
+    to 30 s per tick while the backlog grew."""
+    pipeline = batch_pipeline(store)
+    ids = [stored(f"m{i}".encode()) for i in range(4)]
+    Inbound.update(attempts=1).execute()  # each was in hand when the worker was killed
+
+    def intake_commits(inbound_id):
+        if inbound_id is None:
+            return
+        other = threading.Thread(target=lambda: db.connection_context()(stored)(f"new{inbound_id}".encode()))
+        other.start()
+        other.join(timeout=30)
+
+    assert pipeline.run_batch(ids, intake_commits) == dict.fromkeys(ids, PROCESSED)
+    assert applied() == {f"m{i}": (1, 1) for i in range(4)}
+    assert [row.attempts for row in Inbound.select().where(Inbound.id.in_(ids))] == [2] * 4
+
+
 @pytest.mark.parametrize("budget", [0.0, 600.0])
 def test_the_worker_tick_applies_every_inbound_once_in_batches(store, monkeypatch, budget):
     """Batches cut into transactions as the budget says (0: one Inbound each) apply each Inbound once."""

@@ -189,7 +189,11 @@ class Pipeline:
         Never raises for a fault of an input, as :meth:`run`.
         """
         results: dict[int, str | None] = {}
-        rows = Inbound.select().where(Inbound.id.in_(inbound_ids) & (Inbound.status == PENDING)).order_by(Inbound.id)
+        # Read whole before any write: on SQLite a statement still being read keeps its snapshot, and a write
+        # of the same connection after another's commit fails at once ("database is locked", no busy wait).
+        rows = list(
+            Inbound.select().where(Inbound.id.in_(inbound_ids) & (Inbound.status == PENDING)).order_by(Inbound.id)
+        )
         fresh: list[Inbound] = []
         for row in rows:  # in order: a later input may depend on an earlier one (threading, throttling)
             if not row.attempts:
