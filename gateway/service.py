@@ -31,7 +31,7 @@ from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
 from gateway.incidents.timers import TimerWorker
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundWriter, IntakeActivity
-from gateway.pipeline import alert_members, alert_steps, mail_steps, signal_steps
+from gateway.pipeline import alert_members, alert_steps, mail_alerts, mail_steps, signal_steps
 from gateway.pipeline.driver import Pipeline, Steps
 from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
@@ -123,6 +123,19 @@ ALERT_STEPS = Steps(
     after=[("alert-members", alert_members.record)],
 )
 
+# A monitoring tool's alert e-mail read by a [[mail_alert]] rule (gateway/pipeline/mail_alerts.py): the
+# alert steps, exactly as a webhook alert (the mail parser picks this list).
+MAIL_ALERT_STEPS = Steps(
+    [
+        ("correlate", alert_steps.correlate),
+        ("maintenance", alert_steps.maintenance),
+        ("classify", signal_steps.classify),
+        ("allocate", signal_steps.allocate),
+        ("apply", alert_steps.apply),
+    ],
+    after=[("alert-members", alert_members.record)],
+)
+
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
     """The pipeline: one parser and one step list per Inbound source."""
@@ -137,6 +150,7 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
         steps={  # a copy each: a test may add a step to one pipeline
             alert_steps.SOURCE: ALERT_STEPS.copy(),
             **{source: EMAIL_STEPS.copy() for source in mail_steps.MAIL_SOURCES},
+            mail_alerts.KIND: MAIL_ALERT_STEPS.copy(),
         },
         clock=clock or Clock(),
     )

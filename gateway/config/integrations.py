@@ -175,7 +175,9 @@ class Maintenance:
     name: str = setting(help="Name of the maintenance window.")
     start: str = setting(help="Start, ISO 8601 with offset (2026-12-01T22:00:00+01:00).")
     end: str = setting(help="End (exclusive), ISO 8601 with offset.")
-    integrations: list[str] = setting(factory=list, help="Integrations it applies to (empty: all).")
+    integrations: list[str] = setting(
+        factory=list, help="Integrations (and [[mail_alert]] rules) it applies to (empty: all)."
+    )
     labels: dict[str, str] = setting(factory=dict, help="Labels a signal must carry, all equal (empty: any).")
     reason: str = setting("", help="Why; shown in the incident's decisions.")
 
@@ -206,7 +208,7 @@ def _instant(text: str) -> datetime:
 def check_integrations(config) -> None:
     """Cross-references and values the schema cannot check; raises KeyProblem naming the key."""
     groups = {g.name for g in config.group}
-    names = {i.name for i in config.integration}
+    names = {i.name for i in config.integration} | {m.name for m in config.mail_alert}  # maintenance may name both
     for i in config.integration:
         where = f"[[integration]] {i.name!r}"
         if not i.name or any(c in i.name for c in "/?#% ") or i.name != i.name.strip():
@@ -250,7 +252,7 @@ def check_integrations(config) -> None:
             raise KeyProblem((where, "end"), "must be after start")
         for name in m.integrations:
             if name not in names:
-                raise KeyProblem((where, "integrations"), f"no [[integration]] named {name!r}")
+                raise KeyProblem((where, "integrations"), f"no [[integration]] or [[mail_alert]] named {name!r}")
 
 
 def integration_named(config, name: str) -> Integration | None:

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.config.integrations import Integration, Maintenance, check_integrations
+from gateway.config.mail_alert_settings import MailAlert, check_mail_alerts
 from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
 from gateway.config.notification_settings import NotificationsSection, Stakeholder, check_notifications
 from gateway.config.procedure_settings import ProceduresSection, check_procedures
@@ -245,6 +246,9 @@ class Config:
     mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
     address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
     mailbox: list[Mailbox] = setting(factory=list, help="IMAP mailboxes Inlet polls.")
+    mail_alert: list[MailAlert] = setting(
+        factory=list, help="Alert e-mails of monitoring tools: they open and resolve incidents as webhook alerts do."
+    )
     retention: RetentionSection = setting(
         factory=RetentionSection, help="Raw inputs and attachments of closed incidents."
     )
@@ -382,6 +386,7 @@ def _check_references(config: Config) -> None:
     check_notifications(config)
     check_integrations(config)
     check_mail(config)
+    check_mail_alerts(config)
     check_schedules(config)
     check_reports(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

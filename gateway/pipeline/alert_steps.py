@@ -155,7 +155,7 @@ def apply(ctx: Context) -> None:
     """Create, count, join, resolve, acknowledge, reopen (flaps), as the module says."""
     integration = ctx.integration
     s, lc, now = ctx.signal, ctx.lifecycle, ctx.clock.now()
-    actor = ctx.inbound.integration
+    actor = ctx.source_name  # the [[integration]] (or [[mail_alert]]) that reported it
     context = {} if ctx.page else dict(NO_PAGE)
 
     if ctx.incident is None:

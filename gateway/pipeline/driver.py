@@ -43,6 +43,7 @@ import peewee
 
 from gateway.config.integrations import Integration
 from gateway.config.loader import Config
+from gateway.config.mail_alert_settings import MailAlert
 from gateway.core.clock import Clock
 from gateway.core.errors import ParseError
 from gateway.incidents.lifecycle import Lifecycle
@@ -85,7 +86,9 @@ class Context:
     defaults: dict = field(default_factory=dict)  # the source's allocation defaults ([[address]], [[integration]])
     recipient: str = ""  # email: the [[address]] the message came to
     email_options: EmailOptions | None = None  # email: the parser's view of this installation
-    integration: Integration | None = None  # webhook: the [[integration]] it came to
+    # webhook: the [[integration]] it came to; a mail alert: its [[mail_alert]] rule (the same alert policy)
+    integration: Integration | MailAlert | None = None
+    kind: str = ""  # the step list to run when not its source's own (a mail alert runs the alert steps)
     # per Inbound, kept by the steps:
     created: set[int] = field(default_factory=set)  # ids of the incidents its signals opened
     reason: str = ""  # why the last ignored signal was ignored (the Inbound's reason when all were)
@@ -103,6 +106,12 @@ class Context:
     link_to: str = ""  # email: the earlier incident a new one is linked to
     participant: bool = False  # email: the sender takes part in the incident it threads onto
     step: str = ""  # the step running now: named in the error when it fails
+
+    @property
+    def source_name(self) -> str:
+        """The name the signal came through: its [[integration]] or [[mail_alert]], else the Inbound's
+        (a mailbox); rules' ``integration`` condition and the incident's integration read it."""
+        return self.integration.name if self.integration is not None else self.inbound.integration
 
     def mark(self) -> tuple[int, set[int], str]:
         """What the steps may change beyond the current signal, to :meth:`rewind` to before a retry."""
@@ -413,7 +422,7 @@ class Pipeline:
     def _apply_steps(self, ctx: Context) -> str:
         """Run the signal steps of a taken Inbound and record its outcome (inside the caller's transaction)."""
         inbound_id = ctx.inbound.id
-        steps = self.steps[ctx.inbound.source]
+        steps = self.steps[ctx.kind or ctx.inbound.source]
         outcomes = []
         for index, signal in enumerate(ctx.signals):
             self._reset(ctx, index, signal)

@@ -27,6 +27,7 @@ from gateway.config.mail_settings import email_options, match_address
 from gateway.config.schema import format_duration
 from gateway.incidents.lifecycle import FINAL, add_key
 from gateway.pipeline.driver import Context, Discard, Finished
+from gateway.pipeline.mail_alerts import read_mail_alert
 from gateway.pipeline.signal_steps import find_by_key
 from parsers.email import (
     AUTO_REPLY,
@@ -75,7 +76,7 @@ class MailParser:
             ctx.decide("parse-limit", reason=signal.details["parse_limit"])
         ctx.email_options = self.options
         _recipient(ctx, signal)
-        return [signal]
+        return read_mail_alert(ctx, signal) or [signal]  # a monitoring tool's alert mail: the alert steps
 
 
 def _recipient(ctx: Context, signal: Signal) -> None:

@@ -47,7 +47,7 @@ def correlate(ctx: Context) -> None:
 def classify(ctx: Context) -> None:
     """Run the configured rules; record which rule set each field."""
     recipient = ctx.recipient or None
-    decision = ctx.config.ruleset.classify(ctx.signal, recipient=recipient, integration=ctx.inbound.integration)
+    decision = ctx.config.ruleset.classify(ctx.signal, recipient=recipient, integration=ctx.source_name)
     ctx.classification = decision
     ctx.decide("classify", matched=list(decision.matched), reasons=dict(decision.reasons))
 
@@ -156,7 +156,7 @@ def create_incident(ctx: Context, actor: str, *, keys=None, drill: bool = False,
         description=s.text,
         actor=actor,
         source=s.source,
-        integration=ctx.inbound.integration,
+        integration=ctx.source_name,
         reporter_email=s.reporter_email,
         reporter_name=s.reporter_name or "",
         impact=a["impact"],
@@ -215,4 +215,4 @@ def apply(ctx: Context) -> None:
 
 def s_actor(ctx: Context) -> str:
     s = ctx.signal
-    return s.reporter_email or ctx.inbound.integration or s.source
+    return s.reporter_email or ctx.source_name or s.source
