@@ -79,7 +79,12 @@ _MONIT_EVENTS = (
     ("Content failed", "Content succeeded", "Content match", "Content doesn't match"),
     ("Data access error", "Data access succeeded", "Data access changed", "Data access not changed"),
     ("Execution failed", "Execution succeeded", "Execution changed", "Execution not changed"),
-    ("Filesystem flags failed", "Filesystem flags succeeded", "Filesystem flags changed", "Filesystem flags not changed"),
+    (
+        "Filesystem flags failed",
+        "Filesystem flags succeeded",
+        "Filesystem flags changed",
+        "Filesystem flags not changed",
+    ),
     ("GID failed", "GID succeeded", "GID changed", "GID not changed"),
     ("Heartbeat failed", "Heartbeat succeeded", "Heartbeat changed", "Heartbeat not changed"),
     ("ICMP failed", "ICMP succeeded", "ICMP changed", "ICMP not changed"),
