@@ -6,7 +6,10 @@ by integration, applies the configured grouping and hands the integration's
 defaults to the allocate step.
 
 ``correlate``, ``maintenance`` and ``apply`` are the alert steps of ``ALERT_STEPS``
-(gateway/service.py), around the generic classify and allocate:
+(gateway/service.py), around the generic classify and allocate; ``MAIL_ALERT_STEPS`` runs them
+for a monitoring tool's alert mail (gateway/pipeline/mail_alerts.py), whose ``[[mail_alert]]``
+rule stands where a webhook's ``[[integration]]`` does (``ctx.integration``: name, reopen and
+flap windows, resolve policy):
 
 - the same fingerprint while its incident is open (or resolved within the reopen
   window) → that incident; a repeat only counts (signal count, last seen), no
