@@ -213,11 +213,16 @@ def test_a_bad_mail_alert_rule_is_refused_with_the_key_at_fault(tmp_path, rule, 
     assert "[[mail_alert]] 'r'" in str(refused.value) and message in str(refused.value)
 
 
-def test_the_presets_of_the_example_configuration_load(tmp_path):
+def test_every_preset_loads_and_a_maintenance_window_may_name_a_mail_alert_rule(tmp_path):
     """A body pattern may give what the subject lacks (Monit's host): such a preset is valid."""
     rules = [{"name": tool, "preset": tool, "senders": [sender]} for tool, sender in SENDERS.items()]
-    config = config_from_dict(base_config_dict(f"sqlite:///{tmp_path / 'x.db'}", mail_alert=rules))
+    window = {"name": "upgrade", "start": "2026-12-01T22:00:00+01:00", "end": "2026-12-02T02:00:00+01:00"}
+    data = base_config_dict(
+        f"sqlite:///{tmp_path / 'x.db'}", mail_alert=rules, maintenance=[{**window, "integrations": ["nagios"]}]
+    )
+    config = config_from_dict(data)
     assert [r.name for r in config.mail_alert] == list(SENDERS)
+    assert config.maintenance[0].integrations == ["nagios"]
 
 
 # ---------------------------------------------------------------- the extraction, as properties
