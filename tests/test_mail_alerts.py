@@ -150,6 +150,11 @@ def test_each_tool_s_default_mail_opens_and_resolves_one_incident(service, tool,
     (incident,) = incidents()
     assert (incident.integration, incident.title) == (tool, title)
     assert (incident.status, incident.resolution_code) == ("resolved", "auto-recovered")
+    with db.connection_context():
+        inputs = list(Inbound.select().order_by(Inbound.id))
+    assert [i.status for i in inputs] == ["processed", "processed"]
+    if tool == "zabbix":  # marked Auto-Submitted: without the rule, screened out as an auto-reply
+        assert [i.mail_class for i in inputs] == ["auto-reply", "auto-reply"]
 
 
 def test_a_state_word_that_means_ignore_is_stored_and_ignored_and_an_unknown_one_is_quarantined(service):
