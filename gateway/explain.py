@@ -13,6 +13,7 @@ from gateway.config.loader import RuleTest
 from gateway.config.schema import format_duration
 from gateway.core.errors import InletError, ParseError
 from gateway.incidents import sla
+from gateway.pipeline.mail_alerts import alert_of, rule_for
 from gateway.pipeline.mail_steps import receiving_address
 from gateway.pipeline.signal_steps import allocation_for
 from parsers.email import EmailOptions, parse_email
@@ -45,11 +46,19 @@ def read_signals(raw: bytes, kind: str | None = None):
 
 def explain(config, signal, *, recipient: str | None = None, integration: str | None = None) -> dict:
     """What the pipeline would decide for one signal, with the reason for each field."""
-    defaults = {}
+    defaults, mail_alert = {}, None
     if signal.source == "email":  # as intake does (gateway/pipeline/mail_steps.py): the [[address]] it came to
         found = receiving_address(config, signal, [recipient] if recipient else [])
         if found is not None:
             recipient, defaults = found
+        read = rule_for(config, signal, recipient or "")
+        if read is not None:  # a monitoring tool's alert mail (gateway/pipeline/mail_alerts.py)
+            rule, groups = read
+            alert = alert_of(rule, signal, groups)
+            mail_alert = {"rule": rule.name, "groups": groups, "status": alert.status if alert else "ignore"}
+            if alert is not None:
+                mail_alert["fingerprint"] = alert.fingerprint
+                signal, integration, defaults = alert, rule.name, {**defaults, **rule.defaults()}
     elif integration:  # as webhook intake does (gateway/pipeline/alert_steps.py): the integration's defaults
         entry = next((i for i in config.integration if i.name == integration), None)
         defaults = entry.defaults() if entry is not None else {}
@@ -80,6 +89,8 @@ def explain(config, signal, *, recipient: str | None = None, integration: str | 
         },
         "matched": list(decision.matched),
     }
+    if mail_alert is not None:
+        result["mail_alert"] = mail_alert
     return result
 
 
@@ -91,6 +102,10 @@ def format_explanation(result: dict) -> str:
     s = result["sla"]
     lines.append(f"  {'sla':<10} {'respond ' + s['respond'] + ', resolve ' + s['resolve']:<16} {result['why']['sla']}")
     lines.append(f"  matched    {', '.join(result['matched']) or 'no rule'}")
+    if "mail_alert" in result:
+        alert = result["mail_alert"]
+        read = ", ".join(f"{name}={value!r}" for name, value in alert["groups"].items())
+        lines.append(f"  mail alert {alert['rule']}: {alert['status']} ({read})")
     return "\n".join(lines)
 
 

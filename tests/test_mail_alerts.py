@@ -7,6 +7,7 @@ extraction itself with Hypothesis properties. The cost of a hostile subject is b
 
 from __future__ import annotations
 
+import json
 import smtplib
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.cli.main import main
 from gateway.config.loader import config_from_dict
 from gateway.core.errors import ConfigError, ParseError
 from gateway.rules import compile_regex
@@ -165,7 +167,7 @@ def test_a_state_word_that_means_ignore_is_stored_and_ignored_and_an_unknown_one
     with db.connection_context():
         ignored, failed = Inbound.select().order_by(Inbound.id)
     assert ignored.status == IGNORED and "DOWNTIMESTART" in ignored.reason and "ignore" in ignored.reason
-    assert failed.status == FAILED and "'SURPRISE' is not one of the configured state words" in failed.reason
+    assert failed.status == FAILED and "mail alert 'nagios': state 'SURPRISE' is not one" in failed.reason
 
 
 def test_a_hostile_subject_costs_milliseconds(service):
@@ -179,7 +181,31 @@ def test_a_hostile_subject_costs_milliseconds(service):
     assert [i.integration for i in incidents()] == ["", "cron"]
 
 
-# ---------------------------------------------------------------- `inlet check`
+# ---------------------------------------------------------------- `inlet classify`, `inlet check`
+
+
+def test_inlet_classify_explains_an_alert_mail(tmp_path, capsys):
+    rules = [{"name": "nagios", "preset": "nagios", "senders": [SENDERS["nagios"]], "group": "network"}]
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(base_config_dict(f"sqlite:///{tmp_path / 'inlet.db'}", mail_alert=rules)))
+    code = main(["-c", str(path), "classify", "--json", str(FIXTURES / "nagios-problem.eml")])
+    explained = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (explained["title"], explained["group"], explained["priority"]) == (
+        "web01: HTTP is CRITICAL",
+        "network",
+        "P1",
+    )
+    assert explained["mail_alert"] == {
+        "rule": "nagios",
+        "groups": {"check": "HTTP", "host": "web01", "severity": "CRITICAL", "state": "PROBLEM"},
+        "status": "firing",
+        "fingerprint": "mail-alert:nagios:web01|HTTP",
+    }
+    assert main(["-c", str(path), "classify", str(FIXTURES / "nagios-recovery.eml")]) == 0
+    assert "mail alert nagios: resolved (check='HTTP', host='web01', severity='OK', state='RECOVERY')" in (
+        capsys.readouterr().out
+    )
 
 
 def check(tmp_path, **sections) -> subprocess.CompletedProcess:
