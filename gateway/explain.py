@@ -104,7 +104,7 @@ def format_explanation(result: dict) -> str:
     lines.append(f"  matched    {', '.join(result['matched']) or 'no rule'}")
     if "mail_alert" in result:
         alert = result["mail_alert"]
-        read = ", ".join(f"{name}={value!r}" for name, value in alert["groups"].items())
+        read = ", ".join(f"{name}: {value}" for name, value in alert["groups"].items())
         lines.append(f"  mail alert {alert['rule']}: {alert['status']} ({read})")
     return "\n".join(lines)
 

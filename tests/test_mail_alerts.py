@@ -203,7 +203,7 @@ def test_inlet_classify_explains_an_alert_mail(tmp_path, capsys):
         "fingerprint": "mail-alert:nagios:web01|HTTP",
     }
     assert main(["-c", str(path), "classify", str(FIXTURES / "nagios-recovery.eml")]) == 0
-    assert "mail alert nagios: resolved (check='HTTP', host='web01', severity='OK', state='RECOVERY')" in (
+    assert "mail alert nagios: resolved (check: HTTP, host: web01, severity: OK, state: RECOVERY)" in (
         capsys.readouterr().out
     )
 
