@@ -123,19 +123,6 @@ ALERT_STEPS = Steps(
     after=[("alert-members", alert_members.record)],
 )
 
-# A monitoring tool's alert e-mail read by a [[mail_alert]] rule (gateway/pipeline/mail_alerts.py): the
-# alert steps, exactly as a webhook alert (the mail parser picks this list).
-MAIL_ALERT_STEPS = Steps(
-    [
-        ("correlate", alert_steps.correlate),
-        ("maintenance", alert_steps.maintenance),
-        ("classify", signal_steps.classify),
-        ("allocate", signal_steps.allocate),
-        ("apply", alert_steps.apply),
-    ],
-    after=[("alert-members", alert_members.record)],
-)
-
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
     """The pipeline: one parser and one step list per Inbound source."""
@@ -150,7 +137,9 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
         steps={  # a copy each: a test may add a step to one pipeline
             alert_steps.SOURCE: ALERT_STEPS.copy(),
             **{source: EMAIL_STEPS.copy() for source in mail_steps.MAIL_SOURCES},
-            mail_alerts.KIND: MAIL_ALERT_STEPS.copy(),
+            # a monitoring tool's alert mail that a [[mail_alert]] rule reads (gateway/pipeline/mail_alerts.py):
+            # the mail parser hands it to the alert steps, exactly as a webhook alert
+            mail_alerts.KIND: ALERT_STEPS.copy(),
         },
         clock=clock or Clock(),
     )

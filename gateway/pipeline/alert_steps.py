@@ -6,8 +6,8 @@ by integration, applies the configured grouping and hands the integration's
 defaults to the allocate step.
 
 ``correlate``, ``maintenance`` and ``apply`` are the alert steps of ``ALERT_STEPS``
-(gateway/service.py), around the generic classify and allocate; ``MAIL_ALERT_STEPS`` runs them
-for a monitoring tool's alert mail (gateway/pipeline/mail_alerts.py), whose ``[[mail_alert]]``
+(gateway/service.py), around the generic classify and allocate; the same list runs for a
+monitoring tool's alert mail (gateway/pipeline/mail_alerts.py), whose ``[[mail_alert]]``
 rule stands where a webhook's ``[[integration]]`` does (``ctx.integration``: name, reopen and
 flap windows, resolve policy):
 

@@ -4,7 +4,7 @@ The mail parser (mail_steps.MailParser) asks :func:`read_mail_alert` once the me
 first rule (file order) that selects the mail (its sender, the [[address]] it came to) and whose
 subject pattern matches turns it into one alert Signal (parsers/email/monitoring.py): fingerprint
 from the host and check groups, firing / resolved / acknowledged from the state word. The Inbound
-then runs ``MAIL_ALERT_STEPS`` (gateway/service.py) — the alert steps of webhooks: the same
+then runs ``ALERT_STEPS`` (gateway/service.py), the step list of webhook alerts: the same
 fingerprint while open is one incident (a repeat counts), a recovery resolves it with
 ``auto-recovered``, a re-fire reopens it, flaps and maintenance windows as configured. Such a mail
 never opens an ordinary ticket and its sender is never mailed (the alert has no reporter).
