@@ -121,6 +121,17 @@ def test_a_problem_a_repeat_and_a_recovery_mail_are_one_incident_resolved(servic
         assert not Notification.select().where(Notification.audience == "reporter").exists()
         assert [i.status for i in Inbound.select().order_by(Inbound.id)] == ["processed"] * 3
 
+    # The problem again within the reopen window: the same incident reopens, counted as a flap.
+    send_raw(service, problem.replace(b"<nagios-2@", b"<nagios-5@"), "nagios@monitor.example.org")
+    wait_for(all_done(4), message="the second PROBLEM processed")
+    (reopened,) = incidents()
+    assert (reopened.id, reopened.status, reopened.reopen_count, reopened.flap_count) == (
+        opened.id,
+        "in_progress",
+        1,
+        1,
+    )
+
 
 def test_mail_no_rule_reads_still_opens_a_ticket_and_is_acknowledged(service):
     send(service, "ann@example.org", "** PROBLEM Service Alert: web01/HTTP is CRITICAL **", to=DESK)
