@@ -154,6 +154,7 @@ def test_mail_no_rule_reads_still_opens_a_ticket_and_is_acknowledged(service):
         ("monit", "monit-problem.eml", "monit-recovery.eml", "web01.example.org: nginx: Does not exist"),
         ("zabbix", "zabbix-problem.eml", "zabbix-resolved.eml", "web01: High CPU utilization (over 90% for 5m)"),
     ],
+    ids=["icinga2", "monit", "zabbix"],
 )
 def test_each_tool_s_default_mail_opens_and_resolves_one_incident(service, tool, problem, recovery, title):
     send_fixture(service, problem)
