@@ -24,6 +24,7 @@ from gateway.cli.main import main
 from gateway.config.loader import config_from_dict
 from gateway.core.errors import ConfigError, ParseError
 from gateway.rules import compile_regex
+from parsers.email import EmailOptions, parse_email
 from parsers.email.monitoring import MAIL_PRESETS, alert_signal, read_groups
 from parsers.signal import FIRING, RESOLVED, Signal
 from store.db import db
@@ -294,6 +295,14 @@ def test_a_nagios_service_subject_gives_back_its_host_and_check(host, check, kin
     assert signal.status == (FIRING if kind == "PROBLEM" else RESOLVED)
     assert signal.fingerprint == f"mail-alert:nagios:{host}|{check}"  # the same for the problem and its recovery
     assert signal.reporter_email is None and signal.labels["sender"] == "nagios@monitor.example.org"
+
+
+def test_a_nagios_host_alert_is_its_own_alert_apart_from_the_host_s_services():
+    raw = (FIXTURES / "nagios-host-problem.eml").read_bytes()
+    groups = read_groups(_NAGIOS_SUBJECT, (), parse_email(raw, EmailOptions()).title, "")
+    signal = alert_signal(mail("s"), "nagios", groups, states=NAGIOS.states, title=NAGIOS.title)
+    assert (signal.title, signal.status, signal.severity) == ("db02 is DOWN", FIRING, "DOWN")
+    assert signal.fingerprint == "mail-alert:nagios:db02|"  # no check: not any service's of db02
 
 
 @given(subject=st.text(max_size=300), body=st.text(max_size=300))
