@@ -175,16 +175,17 @@ def pairs_tsquery_text(terms: tuple[Term, ...]) -> str:
     """The tsquery (a literal, not parsed) of the word pairs the PostgreSQL index holds for ``terms``' phrases.
 
     The index's document holds, beside its words, every two words at consecutive positions as one lexeme
-    ``first_second`` (``_`` splits words, so no word is one). GIN keeps no positions, so a phrase alone is
-    the AND of its words, each match rechecked: ``"disk full"`` read every incident with both words, most of
-    them not the phrase. With its pairs, GIN gives the phrase's matches and little else. Only pairs of plain
-    ASCII words, which PostgreSQL's parser and :func:`tokens` surely split alike; a prefix is in no pair."""
+    ``_first_second``, without position (``_`` splits words, so no word is one, and no prefix matches one: a
+    positionless lexeme matched by a prefix inside a phrase would fail the phrase). GIN keeps no positions, so a
+    phrase alone is the AND of its words, each match rechecked: ``"disk full"`` read every incident with both
+    words, most of them not the phrase. With its pairs, GIN gives the phrase's matches and little else. Only pairs
+    of plain ASCII words, which PostgreSQL's parser and :func:`tokens` surely split alike; a prefix is in no pair."""
     pairs: dict[str, None] = {}
     for term in terms:
         words = term.tokens[:-1] if term.prefix else term.tokens
         for first, second in zip(words, words[1:], strict=False):
             if _PLAIN.fullmatch(first) and _PLAIN.fullmatch(second) and len(first) + len(second) <= PAIR_BYTES:
-                pairs[f"'{first}_{second}'"] = None
+                pairs[f"'_{first}_{second}'"] = None
     return " & ".join(pairs)
 
 
@@ -338,9 +339,9 @@ _POSTGRES = (
         SELECT to_tsvector('simple', translate(left(coalesce(value, ''), {{CAP}}),
             $p${_PUNCTUATION}$p$ || chr(37), repeat(' ', {len(_PUNCTUATION) + 1})))
     $$""",
-    # every two words at consecutive positions as one lexeme "first_second", without position (pairs_tsquery_text)
+    # every two words at consecutive positions as one lexeme "_first_second", without position (pairs_tsquery_text)
     f"""CREATE OR REPLACE FUNCTION {TABLE}_pairs(document TSVECTOR) RETURNS TSVECTOR LANGUAGE sql IMMUTABLE AS $$
-        SELECT coalesce(array_to_tsvector(array_agg(DISTINCT a.lexeme || '_' || b.lexeme)), ''::tsvector)
+        SELECT coalesce(array_to_tsvector(array_agg(DISTINCT '_' || a.lexeme || '_' || b.lexeme)), ''::tsvector)
         FROM (SELECT lexeme, unnest(positions) AS position FROM unnest(document)) a
         JOIN (SELECT lexeme, unnest(positions) AS position FROM unnest(document)) b ON b.position = a.position + 1
         WHERE octet_length(a.lexeme) + octet_length(b.lexeme) <= {PAIR_BYTES}
