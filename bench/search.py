@@ -130,7 +130,7 @@ def run(kind: str, count: int, rounds: int, *, show_plans: bool = False, keep: b
                 bare_args = [f'"{RARE}"']
             base = timed(lambda: db.execute_sql(bare_sql, bare_args).fetchall(), rounds)
             matches = db.execute_sql(bare_sql, bare_args).fetchone()[0]
-            print(f"  baseline: the index's count of {RARE!r} ({matches:,} matches) {base * 1000:8.1f} ms")
+            print(f"  baseline: the index's count of {RARE!r} ({matches:,} matches) {base * 1000:8.2f} ms")
 
             def browse():
                 response = client.get("/api/v1/incidents", query_string={"sort": "newest"}, headers=headers)
