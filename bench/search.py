@@ -2,7 +2,7 @@
 
 Seeds a fresh, migrated database with bench/report.py's data set (its bulk inserts: sqlite3
 ``executemany``, PostgreSQL ``COPY``; the search triggers suspended meanwhile, then the index built in
-one pass by migration 9's own backfill — timed apart), with
+one pass by migration 11's own backfill — timed apart), with
 titles and descriptions drawn from an incident vocabulary instead of "Incident N": a rare word
 (in about 1 in 10,000 incidents) and a common one (about 1 in 100) are planted for the timings.
 
@@ -16,7 +16,8 @@ rare word (``SELECT COUNT(*) ... MATCH`` / ``@@``), and the API's page of 50 inc
 Run: ``PYTHONPATH=. python bench/search.py [--count N] [--db sqlite|postgres|both] [--rounds R] [--explain]
 [--keep]`` (``--explain``: the plan of every statement of each search; ``--keep``: keep the seeded database and
 reuse it on the next ``--keep`` run of the same count — seeding a million takes minutes)
-(PostgreSQL: ``$INLET_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/test; a throwaway schema.)
+(PostgreSQL: ``$INLET_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/test; a throwaway schema, or with
+``--keep`` the schema bench_search_COUNT.)
 """
 
 from __future__ import annotations

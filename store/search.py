@@ -2,7 +2,7 @@
 
 The index holds, per incident: ref (one token: INC-42 is "inc42"), title, body (description), updates
 (the text of its events), reporter address and labels. The database keeps it in step by itself (triggers created by
-:func:`install`, migration 9): whatever writes an incident or an event, the index follows in the
+:func:`install`, migration 11): whatever writes an incident or an event, the index follows in the
 same transaction. Every text is cut at :data:`CAP` characters (the updates keep the first
 :data:`CAP`), so one incident costs bounded work to index.
 
@@ -280,7 +280,7 @@ def similar(incident: Incident, *, include_security: bool, limit: int = 5) -> li
     return [(rows[key], why) for key, why in found.items() if key in rows]
 
 
-# -- the index: created and backfilled by migration 9, kept in step by triggers ------------------------------
+# -- the index: created and backfilled by migration 11, kept in step by triggers -----------------------------
 
 
 def install(database: peewee.Database) -> None:
