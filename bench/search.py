@@ -2,7 +2,7 @@
 
 Seeds a fresh, migrated database with bench/report.py's data set (its bulk inserts: sqlite3
 ``executemany``, PostgreSQL ``COPY``; the search triggers suspended meanwhile, then the index built in
-one pass by migration 9's own backfill — timed apart), with
+one pass by migration 11's own backfill — timed apart), with
 titles and descriptions drawn from an incident vocabulary instead of "Incident N": a rare word
 (in about 1 in 10,000 incidents) and a common one (about 1 in 100) are planted for the timings.
 
@@ -13,8 +13,11 @@ phrase; beside a bare baseline measured in the same run: the index's own match c
 rare word (``SELECT COUNT(*) ... MATCH`` / ``@@``), and the API's page of 50 incidents without a search
 (what rendering the rows costs). Target: a word search < 200 ms.
 
-Run: ``PYTHONPATH=. python bench/search.py [--count N] [--db sqlite|postgres|both] [--rounds R]``
-(PostgreSQL: ``$INLET_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/test; a throwaway schema.)
+Run: ``PYTHONPATH=. python bench/search.py [--count N] [--db sqlite|postgres|both] [--rounds R] [--explain]
+[--keep]`` (``--explain``: the plan of every statement of each search; ``--keep``: keep the seeded database and
+reuse it on the next ``--keep`` run of the same count — seeding a million takes minutes)
+(PostgreSQL: ``$INLET_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/test; a throwaway schema, or with
+``--keep`` the schema bench_search_COUNT.)
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ import psycopg2  # noqa: E402
 
 import bench.report as report_bench  # noqa: E402
 from gateway import accounts  # noqa: E402
-from gateway.config.loader import config_from_dict
+from gateway.config.loader import config_from_dict  # noqa: E402
+from gateway.service import build_services  # noqa: E402
 from store import search  # noqa: E402
 from store.db import db, is_postgres, open_database  # noqa: E402
 from store.migrations import upgrade  # noqa: E402
-from store.models import Incident  # noqa: E402
+from store.models import Incident, User  # noqa: E402
 from web.app import create_app  # noqa: E402
 
 WORDS = (  # noqa: SIM905
@@ -49,6 +53,7 @@ WORDS = (  # noqa: SIM905
 ).split()
 RARE, COMMON = "zeppelin", "kestrel"
 TITLE_INDEX, DESCRIPTION_INDEX = 2, 3
+KEPT = "/tmp/inlet-search-bench-{count}.db"  # --keep: SQLite's seeded database, reused by the next --keep run
 
 
 def generate(count, now):
@@ -75,17 +80,17 @@ def timed(fn, rounds: int) -> float:
     return report_bench.timed(fn, rounds)
 
 
-def run(kind: str, count: int, rounds: int) -> None:
+def run(kind: str, count: int, rounds: int, *, show_plans: bool = False, keep: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        schema = f"bench_search_{count}" if keep else f"bench_{uuid.uuid4().hex[:8]}"
         admin = None
         if kind == "postgres":
             admin = psycopg2.connect(report_bench.PG_DSN)
             admin.autocommit = True
-            admin.cursor().execute(f"CREATE SCHEMA {schema}")
+            admin.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             url = f"{report_bench.PG_DSN}?options=-csearch_path%3D{schema}"
         else:
-            url = f"sqlite:///{tmp}/bench.db"
+            url = f"sqlite:///{KEPT.format(count=count) if keep else tmp + '/bench.db'}"
         try:
             config = config_from_dict(
                 {
@@ -99,16 +104,24 @@ def run(kind: str, count: int, rounds: int) -> None:
             open_database(config)
             upgrade()
             now = datetime.now(UTC).replace(microsecond=0)
-            search.suspend(db.obj)  # bulk load first, then index in one pass (as migration 9 does)
-            seconds = report_bench.seed(count, now)
-            began = time.perf_counter()
-            with db.atomic():
-                search.install(db.obj)
-            indexed = time.perf_counter() - began
-            print(f"\n{kind}: seeded {count:,} incidents in {seconds:.1f} s, indexed them in {indexed:.1f} s")
-            accounts.create_user("boss", "admin", report_bench.PASSWORD)
+            if keep and Incident.select().count() == count:
+                began = time.perf_counter()
+                with db.atomic():
+                    search.install(db.obj)  # nothing to do unless that run stopped while indexing
+                indexed = time.perf_counter() - began
+                print(f"\n{kind}: the {count:,} incidents seeded by an earlier --keep run ({url}; {indexed:.1f} s)")
+            else:
+                search.suspend(db.obj)  # bulk load first, then index in one pass (as migration 11 does)
+                seconds = report_bench.seed(count, now)
+                began = time.perf_counter()
+                with db.atomic():
+                    search.install(db.obj)
+                indexed = time.perf_counter() - began
+                print(f"\n{kind}: seeded {count:,} incidents in {seconds:.1f} s, indexed them in {indexed:.1f} s")
+            if not User.select().where(User.name == "boss").exists():
+                accounts.create_user("boss", "admin", report_bench.PASSWORD)
             token = accounts.issue_api_token("boss")
-            client = create_app(config).test_client()
+            client = create_app(config, build_services(config)).test_client()
             headers = {"Authorization": f"Bearer {token}"}
             if is_postgres():
                 bare_sql = "SELECT COUNT(*) FROM incident_search WHERE document @@ to_tsquery('simple', %s)"
@@ -118,7 +131,7 @@ def run(kind: str, count: int, rounds: int) -> None:
                 bare_args = [f'"{RARE}"']
             base = timed(lambda: db.execute_sql(bare_sql, bare_args).fetchall(), rounds)
             matches = db.execute_sql(bare_sql, bare_args).fetchone()[0]
-            print(f"  baseline: the index's count of {RARE!r} ({matches:,} matches) {base * 1000:8.1f} ms")
+            print(f"  baseline: the index's count of {RARE!r} ({matches:,} matches) {base * 1000:8.2f} ms")
 
             def browse():
                 response = client.get("/api/v1/incidents", query_string={"sort": "newest"}, headers=headers)
@@ -143,6 +156,8 @@ def run(kind: str, count: int, rounds: int) -> None:
                     assert response.status_code == 200, response.text
 
                 total = search.restrict(Incident.select(Incident.id), found).count()
+                if show_plans:
+                    explain(label, query, api)
                 alone = timed(query, rounds)
                 full = timed(api, rounds)
                 print(
@@ -155,8 +170,36 @@ def run(kind: str, count: int, rounds: int) -> None:
             if admin is not None:
                 if hasattr(db.obj, "close_all"):
                     db.obj.close_all()
-                admin.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
+                if not keep:
+                    admin.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
                 admin.close()
+
+
+def explain(label: str, *calls) -> None:
+    """The plan of every statement ``calls`` run (EXPLAIN ANALYZE on PostgreSQL, EXPLAIN QUERY PLAN on SQLite)."""
+    statements: list[tuple[str, list]] = []
+    database = db.obj
+    original = database.execute_sql
+
+    def record(sql, params=None):
+        statements.append((sql, list(params or ())))
+        return original(sql, params)
+
+    database.execute_sql = record
+    try:
+        for call in calls:
+            call()
+    finally:
+        del database.execute_sql
+    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if is_postgres() else "EXPLAIN QUERY PLAN "
+    print(f"\n  plans of the {label}:")
+    for sql, params in statements:
+        if search.TABLE not in sql:  # the search's own statements, not the token check's or the page's
+            continue
+        print(f"  -- {sql[:600]}{'…' if len(sql) > 600 else ''}  {params[:8]}")
+        for row in db.execute_sql(prefix + sql, params).fetchall():
+            print("     ", " | ".join(str(v) for v in row))
+    print()
 
 
 def main() -> None:
@@ -164,9 +207,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--explain", action="store_true", help="print the plan of every statement each search runs")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help=f"keep the seeded database ({KEPT} / schema bench_search_COUNT) and reuse it on the next --keep run",
+    )
     args = parser.parse_args()
     for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
-        run(kind, args.count, args.rounds)
+        run(kind, args.count, args.rounds, show_plans=args.explain, keep=args.keep)
 
 
 if __name__ == "__main__":

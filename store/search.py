@@ -2,7 +2,7 @@
 
 The index holds, per incident: ref (one token: INC-42 is "inc42"), title, body (description), updates
 (the text of its events), reporter address and labels. The database keeps it in step by itself (triggers created by
-:func:`install`, migration 9): whatever writes an incident or an event, the index follows in the
+:func:`install`, migration 11): whatever writes an incident or an event, the index follows in the
 same transaction. Every text is cut at :data:`CAP` characters (the updates keep the first
 :data:`CAP`), so one incident costs bounded work to index.
 
@@ -167,6 +167,26 @@ def tsquery_text(terms: tuple[Term, ...], *, any_of: bool = False) -> str:
 
 
 _WEIGHT_LETTER = {"ref": "A", "reporter": "D", "labels": "D"}
+_PLAIN = re.compile(r"[a-z0-9]+")
+PAIR_BYTES = 200  # a pair of longer words is not in the index (the phrase then finds it by its words alone)
+
+
+def pairs_tsquery_text(terms: tuple[Term, ...]) -> str:
+    """The tsquery (a literal, not parsed) of the word pairs the PostgreSQL index holds for ``terms``' phrases.
+
+    The index's document holds, beside its words, every two words at consecutive positions as one lexeme
+    ``_first_second``, without position (``_`` splits words, so no word is one, and no prefix matches one: a
+    positionless lexeme matched by a prefix inside a phrase would fail the phrase). GIN keeps no positions, so a
+    phrase alone is the AND of its words, each match rechecked: ``"disk full"`` read every incident with both
+    words, most of them not the phrase. With its pairs, GIN gives the phrase's matches and little else. Only pairs
+    of plain ASCII words, which PostgreSQL's parser and :func:`tokens` surely split alike; a prefix is in no pair."""
+    pairs: dict[str, None] = {}
+    for term in terms:
+        words = term.tokens[:-1] if term.prefix else term.tokens
+        for first, second in zip(words, words[1:], strict=False):
+            if _PLAIN.fullmatch(first) and _PLAIN.fullmatch(second) and len(first) + len(second) <= PAIR_BYTES:
+                pairs[f"'_{first}_{second}'"] = None
+    return " & ".join(pairs)
 
 
 def _hits(terms: tuple[Term, ...], *, any_of: bool = False, newest: int = 0):
@@ -176,9 +196,11 @@ def _hits(terms: tuple[Term, ...], *, any_of: bool = False, newest: int = 0):
     if is_postgres():
         index = peewee.Table(TABLE, ("incident_id", "document")).alias("idx")
         query = fn.to_tsquery("simple", tsquery_text(terms, any_of=any_of))
+        pairs = "" if any_of else pairs_tsquery_text(terms)
+        found = Expression(query, "&&", peewee.Cast(peewee.Value(pairs), "tsquery")) if pairs else query
         hits = index.select(
             index.incident_id.alias("incident_id"), (0 - fn.ts_rank(index.document, query)).alias("score")
-        ).where(Expression(index.document, "@@", query))
+        ).where(Expression(index.document, "@@", found))
         if newest:
             hits = hits.order_by(index.incident_id.desc()).limit(newest)
         return hits.alias("hits")
@@ -258,7 +280,7 @@ def similar(incident: Incident, *, include_security: bool, limit: int = 5) -> li
     return [(rows[key], why) for key, why in found.items() if key in rows]
 
 
-# -- the index: created and backfilled by migration 9, kept in step by triggers ------------------------------
+# -- the index: created and backfilled by migration 11, kept in step by triggers -----------------------------
 
 
 def install(database: peewee.Database) -> None:
@@ -317,6 +339,14 @@ _POSTGRES = (
         SELECT to_tsvector('simple', translate(left(coalesce(value, ''), {{CAP}}),
             $p${_PUNCTUATION}$p$ || chr(37), repeat(' ', {len(_PUNCTUATION) + 1})))
     $$""",
+    # every two words at consecutive positions as one lexeme "_first_second", without position (pairs_tsquery_text)
+    f"""CREATE OR REPLACE FUNCTION {TABLE}_pairs(document TSVECTOR) RETURNS TSVECTOR LANGUAGE sql IMMUTABLE AS $$
+        SELECT coalesce(array_to_tsvector(array_agg(DISTINCT '_' || a.lexeme || '_' || b.lexeme)), ''::tsvector)
+        FROM (SELECT lexeme, unnest(positions) AS position FROM unnest(document)) a
+        JOIN (SELECT lexeme, unnest(positions) AS position FROM unnest(document)) b ON b.position = a.position + 1
+        WHERE octet_length(a.lexeme) + octet_length(b.lexeme) <= {PAIR_BYTES}
+            AND a.lexeme ~ '^[a-z0-9]+$' AND b.lexeme ~ '^[a-z0-9]+$'
+    $$""",
     # the document of a row of the index, from its incident: computed whenever the row is written
     f"""CREATE OR REPLACE FUNCTION {TABLE}_document() RETURNS TRIGGER LANGUAGE plpgsql AS $$
     BEGIN
@@ -326,6 +356,7 @@ _POSTGRES = (
             || setweight({TABLE}_words(coalesce(c.email, '') || ' ' || i.labels), 'D')
         INTO NEW.document
         FROM incident i LEFT JOIN contact c ON c.id = i.reporter_id WHERE i.id = NEW.incident_id;
+        NEW.document := NEW.document || {TABLE}_pairs(NEW.document);
         RETURN NEW;
     END $$""",
     f"""CREATE OR REPLACE TRIGGER {TABLE}_document BEFORE INSERT OR UPDATE ON {TABLE}
@@ -358,6 +389,17 @@ _POSTGRES = (
     # after the backfill: one build of the index is faster than a million inserts into it
     f"CREATE INDEX IF NOT EXISTS {TABLE}_document ON {TABLE} USING GIN (document)",
 )
+
+
+def reindex(database: peewee.Database) -> None:
+    """Recompute every PostgreSQL document with the definitions of :func:`install` (migration 16: the word pairs
+    of :func:`pairs_tsquery_text`), the GIN index dropped meanwhile and built once after. SQLite: nothing to do."""
+    if not is_postgres(database):
+        return
+    install(database)
+    database.execute_sql(f"DROP INDEX IF EXISTS {TABLE}_document")
+    database.execute_sql(f"UPDATE {TABLE} SET updates = updates")  # the BEFORE UPDATE trigger computes the document
+    database.execute_sql(_POSTGRES[-1])
 
 
 def suspend(database: peewee.Database) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.cli.main import main
 from store import migrations, search
-from store.db import db
+from store.db import db, is_postgres
 from store.models import CorrelationKey, Incident
 from tests.test_api import Api
 from tests.test_web import Web
@@ -59,6 +59,38 @@ def test_words_prefixes_phrases_and_fields(api):
     assert refs(api, "critical") == [disk]  # label values are words too
     assert refs(api, disk.lower()) == [disk]  # a ref, any case
     assert refs(api, "nothing-like-this") == []
+
+
+def test_phrases_of_every_kind(api):
+    """PostgreSQL finds a phrase through the word pairs its index holds (store/search.py pairs_tsquery_text):
+    every kind of phrase finds what it found by its words alone, before and after migration 16's reindex."""
+    life = api.web.lifecycle
+    cafe = life.create(title="Café crème machine leaks", description="the drip tray of the espresso unit", actor="t")
+    life.note(cafe.ref, "t", "ordered a new drip tray gasket")
+    disk, mail = api.disk.ref, api.mail.ref
+    cases = {
+        '"drip tray of the espresso"': [cafe.ref],  # five words in the body
+        '"new drip tray gasket"': [cafe.ref],  # in an update
+        '"café crème"': [cafe.ref],  # words PostgreSQL's parser may split otherwise: no pair, the words still
+        '"crème machine leaks"': [cafe.ref],
+        "full-on-stor": [disk],  # words joined by punctuation are a phrase, whose last word is a prefix
+        '"storage 07"': [disk],
+        '"full disk"': [],
+        '"tray drip"': [],
+        "from:olga.ops@example.com": [disk],  # the address is a phrase of its words
+        '"postfix relay on mx2"': [mail],
+    }
+    found = {text: refs(api, text) for text in cases}
+    assert found == cases
+    search.reindex(db.obj)  # migration 16: every document recomputed, the same answers
+    assert {text: refs(api, text) for text in cases} == cases
+    assert search.pairs_tsquery_text(search.parse('"Drip tray" on-stor "café crème"').terms) == "'_drip_tray'"
+    if is_postgres():
+        pairs = db.execute_sql(
+            "SELECT lexeme FROM incident_search, unnest(document) WHERE incident_id = %s AND lexeme LIKE %s",
+            [cafe.id, "%\\_%"],
+        ).fetchall()
+        assert {"_drip_tray", "_espresso_unit", "_machine_leaks"} <= {p for (p,) in pairs}
 
 
 def test_ranked_title_before_body_before_updates(api):
