@@ -296,7 +296,7 @@ def _v12_alerts(database: peewee.Database) -> None:
     Alert._meta.remove_ref(Alert.incident)
 
 
-def _v16_search_pairs(database: peewee.Database) -> None:
+def _v13_search_pairs(database: peewee.Database) -> None:
     """PostgreSQL's search documents hold their word pairs, so a phrase is found by the index, not by rechecking
     every incident with its words (store/search.py pairs_tsquery_text); every document recomputed."""
     search.reindex(database)
@@ -315,7 +315,7 @@ MIGRATIONS = [
     (10, "report rollup", _v10_report_rollup),
     (11, "full-text search", _v11_search),
     (12, "member alerts of alert incidents", _v12_alerts),
-    (16, "word pairs in the PostgreSQL search index", _v16_search_pairs),
+    (13, "word pairs in the PostgreSQL search index", _v13_search_pairs),
 ]
 LATEST = MIGRATIONS[-1][0]
 

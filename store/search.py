@@ -392,7 +392,7 @@ _POSTGRES = (
 
 
 def reindex(database: peewee.Database) -> None:
-    """Recompute every PostgreSQL document with the definitions of :func:`install` (migration 16: the word pairs
+    """Recompute every PostgreSQL document with the definitions of :func:`install` (migration 13: the word pairs
     of :func:`pairs_tsquery_text`), the GIN index dropped meanwhile and built once after. SQLite: nothing to do."""
     if not is_postgres(database):
         return

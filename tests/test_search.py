@@ -63,7 +63,7 @@ def test_words_prefixes_phrases_and_fields(api):
 
 def test_phrases_of_every_kind(api):
     """PostgreSQL finds a phrase through the word pairs its index holds (store/search.py pairs_tsquery_text):
-    every kind of phrase finds what it found by its words alone, before and after migration 16's reindex."""
+    every kind of phrase finds what it found by its words alone, before and after migration 13's reindex."""
     life = api.web.lifecycle
     cafe = life.create(title="Café crème machine leaks", description="the drip tray of the espresso unit", actor="t")
     life.note(cafe.ref, "t", "ordered a new drip tray gasket")
@@ -82,7 +82,7 @@ def test_phrases_of_every_kind(api):
     }
     found = {text: refs(api, text) for text in cases}
     assert found == cases
-    search.reindex(db.obj)  # migration 16: every document recomputed, the same answers
+    search.reindex(db.obj)  # migration 13: every document recomputed, the same answers
     assert {text: refs(api, text) for text in cases} == cases
     assert search.pairs_tsquery_text(search.parse('"Drip tray" on-stor "café crème"').terms) == "'_drip_tray'"
     if is_postgres():
