@@ -64,10 +64,39 @@ service anvil {{
 class Dovecot:
     def __init__(self, root: Path, port: int):
         self.root, self.port = root, port
+        self.password = PASSWORD
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        output = open(self.root / "console.log", "ab")  # noqa: SIM115 -- the process holds it; closed below
+        try:
+            command = [DOVECOT, "-c", str(self.root / "dovecot.conf"), "-F"]
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        finally:
+            output.close()
+        process = self.process
+        wait_for(lambda: _listening(self.port) or process.poll() is not None, message="dovecot listening")
+        assert process.poll() is None, (self.root / "console.log").read_text()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        """Stop and start the server: every connection to it ends, as when an IMAP server restarts."""
+        self.stop()
+        self.start()
+
+    def set_password(self, password: str) -> None:
+        """The user's new password (the passwd-file, which Dovecot reads again when it changes)."""
+        self.password = password
+        (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{password}::::::\n")
 
     def client(self) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
-        client.login(USER, PASSWORD)
+        client.login(USER, self.password)
         return client
 
     def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
@@ -94,16 +123,12 @@ def dovecot():
     port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(CONFIG.format(root=root, port=port, uid=account.pw_uid, gid=account.pw_gid))
-    output = open(root / "console.log", "wb")  # noqa: SIM115 -- closed in finally
-    process = subprocess.Popen([DOVECOT, "-c", str(conf), "-F"], stdout=output, stderr=subprocess.STDOUT)
+    server = Dovecot(root, port)
     try:
-        wait_for(lambda: _listening(port) or process.poll() is not None, message="dovecot listening")
-        assert process.poll() is None, (root / "console.log").read_text()
-        yield Dovecot(root, port)
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        output.close()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
