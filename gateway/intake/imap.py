@@ -144,6 +144,8 @@ class MailboxPoller(Loop):
             while not self.stopping.is_set() and waited < min(longest.total_seconds(), 25 * 60):
                 if client.idle_check(timeout=_IDLE_SLICE):
                     break
+                if _closed_by_server(client.socket()):  # idle_check answers [] at end of file: say it now
+                    raise ConnectionAbortedError("the server closed the connection during IDLE")
                 waited += _IDLE_SLICE
         finally:
             client.idle_done()
@@ -289,23 +291,35 @@ def describe(exc: Exception, *, lost: bool) -> tuple[str, str]:
     return problem, "an unexpected error (see the log)"
 
 
-_BYTES_REPR = re.compile(r"b(['\"]).*\1", re.DOTALL)
-_RESPONSE_CODE = re.compile(r"^\[[A-Z-]+(?: [^\]]*)?\]\s*")
+_BYTES_REPR = re.compile(r"(?P<head>.*?)(?P<repr>b(['\"]).*\3)", re.DOTALL)
+_RESPONSE_CODE = re.compile(r"\[[A-Z-]+(?: [^\]]*)?\]\s*")
 
 
 def _server_text(exc: Exception) -> str:
     """A server's answer as text: imaplib gives the bytes' repr (b'[AUTHENTICATIONFAILED] Authentication
     failed.'); keep the words, without the repr, the response code and the final full stop."""
-    text = str(exc).strip()
-    for prefix in ("login failed: ", "LOGIN command error: "):
-        text = text.removeprefix(prefix)
-    if _BYTES_REPR.fullmatch(text):
+    text = str(exc).strip().removeprefix("login failed: ")
+    found = _BYTES_REPR.fullmatch(text)
+    if found:
         try:
-            text = ast.literal_eval(text).decode("utf-8", "replace")
+            answer = ast.literal_eval(found["repr"]).decode("utf-8", "replace")
         except (ValueError, SyntaxError):
-            text = text[2:-1]
-    text = _RESPONSE_CODE.sub("", text.strip()).rstrip(".").strip()
+            answer = found["repr"][2:-1]
+        text = found["head"] + answer
+    text = _RESPONSE_CODE.sub("", text, count=1).strip().rstrip(".").strip()
     return text[:300] or "no reason given"
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """The server closed the connection (end of file waiting on the TCP stream); peeked on a duplicate of the
+    descriptor, below any TLS layer, so nothing is consumed."""
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: still open
+    except OSError:
+        return True  # reset, or the descriptor is gone
 
 
 def _close(client) -> None:
