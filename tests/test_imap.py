@@ -18,6 +18,7 @@ from pathlib import Path
 
 import imapclient
 import pytest
+import requests
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from gateway.config.loader import load_config
@@ -27,7 +28,7 @@ from gateway.intake.writer import InboundWriter
 from gateway.service import Service
 from notifiers.words import moment
 from store.models import PENDING, Inbound, Incident, MailboxState
-from tests.conftest import free_port, wait_for
+from tests.conftest import INLET, ROOT, free_port, wait_for
 
 DOVECOT = "/usr/sbin/dovecot"
 USER, PASSWORD = "support", "imap-secret"
@@ -424,6 +425,39 @@ def test_inlet_reload_applies_a_rotated_password_file(store, tmp_path, dovecot):
     finally:
         service.stop()
     assert states(service.config)[0].ok
+
+
+def test_inlet_serve_shows_a_refused_login_on_readyz_and_inlet_reload_applies_the_rotated_password(
+    store, tmp_path, dovecot, serve
+):
+    """The real interface: `inlet serve` (the poller in its imap process, /readyz in its web process, which
+    reads the state from the store), the password rotated on the real Dovecot, `inlet reload`."""
+    (tmp_path / "imap-password").write_text(PASSWORD + "\n")
+    mailbox = [{**box(dovecot), "password_env": "", "password_file": "imap-password"}]  # next to the config file
+    served = serve(mailbox=mailbox)
+    readyz = f"http://127.0.0.1:{served.web_port}/readyz"
+
+    def mailbox_state() -> dict:
+        return requests.get(readyz, timeout=10).json()["mailboxes"][0]
+
+    dovecot.deliver(mail("Before the rotation"))
+    wait_for(lambda: Incident.select().count() == 1, timeout=20, message="mail read by inlet serve")
+    wait_for(lambda: mailbox_state()["status"] == "idle", message="/readyz: waiting for mail")
+    dovecot.set_password("rotated-secret")
+    dovecot.restart()
+    wait_for(lambda: mailbox_state()["problem"] == "cannot log in", message="/readyz: the old password refused")
+    body = requests.get(readyz, timeout=10)
+    assert body.status_code == 200 and body.json()["status"] == "ready"  # reported, not failing
+    (warning,) = body.json()["warnings"]
+    assert warning.startswith("mailbox support: cannot log in since ")
+    assert warning.endswith("(the server refused the login: Authentication failed)")
+    (tmp_path / "imap-password").write_text("rotated-secret\n")
+    done = subprocess.run([*INLET, "-c", str(served.path), "reload"], cwd=ROOT, env=served.env, timeout=60)
+    assert done.returncode == 0
+    dovecot.deliver(mail("After the rotation"))
+    wait_for(lambda: Incident.select().count() == 2, timeout=15, message="mail flows with the new password")
+    wait_for(lambda: requests.get(readyz, timeout=10).json()["warnings"] == [], message="/readyz: no warning")
+    assert served.stop() == 0
 
 
 def test_reload_starts_stops_and_restarts_pollers_as_the_file_says(store, tmp_path, dovecot):
