@@ -10,6 +10,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 from email.message import EmailMessage
@@ -507,3 +508,9 @@ NO_FOLDER = "the server answered with an error: select failed: Mailbox doesn't e
 )
 def test_errors_are_described_in_words(error, lost, words):
     assert describe(error, lost=lost) == words
+
+
+def test_tls_errors_are_described_in_words():
+    error = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    error.reason = "WRONG_VERSION_NUMBER"  # as the ssl module sets it
+    assert describe(error, lost=False) == ("cannot connect", "TLS failed: wrong version number")

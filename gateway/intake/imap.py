@@ -275,7 +275,8 @@ def describe(exc: Exception, *, lost: bool) -> tuple[str, str]:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return problem, f"the server's TLS certificate was not accepted: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return problem, f"TLS failed: {exc.reason or exc.strerror or 'no reason given'}"
+        reason = exc.reason.replace("_", " ").lower() if exc.reason else "no reason given"
+        return problem, f"TLS failed: {reason}"
     if isinstance(exc, socket.gaierror):
         return problem, "the server's name could not be resolved"
     if isinstance(exc, ConnectionRefusedError):
@@ -291,21 +292,22 @@ def describe(exc: Exception, *, lost: bool) -> tuple[str, str]:
     return problem, "an unexpected error (see the log)"
 
 
-_BYTES_REPR = re.compile(r"(?P<head>.*?)(?P<repr>b(['\"]).*\3)", re.DOTALL)
 _RESPONSE_CODE = re.compile(r"\[[A-Z-]+(?: [^\]]*)?\]\s*")
+_LONGEST_ANSWER = 1000  # characters of a server's answer looked at (it bounds the work on what a server sends)
 
 
 def _server_text(exc: Exception) -> str:
     """A server's answer as text: imaplib gives the bytes' repr (b'[AUTHENTICATIONFAILED] Authentication
     failed.'); keep the words, without the repr, the response code and the final full stop."""
-    text = str(exc).strip().removeprefix("login failed: ")
-    found = _BYTES_REPR.fullmatch(text)
-    if found:
-        try:
-            answer = ast.literal_eval(found["repr"]).decode("utf-8", "replace")
-        except (ValueError, SyntaxError):
-            answer = found["repr"][2:-1]
-        text = found["head"] + answer
+    text = str(exc).strip().removeprefix("login failed: ")[:_LONGEST_ANSWER]
+    for quote in ("'", '"'):
+        start = text.find("b" + quote)
+        if start >= 0 and len(text) > start + 2 and text.endswith(quote):
+            try:
+                text = text[:start] + ast.literal_eval(text[start:]).decode("utf-8", "replace")
+            except (ValueError, SyntaxError):
+                text = text[:start] + text[start + 2 : -1]
+            break
     text = _RESPONSE_CODE.sub("", text, count=1).strip().rstrip(".").strip()
     return text[:300] or "no reason given"
 
