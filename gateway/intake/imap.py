@@ -86,22 +86,25 @@ class MailboxPoller(Loop):
             try:
                 client = self.connect()
             except Exception as exc:  # every failure to connect is retried, never fatal
-                self._failed(*describe(exc, lost=False), delay)
+                self._failed(exc, *describe(exc, lost=False), delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = self.min_backoff  # logged in: the next failure is a new one, retried soon
             try:
                 self.watch(client)
             except Exception as exc:
-                self._failed(*describe(exc, lost=True), delay)
+                self._failed(exc, *describe(exc, lost=True), delay)
                 delay = min(delay * 2, self.max_backoff)
             finally:
                 _close(client)
 
-    def _failed(self, problem: str, reason: str, delay: float) -> None:
+    def _failed(self, exc: Exception, problem: str, reason: str, delay: float) -> None:
         self.last_error = f"{problem}: {reason}"
         self.report.failed(problem, reason)
-        log.error("mailbox %s (%s): %s; retrying in %.0fs", self.box.name, self.box.host, self.last_error, delay)
+        detail = f" ({type(exc).__name__}: {exc})" if reason.endswith("(see the log)") else ""
+        log.error(
+            "mailbox %s (%s): %s%s; retrying in %.0fs", self.box.name, self.box.host, self.last_error, detail, delay
+        )
         self.stopping.wait(delay)
 
     def connect(self) -> imapclient.IMAPClient:
@@ -250,9 +253,9 @@ def mailbox_password(box) -> str:
             password = Path(box.password_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise PasswordMissing(f"cannot read password_file {box.password_file}: {reason}") from None
+            raise PasswordMissing(f"cannot read its password_file: {reason}") from None
         if not password:
-            raise PasswordMissing(f"password_file {box.password_file} is empty")
+            raise PasswordMissing("its password_file is empty")
         return password
     password = os.environ.get(box.password_env, "")
     if not password:
@@ -262,13 +265,14 @@ def mailbox_password(box) -> str:
 
 def describe(exc: Exception, *, lost: bool) -> tuple[str, str]:
     """What failed, in words for people: (problem, reason), e.g. ("cannot log in", "the server refused the
-    login: Authentication failed"). ``lost``: the failure came after a successful login."""
+    login: Authentication failed"). ``lost``: the failure came after a successful login. The words are shown by
+    the public /readyz: no host, user, path or driver message (those are in the configuration and the log)."""
     if isinstance(exc, PasswordMissing):
         return "cannot log in", f"no password: {exc}"
     if isinstance(exc, LoginError):
         return "cannot log in", f"the server refused the login: {_server_text(exc)}"
     if isinstance(exc, StoreUnavailable):
-        return "cannot store mail", f"the database is unavailable: {exc}"
+        return "cannot store mail", "the database is unavailable (see the log)"
     if isinstance(exc, peewee.PeeweeException):
         return "cannot store mail", "the database failed (see the log)"
     problem = "connection lost" if lost else "cannot connect"
