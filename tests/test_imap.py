@@ -393,7 +393,7 @@ def test_a_refused_login_is_shown_in_words_by_readyz_the_queue_and_the_configura
         assert html.escape(line) in admin.get("/incidents").text  # the queue's header warns
         assert html.escape(state.last_error) in admin.get("/configuration").text
         monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", PASSWORD)
-        wait_for(lambda: states(web.config)[0].ok, message="reading mail again")
+        wait_for(lambda: states(web.config)[0].status == "idle", message="read the folder, waiting for mail")
     finally:
         poller.stop()
     (state,) = states(web.config)
