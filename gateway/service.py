@@ -45,14 +45,13 @@ DELIVERY_YIELD = 0.05  # seconds a delivery round waits at most while intake has
 PID_FILE = "inlet.pid"  # in inlet.data_dir: where `inlet reload` finds the running process
 
 ROLES = ("web", "worker", "timers", "notify", "smtp", "imap")
-# Sections a reload cannot apply to a running process (open connections, sockets, running pollers),
-# as the file names them.
+# Sections a reload cannot apply to a running process (open connections, sockets), as the file names them.
+# [[mailbox]] is not one: a reload restarts the pollers it affects (Service._reload_pollers).
 RESTART_SECTIONS = {
     "database": "[database]",
     "web": "[web]",
     "serve": "[serve]",
     "smtp": "[smtp]",
-    "mailbox": "[[mailbox]]",
     "retention": "[retention]",  # read once by the timers role
 }
 
@@ -63,6 +62,8 @@ def reloadable(running: Config) -> Config:
     for name, shown in RESTART_SECTIONS.items():
         if getattr(new, name) != getattr(running, name):
             raise ConfigError(f"{running.path}: {shown} changed: restart Inlet to apply it")
+    if new.mailbox and not running.mailbox:  # `inlet serve` planned no imap role process
+        raise ConfigError(f"{running.path}: the first [[mailbox]] was added: restart Inlet to start polling it")
     return new
 
 
@@ -275,10 +276,10 @@ class Service:
 
             self.smtp = SmtpServer(config, self.writer, self.refusals)
             self.components.append(self.smtp)
+        self.pollers: dict = {}  # [[mailbox]] name -> its running MailboxPoller (a reload may replace it)
         if "imap" in self.roles and config.mailbox:
-            from gateway.intake.imap import MailboxPoller
-
-            self.components.extend(MailboxPoller(config, box, self.writer, clock=self.clock) for box in config.mailbox)
+            self.pollers = {box.name: self._poller(config, box) for box in config.mailbox}
+            self.components.extend(self.pollers.values())
         if "web" in self.roles:
             from web.app import create_app
 
@@ -316,8 +317,48 @@ class Service:
             if getattr(self, "delivery", None) is not None:
                 self.delivery.reconfigure(new)  # the channels of groups and stakeholders, the templates
             self.config = new
+        if self.pollers:
+            self._reload_pollers(new)
         logging.getLogger().setLevel(new.inlet.log_level.upper())
         return new
+
+    def _poller(self, config: Config, box):
+        from gateway.intake.imap import MailboxPoller
+
+        return MailboxPoller(config, box, self.writer, clock=self.clock)
+
+    def _reload_pollers(self, new: Config) -> None:
+        """Restart the pollers a reload affects: a changed or removed [[mailbox]], a rotated password (its
+        password_file now says something else), or one that is failing (it retries now, not after its
+        back-off: the reload may be the fix). The others keep their connection."""
+        from gateway.intake.imap import PasswordMissing, mailbox_password
+        from gateway.intake.mailbox_status import CONNECTED, IDLE
+
+        wanted = {box.name: box for box in new.mailbox}
+        for name, poller in list(self.pollers.items()):
+            box = wanted.get(name)
+            try:
+                rotated = box is not None and mailbox_password(box) != poller.password
+            except PasswordMissing:
+                rotated = True  # the new poller says so, in its state
+            if box == poller.box and not rotated and poller.report.status in (CONNECTED, IDLE):
+                continue
+            why = "removed" if box is None else "changed" if box != poller.box else "password" if rotated else "retry"
+            log.info("reload: mailbox %s: restarting its poller (%s)", name, why)
+            poller.stop()
+            index = self.components.index(poller)
+            del self.pollers[name]
+            if box is None:
+                del self.components[index]
+                continue
+            self.pollers[name] = self.components[index] = self._poller(new, box)
+            self.pollers[name].start()
+        for name, box in wanted.items():
+            if name not in self.pollers:
+                log.info("reload: mailbox %s: starting its poller (new)", name)
+                self.pollers[name] = self._poller(new, box)
+                self.components.append(self.pollers[name])
+                self.pollers[name].start()
 
     def start(self) -> None:
         for component in self.components:

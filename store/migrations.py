@@ -302,6 +302,26 @@ def _v13_search_pairs(database: peewee.Database) -> None:
     search.reindex(database)
 
 
+def _v14_mailbox_health(database: peewee.Database) -> None:
+    """How each IMAP poller is doing, for every process to read (gateway/intake/mailbox_status.py; the table as at
+    version 14)."""
+
+    class MailboxHealth(peewee.Model):
+        mailbox = peewee.CharField(max_length=100, unique=True)
+        status = peewee.CharField(max_length=16)
+        since = models.UTCDateTimeField()
+        problem = peewee.CharField(max_length=100, default="")
+        last_error = peewee.TextField(default="")
+        last_error_at = models.UTCDateTimeField(null=True)
+        last_poll_at = models.UTCDateTimeField(null=True)
+
+        class Meta:
+            table_name = "mailbox_health"
+
+    with database.bind_ctx([MailboxHealth]):
+        database.create_tables([MailboxHealth], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -316,6 +336,7 @@ MIGRATIONS = [
     (11, "full-text search", _v11_search),
     (12, "member alerts of alert incidents", _v12_alerts),
     (13, "word pairs in the PostgreSQL search index", _v13_search_pairs),
+    (14, "mailbox health", _v14_mailbox_health),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -530,6 +530,24 @@ class MailboxState(BaseModel):
     updated_at = UTCDateTimeField()
 
 
+class MailboxHealth(BaseModel):
+    """How the IMAP poller of one mailbox is doing (gateway/intake/mailbox_status.py), written by the imap role and
+    read by every process (/readyz, the queue's header, the Configuration page): kept apart from the checkpoint.
+
+    ``status``: connecting, connected (scanning), idle (waiting for news) or failing; ``since``: when it entered
+    that status (while failing: the first failure of the run, not the latest); ``problem`` and ``last_error``:
+    what failed, in words ("cannot log in", "the server refused the login: Authentication failed"), kept after a
+    recovery with ``last_error_at``; ``last_poll_at``: the last complete scan of the folder."""
+
+    mailbox = peewee.CharField(max_length=100, unique=True)
+    status = peewee.CharField(max_length=16)
+    since = UTCDateTimeField()
+    problem = peewee.CharField(max_length=100, default="")
+    last_error = peewee.TextField(default="")
+    last_error_at = UTCDateTimeField(null=True)
+    last_poll_at = UTCDateTimeField(null=True)
+
+
 class Counter(BaseModel):
     """Named counters (incident numbers): incremented inside the creating transaction."""
 

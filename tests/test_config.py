@@ -114,6 +114,22 @@ def test_missing_required_key(tmp_path):
     assert refused(tmp_path, data).endswith("[[group]] #4 → name: required key is missing")
 
 
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ({}, "required key is missing: one of password_env and password_file"),
+        ({"password_env": "IMAP_PASSWORD", "password_file": "/run/secrets/imap"}, "give only one of"),
+    ],
+)
+def test_a_mailbox_needs_exactly_one_password_source(tmp_path, password, problem):
+    box = {"name": "desk", "host": "imap.example.org", "user": "desk", **password}
+    data = base_config_dict("sqlite:///x.db", mailbox=[box])
+    assert f"[[mailbox]] 'desk' → password_env: {problem}" in refused(tmp_path, data)
+    box.pop("password_env", None)
+    box["password_file"] = "/run/secrets/imap"
+    assert load_config(write(tmp_path, data)).mailbox[0].password_file == "/run/secrets/imap"
+
+
 def test_choice_and_minimum(tmp_path):
     assert "must be one of debug, info, warning, error" in refused(
         tmp_path, base_config_dict("sqlite:///x.db", inlet={"log_level": "loud"})

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
 import logging
+import os
 import pwd
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 from email.message import EmailMessage
@@ -14,12 +19,17 @@ from pathlib import Path
 
 import imapclient
 import pytest
+import requests
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from gateway.intake.imap import MailboxPoller
+from gateway.config.loader import load_config
+from gateway.intake.imap import MailboxPoller, describe
+from gateway.intake.mailbox_status import states
 from gateway.intake.writer import InboundWriter
 from gateway.service import Service
+from notifiers.words import moment
 from store.models import PENDING, Inbound, Incident, MailboxState
-from tests.conftest import free_port, wait_for
+from tests.conftest import INLET, ROOT, free_port, wait_for
 
 DOVECOT = "/usr/sbin/dovecot"
 USER, PASSWORD = "support", "imap-secret"
@@ -64,10 +74,46 @@ service anvil {{
 class Dovecot:
     def __init__(self, root: Path, port: int):
         self.root, self.port = root, port
+        self.password = PASSWORD
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        output = open(self.root / "console.log", "ab")  # noqa: SIM115 -- the process holds it; closed below
+        try:
+            command = [DOVECOT, "-c", str(self.root / "dovecot.conf"), "-F"]
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        finally:
+            output.close()
+        process = self.process
+        wait_for(lambda: _listening(self.port) or process.poll() is not None, message="dovecot listening")
+        assert process.poll() is None, (self.root / "console.log").read_text()
+
+    def stop(self) -> None:
+        """Stop the server and its sessions: Dovecot's master leaves running imap processes behind (they
+        keep their clients), so they are ended too, by the pids the master started."""
+        if self.process is None:
+            return
+        children = _children(self.process.pid)
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process = None
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop and start the server: every connection to it ends, as when an IMAP server restarts."""
+        self.stop()
+        self.start()
+
+    def set_password(self, password: str) -> None:
+        """The user's new password (the passwd-file, which Dovecot reads again when it changes)."""
+        self.password = password
+        (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{password}::::::\n")
 
     def client(self) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
-        client.login(USER, PASSWORD)
+        client.login(USER, self.password)
         return client
 
     def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
@@ -94,17 +140,22 @@ def dovecot():
     port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(CONFIG.format(root=root, port=port, uid=account.pw_uid, gid=account.pw_gid))
-    output = open(root / "console.log", "wb")  # noqa: SIM115 -- closed in finally
-    process = subprocess.Popen([DOVECOT, "-c", str(conf), "-F"], stdout=output, stderr=subprocess.STDOUT)
+    server = Dovecot(root, port)
     try:
-        wait_for(lambda: _listening(port) or process.poll() is not None, message="dovecot listening")
-        assert process.poll() is None, (root / "console.log").read_text()
-        yield Dovecot(root, port)
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        output.close()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc), and theirs."""
+    try:
+        found = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return found + [grandchild for child in found for grandchild in _children(child)]
 
 
 def _listening(port: int) -> bool:
@@ -266,8 +317,10 @@ def test_bad_password_is_logged_and_retried_then_recovers(store, tmp_path, dovec
     poller = poller_for(config, writer)
     poller.start()
     try:
-        wait_for(lambda: caplog.text.count("login failed") >= 2, message="two failed logins, logged")
-        assert "mailbox support (127.0.0.1): cannot connect: login failed" in caplog.text
+        wait_for(lambda: caplog.text.count("cannot log in") >= 2, message="two failed logins, logged")
+        refused = "the server refused the login: Authentication failed"
+        assert f"mailbox support (127.0.0.1): cannot log in: {refused}; retrying" in caplog.text
+        assert "b'" not in caplog.text and "[AUTHENTICATIONFAILED]" not in caplog.text  # words, not a bytes repr
         monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", PASSWORD)
         wait_for(lambda: Inbound.select().count() == 1, message="stored after the password was fixed")
     finally:
@@ -284,4 +337,180 @@ def test_unreachable_server_is_retried_not_fatal(store, tmp_path, dovecot, write
         wait_for(lambda: caplog.text.count("cannot connect") >= 3, message="retries with backoff")
     finally:
         poller.stop()
-    assert "ConnectionRefusedError" in caplog.text
+    assert "cannot connect: the server refused the connection (is it running, on this port?)" in caplog.text
+    (state,) = states(config)
+    assert (state.status, state.problem, state.last_poll_at) == ("failing", "cannot connect", None)
+
+
+# ---------------------------------------------------------------- watching the poller (issue 20, point 2)
+
+
+def test_each_restart_of_the_server_costs_seconds_not_a_growing_backoff(store, tmp_path, dovecot):
+    """The back-off starts again from its minimum after every login: restart after restart, new mail is an
+    incident within seconds (before, each restart doubled the wait, up to 5 minutes)."""
+    config = mail_config(store, tmp_path, dovecot, poll_interval="60s")  # the default: IDLE is re-issued each minute
+    service = Service(config, roles={"imap", "worker"})  # the poller's own back-off: 1 s, doubling to 300 s
+    service.start()
+    try:
+        poller = service.pollers["support"]
+        for n in range(5):
+            dovecot.restart()
+            wait_for(lambda: poller.report.status == "idle", timeout=8, message=f"logged in again ({n + 1})")
+            dovecot.deliver(mail(f"After restart {n + 1}"))
+            wait_for(lambda n=n: Incident.select().count() == n + 1, timeout=8, message=f"incident {n + 1} in seconds")
+    finally:
+        service.stop()
+    (state,) = states(config)
+    assert state.ok and state.last_error.startswith("the server closed the connection")
+
+
+def test_a_refused_login_is_shown_in_words_by_readyz_the_queue_and_the_configuration_page(
+    store, tmp_path, dovecot, writer, monkeypatch
+):
+    from tests.test_web import Web
+
+    monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", "wrong")
+    web = Web(store, mailbox=[box(dovecot, address="")])
+    poller = poller_for(web.config, writer)
+    poller.start()
+    try:
+        wait_for(lambda: states(web.config)[0].status == "failing", message="the failure recorded")
+        (state,) = states(web.config)
+        assert state.problem == "cannot log in"
+        assert state.last_error == "the server refused the login: Authentication failed"
+        line = f"mailbox support: cannot log in since {moment(state.since)} ({state.last_error})"
+        ready = web.client().get("/readyz")
+        assert ready.status_code == 200  # reported, not failing: this process serves whatever IMAP does
+        assert ready.json["warnings"] == [line]
+        (shown,) = ready.json["mailboxes"]
+        assert (shown["name"], shown["status"], shown["ok"], shown["last_poll_at"]) == (
+            "support",
+            "failing",
+            False,
+            None,
+        )
+        admin = web.client("admin")
+        assert html.escape(line) in admin.get("/incidents").text  # the queue's header warns
+        assert html.escape(state.last_error) in admin.get("/configuration").text
+        monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", PASSWORD)
+        wait_for(lambda: states(web.config)[0].status == "idle", message="read the folder, waiting for mail")
+    finally:
+        poller.stop()
+    (state,) = states(web.config)
+    assert state.status == "idle" and state.last_poll_at is not None
+    assert state.last_error == "the server refused the login: Authentication failed"  # kept, with when
+    ready = web.client().get("/readyz").json
+    assert ready["warnings"] == [] and ready["mailboxes"][0]["ok"] is True
+    assert "cannot log in since" not in web.client("admin").get("/incidents").text
+
+
+def test_inlet_reload_applies_a_rotated_password_file(store, tmp_path, dovecot):
+    secret_file = tmp_path / "imap-password"
+    secret_file.write_text(PASSWORD + "\n")
+    boxes = [{**box(dovecot), "password_env": "", "password_file": str(secret_file)}]
+    path = store.write_config(smtp={"enabled": False}, address=[{"address": "support@example.org"}], mailbox=boxes)
+    service = Service(load_config(path), roles={"imap", "worker"})
+    service.start()
+    try:
+        first = service.pollers["support"]
+        wait_for(lambda: first.report.status == "idle", message="logged in")
+        assert service.reload().mailbox == service.config.mailbox and service.pollers["support"] is first  # no change
+        dovecot.set_password("rotated-secret")
+        dovecot.restart()  # ends the session: the next login needs the new password
+        wait_for(lambda: states(service.config)[0].problem == "cannot log in", message="the old password refused")
+        secret_file.write_text("rotated-secret\n")
+        service.reload()
+        assert service.pollers["support"] is not first  # restarted at once, not after its back-off
+        dovecot.deliver(mail("After the rotation"))
+        wait_for(lambda: Incident.select().count() == 1, timeout=8, message="mail flows with the new password")
+    finally:
+        service.stop()
+    assert states(service.config)[0].ok
+
+
+def test_inlet_serve_shows_a_refused_login_on_readyz_and_inlet_reload_applies_the_rotated_password(
+    store, tmp_path, dovecot, serve
+):
+    """The real interface: `inlet serve` (the poller in its imap process, /readyz in its web process, which
+    reads the state from the store), the password rotated on the real Dovecot, `inlet reload`."""
+    (tmp_path / "imap-password").write_text(PASSWORD + "\n")
+    mailbox = [{**box(dovecot), "password_env": "", "password_file": "imap-password"}]  # next to the config file
+    served = serve(mailbox=mailbox)
+    readyz = f"http://127.0.0.1:{served.web_port}/readyz"
+
+    def mailbox_state() -> dict:
+        return requests.get(readyz, timeout=10).json()["mailboxes"][0]
+
+    dovecot.deliver(mail("Before the rotation"))
+    wait_for(lambda: Incident.select().count() == 1, timeout=20, message="mail read by inlet serve")
+    wait_for(lambda: mailbox_state()["status"] == "idle", message="/readyz: waiting for mail")
+    dovecot.set_password("rotated-secret")
+    dovecot.restart()
+    wait_for(lambda: mailbox_state()["problem"] == "cannot log in", message="/readyz: the old password refused")
+    body = requests.get(readyz, timeout=10)
+    assert body.status_code == 200 and body.json()["status"] == "ready"  # reported, not failing
+    (warning,) = body.json()["warnings"]
+    assert warning.startswith("mailbox support: cannot log in since ")
+    assert warning.endswith("(the server refused the login: Authentication failed)")
+    (tmp_path / "imap-password").write_text("rotated-secret\n")
+    done = subprocess.run([*INLET, "-c", str(served.path), "reload"], cwd=ROOT, env=served.env, timeout=60)
+    assert done.returncode == 0
+    dovecot.deliver(mail("After the rotation"))
+    wait_for(lambda: Incident.select().count() == 2, timeout=15, message="mail flows with the new password")
+    wait_for(lambda: requests.get(readyz, timeout=10).json()["warnings"] == [], message="/readyz: no warning")
+    assert served.stop() == 0
+
+
+def test_reload_starts_stops_and_restarts_pollers_as_the_file_says(store, tmp_path, dovecot):
+    path = store.write_config(smtp={"enabled": False}, mailbox=[box(dovecot, address="")])
+    service = Service(load_config(path), roles={"imap"})
+    service.start()
+    try:
+        first = service.pollers["support"]
+        wait_for(lambda: first.report.status == "idle", message="logged in")
+        two = [box(dovecot, poll_interval="2s", address=""), box(dovecot, name="b", address="")]
+        store.write_config(smtp={"enabled": False}, mailbox=two)
+        service.reload()
+        assert set(service.pollers) == {"support", "b"} and service.pollers["support"] is not first
+        wait_for(lambda: all(s.ok for s in states(service.config)), message="both read")
+        store.write_config(smtp={"enabled": False}, mailbox=two[1:])
+        service.reload()
+        assert set(service.pollers) == {"b"}
+        assert [c for c in service.components if isinstance(c, MailboxPoller)] == [service.pollers["b"]]
+    finally:
+        service.stop()
+
+
+REFUSED = "the server refused the login: Authentication failed"
+NOT_RUNNING = "the server refused the connection (is it running, on this port?)"
+NO_FOLDER = "the server answered with an error: select failed: Mailbox doesn't exist: Nope"
+
+
+@pytest.mark.parametrize(
+    ("error", "lost", "words"),
+    [
+        (LoginError("b'[AUTHENTICATIONFAILED] Authentication failed.'"), False, ("cannot log in", REFUSED)),
+        (ConnectionRefusedError(111, "Connection refused"), False, ("cannot connect", NOT_RUNNING)),
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            False,
+            ("cannot connect", "the server's name could not be resolved"),
+        ),
+        (TimeoutError("timed out"), True, ("connection lost", "the server did not answer in time")),
+        (IMAPClientAbortError("socket error: EOF"), True, ("connection lost", "the server closed the connection")),
+        (
+            IMAPClientError("select failed: b'[NONEXISTENT] Mailbox doesn\\'t exist: Nope'"),
+            True,
+            ("connection lost", NO_FOLDER),
+        ),
+        (ValueError("odd"), True, ("connection lost", "an unexpected error (see the log)")),
+    ],
+)
+def test_errors_are_described_in_words(error, lost, words):
+    assert describe(error, lost=lost) == words
+
+
+def test_tls_errors_are_described_in_words():
+    error = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    error.reason = "WRONG_VERSION_NUMBER"  # as the ssl module sets it
+    assert describe(error, lost=False) == ("cannot connect", "TLS failed: wrong version number")

@@ -15,7 +15,7 @@ from gateway import accounts
 from gateway.core.clock import FixedClock
 from gateway.service import Service, build_lifecycle
 from store.db import db, make_database
-from store.migrations import LATEST
+from store.migrations import LATEST, MIGRATIONS
 from store.models import PENDING, Inbound, NotificationAttempt, SchemaVersion
 from tests.conftest import free_port, wait_for
 from tests.test_web import Web
@@ -166,14 +166,16 @@ def test_pipeline_lag_and_pending_while_no_worker_runs(intake_only):
 def test_readyz_200_when_the_schema_is_current_503_when_it_is_behind(intake_only):
     ready = requests.get(f"{intake_only.url}/readyz", timeout=10)
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok"}}
+    checks = {"database": "ok", "schema": "ok"}
+    assert ready.json() == {"status": "ready", "checks": checks, "mailboxes": [], "warnings": []}  # no [[mailbox]]
     with db.connection_context():
         SchemaVersion.delete().where(SchemaVersion.version == LATEST).execute()
     behind = requests.get(f"{intake_only.url}/readyz", timeout=10)
     assert behind.status_code == 503 and behind.headers["Content-Type"] == "application/json"
     body = behind.json()
     assert body["status"] == "not ready" and body["checks"]["database"] == "ok"
-    assert f"version {LATEST - 1}, this Inlet needs {LATEST}: run 'inlet db upgrade'" in body["checks"]["schema"]
+    previous = MIGRATIONS[-2][0]
+    assert f"version {previous}, this Inlet needs {LATEST}: run 'inlet db upgrade'" in body["checks"]["schema"]
     assert requests.get(f"{intake_only.url}/healthz", timeout=10).status_code == 200  # alive, just not ready
 
 

@@ -61,14 +61,14 @@ def test_service_reload_swaps_the_config_everywhere_and_keeps_it_on_error(store)
         assert service.config is new
         for changed, shown in (
             ({"smtp": {**smtp, "max_recipients": 5}}, "[smtp]"),  # bound when the server started
-            ({"smtp": smtp, "mailbox": [MAILBOX]}, "[[mailbox]]"),  # pollers run with what they started with
+            ({"smtp": smtp, "mailbox": [MAILBOX]}, "the first [[mailbox]] was added"),  # no imap role runs yet
         ):
             write(path, store.url, inlet={"data_dir": str(store.tmp_path)}, **changed)
             try:
                 service.reload()
-                raise AssertionError(f"a changed {shown} needs a restart")
+                raise AssertionError(f"{shown} needs a restart")
             except ConfigError as exc:
-                assert f"{shown} changed: restart" in str(exc)
+                assert f"{shown}" in str(exc) and "restart" in str(exc)
             assert service.config is new
     finally:
         service.stop()

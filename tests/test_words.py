@@ -9,6 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from gateway.core.clock import Clock
+from gateway.intake.mailbox_status import Reporter
 from gateway.pipeline.mail_steps import store_email_view
 from gateway.problem_records import Problems
 from notifiers import words
@@ -89,13 +91,25 @@ def test_the_check_sees_what_it_must():
 # ---------------------------------------------------------------- a rich fixture
 
 
+MAILBOXES = [
+    {"name": name, "host": "imap.example.org", "user": name, "password_env": "INLET_TEST_IMAP_PASSWORD"}
+    for name in ("support", "alerts", "new")
+]
+
+
 @pytest.fixture
 def rich(store):
-    return seed(Web(store))
+    return seed(Web(store, mailbox=MAILBOXES))
 
 
 def seed(web: Web) -> Web:
-    """Incidents in every state with every kind of timeline entry, a mail, an attachment, a problem."""
+    """Incidents in every state with every kind of timeline entry, a mail, an attachment, a problem; mailboxes
+    failing, read, and not started (as their pollers report them: gateway/intake/mailbox_status.py)."""
+    failing, read = Reporter("support", Clock()), Reporter("alerts", Clock())
+    failing.failed("cannot log in", "the server refused the login: Authentication failed")
+    read.failed("connection lost", "the server closed the connection")
+    read.connected()
+    read.polled()
     lc = web.lifecycle
     busy = web.desk
     lc.acknowledge(busy.ref, "desk")
@@ -200,6 +214,10 @@ def test_every_page_speaks_plain_words(rich):
     # the pages a person works in were all rendered
     for must in ("/incidents", "/incidents/new", "/problems", "/oncall", "/users", "/configuration", "/status"):
         assert must in seen
+    configuration, queue = client.get("/configuration").text, client.get("/incidents").text
+    assert "cannot log in since" in configuration and "not polled yet" in configuration
+    assert "connected, waiting for mail since" in configuration
+    assert "mailbox support: cannot log in since" in queue and "mailbox alerts" not in queue
     for incident in rich.incidents.values():
         assert f"/incidents/{incident.ref}" in seen
 

@@ -20,6 +20,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from gateway.config.loader import Config
 from gateway.core.errors import SchemaOutdated, StoreUnavailable
 from gateway.core.keys import local_secret
+from gateway.intake import mailbox_status
 from store.db import db
 from store.migrations import require_latest
 from web import (
@@ -101,10 +102,23 @@ def create_app(config: Config, services) -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        """200 when the database answers and its schema is the one this Inlet needs; 503 saying what fails."""
+        """200 when the database answers and its schema is the one this Inlet needs; 503 saying what fails.
+
+        The state of each ``[[mailbox]]`` poller is reported (``mailboxes``, and ``warnings`` in words) but does
+        not fail readiness: this process can serve while an IMAP server is down, and a restart would not help."""
         checks = readiness()
         ready = all(value == "ok" for value in checks.values())
-        response = jsonify(status="ready" if ready else "not ready", checks=checks)
+        body = {"status": "ready" if ready else "not ready", "checks": checks, "mailboxes": [], "warnings": []}
+        if checks["database"] == "ok":
+            config = app.config["INLET"]
+            try:
+                found = mailbox_status.states(config)
+            except (peewee.PeeweeException, MaxConnectionsExceeded, StoreUnavailable) as exc:
+                log.warning("readyz: mailbox states unreadable: %s", exc)
+                found = []
+            body["mailboxes"] = [s.as_json() for s in found]
+            body["warnings"] = [f"mailbox {s.name}: {s.summary()}" for s in found if s.status == mailbox_status.FAILING]
+        response = jsonify(body)
         response.status_code = 200 if ready else 503
         return response
 

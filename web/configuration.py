@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 
 from gateway import membership
+from gateway.intake import mailbox_status
 from notifiers.apprise_adapter import masked
 from store.db import db, describe, redact
 from web.auth import role_required
@@ -31,4 +32,6 @@ def show():
         scheme=scheme,
         sla=config.sla,
         members={group: [r.user for r in rows] for group, rows in membership.table().items()},
+        mailboxes=mailbox_status.states(config),  # each poller's state, as the imap role last wrote it
+        boxes={box.name: box for box in config.mailbox},
     )

@@ -16,6 +16,7 @@ import nh3
 from markupsafe import Markup
 
 from gateway.core.clock import iso
+from gateway.intake import mailbox_status
 from notifiers import words
 from notifiers.apprise_adapter import shown_urls
 from notifiers.outbox import failing_since
@@ -39,6 +40,7 @@ def init_app(app) -> None:
     app.jinja_env.globals["safe_html"] = safe_html
     app.jinja_env.globals["sla_due"] = sla_due
     app.jinja_env.globals["delivery_trouble"] = lambda: delivery_trouble(app.config["INLET"])
+    app.jinja_env.globals["mailbox_trouble"] = lambda: mailbox_status.trouble(app.config["INLET"])
 
     @app.context_processor
     def _inlet():

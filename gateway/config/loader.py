@@ -304,7 +304,8 @@ def load_config(path: str | os.PathLike) -> Config:
 
 def anchored(config: Config, folder: Path) -> Config:
     """Relative paths in a configuration file are relative to that file's folder (data_dir, a SQLite
-    database, templates_dir, the TLS files), so a command run from elsewhere never makes a stray database."""
+    database, templates_dir, the TLS files, a mailbox's password_file), so a command run from elsewhere never
+    makes a stray database."""
 
     def at(value: str) -> str:
         return value if not value or Path(value).is_absolute() else str(folder / value)
@@ -318,6 +319,7 @@ def anchored(config: Config, folder: Path) -> Config:
         database=dataclasses.replace(config.database, url=url),
         notifications=dataclasses.replace(config.notifications, templates_dir=at(config.notifications.templates_dir)),
         smtp=dataclasses.replace(config.smtp, tls_cert=at(config.smtp.tls_cert), tls_key=at(config.smtp.tls_key)),
+        mailbox=[dataclasses.replace(box, password_file=at(box.password_file)) for box in config.mailbox],
     )
 
 

@@ -106,7 +106,14 @@ class Mailbox:
     tls: bool = setting(True, help="Connect with implicit TLS (IMAPS).")
     starttls: bool = setting(False, help="Upgrade a plain connection with STARTTLS (when tls = false).")
     user: str = setting("", help="Login name (required).")
-    password_env: str = setting("", help="Environment variable holding the password (required).")
+    password_env: str = setting(
+        "", help="Environment variable holding the password (this or password_file is required)."
+    )
+    password_file: str = setting(
+        "",
+        help="File holding the password, read at each login: a rotated password is applied by `inlet reload` "
+        "(instead of password_env, which only a restart re-reads).",
+    )
     folder: str = setting("INBOX", help="Folder to read new mail from.")
     processed_folder: str = setting(
         "", help="Move stored messages to this folder (created if missing); empty: flag them instead."
@@ -181,9 +188,11 @@ def check_mail(config) -> None:
     for m in config.mailbox:
         if m.address and m.address.strip().lower() not in known:
             raise KeyProblem((f"[[mailbox]] {m.name!r}", "address"), f"no [[address]] {m.address!r}")
-        for key in ("user", "password_env"):
-            if not getattr(m, key):
-                raise KeyProblem((f"[[mailbox]] {m.name!r}", key), "required key is missing")
+        if not m.user:
+            raise KeyProblem((f"[[mailbox]] {m.name!r}", "user"), "required key is missing")
+        if bool(m.password_env) == bool(m.password_file):
+            what = "give only one of" if m.password_env else "required key is missing: one of"
+            raise KeyProblem((f"[[mailbox]] {m.name!r}", "password_env"), f"{what} password_env and password_file")
     if config.mail.max_mime_containers > MAX_MIME_CONTAINERS:
         raise KeyProblem(("[mail]", "max_mime_containers"), f"at most {MAX_MIME_CONTAINERS} (it bounds recursion)")
     smtp = config.smtp
