@@ -437,6 +437,21 @@ def test_while_intake_is_busy_the_worker_takes_short_units_between_its_waits(sto
     assert len(waits) == -(-120 // unit)  # a wait before each unit
 
 
+def test_a_worker_behind_intake_neither_waits_nor_shortens_its_units(store):
+    """A tick that finds a full page pending (intake outpaces the worker) does not wait for intake: waiting
+    before every short unit left the worker a fifth of its pace while a webhook storm lasted."""
+    pipeline = batch_pipeline(store)
+    for i in range(120):
+        stored(f"m{i}".encode())
+    waits: list[float] = []
+    tick = pipeline_tick(pipeline, batch=100, before_each=waits.append, busy=lambda: True)
+    assert tick() == 100  # a full page: behind
+    assert waits == []
+    assert tick() == 20  # caught up: waits again, short units
+    assert len(waits) == -(-20 // BUSY_BATCH)
+    assert applied() == {f"m{i}": (1, 1) for i in range(120)}
+
+
 def test_the_tick_tells_the_supervisor_the_inbound_in_hand_per_unit_not_per_inbound(store):
     """The supervisor hears which Inbound is in hand when a unit begins (at most every REPORT_EVERY within it)
     and that none is before each wait and when the tick ends: a few lines, not three per Inbound."""

@@ -58,6 +58,8 @@ def pipeline_tick(
     and ``report(None)`` says none is, so the supervisor can stop a run that overruns its time limit (said
     when a unit begins and at most every ``REPORT_EVERY`` within it, see :class:`_Reporter`).
     While ``busy()`` (intake has work in hand) the units are ``BUSY_BATCH`` Inbounds, else ``TRANSACTION_BATCH``.
+    A tick that finds ``batch`` Inbounds pending (a full page: the worker is behind) neither waits nor
+    shortens its units.
     """
     spent = [0.0]  # the last Inbound's time, across ticks: at a burst's start each tick finds only a row or two
     reporter = _Reporter(report) if report is not None else None
@@ -65,13 +67,18 @@ def pipeline_tick(
     def tick() -> int:
         ids = pending_ids(batch)
         start = 0
+        # A full page pending: intake outpaces the worker, and waiting for it would only grow the backlog
+        # (under a webhook storm a wait before every unit of 5 left the worker a fifth of its pace while
+        # intake lasted). Then no waits and full units; intake still gets the write turn at the next
+        # Inbound of a unit (store.db.turn_wanted).
+        behind = len(ids) >= batch
         try:
             while start < len(ids):
-                if before_each is not None:
+                if before_each is not None and not behind:
                     if reporter is not None:
                         reporter.idle()
                     before_each(spent[0])
-                size = BUSY_BATCH if busy is not None and busy() else TRANSACTION_BATCH
+                size = BUSY_BATCH if not behind and busy is not None and busy() else TRANSACTION_BATCH
                 chunk, start = ids[start : start + size], start + size
                 started = time.monotonic()
                 pipeline.run_batch(chunk, reporter)  # takes this process's SQLite write turn for its writes only
