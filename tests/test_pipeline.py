@@ -17,7 +17,7 @@ from gateway.intake.writer import InboundRecord, InboundWriter, IntakeActivity
 from gateway.pipeline import driver as pipeline_module
 from gateway.pipeline import signal_steps
 from gateway.pipeline.driver import Discard, Steps
-from gateway.pipeline.tick import BUSY_BATCH, TRANSACTION_BATCH, pipeline_tick
+from gateway.pipeline.tick import BUSY_BATCH, REPORT_EVERY, TRANSACTION_BATCH, pipeline_tick
 from gateway.service import build_lifecycle, build_pipeline
 from parsers.signal import RESOLVED, Signal
 from store.db import db, local_write_turn, make_database, turn_wanted
@@ -435,6 +435,38 @@ def test_while_intake_is_busy_the_worker_takes_short_units_between_its_waits(sto
     assert applied() == {f"m{i}": (1, 1) for i in range(120)}
     unit = BUSY_BATCH if busy else TRANSACTION_BATCH
     assert len(waits) == -(-120 // unit)  # a wait before each unit
+
+
+def test_a_worker_behind_intake_neither_waits_nor_shortens_its_units(store):
+    """A tick that finds a full page pending (intake outpaces the worker) does not wait for intake: waiting
+    before every short unit left the worker a fifth of its pace while a webhook storm lasted."""
+    pipeline = batch_pipeline(store)
+    for i in range(120):
+        stored(f"m{i}".encode())
+    waits: list[float] = []
+    tick = pipeline_tick(pipeline, batch=100, before_each=waits.append, busy=lambda: True)
+    assert tick() == 100  # a full page: behind
+    assert waits == []
+    assert tick() == 20  # caught up: waits again, short units
+    assert len(waits) == -(-20 // BUSY_BATCH)
+    assert applied() == {f"m{i}": (1, 1) for i in range(120)}
+
+
+def test_the_tick_tells_the_supervisor_the_inbound_in_hand_per_unit_not_per_inbound(store):
+    """The supervisor hears which Inbound is in hand when a unit begins (at most every REPORT_EVERY within it)
+    and that none is before each wait and when the tick ends: a few lines, not three per Inbound."""
+    pipeline = batch_pipeline(store)
+    ids = [stored(f"m{i}".encode()) for i in range(120)]
+    lines: list[int | None] = []
+    tick = pipeline_tick(pipeline, batch=200, before_each=lambda spent: None, report=lines.append)
+    started = time.monotonic()
+    assert tick() == 120
+    took = time.monotonic() - started
+    assert applied() == {f"m{i}": (1, 1) for i in range(120)}
+    assert lines[-1] is None
+    assert set(lines) - {None} <= set(ids) and lines[0] == ids[0]
+    # three units of 50, a line each way, and one more per REPORT_EVERY within them (was 3 per Inbound)
+    assert len(lines) <= 2 * 3 + 1 + took / REPORT_EVERY
 
 
 WAIT_FOR_TURN = """

@@ -600,11 +600,13 @@ class Lifecycle:
     def add_signal(self, ref: str, actor: str, *, at: datetime | None = None) -> Incident:
         """Count one more signal of an open problem (no timeline entry: repeats are not news)."""
         now = at or self.clock.now()
-        with db.atomic():
-            Incident.update(signal_count=Incident.signal_count + 1, last_signal_at=now).where(
-                Incident.ref == normalise_ref(ref)
-            ).execute()
-        return self.get(ref)
+        # One statement that returns the row as it is now (a repeat is most of an alert storm): atomic by
+        # itself, no savepoint around it, its SQL built once.
+        sql = _add_signal_sql(db.param, Incident.column_list())
+        row = db.execute_sql(sql, [Incident.last_signal_at.db_value(now), normalise_ref(ref)]).fetchone()
+        if row is None:
+            raise NotFound(f"no incident {ref!r}")
+        return Incident.from_row(row)
 
     def flap(self, ref: str, actor: str, *, flapping: bool, count: bool = True, context: dict | None = None):
         """Count a flap (a re-fire soon after an automatic recovery) and set the flapping flag.
@@ -812,6 +814,12 @@ def _next_number() -> int:
         Counter.insert(name="incident", value=1).execute()
         return 1
     return row[0]
+
+
+@functools.cache
+def _add_signal_sql(param: str, columns: str) -> str:
+    count = '"signal_count" = "signal_count" + 1'
+    return f'UPDATE "incident" SET {count}, "last_signal_at" = {param} WHERE "ref" = {param} RETURNING {columns}'
 
 
 @functools.cache

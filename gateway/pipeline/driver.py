@@ -33,6 +33,7 @@ tried before (its attempt count above zero) always runs alone, so a batch that n
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -427,13 +428,15 @@ class Pipeline:
         for index, signal in enumerate(ctx.signals):
             self._reset(ctx, index, signal)
             ran: list[str] = []
-            with db.atomic():  # a savepoint: one discarded signal undoes only its own writes
-                try:
-                    self._run_steps(ctx, steps, ran)
-                except Discard as stop:
-                    ctx.decide("pipeline", result="ignored", reason=stop.reason)
-                    ctx.outcome = "ignored"
-                    ctx.reason = stop.reason
+            # No savepoint per signal: a discarded signal keeps what its steps wrote before the Discard (as it
+            # did when a savepoint here was released around the caught Discard), and any other exception
+            # fails the whole Inbound, undone by its own savepoint or transaction (two statements fewer each).
+            try:
+                self._run_steps(ctx, steps, ran)
+            except Discard as stop:
+                ctx.decide("pipeline", result="ignored", reason=stop.reason)
+                ctx.outcome = "ignored"
+                ctx.reason = stop.reason
             ctx.step = ""
             ctx.decide("steps", ran=ran)
             outcomes.append(ctx.outcome or "ignored")
@@ -508,11 +511,19 @@ def record_failure(
 
 def _lock_pending(inbound_ids: list[int]) -> set[int]:
     """Those of these Inbounds still pending, locked for this transaction (PostgreSQL: rows another
-    process has locked are skipped; SQLite: the write turn keeps everyone else out)."""
-    query = Inbound.select(Inbound.id).where(Inbound.id.in_(inbound_ids) & (Inbound.status == PENDING))
-    if is_postgres():
-        query = query.for_update(skip_locked=True)
-    return {row.id for row in query}
+    process has locked are skipped; SQLite: the write turn keeps everyone else out).
+
+    Once per transaction of a batch: its SQL is built once per number of ids (peewee building the
+    ``IN`` query each time was a seventh of the worker's time under a webhook storm)."""
+    sql = _lock_pending_sql(len(inbound_ids), db.param, is_postgres())
+    return {row[0] for row in db.execute_sql(sql, [*inbound_ids, PENDING]).fetchall()}
+
+
+@functools.cache
+def _lock_pending_sql(count: int, param: str, postgres: bool) -> str:
+    marks = ", ".join([param] * count)
+    sql = f'SELECT "id" FROM "inbound" WHERE "id" IN ({marks}) AND "status" = {param}'
+    return sql + " FOR UPDATE SKIP LOCKED" if postgres else sql
 
 
 def pending_ids(limit: int = 100, after: int = 0) -> list[int]:
