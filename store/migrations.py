@@ -296,6 +296,23 @@ def _v12_alerts(database: peewee.Database) -> None:
     Alert._meta.remove_ref(Alert.incident)
 
 
+def _v13_heartbeats(database: peewee.Database) -> None:
+    """Heartbeats (gateway/incidents/heartbeats.py): one row each (the table as at version 13)."""
+
+    class HeartbeatState(peewee.Model):
+        name = peewee.CharField(max_length=200, unique=True)
+        started_at = models.UTCDateTimeField()
+        last_beat_at = models.UTCDateTimeField(null=True)
+        beats = peewee.BigIntegerField(default=0)
+        expired_at = models.UTCDateTimeField(null=True)
+
+        class Meta:
+            table_name = "heartbeat"
+
+    with database.bind_ctx([HeartbeatState]):
+        database.create_tables([HeartbeatState], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -309,6 +326,7 @@ MIGRATIONS = [
     (10, "report rollup", _v10_report_rollup),
     (11, "full-text search", _v11_search),
     (12, "member alerts of alert incidents", _v12_alerts),
+    (13, "heartbeats", _v13_heartbeats),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -28,6 +28,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import StoreUnavailable
 from gateway.core.keys import secret
 from gateway.core.threads import Loop
+from gateway.incidents.heartbeats import polled
 from gateway.intake.smtp import dedup_key
 from gateway.intake.writer import InboundRecord, InboundWriter
 from store.db import db
@@ -118,6 +119,7 @@ class MailboxPoller(Loop):
         use_idle = self.box.idle and client.has_capability("IDLE")
         while not self.stopping.is_set():
             self.scan(client)
+            polled(self.box, self.clock.now())  # a successful poll: the beat of heartbeat mailbox:<name>
             if use_idle:
                 self._idle(client, self.box.poll_interval)
             else:
