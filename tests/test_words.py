@@ -9,13 +9,14 @@ from html.parser import HTMLParser
 
 import pytest
 
+from gateway.incidents.heartbeats import record_beat
 from gateway.pipeline.mail_steps import store_email_view
 from gateway.problem_records import Problems
 from notifiers import words
 from notifiers.render import BUILTIN, RESTRICTED_TITLE, Renderer, incident_values
 from notifiers.reporter_links import ReporterLinks
 from parsers.email import EmailOptions, parse_email
-from store.models import Attachment, Event, Inbound, Incident, Notification, Problem, User
+from store.models import Attachment, Event, HeartbeatState, Inbound, Incident, Notification, Problem, User
 from tests.test_web import Web
 
 # What Python writes when a value reaches a person unconverted.
@@ -89,9 +90,22 @@ def test_the_check_sees_what_it_must():
 # ---------------------------------------------------------------- a rich fixture
 
 
+HEARTBEATS = [  # the Heartbeats page in each state: ok (a beat), expired (silent, with its incident), waiting
+    {"name": "watchdog", "interval": "5m", "grace": "1m", "labels": {"alertname": "Watchdog"}},
+    {"name": "nightly-backup", "interval": "1d", "grace": "1h", "mail_subject": "^backup done"},
+    {"name": "cron", "interval": "1h", "mail_from": "^cron@"},
+]
+
+
 @pytest.fixture
 def rich(store):
-    return seed(Web(store))
+    web = seed(Web(store, heartbeat=HEARTBEATS))
+    now = datetime.now(UTC)
+    record_beat("watchdog", now)
+    HeartbeatState.create(name="nightly-backup", started_at=now - timedelta(days=3), expired_at=now)
+    web.lifecycle.create(title="nightly-backup silent since yesterday", actor="heartbeat:nightly-backup",
+                         group="service-desk", integration="heartbeat:nightly-backup")  # fmt: skip
+    return web
 
 
 def seed(web: Web) -> Web:
@@ -180,7 +194,7 @@ def page_paths(web: Web) -> list[str]:
     """Every page of the app (each GET route, its arguments from the seeded fixture)."""
     paths = []
     for rule in web.app.url_map.iter_rules():
-        if "GET" in rule.methods and not rule.rule.startswith(("/api/", "/static")):
+        if "GET" in rule.methods and not rule.rule.startswith(("/api/", "/static", "/hooks/")):
             paths.extend(_fill(rule, web))
     return sorted(paths)
 
@@ -198,7 +212,17 @@ def test_every_page_speaks_plain_words(rich):
             found = reprs(response.text)
             assert not found, f"{path}{query} shows {found}"
     # the pages a person works in were all rendered
-    for must in ("/incidents", "/incidents/new", "/problems", "/oncall", "/users", "/configuration", "/status"):
+    must_see = (
+        "/incidents",
+        "/incidents/new",
+        "/problems",
+        "/oncall",
+        "/users",
+        "/configuration",
+        "/status",
+        "/heartbeats",
+    )
+    for must in must_see:
         assert must in seen
     for incident in rich.incidents.values():
         assert f"/incidents/{incident.ref}" in seen

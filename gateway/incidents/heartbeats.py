@@ -25,7 +25,7 @@ from gateway.core.clock import Clock, iso
 from notifiers.words import moment
 from store import wakeup
 from store.db import db
-from store.models import HeartbeatState, Inbound
+from store.models import HeartbeatState, Inbound, Incident
 
 log = logging.getLogger("inlet.heartbeats")
 
@@ -123,6 +123,20 @@ def statuses(config, now: datetime) -> list[Status]:
     beats = heartbeats_of(config)
     rows = {r.name: r for r in HeartbeatState.select().where(HeartbeatState.name.in_([h.name for h in beats]))}
     return [status_of(hb, rows.get(hb.name), now) for hb in beats]
+
+
+def history(name: str, limit: int = 10) -> list[dict]:
+    """The incidents the silences of heartbeat ``name`` opened, newest first: ref, title, status, opened, resolved."""
+    query = (
+        Incident.select(Incident.ref, Incident.title, Incident.status, Incident.opened_at, Incident.resolved_at)
+        .where(Incident.integration == f"{FINGERPRINT_PREFIX}{name}"[:100])
+        .order_by(Incident.id.desc())
+        .limit(limit)
+    )
+    return [
+        {"ref": i.ref, "title": i.title, "status": i.status, "opened_at": i.opened_at, "resolved_at": i.resolved_at}
+        for i in query
+    ]
 
 
 def incident_title(hb: Heartbeat, since: datetime) -> str:
