@@ -257,3 +257,45 @@ def test_two_timer_processes_write_one_expiry(pg_store):
         p.join(timeout=30)
     assert sorted(written) == [0, 1]
     assert Inbound.select().where(Inbound.source == "heartbeat").count() == 1
+
+
+def test_the_cli_the_api_the_page_and_metrics_show_each_heartbeat(inlet, store, capsys):
+    from gateway import accounts
+    from gateway.cli.main import main
+
+    inlet.tick()
+    assert inlet.ping().status_code == 202
+    inlet.clock.advance(minutes=8)
+    inlet.tick()  # alertmanager is expired now, with its incident
+    inlet.ping(name="unset", integration="unset")  # refused: still waiting
+
+    path = store.write_config(integration=INTEGRATIONS, heartbeat=HEARTBEATS)
+    assert main(["-c", str(path), "heartbeat", "list", "--json"]) == 0
+    listed = {h["name"]: h for h in json.loads(capsys.readouterr().out)}
+    assert list(listed) == ["alertmanager", "watchdog", "backup", "unset"]
+    assert listed["alertmanager"]["last_beat_at"] == "2026-01-05T09:00:00.000Z"
+    assert listed["alertmanager"]["next_due_at"] == "2026-01-05T09:05:00.000Z"
+    assert listed["alertmanager"]["state"] == "expired"  # the CLI reads the real clock: long past due
+    assert main(["-c", str(path), "heartbeat", "list"]) == 0
+    assert "alertmanager\texpired\tlast beat 2026-01-05 09:00 UTC\tnext due 2026-01-05 09:05 UTC" in (
+        capsys.readouterr().out
+    )
+
+    for name, role in (("admin", "admin"), ("desk", "agent"), ("view", "viewer")):
+        accounts.create_user(name, role, "a long password 123", email=f"{name}@example.org")
+    tokens = {name: accounts.issue_api_token(name) for name in ("admin", "desk", "view")}
+
+    def api(user):
+        return inlet.http.get(f"{inlet.url}/api/v1/heartbeats", headers={"Authorization": f"Bearer {tokens[user]}"})
+
+    assert api("view").status_code == 403
+    found = {h["name"]: h for h in api("desk").json()["heartbeats"]}
+    assert found["alertmanager"]["state"] == "expired"
+    assert found["alertmanager"]["expired_at"] == "2026-01-05T09:08:00.000Z"
+    assert [h["title"] for h in found["alertmanager"]["history"]] == ["alertmanager silent since 2026-01-05 09:00 UTC"]
+    assert found["unset"]["state"] == "late"
+
+    metrics = inlet.http.get(f"{inlet.url}/metrics", headers={"Authorization": f"Bearer {tokens['admin']}"}).text
+    assert 'inlet_heartbeat_state{name="alertmanager",state="expired"} 1.0' in metrics
+    assert 'inlet_heartbeat_state{name="alertmanager",state="ok"} 0.0' in metrics
+    assert 'inlet_heartbeat_last_beat_timestamp_seconds{name="alertmanager"} 1.7676036e+09' in metrics
