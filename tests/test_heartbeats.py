@@ -22,6 +22,7 @@ from gateway.service import Service
 from store.db import db
 from store.models import PENDING, Event, HeartbeatState, Inbound, Incident
 from tests.conftest import wait_for
+from tests.test_imap import dovecot  # noqa: F401 -- the real Dovecot fixture
 
 TOKEN, SECRET = "t0ken-for-heartbeats", "s3cret-for-heartbeats"
 INTEGRATIONS = [
@@ -299,3 +300,52 @@ def test_the_cli_the_api_the_page_and_metrics_show_each_heartbeat(inlet, store, 
     assert 'inlet_heartbeat_state{name="alertmanager",state="expired"} 1.0' in metrics
     assert 'inlet_heartbeat_state{name="alertmanager",state="ok"} 0.0' in metrics
     assert 'inlet_heartbeat_last_beat_timestamp_seconds{name="alertmanager"} 1.7676036e+09' in metrics
+
+
+def test_a_mailbox_that_cannot_be_polled_opens_one_incident_and_resolves_when_polling_works(
+    store,
+    tmp_path,
+    dovecot,  # noqa: F811 -- the fixture imported above
+    monkeypatch,
+):
+    """The real Dovecot refuses the password: past silent_after one incident; the right password resolves it."""
+    from gateway.intake.imap import MailboxPoller
+    from tests.test_imap import PASSWORD, box
+
+    monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", "wrong")
+    monkeypatch.setenv("INLET_MESSAGE_ID_SECRET", "heartbeat-test-secret")
+    config = store.config(
+        inlet={"data_dir": str(tmp_path)},
+        smtp={"enabled": False},
+        address=[{"address": "support@example.org"}],
+        mailbox=[box(dovecot, silent_after="10m", silent_group="network")],
+    )
+    clock = FixedClock()
+    db.close()
+    service = Service(config, roles={"worker"}, clock=clock)
+    service.start()
+    poller = MailboxPoller(config, config.mailbox[0], service.writer, clock=clock, backoff=(0.05, 0.2), timeout=10)
+    poller.start()
+    timer = HeartbeatTimer(lambda: config, clock)
+    db.connect(reuse_if_open=True)
+    try:
+        timer.tick()
+        wait_for(lambda: "login failed" in poller.last_error, message="the refused login")
+        clock.advance(minutes=11)
+        assert timer.tick() == 1 and timer.tick() == 0
+        wait_for(lambda: Incident.select().count() == 1, message="the incident of the silent mailbox")
+        incident = Incident.get()
+        assert incident.title == "mailbox support not polled since 2026-01-05 09:00 UTC"
+        assert incident.group == "network"
+
+        monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", PASSWORD)  # the password is fixed: polling works again
+        wait_for(
+            lambda: (HeartbeatState.get_or_none(HeartbeatState.name == "mailbox:support") or HeartbeatState()).beats,
+            message="a successful poll",
+        )
+        assert timer.tick() == 1
+        wait_for(lambda: Incident.get().status == "resolved", message="the incident resolved")
+        assert Incident.get().resolution_code == "auto-recovered"
+    finally:
+        poller.stop()
+        service.stop()

@@ -108,7 +108,8 @@ def status_of(hb: Heartbeat, row: HeartbeatState | None, now: datetime) -> Statu
     last = row.last_beat_at if row is not None else None
     due = (last or started) + hb.interval
     expires = due + hb.grace
-    if row is not None and row.expired_at is not None and (last is None or last <= row.expired_at) or now > expires:
+    still_expired = row is not None and row.expired_at is not None and (last is None or last < row.expired_at)
+    if still_expired or now > expires:
         state = EXPIRED
     elif now > due:
         state = LATE
@@ -172,7 +173,7 @@ class HeartbeatTimer:
                 row = rows[hb.name]
                 if row.expired_at is None:
                     done += self._expire(hb, row, now)
-                elif row.last_beat_at is not None and row.last_beat_at > row.expired_at:
+                elif row.last_beat_at is not None and row.last_beat_at >= row.expired_at:
                     done += self._recover(hb, row, now)
             return done
 
