@@ -349,3 +349,37 @@ def test_a_mailbox_that_cannot_be_polled_opens_one_incident_and_resolves_when_po
     finally:
         poller.stop()
         service.stop()
+
+
+BAD_HEARTBEATS = [
+    ({"name": "x", "interval": "5m", "integration": "nope"}, "no [[integration]] named 'nope'"),
+    ({"name": "x", "interval": "5m"}, "say what counts as a beat"),
+    ({"name": "x", "interval": "0s", "integration": "am"}, "interval: must be longer than 0s"),
+    ({"name": "x y", "interval": "5m", "integration": "am"}, "use letters, digits"),
+    ({"name": "x", "interval": "5m", "mail_subject": "(a)\\1"}, "invalid regular expression"),
+    ({"name": "x", "interval": "5m", "integration": "am", "priority": "P9"}, "unknown priority 'P9'"),
+    ({"name": "x", "interval": "5m", "integration": "pd"}, "pings need an integration with auth = bearer or hmac"),
+    ({"name": "x", "interval": "5m", "integration": "am", "group": "nobody"}, "no [[group]] named 'nobody'"),
+]
+
+
+@pytest.mark.parametrize(("entry", "message"), BAD_HEARTBEATS, ids=[m for _, m in BAD_HEARTBEATS])
+def test_a_bad_heartbeat_is_a_load_error_naming_the_key(entry, message):
+    from gateway.config.loader import config_from_dict
+    from gateway.core.errors import ConfigError
+    from tests.conftest import base_config_dict
+
+    integrations = [INTEGRATIONS[0], {"name": "pd", "kind": "pagerduty", "auth": "routing_key", "routing_key_env": "X"}]
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(base_config_dict("sqlite:///x.db", integration=integrations, heartbeat=[entry]))
+    assert message in str(error.value) and "[[heartbeat]] 'x" in str(error.value)
+
+
+def test_a_mailbox_heartbeat_must_outlast_its_poll_interval():
+    from gateway.config.loader import config_from_dict
+    from gateway.core.errors import ConfigError
+    from tests.conftest import base_config_dict
+
+    mailbox = {"name": "support", "host": "h", "user": "u", "password_env": "P", "silent_after": "1m"}
+    with pytest.raises(ConfigError, match="silent_after: must be longer than poll_interval"):
+        config_from_dict(base_config_dict("sqlite:///x.db", mailbox=[mailbox]))

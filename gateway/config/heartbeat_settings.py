@@ -83,6 +83,10 @@ def check_heartbeats(config) -> None:
     groups = {g.name for g in config.group}
     integrations = {i.name: i for i in config.integration}
     for m in config.mailbox:
+        if timedelta(0) < m.silent_after <= m.poll_interval:
+            raise KeyProblem(
+                (f"[[mailbox]] {m.name!r}", "silent_after"), "must be longer than poll_interval (a poll is the beat)"
+            )
         if m.silent_group and m.silent_group not in groups:
             raise KeyProblem((f"[[mailbox]] {m.name!r}", "silent_group"), f"no [[group]] named {m.silent_group!r}")
     for h in config.heartbeat:
