@@ -26,12 +26,14 @@ from gateway.core.errors import ConfigError
 from gateway.core.private_files import private_dir, write_private
 from gateway.core.threads import Worker
 from gateway.incidents.escalation import ESCALATION, Escalation
+from gateway.incidents.heartbeats import SOURCE as HEARTBEAT_SOURCE
+from gateway.incidents.heartbeats import HeartbeatTimer
 from gateway.incidents.lifecycle import Lifecycle, Policy
 from gateway.incidents.procedures import AUTO_CLOSE, MAJOR_REMINDER, Procedures
 from gateway.incidents.timers import TimerWorker
 from gateway.intake.refusals import Refusals
 from gateway.intake.writer import InboundWriter, IntakeActivity
-from gateway.pipeline import alert_members, alert_steps, mail_alerts, mail_steps, signal_steps
+from gateway.pipeline import alert_members, alert_steps, heartbeat_steps, mail_alerts, mail_steps, signal_steps
 from gateway.pipeline.driver import Pipeline, Steps
 from gateway.pipeline.tick import pipeline_tick
 from gateway.reports.mailing import ReportScheduler
@@ -104,6 +106,7 @@ def build_timer_worker(lifecycle: Lifecycle) -> TimerWorker:
 # the list is skipped; the ``after`` steps run for every signal applied (created or updated).
 EMAIL_STEPS = Steps(
     [
+        ("mail-heartbeat", heartbeat_steps.beat_by_mail),
         ("mail-screen", mail_steps.screen),
         ("mail-thread", mail_steps.thread),
         ("correlate", signal_steps.correlate),
@@ -115,6 +118,7 @@ EMAIL_STEPS = Steps(
 )
 ALERT_STEPS = Steps(
     [
+        ("alert-heartbeat", heartbeat_steps.beat_by_alert),
         ("correlate", alert_steps.correlate),
         ("maintenance", alert_steps.maintenance),
         ("classify", signal_steps.classify),
@@ -123,6 +127,8 @@ ALERT_STEPS = Steps(
     ],
     after=[("alert-members", alert_members.record)],
 )
+# A heartbeat's expiry or recovery (gateway/incidents/heartbeats.py): an alert of its own, taken no beat from.
+HEARTBEAT_STEPS = Steps([step for step in ALERT_STEPS.steps if step[0] != "alert-heartbeat"], ALERT_STEPS.after)
 
 
 def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = None) -> Pipeline:
@@ -133,10 +139,12 @@ def build_pipeline(config: Config, lifecycle: Lifecycle, clock: Clock | None = N
         lifecycle=lifecycle,
         parsers={
             alert_steps.SOURCE: alert_steps.parse_webhook_inbound,
+            HEARTBEAT_SOURCE: heartbeat_steps.parse_heartbeat_inbound,
             **{source: parse_mail for source in mail_steps.MAIL_SOURCES},
         },
         steps={  # a copy each: a test may add a step to one pipeline
             alert_steps.SOURCE: ALERT_STEPS.copy(),
+            HEARTBEAT_SOURCE: HEARTBEAT_STEPS.copy(),
             **{source: EMAIL_STEPS.copy() for source in mail_steps.MAIL_SOURCES},
             # a monitoring tool's alert mail that a [[mail_alert]] rule reads (gateway/pipeline/mail_alerts.py):
             # the mail parser hands it to the alert steps, exactly as a webhook alert
@@ -252,8 +260,13 @@ class Service:
 
             retention = Retention(config.retention, self.clock)
             rollup = RollupTimer(lambda: self.config, self.clock)  # the report rollup's closed days
+            self.heartbeats = HeartbeatTimer(lambda: self.config, self.clock)  # expiries and recoveries
             timers = lambda: (  # noqa: E731
-                self.timers.tick() + self.scheduled_reports.tick() + retention.tick() + rollup.tick()
+                self.timers.tick()
+                + self.scheduled_reports.tick()
+                + retention.tick()
+                + rollup.tick()
+                + self.heartbeats.tick()
             )
             self.components.append(wakeup.worker("timers", timers, interval=poll))
         self.app = None

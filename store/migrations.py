@@ -322,6 +322,23 @@ def _v14_mailbox_health(database: peewee.Database) -> None:
         database.create_tables([MailboxHealth], safe=True)
 
 
+def _v15_heartbeats(database: peewee.Database) -> None:
+    """Heartbeats (gateway/incidents/heartbeats.py): one row each (the table as at version 15)."""
+
+    class HeartbeatState(peewee.Model):
+        name = peewee.CharField(max_length=200, unique=True)
+        started_at = models.UTCDateTimeField()
+        last_beat_at = models.UTCDateTimeField(null=True)
+        beats = peewee.BigIntegerField(default=0)
+        expired_at = models.UTCDateTimeField(null=True)
+
+        class Meta:
+            table_name = "heartbeat"
+
+    with database.bind_ctx([HeartbeatState]):
+        database.create_tables([HeartbeatState], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "user session version", _v2_session_version),
@@ -337,6 +354,7 @@ MIGRATIONS = [
     (12, "member alerts of alert incidents", _v12_alerts),
     (13, "word pairs in the PostgreSQL search index", _v13_search_pairs),
     (14, "mailbox health", _v14_mailbox_health),
+    (15, "heartbeats", _v15_heartbeats),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -548,6 +548,21 @@ class MailboxHealth(BaseModel):
     last_poll_at = UTCDateTimeField(null=True)
 
 
+class HeartbeatState(BaseModel):
+    """What Inlet knows of one heartbeat (gateway/incidents/heartbeats.py): its last beat, and since when it is
+    expired (null: not expired). A beat is one UPDATE of this row; the timers role sets and clears ``expired_at``
+    with conditional UPDATEs, so one process alone turns an expiry or a recovery into an Inbound."""
+
+    name = peewee.CharField(max_length=200, unique=True)
+    started_at = UTCDateTimeField()  # when Inlet first watched it: a heartbeat that never beat is due from here
+    last_beat_at = UTCDateTimeField(null=True)
+    beats = peewee.BigIntegerField(default=0)
+    expired_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "heartbeat"
+
+
 class Counter(BaseModel):
     """Named counters (incident numbers): incremented inside the creating transaction."""
 

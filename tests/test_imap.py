@@ -364,7 +364,7 @@ def test_each_restart_of_the_server_costs_seconds_not_a_growing_backoff(store, t
     assert state.ok and state.last_error.startswith("the server closed the connection")
 
 
-def test_a_refused_login_is_shown_in_words_by_readyz_the_queue_and_the_configuration_page(
+def test_a_refused_login_is_shown_in_words_by_readyz_the_queue_the_configuration_and_heartbeats_pages(
     store, tmp_path, dovecot, writer, monkeypatch
 ):
     from tests.test_web import Web
@@ -392,6 +392,8 @@ def test_a_refused_login_is_shown_in_words_by_readyz_the_queue_and_the_configura
         admin = web.client("admin")
         assert html.escape(line) in admin.get("/incidents").text  # the queue's header warns
         assert html.escape(state.last_error) in admin.get("/configuration").text
+        beside_heartbeats = web.client("desk").get("/heartbeats").text  # agents see it too, beside the heartbeats
+        assert html.escape(state.summary()) in beside_heartbeats
         monkeypatch.setenv("INLET_TEST_IMAP_PASSWORD", PASSWORD)
         wait_for(lambda: states(web.config)[0].status == "idle", message="read the folder, waiting for mail")
     finally:

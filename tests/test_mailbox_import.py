@@ -86,13 +86,13 @@ def test_inbound_show_prints_status_class_decisions_and_raw_headers(cli, tmp_pat
     assert "status        processed" in out and "mail_class    human" in out and "incident      INC-" in out
     assert "mail-class: mail_class=human, reason=no automation markers" in out
     assert "[0] apply: incident=INC-" in out and "result=created" in out
-    ran = "mail-screen → mail-thread → correlate → classify → allocate → apply → mail-record"
+    ran = "mail-heartbeat → mail-screen → mail-thread → correlate → classify → allocate → apply → mail-record"
     assert f"[0] steps ran: {ran}\n" in out  # the email step list, and the after step for an applied signal
     assert "Subject: VPN gateway unreachable from Berlin office" in out
     oof = Inbound.get(Inbound.dedup_key == "mid:oof-1@customer.example")
     out = cli("inbound", "show", str(oof.id))[1]
     assert "status        ignored" in out and "reason        auto-reply: Auto-Submitted" in out
-    assert "[0] steps ran: mail-screen\n" in out  # discarded by the first step: nothing after it ran
+    assert "[0] steps ran: mail-heartbeat → mail-screen\n" in out  # discarded by the first step: nothing after it ran
     doc = json.loads(cli("inbound", "show", str(oof.id), "--json")[1])
     assert doc["mail_class"] == "auto-reply" and doc["decisions"][0]["step"] == "mail-class"
     junk = Inbound.get(Inbound.status == "failed")

@@ -279,7 +279,7 @@ def test_reply_with_subject_tag_is_a_reply_with_the_reporters_words(inlet):
     assert update.actor == "alice@customer.example" and update.inbound_id == inbound.id
     assert any(d.get("by") == f"subject tag [{incident.ref}]" for d in inbound.decisions)
     # the thread step applied it and finished the signal: no generic step ran, the after step did
-    assert inbound.decisions[-1]["ran"] == ["mail-screen", "mail-thread", "mail-record"]
+    assert inbound.decisions[-1]["ran"] == ["mail-heartbeat", "mail-screen", "mail-thread", "mail-record"]
 
 
 def test_reply_by_in_reply_to_a_stored_message(inlet):

@@ -117,6 +117,7 @@ PAGES = {
     "/notifications": (302, 403, 403, 200),
     "/users": (302, 403, 403, 200),
     "/configuration": (302, 403, 403, 200),
+    "/heartbeats": (302, 403, 200, 200),
     "/metrics": (401, 403, 403, 200),
     "/api/v1/incidents": (401, 401, 401, 401),  # tokens only, never the session
     "/api/v1/openapi.json": (200, 200, 200, 200),

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from gateway.core.clock import Clock
+from gateway.incidents.heartbeats import record_beat
 from gateway.intake.mailbox_status import Reporter
 from gateway.pipeline.mail_steps import store_email_view
 from gateway.problem_records import Problems
@@ -17,7 +18,7 @@ from notifiers import words
 from notifiers.render import BUILTIN, RESTRICTED_TITLE, Renderer, incident_values
 from notifiers.reporter_links import ReporterLinks
 from parsers.email import EmailOptions, parse_email
-from store.models import Attachment, Event, Inbound, Incident, Notification, Problem, User
+from store.models import Attachment, Event, HeartbeatState, Inbound, Incident, Notification, Problem, User
 from tests.test_web import Web
 
 # What Python writes when a value reaches a person unconverted.
@@ -95,11 +96,22 @@ MAILBOXES = [
     {"name": name, "host": "imap.example.org", "user": name, "password_env": "INLET_TEST_IMAP_PASSWORD"}
     for name in ("support", "alerts", "new")
 ]
+HEARTBEATS = [  # the Heartbeats page in each state: ok (a beat), expired (silent, with its incident), waiting
+    {"name": "watchdog", "interval": "5m", "grace": "1m", "labels": {"alertname": "Watchdog"}},
+    {"name": "nightly-backup", "interval": "1d", "grace": "1h", "mail_subject": "^backup done"},
+    {"name": "cron", "interval": "1h", "mail_from": "^cron@"},
+]
 
 
 @pytest.fixture
 def rich(store):
-    return seed(Web(store, mailbox=MAILBOXES))
+    web = seed(Web(store, mailbox=MAILBOXES, heartbeat=HEARTBEATS))
+    now = datetime.now(UTC)
+    record_beat("watchdog", now)
+    HeartbeatState.create(name="nightly-backup", started_at=now - timedelta(days=3), expired_at=now)
+    web.lifecycle.create(title="nightly-backup silent since yesterday", actor="heartbeat:nightly-backup",
+                         group="service-desk", integration="heartbeat:nightly-backup")  # fmt: skip
+    return web
 
 
 def seed(web: Web) -> Web:
@@ -194,7 +206,7 @@ def page_paths(web: Web) -> list[str]:
     """Every page of the app (each GET route, its arguments from the seeded fixture)."""
     paths = []
     for rule in web.app.url_map.iter_rules():
-        if "GET" in rule.methods and not rule.rule.startswith(("/api/", "/static")):
+        if "GET" in rule.methods and not rule.rule.startswith(("/api/", "/static", "/hooks/")):
             paths.extend(_fill(rule, web))
     return sorted(paths)
 
@@ -212,7 +224,17 @@ def test_every_page_speaks_plain_words(rich):
             found = reprs(response.text)
             assert not found, f"{path}{query} shows {found}"
     # the pages a person works in were all rendered
-    for must in ("/incidents", "/incidents/new", "/problems", "/oncall", "/users", "/configuration", "/status"):
+    must_see = (
+        "/incidents",
+        "/incidents/new",
+        "/problems",
+        "/oncall",
+        "/users",
+        "/configuration",
+        "/status",
+        "/heartbeats",
+    )
+    for must in must_see:
         assert must in seen
     configuration, queue = client.get("/configuration").text, client.get("/incidents").text
     assert "cannot log in since" in configuration and "not polled yet" in configuration

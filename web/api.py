@@ -24,6 +24,8 @@ from gateway.core.errors import (
     ParseError,
     TransitionError,
 )
+from gateway.incidents.heartbeats import history as heartbeat_history
+from gateway.incidents.heartbeats import statuses as heartbeat_statuses
 from gateway.incidents.lifecycle import normalise_ref
 from gateway.problem_records import EDITABLE as PROBLEM_EDITABLE
 from gateway.problem_records import TRANSITIONS as PROBLEM_TRANSITIONS
@@ -366,6 +368,26 @@ def problem_timeline(ref: str):
     events = list(problem.events.order_by(ProblemEvent.at, ProblemEvent.id))
     hidden = hidden_incident_refs(events, g.api_user)
     return jsonify(ref=problem.ref, events=[problem_event_document(e, hidden) for e in events])
+
+
+@bp.get("/heartbeats")
+def heartbeats():
+    """Every heartbeat: state, last beat, next due, and the incidents its silences opened (agents and admins)."""
+    if g.api_user.role not in ("agent", "admin"):
+        return error(403, "forbidden", "heartbeats are for agents and admins")
+    found = heartbeat_statuses(current_app.config["INLET"], _lifecycle().clock.now())
+    return jsonify(
+        heartbeats=[
+            dict(
+                s.document(),
+                history=[
+                    {**h, "opened_at": iso(h["opened_at"]), "resolved_at": iso(h["resolved_at"])}
+                    for h in heartbeat_history(s.name)
+                ],
+            )
+            for s in found
+        ]
+    )
 
 
 @bp.get("/reports")

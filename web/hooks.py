@@ -1,4 +1,4 @@
-"""Webhook intake: ``POST /hooks/<integration>``.
+"""Webhook intake: ``POST /hooks/<integration>``, and heartbeat pings ``/hooks/<integration>/heartbeat/<name>``.
 
 The order of the checks: unknown integration 404; body over the size limit 413;
 not JSON 415; the bearer token or HMAC signature (missing 401, wrong 403, secret
@@ -26,6 +26,7 @@ import math
 import re
 import uuid
 
+import peewee
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -37,7 +38,9 @@ from gateway.config.integrations import (
     authenticate_routing_key,
     integration_named,
 )
+from gateway.core.clock import iso
 from gateway.core.errors import ParseError, StoreUnavailable
+from gateway.incidents.heartbeats import record_beat
 from gateway.intake.refusals import WEBHOOK
 from gateway.intake.sns_signature import confirm_subscription
 from gateway.intake.sns_signature import verify as sns_verify
@@ -170,6 +173,7 @@ def receive(name: str):
     key = recent.key(integration, idempotency_key, body)
     seen = recent.get(integration, key)
     if seen is not None:
+        _repeated_beats(config, integration, payload, state["clock"].now())
         return _accepted(integration, seen.inbound_id, seen.dedup_key)
 
     if sns and payload.get("Type") == "SubscriptionConfirmation":
@@ -211,6 +215,81 @@ def receive(name: str):
         answered_key = _stored_dedup_key(accepted.inbound_id) or generated
     recent.remember(key, accepted.inbound_id, answered_key)
     return _accepted(integration, accepted.inbound_id, answered_key)
+
+
+@bp.route("/<name>/heartbeat/<beat>", methods=["POST", "GET"])
+def heartbeat(name: str, beat: str):
+    """A beat of ``[[heartbeat]] <beat>`` through ``[[integration]] <name>``: its authentication (bearer or
+    HMAC; fail closed), its rate limit and the size limit apply; the body, if any, is not kept. GET is for
+    cron and curl (the token in the Authorization header, never in the URL, which logs keep)."""
+    config = current_app.config["INLET"]
+    state = current_app.extensions["inlet_hooks"]
+    integration = integration_named(config, name)
+    if integration is None:
+        return _error(404, "unknown_integration", f"no integration named '{name}'")
+    hb = next((h for h in config.heartbeat if h.name == beat and h.integration == name), None)
+    if hb is None:
+        return _error(404, "unknown_integration", f"no heartbeat named '{beat}' takes pings from '{name}'")
+    limit = config.web.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
+    if len(body) > limit:
+        return _error(413, "too_large", f"request body larger than {limit} bytes")
+    now = state["clock"].now()
+    if integration.auth not in ("bearer", "hmac"):  # a routing key or an SNS signature cannot sign a ping
+        denied = Denied(403, f"heartbeat pings need auth = bearer or hmac; '{name}' uses {integration.auth}")
+    else:
+        denied = authenticate(integration, request.headers, body, now)
+    if denied is not None:
+        return _denied(name, denied)
+    wait = state["limiter"].take(integration)
+    if wait:
+        seconds = max(1, math.ceil(wait))
+        return _error(
+            429,
+            "rate_limited",
+            f"integration '{name}' is over its rate limit of {integration.rate_limit} requests per "
+            f"{int(integration.rate_window.total_seconds())}s",
+            {"Retry-After": str(seconds)},
+            retry_after=seconds,
+        )
+    try:
+        with db.connection_context():
+            record_beat(hb.name, now)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        log.warning("hooks/%s/heartbeat/%s: store unavailable: %s", name, beat, exc)
+        return _error(
+            503, "store_unavailable", f"cannot record the beat now: {exc}", {"Retry-After": str(RETRY_AFTER_STORE)}
+        )
+    return _json(202, {"heartbeat": hb.name, "beat_at": iso(now)})
+
+
+def _repeated_beats(config, integration, payload, now) -> None:
+    """A repeat is not stored again, yet it is a beat when a heartbeat takes its alerts (Alertmanager sends the
+    same Watchdog body every repeat_interval): record it here, as the pipeline's step would have."""
+    wanted = [h for h in config.heartbeat if h.labels and h.integration in ("", integration.name)]
+    if not wanted:
+        return
+    try:
+        signals = webhook_signals(integration, payload)
+    except ParseError:
+        return
+    names = {
+        h.name
+        for s in signals
+        for h in wanted
+        if s.status == "firing" and all(s.labels.get(k) == v for k, v in h.labels.items())
+    }
+    try:
+        with db.connection_context():
+            for name in sorted(names):
+                record_beat(name, now)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        log.warning("hooks/%s: cannot record a heartbeat: %s", integration.name, exc)
 
 
 def _stored_dedup_key(inbound_id: int) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, Response, abort
+from flask import Blueprint, Response, abort, current_app
 from flask_login import current_user
 from peewee import SQL, Case, fn
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.samples import Sample
 
+from gateway.incidents.heartbeats import STATES as HEARTBEAT_STATES
+from gateway.incidents.heartbeats import statuses as heartbeat_statuses
 from store.db import is_postgres
 from store.models import (
     CANCELLED,
@@ -60,13 +62,15 @@ def metrics():
         return Response("authentication required\n", 401, {"WWW-Authenticate": "Bearer"}, mimetype="text/plain")
     if user.role != "admin":
         abort(403)
-    return Response(generate_latest(collect()), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(collect(config=current_app.config["INLET"])), mimetype=CONTENT_TYPE_LATEST)
 
 
-def collect(now: datetime | None = None) -> CollectorRegistry:
-    """A fresh registry filled from the database (nothing is kept between scrapes)."""
+def collect(now: datetime | None = None, config=None) -> CollectorRegistry:
+    """A fresh registry filled from the database (nothing is kept between scrapes); ``config``: the heartbeats."""
     now = now or datetime.now(UTC)
     registry = CollectorRegistry()
+    if config is not None:
+        _heartbeats(registry, config, now)
     incidents = Gauge("inlet_incidents", "Incidents by status and priority.", ["status", "priority"], registry=registry)
     counted = Incident.select(Incident.status, Incident.priority, fn.COUNT(SQL("*")))
     counted = counted.where(Incident.drill == False).group_by(Incident.status, Incident.priority)  # noqa: E712
@@ -83,6 +87,26 @@ def collect(now: datetime | None = None) -> CollectorRegistry:
     mttr.set(_mean_seconds(Incident.resolved_at, now - MEAN_WINDOW))
     registry.register(_StoreCollector(now))
     return registry
+
+
+def _heartbeats(registry: CollectorRegistry, config, now: datetime) -> None:
+    """One row per heartbeat (gateway/incidents/heartbeats.py): its state as a 0/1 per state, its last beat."""
+    state = Gauge(
+        "inlet_heartbeat_state",
+        "1 for the state each heartbeat is in (waiting, ok, late, expired), 0 for the others.",
+        ["name", "state"],
+        registry=registry,
+    )
+    last = Gauge(
+        "inlet_heartbeat_last_beat_timestamp_seconds",
+        "Unix time of each heartbeat's last beat (0: none yet).",
+        ["name"],
+        registry=registry,
+    )
+    for s in heartbeat_statuses(config, now):
+        for name in HEARTBEAT_STATES:
+            state.labels(s.name, name).set(1 if s.state == name else 0)
+        last.labels(s.name).set(s.last_beat_at.timestamp() if s.last_beat_at else 0)
 
 
 class _StoreCollector:

@@ -232,6 +232,43 @@ ERROR_SCHEMA = {
 }
 
 
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+HEARTBEAT_SCHEMA = {
+    "type": "object",
+    "required": [
+        "name", "state", "interval_seconds", "grace_seconds", "last_beat_at", "next_due_at", "expires_at",
+        "expired_at", "beats", "group", "priority", "history",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "state": {"type": "string", "enum": ["waiting", "ok", "late", "expired"]},
+        "interval_seconds": {"type": "integer"},
+        "grace_seconds": {"type": "integer"},
+        "last_beat_at": _TIME_OR_NULL,
+        "next_due_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "expired_at": _TIME_OR_NULL,
+        "beats": {"type": "integer"},
+        "group": {"type": "string"},
+        "priority": {"type": "string"},
+        "history": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["ref", "title", "status", "opened_at", "resolved_at"],
+                "properties": {
+                    "ref": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "string"},
+                    "opened_at": {"type": "string", "format": "date-time"},
+                    "resolved_at": _TIME_OR_NULL,
+                },
+            },
+        },
+    },
+}  # fmt: skip
+
+
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -299,6 +336,7 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                 "ProblemEvent": PROBLEM_EVENT_SCHEMA,
                 "Error": ERROR_SCHEMA,
                 "Report": REPORT_SCHEMA,
+                "Heartbeat": HEARTBEAT_SCHEMA,
             },
         },
         "security": [{"token": []}],
@@ -429,6 +467,23 @@ def openapi_document(action_names: list[str], groups: list[str]) -> dict:
                         *({"name": name, "in": "query", "schema": {"type": "string"}} for name in REPORT_FILTERS),
                     ],
                     "responses": {"200": _json(_ref("Report"), "The report"), **_errors(400, 401, 403)},
+                }
+            },
+            "/api/v1/heartbeats": {
+                "get": {
+                    "operationId": "listHeartbeats",
+                    "summary": "Every heartbeat: state, last beat, next due, the incidents its silences opened",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["heartbeats"],
+                                "properties": {"heartbeats": {"type": "array", "items": _ref("Heartbeat")}},
+                            },
+                            "The heartbeats, in the order of the configuration",
+                        ),
+                        **_errors(401, 403),
+                    },
                 }
             },
             **action_paths,

@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     chan.add_argument("--clear", action="store_true", help="remove all of the user's channels")
     chan.set_defaults(func=cmd_user_channels)
 
+    heartbeat = command("heartbeat", "Heartbeats: sources whose silence opens an incident.")
+    heartbeat_commands = heartbeat.add_subparsers(dest="heartbeat_command", metavar="ACTION", parser_class=_Parser)
+    heartbeat_commands.required = True
+    beats = command("list", "List heartbeats: state, last beat, next due.", heartbeat_commands)
+    beats.add_argument("--json", action="store_true", help="print a JSON array (the shape of /api/heartbeats)")
+    beats.set_defaults(func=cmd_heartbeat_list)
+
     incident = command("incident", "Incidents.")
     incident_commands = incident.add_subparsers(dest="incident_command", metavar="ACTION", parser_class=_Parser)
     incident_commands.required = True
@@ -564,6 +571,26 @@ def cmd_incident_list(args) -> int:
         return 0
     for i in incidents:
         print(f"{i.ref}\t{i.status}\t{i.priority}\t{i.group or '-'}\t{i.title}")
+    return 0
+
+
+def cmd_heartbeat_list(args) -> int:
+    from datetime import UTC, datetime
+
+    from gateway.incidents.heartbeats import statuses
+    from notifiers.words import moment
+
+    config = _load(args)
+    _open_store(config)
+    found = statuses(config, datetime.now(UTC))
+    if args.json:
+        _print_json([s.document() for s in found])
+        return 0
+    if not found:
+        print("no heartbeats: add [[heartbeat]] entries, or silent_after to a [[mailbox]]")
+    for s in found:
+        last = moment(s.last_beat_at) if s.last_beat_at else "never"
+        print(f"{s.name}\t{s.state}\tlast beat {last}\tnext due {moment(s.due_at)}")
     return 0
 
 

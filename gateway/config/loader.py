@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from gateway.config.heartbeat_settings import Heartbeat, check_heartbeats
 from gateway.config.integrations import Integration, Maintenance, check_integrations
 from gateway.config.mail_alert_settings import MailAlert, check_mail_alerts
 from gateway.config.mail_settings import Address, Mailbox, MailSection, SmtpSection, check_mail
@@ -242,6 +243,9 @@ class Config:
     stakeholder: list[Stakeholder] = setting(factory=list, help="Stakeholder subscriptions.")
     integration: list[Integration] = setting(factory=list, help="Webhook integrations: POST /hooks/<name>.")
     maintenance: list[Maintenance] = setting(factory=list, help="Maintenance windows: matching alerts page nobody.")
+    heartbeat: list[Heartbeat] = setting(
+        factory=list, help="Heartbeats: a source that goes silent opens one incident, resolved when it beats again."
+    )
     smtp: SmtpSection = setting(factory=SmtpSection, help="The SMTP server that receives mail.")
     mail: MailSection = setting(factory=MailSection, help="Mail rules: loops, threading, throttle.")
     address: list[Address] = setting(factory=list, help="Addresses Inlet accepts mail for, with their defaults.")
@@ -389,6 +393,7 @@ def _check_references(config: Config) -> None:
     check_integrations(config)
     check_mail(config)
     check_mail_alerts(config)
+    check_heartbeats(config)
     check_schedules(config)
     check_reports(config)
     config.ruleset  # noqa: B018 -- compiles the rules now, so a bad regex is a load error

@@ -122,6 +122,12 @@ class Mailbox:
     poll_interval: timedelta = setting(timedelta(seconds=60), help="How often to look for mail without IDLE.")
     idle: bool = setting(True, help="Use IMAP IDLE when the server supports it (new mail in seconds).")
     address: str = setting("", help="The [[address]] whose defaults apply to this mailbox's mail (empty: none).")
+    silent_after: timedelta = setting(
+        timedelta(0),
+        help="Not polled successfully for this long (login refused, server gone): one incident, resolved when"
+        " polling works again (the built-in heartbeat mailbox:<name>; 0s: none).",
+    )
+    silent_group: str = setting("", help="Group of that incident (empty: fallback_group).")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreUnavailable
 from gateway.core.threads import Loop
+from gateway.incidents.heartbeats import polled
 from gateway.intake.mailbox_status import Reporter
 from gateway.intake.smtp import dedup_key
 from gateway.intake.writer import InboundRecord, InboundWriter
@@ -133,6 +134,7 @@ class MailboxPoller(Loop):
         while not self.stopping.is_set():
             self.scan(client)
             self.report.polled()
+            polled(self.box, self.clock.now())  # a successful poll: the beat of heartbeat mailbox:<name>
             if use_idle:
                 self._idle(client, self.box.poll_interval)
             else:
