@@ -20,7 +20,7 @@ from gateway.core.clock import FixedClock
 from gateway.incidents.heartbeats import EXPIRED, LATE, OK, WAITING, HeartbeatTimer, polled, statuses
 from gateway.service import Service
 from store.db import db
-from store.models import PENDING, Event, HeartbeatState, Inbound, Incident
+from store.models import PENDING, Event, HeartbeatState, Inbound, Incident, Notification
 from tests.conftest import wait_for
 from tests.test_imap import dovecot  # noqa: F401 -- the real Dovecot fixture
 
@@ -227,6 +227,42 @@ def test_a_mailbox_with_silent_after_is_a_built_in_heartbeat(store):
     assert statuses(config, clock.now())[0].state == OK
 
 
+def test_notifications_failing_too_long_open_one_incident_resolved_when_they_work_again(store):
+    """The outbox is a built-in heartbeat: a beat is a moment notifications are not failing for longer than
+    [notifications] failing_incident_after (as the queue's warning counts them)."""
+    config = store.config(notifications={"failing_incident_after": "1h", "failing_incident_group": "network"})
+    clock = FixedClock()
+    timer = HeartbeatTimer(lambda: config, clock)
+    service = Service(config, roles={"worker"}, clock=clock)
+    service.start()
+    try:
+        assert timer.tick() == 0
+        assert [(s.name, s.state) for s in statuses(config, clock.now())] == [("outbox:deliveries", OK)]
+        failing = Notification.create(audience="group", template="created", targets=["json://127.0.0.1:9/"],
+                                      attempts=2, next_attempt_at=clock.now(), created_at=clock.now(),
+                                      last_error="connection refused")  # fmt: skip
+        clock.advance(minutes=59)
+        assert timer.tick() == 0  # failing, not yet for an hour (the queue does not warn either): a beat
+        clock.advance(minutes=2)
+        assert timer.tick() == 1 and timer.tick() == 0  # failing an hour, no beat for a minute: expired, once
+        wait_for(lambda: Incident.select().where(Incident.integration == "heartbeat:outbox:deliveries").exists())
+        (incident,) = Incident.select().where(Incident.integration == "heartbeat:outbox:deliveries")
+        assert incident.group == "network" and incident.title.startswith("notifications failing since ")
+        assert "not being told" in incident.description
+
+        Notification.update(status="sent", sent_at=clock.now()).where(Notification.id == failing.id).execute()
+        clock.advance(minutes=1)
+        assert timer.tick() == 1  # delivered again: a beat, then the recovery
+        wait_for(lambda: Incident.get_by_id(incident.id).status == "resolved")
+        assert Incident.get_by_id(incident.id).resolution_code == "auto-recovered"
+    finally:
+        service.stop()
+
+
+def test_the_outbox_heartbeat_is_off_unless_configured(store):
+    assert statuses(store.config(), FixedClock().now()) == []
+
+
 def _race(url: str, start_iso: str, barrier, results) -> None:
     """One timer process: open the database, wait for the other, look at the heartbeats."""
     from datetime import datetime
@@ -330,7 +366,7 @@ def test_a_mailbox_that_cannot_be_polled_opens_one_incident_and_resolves_when_po
     db.connect(reuse_if_open=True)
     try:
         timer.tick()
-        wait_for(lambda: "login failed" in poller.last_error, message="the refused login")
+        wait_for(lambda: "cannot log in" in poller.last_error, message="the refused login")
         clock.advance(minutes=11)
         assert timer.tick() == 1 and timer.tick() == 0
         wait_for(lambda: Incident.select().count() == 1, message="the incident of the silent mailbox")

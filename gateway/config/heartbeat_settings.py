@@ -6,7 +6,8 @@ is a ping to ``/hooks/<integration>/heartbeat/<name>``, an alert whose labels ma
 ``labels`` (such as Alertmanager's always-firing ``Watchdog``, which then opens no incident),
 or mail whose sender and subject match ``mail_from`` / ``mail_subject`` (RE2, linear time).
 A ``[[mailbox]]`` with ``silent_after`` is a built-in heartbeat named ``mailbox:<name>``
-whose beat is a successful poll.
+whose beat is a successful poll; with ``[notifications] failing_incident_after`` the outbox is one
+named ``outbox:deliveries`` whose beat is a moment notifications are not failing that long.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from gateway.config.schema import KeyProblem, setting
 from gateway.rules import compile_regex
 
 MAILBOX_PREFIX = "mailbox:"
+OUTBOX = "outbox:deliveries"
+OUTBOX_INTERVAL = timedelta(minutes=1)  # how soon after notifications count as failing the incident opens
 DEFAULT_TITLE = "{name} silent since {since}"
 
 
@@ -62,6 +65,20 @@ def heartbeats_of(config) -> list[Heartbeat]:
         for box in config.mailbox
         if box.silent_after > timedelta(0)
     ]
+    section = config.notifications
+    if section.failing_incident_after > timedelta(0):
+        built_in.append(
+            Heartbeat(
+                name=OUTBOX,
+                interval=OUTBOX_INTERVAL,
+                grace=timedelta(0),
+                group=section.failing_incident_group,
+                title="notifications failing since {since}",
+                text="Notifications Inlet sends have been failing for longer than "
+                f"{int(section.failing_incident_after.total_seconds() // 60)} min since {{since}}: reporters,"
+                " resolvers and stakeholders are not being told. See Notifications for the failing deliveries.",
+            )
+        )
     return [*config.heartbeat, *built_in]
 
 

@@ -57,6 +57,12 @@ class NotificationsSection:
     failing_warning_after: timedelta = setting(
         timedelta(minutes=15), help="The queue warns when notifications have been failing this long."
     )
+    failing_incident_after: timedelta = setting(
+        timedelta(0),
+        help="When notifications have been failing this long (as the queue's warning counts it), Inlet opens one"
+        " incident (the built-in heartbeat 'outbox:deliveries') and resolves it when they work again. 0: off.",
+    )
+    failing_incident_group: str = setting("", help="Group of that incident (empty: fallback_group).")
 
     def smtp_password(self) -> str:
         """The relay's password, read from ``smtp_password_env`` ("" when unset): notifiers get the value."""

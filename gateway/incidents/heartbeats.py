@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from gateway.config.heartbeat_settings import DEFAULT_TITLE, MAILBOX_PREFIX, Heartbeat, heartbeats_of
+from gateway.config.heartbeat_settings import DEFAULT_TITLE, MAILBOX_PREFIX, OUTBOX, Heartbeat, heartbeats_of
 from gateway.core.clock import Clock, iso
+from notifiers.outbox import failing_since
 from notifiers.words import moment
 from store import wakeup
 from store.db import db
@@ -161,6 +162,8 @@ class HeartbeatTimer:
             return 0
         with db.connection_context():
             names = [h.name for h in beats]
+            if OUTBOX in names and failing_since(now, config.notifications.failing_incident_after) is None:
+                record_beat(OUTBOX, now)  # the outbox's beat: a moment its deliveries are not failing
             known = set(HeartbeatState.select(HeartbeatState.name).where(HeartbeatState.name.in_(names)).tuples())
             missing = [n for n in names if (n,) not in known]
             if missing:  # watched from now on: a heartbeat that never beats expires interval + grace from here
