@@ -397,6 +397,8 @@ class Served:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:  # queued while the listening socket closed, then dropped: look again
+            return False
         return False
 
     def stop(self) -> None:
