@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gateway.config.mail_settings import match_address
+from gateway.config.mail_settings import given_defaults, match_address
 from gateway.config.schema import KeyProblem, setting
 from gateway.core.errors import ConfigError
 from gateway.rules import compile_regex
@@ -131,19 +131,13 @@ class MailAlert:
 
     def defaults(self) -> dict:
         """The allocation defaults of this rule's incidents (laid over those of the [[address]])."""
-        values = {
-            "group": self.group,
-            "category": self.category,
-            "service": self.service,
-            "impact": self.impact,
-            "urgency": self.urgency,
+        return {
+            **given_defaults(self),
+            "severity_map": {
+                **(self.format.severity_map if self.format else {}),
+                **{name.lower(): tuple(pair) for name, pair in self.severity_map.items()},
+            },
         }
-        values = {k: v for k, v in values.items() if v}
-        values["severity_map"] = {
-            **(self.format.severity_map if self.format else {}),
-            **{name.lower(): tuple(pair) for name, pair in self.severity_map.items()},
-        }
-        return values
 
     def selects(self, sender: str, recipient: str) -> bool:
         """Whether mail From ``sender`` that came to the [[address]] ``recipient`` is this rule's to read."""

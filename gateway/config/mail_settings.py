@@ -65,6 +65,14 @@ class SmtpSection:
     )
 
 
+ALLOCATION_FIELDS = ("group", "category", "service", "impact", "urgency")
+
+
+def given_defaults(entry, fields: tuple[str, ...] = ALLOCATION_FIELDS) -> dict:
+    """The allocation defaults an entry ([[address]], [[mail_alert]]) gives: those of ``fields`` it sets."""
+    return {name: getattr(entry, name) for name in fields if getattr(entry, name)}
+
+
 @dataclass(frozen=True)
 class Address:
     address: str = setting(
@@ -86,16 +94,7 @@ class Address:
 
     def defaults(self) -> dict:
         """The allocation defaults this address gives (only what is set)."""
-        values = {
-            "group": self.group,
-            "category": self.category,
-            "service": self.service,
-            "impact": self.impact,
-            "urgency": self.urgency,
-            "security": self.security,
-            "major": self.major,
-        }
-        return {k: v for k, v in values.items() if v}
+        return given_defaults(self, (*ALLOCATION_FIELDS, "security", "major"))
 
 
 @dataclass(frozen=True)
