@@ -32,6 +32,22 @@ def is_postgres(database: peewee.Database | None = None) -> bool:
     return isinstance(target, peewee.PostgresqlDatabase)
 
 
+# PostgreSQL's serialization failure, deadlock detected, lock not available
+CONTENTION_CODES = frozenset({"40001", "40P01", "55P03"})
+
+
+def contended(exc: BaseException) -> bool:
+    """Whether a database error is contention (another writer held a lock), not the database being away:
+    SQLite's "database is locked" / "busy" (its busy timeout ran out, or a snapshot went stale), or a
+    PostgreSQL serialization failure, deadlock or lock timeout. peewee wraps the driver's error: the
+    original is its first argument."""
+    orig = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    if getattr(orig, "pgcode", None) in CONTENTION_CODES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text or "database is busy" in text
+
+
 def make_database(url: str, *, password: str | None = None, pool_size: int = 10, busy_timeout: float = 10.0):
     """Build (not connect) a peewee database for ``url``."""
     parts = urlsplit(url)

@@ -30,7 +30,7 @@ import peewee
 
 from gateway.core.threads import Worker
 from store import db as store_db
-from store.db import db, is_postgres
+from store.db import contended, db, is_postgres
 
 log = logging.getLogger("inlet.wakeup")
 
@@ -201,7 +201,9 @@ def worker(name: str, tick: Callable[[], int], *, interval: float = 1.0, wake_on
     """A worker thread whose ticks run in a database connection: retried with backoff while the database is
     away, woken at once when ``wake_on`` (a channel) is announced, else every ``interval`` seconds."""
     transient = (peewee.OperationalError, peewee.InterfaceError)
-    thread = Worker(name, tick, interval=interval, session=lambda: db.connection_context(), transient=transient)
+    thread = Worker(
+        name, tick, interval=interval, session=lambda: db.connection_context(), transient=transient, contended=contended
+    )
     if wake_on:
         thread.listener = Listener(wake_on, thread.wake)
     return thread

@@ -20,7 +20,8 @@ from gateway.pipeline.driver import Discard, Steps
 from gateway.pipeline.tick import BUSY_BATCH, REPORT_EVERY, TRANSACTION_BATCH, pipeline_tick
 from gateway.service import build_lifecycle, build_pipeline
 from parsers.signal import RESOLVED, Signal
-from store.db import db, local_write_turn, make_database, turn_wanted
+from store.db import db, local_write_turn, make_database, open_database, turn_wanted
+from store.migrations import upgrade
 from store.models import FAILED, IGNORED, PENDING, PROCESSED, Event, Inbound, Incident, Notification
 from tests.conftest import ROOT, wait_for
 
@@ -535,3 +536,45 @@ def test_the_worker_of_another_process_sees_the_listeners_work_in_hand(tmp_path)
     began = time.monotonic()
     writer.wait_while_busy(30)  # nothing in hand here or there: no wait
     assert time.monotonic() - began < 10
+
+
+def test_a_worker_kept_from_the_sqlite_lock_tries_again_each_interval_not_with_growing_backoff(tmp_path, caplog):
+    """Another writer (a backup tool, a sqlite3 shell) holds SQLite's write lock longer than the busy
+    timeout: the worker's tick fails with "database is locked". That is contention, not an outage: the
+    worker tries again every poll interval, so the backlog goes through about an interval after the lock
+    is released. Backing off 1, 2, 4 … 30 s as for an outage left it waiting up to 30 s more.
+    SQLite only: on PostgreSQL a held lock makes the worker wait, it does not fail."""
+    import sqlite3
+
+    from gateway.service import Service
+    from tests.conftest import Store
+
+    url = f"sqlite:///{tmp_path / 'inlet.db'}"
+    config = Store("sqlite", url, tmp_path).config(database={"url": url, "busy_timeout": "1s"})
+    open_database(config)
+    upgrade()
+    db.close()
+    with db.connection_context():
+        inbound = Inbound.create(source="smtp", raw=b"From: a@example.org\r\nSubject: printer\r\n\r\njammed\r\n",
+                                 received_at=FixedClock().now(), status=PENDING)  # fmt: skip
+    service = Service(config, roles={"worker"}, clock=FixedClock())
+    holder = sqlite3.connect(tmp_path / "inlet.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # the lock, held past the worker's busy timeout several times over
+    try:
+        with caplog.at_level("WARNING", logger="inlet.worker"):
+            service.start()
+            wait_for(lambda: caplog.text.count("retrying in") >= 4, timeout=60, message="the worker kept out 4 times")
+        assert _status(inbound.id) == PENDING
+        holder.execute("COMMIT")
+        released = time.monotonic()
+        wait_for(lambda: _status(inbound.id) == PROCESSED, timeout=30, message="the Inbound applied")
+        assert time.monotonic() - released < 3.5  # about one poll interval (1 s), not the 8 s of a 4th back-off
+        assert caplog.text.count("database busy") >= 4 and "database unavailable" not in caplog.text
+    finally:
+        holder.close()
+        service.stop()
+
+
+def _status(inbound_id: int) -> str:
+    with db.connection_context():
+        return Inbound.get_by_id(inbound_id).status

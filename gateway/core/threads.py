@@ -7,9 +7,11 @@ gateway/intake/imap.py).
 
 :class:`Worker` is the loop of the workers that claim rows and act on them: it calls one ``tick()``
 immediately when woken, else every ``interval``; a ``transient`` error (the database is away) is logged
-and retried with backoff, any other error is logged and the loop goes on. The database session around
-each tick and the wakeup listener are given by the caller (store/wakeup.py ``worker``): this module
-imports nothing of Inlet.
+and retried with backoff (1, 2, 4 … ``max_backoff`` seconds), except a ``contended`` one (the database is
+there, another writer held its lock too long): that is retried every ``interval``, since backing off
+would leave work waiting long after the lock is free; any other error is logged and the loop goes on.
+The database session around each tick and the wakeup listener are given by the caller
+(store/wakeup.py ``worker``): this module imports nothing of Inlet.
 """
 
 from __future__ import annotations
@@ -58,13 +60,15 @@ class Worker(Loop):
         max_backoff: float = 30.0,
         session: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         transient: tuple[type[BaseException], ...] = (),
+        contended: Callable[[BaseException], bool] = lambda exc: False,
         listener=None,
     ):
         """``session()``: the context each tick runs in; ``transient``: the errors retried with backoff;
+        ``contended(exc)``: whether a transient error is contention, retried every ``interval`` instead;
         ``listener``: an object with ``start()`` and ``stop()`` that calls :meth:`wake` on outside work."""
         super().__init__(name)
         self.tick, self.interval, self.max_backoff = tick, interval, max_backoff
-        self.session, self.transient, self.listener = session, transient, listener
+        self.session, self.transient, self.contended, self.listener = session, transient, contended, listener
         self._wake = threading.Event()
 
     def where(self) -> str:
@@ -94,9 +98,13 @@ class Worker(Loop):
                     done = self.tick()
                 delay = self.interval
             except self.transient as exc:
-                log.warning("%s: database unavailable (%s); retrying in %.0fs", self.name, exc, delay)
                 done = 0
-                delay = min(delay * 2, self.max_backoff)
+                if self.contended(exc):
+                    log.warning("%s: database busy (%s); retrying in %.0fs", self.name, exc, self.interval)
+                    delay = self.interval
+                else:
+                    log.warning("%s: database unavailable (%s); retrying in %.0fs", self.name, exc, delay)
+                    delay = min(delay * 2, self.max_backoff)
             except Exception:  # a bug must not kill the worker: log it and go on
                 log.exception("%s: tick failed", self.name)
                 done = 0
