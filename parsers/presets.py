@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from parsers.generic import IGNORE, GenericOptions
+from parsers.severity import NAGIOS_SEVERITY
 from parsers.signal import ACKNOWLEDGED, FIRING, RESOLVED
 
 
@@ -41,18 +42,6 @@ class Preset:
             source=self.name,
         )
 
-
-_NAGIOS_LIKE_SEVERITY = {
-    "crit": ("high", "high"),
-    "critical": ("high", "high"),
-    "down": ("high", "high"),
-    "unreach": ("high", "medium"),
-    "unreachable": ("high", "medium"),
-    "warn": ("medium", "medium"),
-    "unknown": ("medium", "low"),
-    "ok": ("low", "low"),
-    "up": ("low", "low"),
-}
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
@@ -198,7 +187,7 @@ PRESETS: dict[str, Preset] = {
                 **{word: IGNORE for word in ("flappingstart", "flappingstop", "flappingdisabled", "custom")},
                 **{word: IGNORE for word in ("downtimestart", "downtimeend", "downtimecancelled")},
             },
-            severity_map=_NAGIOS_LIKE_SEVERITY,
+            severity_map=NAGIOS_SEVERITY,
         ),
         # Icinga 2, through the notification command contrib/icinga2-inlet (it posts the
         # variables of Icinga's own mail notification commands, as they are).
@@ -225,7 +214,7 @@ PRESETS: dict[str, Preset] = {
                 **{word: IGNORE for word in ("custom", "flappingstart", "flappingend")},
                 **{word: IGNORE for word in ("downtimestart", "downtimeend", "downtimeremoved")},
             },
-            severity_map=_NAGIOS_LIKE_SEVERITY,
+            severity_map=NAGIOS_SEVERITY,
         ),
     )
 }

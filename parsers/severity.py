@@ -21,6 +21,21 @@ DEFAULT_SEVERITY_MAP: dict[str, tuple[str, str]] = {
     "info": ("low", "low"),
 }
 
+# The states of the Nagios family (Nagios, Icinga, Checkmk; the last two also abbreviate them), in their
+# webhooks (parsers/presets.py) and their alert mails (parsers/email/monitoring.py).
+NAGIOS_SEVERITY: dict[str, tuple[str, str]] = {
+    "crit": ("high", "high"),
+    "critical": ("high", "high"),
+    "down": ("high", "high"),
+    "unreach": ("high", "medium"),
+    "unreachable": ("high", "medium"),
+    "warn": ("medium", "medium"),
+    "warning": ("medium", "medium"),
+    "unknown": ("medium", "low"),
+    "ok": ("low", "low"),
+    "up": ("low", "low"),
+}
+
 
 def severity_to_impact_urgency(
     severity: str | None, mapping: dict[str, tuple[str, str]] | None = None

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.errors import ParseError
 from parsers.generic import IGNORE, STATUS_WORDS
+from parsers.severity import NAGIOS_SEVERITY
 from parsers.signal import ACKNOWLEDGED, FIRING, RESOLVED, Signal
 from parsers.template import parse_template
 
@@ -59,15 +60,6 @@ _NAGIOS_TYPES = {
     "acknowledgement": ACKNOWLEDGED,
     **{word: IGNORE for word in ("flappingstart", "flappingstop", "flappingend", "flappingdisabled", "custom")},
     **{word: IGNORE for word in ("downtimestart", "downtimeend", "downtimecancelled", "downtimeremoved")},
-}
-_NAGIOS_SEVERITY = {
-    "critical": ("high", "high"),
-    "down": ("high", "high"),
-    "unreachable": ("high", "medium"),
-    "warning": ("medium", "medium"),
-    "unknown": ("medium", "low"),
-    "ok": ("low", "low"),
-    "up": ("low", "low"),
 }
 # Monit's event table (src/event.c, Event_Table): per event its "failed", "succeeded", "changed" and
 # "changed not" description; $EVENT in the mail is one of them.
@@ -135,7 +127,7 @@ MAIL_PRESETS: dict[str, MailFormat] = {
             ),
             states=_NAGIOS_TYPES,
             title=("{host}: {check} is {severity}", "{host} is {severity}"),
-            severity_map=_NAGIOS_SEVERITY,
+            severity_map=NAGIOS_SEVERITY,
         ),
         # Icinga 2's own scripts (etc/icinga2/scripts/mail-service-notification.sh, mail-host-notification.sh):
         # "[$NOTIFICATIONTYPE] $SERVICEDISPLAYNAME on $HOSTDISPLAYNAME is $SERVICESTATE!",
@@ -149,7 +141,7 @@ MAIL_PRESETS: dict[str, MailFormat] = {
             ),
             states=_NAGIOS_TYPES,
             title=("{host}: {check} is {severity}", "{host} is {severity}"),
-            severity_map=_NAGIOS_SEVERITY,
+            severity_map=NAGIOS_SEVERITY,
         ),
         # Monit's default mail format (src/alert.h: ALERT_SUBJECT "monit alert --  $EVENT $SERVICE"; the
         # message has "Host:        $HOST"). A Monit service name has no blanks; the event may have some.
